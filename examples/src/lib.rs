@@ -1,0 +1,1 @@
+//! Examples of composing kube-parts crates; see the `[[example]]` entries.

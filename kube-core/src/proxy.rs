@@ -1,0 +1,178 @@
+//! The [`Proxy`] trait: a service data plane, and the service table it is handed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+
+use crate::object::ObjectKey;
+
+/// Errors from a [`Proxy`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The table or change cannot be applied as given.
+    #[error("invalid service table: {0}")]
+    Invalid(String),
+    /// The data plane failed to apply it.
+    #[error("proxy backend error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Transport protocol of a service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("UDP") => Self::Udp,
+            Some("SCTP") => Self::Sctp,
+            _ => Self::Tcp,
+        }
+    }
+}
+
+/// One backend of a service port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Pod IP.
+    pub ip: IpAddr,
+    /// Port on the pod.
+    pub port: u16,
+    /// Node the pod runs on.
+    pub node_name: Option<String>,
+}
+
+/// One port of a service and its ready backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name (empty for a single unnamed port).
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The service's port.
+    pub port: u16,
+    /// Node port, for NodePort and LoadBalancer services.
+    pub node_port: Option<u16>,
+    /// Ready backends, sorted.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// What a proxy needs to know about one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// The virtual IP, if allocated (`None` for headless services).
+    pub cluster_ip: Option<IpAddr>,
+    /// Ports with their backends.
+    pub ports: Vec<ServicePort>,
+}
+
+impl ServiceEntry {
+    /// Builds the entry from a Service and its Endpoints (ready addresses only).
+    pub fn from_objects(service: &Service, endpoints: Option<&Endpoints>) -> Self {
+        let spec = service.spec.clone().unwrap_or_default();
+        let cluster_ip = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| *ip != "None")
+            .and_then(|ip| ip.parse().ok());
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let name = p.name.clone().unwrap_or_default();
+                let mut backends = Vec::new();
+                for subset in endpoints.iter().flat_map(|e| e.subsets.iter().flatten()) {
+                    let Some(ep_port) = subset
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|ep| ep.name.clone().unwrap_or_default() == name)
+                    else {
+                        continue;
+                    };
+                    for address in subset.addresses.iter().flatten() {
+                        if let (Ok(ip), Ok(port)) =
+                            (address.ip.parse(), u16::try_from(ep_port.port))
+                        {
+                            backends.push(Endpoint {
+                                ip,
+                                port,
+                                node_name: address.node_name.clone(),
+                            });
+                        }
+                    }
+                }
+                backends.sort();
+                backends.dedup();
+                Some(ServicePort {
+                    name,
+                    protocol: Protocol::parse(p.protocol.as_deref()),
+                    port: u16::try_from(p.port).ok()?,
+                    node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                    endpoints: backends,
+                })
+            })
+            .collect();
+        Self { cluster_ip, ports }
+    }
+}
+
+/// The desired (or applied) state of a data plane: every service and its backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceTable {
+    /// Services by namespace and name.
+    pub services: BTreeMap<ObjectKey, ServiceEntry>,
+}
+
+impl ServiceTable {
+    /// Applies incremental changes to this table.
+    pub fn apply(&mut self, changes: &[TableChange]) {
+        for change in changes {
+            match change {
+                TableChange::Upsert(key, entry) => {
+                    self.services.insert(key.clone(), entry.clone());
+                }
+                TableChange::Remove(key) => {
+                    self.services.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// An increment to a [`ServiceTable`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableChange {
+    /// Add or replace a service.
+    Upsert(ObjectKey, ServiceEntry),
+    /// Remove a service.
+    Remove(ObjectKey),
+}
+
+/// A service data plane: it is handed the desired table, applies it, and reports what it has
+/// applied.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kube_core::proxy::Proxy;
+/// fn object_safe(_: Arc<dyn Proxy>) {}
+/// ```
+#[async_trait::async_trait]
+pub trait Proxy: Send + Sync + std::fmt::Debug {
+    /// Replaces everything applied with `table`.
+    async fn sync(&self, table: &ServiceTable) -> Result<(), ProxyError>;
+    /// Applies increments on top of what is applied.
+    async fn apply(&self, changes: &[TableChange]) -> Result<(), ProxyError>;
+    /// What is applied now.
+    async fn applied(&self) -> Result<ServiceTable, ProxyError>;
+}
