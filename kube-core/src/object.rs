@@ -248,6 +248,23 @@ where
     })
 }
 
+/// The current time as a Kubernetes `Time` (what `creationTimestamp`, condition times and
+/// container start times hold).
+pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    to_time(std::time::SystemTime::now())
+}
+
+/// Converts a `SystemTime` to a Kubernetes `Time` (times before 1970 become the epoch).
+pub fn to_time(t: std::time::SystemTime) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ts = k8s_openapi::jiff::Timestamp::new(
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        i32::try_from(since.subsec_nanos()).unwrap_or(0),
+    )
+    .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

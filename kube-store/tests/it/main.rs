@@ -1,0 +1,4 @@
+//! Integration tests of kube-store's backends.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod mem;
