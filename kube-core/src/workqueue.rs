@@ -130,14 +130,17 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
 
     /// Queues `key` after its backoff delay, and counts a failure for it.
     pub fn add_rate_limited(&self, key: K) {
-        let failures = {
-            let mut s = self.state();
-            let n = s.failures.entry(key.clone()).or_insert(0);
-            let before = *n;
-            *n = n.saturating_add(1);
-            before
-        };
+        let failures = self.record_failure(&key);
         self.add_after(key, self.inner.backoff.delay(failures));
+    }
+
+    /// Counts a failure of `key`; returns the number of failures before this one.
+    pub fn record_failure(&self, key: &K) -> u32 {
+        let mut s = self.state();
+        let n = s.failures.entry(key.clone()).or_insert(0);
+        let before = *n;
+        *n = n.saturating_add(1);
+        before
     }
 
     /// Clears the failure count of `key` (call after it succeeds).

@@ -1,1 +1,35 @@
-//! placeholder
+//! Reconciliation for orchestrators built from kube-parts.
+//!
+//! - [`ControllerManager`]: runs any number of [`kube_core::Controller`]s, each over shared
+//!   informer caches and its own work queue, as one orchestrator component.
+//! - [`ReplicaSetController`]: keeps `spec.replicas` pods of a ReplicaSet's template.
+//! - [`GarbageCollector`]: deletes objects whose owners are gone.
+//! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kube_core::OrchestratorError> {
+//! use std::sync::Arc;
+//! use kube_core::{GroupKind, Orchestrator};
+//! use kube_ctrl::{ControllerManager, EndpointsController, GarbageCollector, ReplicaSetController};
+//!
+//! let manager = ControllerManager::new()
+//!     .with(ReplicaSetController::new())
+//!     .with(GarbageCollector::new(GroupKind::POD).owner(GroupKind::REPLICA_SET))
+//!     .with(EndpointsController::new());
+//! let store = Arc::new(kube_store::MemStore::new());
+//! let running = Orchestrator::builder().store(store).controllers(manager).build()?.start();
+//! running.shutdown().await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod endpoints;
+mod gc;
+mod manager;
+mod pods;
+mod replicaset;
+
+pub use endpoints::EndpointsController;
+pub use gc::GarbageCollector;
+pub use manager::ControllerManager;
+pub use replicaset::ReplicaSetController;

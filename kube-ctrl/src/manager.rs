@@ -1,0 +1,197 @@
+//! [`ControllerManager`]: runs controllers over shared informers and per-controller work queues.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kube_core::controller::{Controller, ControllerContext};
+use kube_core::informer::{Informer, InformerEvent};
+use kube_core::object::{GroupKind, ObjectKey};
+use kube_core::orchestrator::{BoxError, Component, ComponentContext};
+use kube_core::workqueue::WorkQueue;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+/// Runs controllers as one orchestrator component.
+///
+/// For each controller it subscribes to the shared informers of the kinds the controller
+/// watches, maps every change to a primary key (owned objects to their controlling owner),
+/// queues the key (duplicates coalesce, one worker per key at a time), and calls
+/// `reconcile` from a pool of workers once the caches are synced.
+pub struct ControllerManager {
+    controllers: Vec<Arc<dyn Controller>>,
+    workers: usize,
+}
+
+impl fmt::Debug for ControllerManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControllerManager")
+            .field(
+                "controllers",
+                &self
+                    .controllers
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl Default for ControllerManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ControllerManager {
+    /// A manager with no controllers and 2 workers per controller.
+    pub fn new() -> Self {
+        Self {
+            controllers: Vec::new(),
+            workers: 2,
+        }
+    }
+
+    /// Adds a controller.
+    pub fn with(self, controller: impl Controller + 'static) -> Self {
+        self.with_arc(Arc::new(controller))
+    }
+
+    /// Adds a shared controller (the caller may keep a handle to it).
+    pub fn with_arc(mut self, controller: Arc<dyn Controller>) -> Self {
+        self.controllers.push(controller);
+        self
+    }
+
+    /// Sets the number of concurrent reconciles per controller (at least 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for ControllerManager {
+    fn name(&self) -> String {
+        "controller-manager".into()
+    }
+
+    async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
+        let mut tasks = JoinSet::new();
+        for controller in self.controllers {
+            tasks.spawn(run_controller(controller, ctx.clone(), self.workers));
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Forwards informer events to the queue, mapped to primary keys by `map`.
+fn forward(
+    mut events: UnboundedReceiver<InformerEvent>,
+    queue: WorkQueue<ObjectKey>,
+    tasks: &mut JoinSet<()>,
+    map: impl Fn(&InformerEvent) -> Vec<ObjectKey> + Send + 'static,
+) {
+    tasks.spawn(async move {
+        while let Some(event) = events.recv().await {
+            for key in map(&event) {
+                queue.add(key);
+            }
+        }
+    });
+}
+
+async fn run_controller(controller: Arc<dyn Controller>, ctx: ComponentContext, workers: usize) {
+    let name = controller.name().to_string();
+    let watches = controller.watches();
+    let cctx = ControllerContext {
+        store: ctx.store.clone(),
+        informers: ctx.informers.clone(),
+    };
+    let queue: WorkQueue<ObjectKey> = WorkQueue::default();
+    let mut tasks = JoinSet::new();
+    let mut informers: Vec<Informer> = Vec::new();
+
+    let primary = ctx.informers.informer(&watches.primary);
+    informers.push(primary.clone());
+    forward(primary.subscribe(), queue.clone(), &mut tasks, |e| {
+        vec![e.object().key()]
+    });
+
+    for owned in &watches.owns {
+        let informer = ctx.informers.informer(owned);
+        informers.push(informer.clone());
+        let primary_kind = watches.primary.clone();
+        forward(informer.subscribe(), queue.clone(), &mut tasks, move |e| {
+            let object = e.object();
+            match object.controller_ref() {
+                Some(owner)
+                    if GroupKind::from_api_version(&owner.api_version, &owner.kind)
+                        == primary_kind =>
+                {
+                    vec![ObjectKey {
+                        namespace: object.metadata.namespace.clone(),
+                        name: owner.name.clone(),
+                    }]
+                }
+                _ => Vec::new(),
+            }
+        });
+    }
+
+    for related in &watches.related {
+        let informer = ctx.informers.informer(related);
+        informers.push(informer.clone());
+        let controller = controller.clone();
+        let cctx = cctx.clone();
+        let kind = related.clone();
+        forward(informer.subscribe(), queue.clone(), &mut tasks, move |e| {
+            controller.map_related(&kind, e.object(), &cctx)
+        });
+    }
+
+    tokio::select! {
+        () = ctx.shutdown.cancelled() => return,
+        () = async { for i in &informers { i.wait_until_synced().await } } => {}
+    }
+    tracing::debug!(controller = %name, "caches synced; starting workers");
+
+    let mut pool = JoinSet::new();
+    for _ in 0..workers {
+        let queue = queue.clone();
+        let controller = controller.clone();
+        let cctx = cctx.clone();
+        pool.spawn(async move {
+            while let Some(key) = queue.get().await {
+                let span = tracing::info_span!("reconcile", controller = controller.name(), object = %key);
+                let result = controller.reconcile(&key, &cctx).instrument(span).await;
+                match result {
+                    Ok(action) => {
+                        queue.forget(&key);
+                        if let Some(after) = action.requeue_after() {
+                            queue.add_after(key.clone(), after);
+                        }
+                    }
+                    Err(error) => {
+                        let failures = queue.record_failure(&key);
+                        tracing::debug!(controller = controller.name(), object = %key, %error, failures, "reconcile failed");
+                        let action = controller.error_policy(&key, &error, failures);
+                        if let Some(after) = action.requeue_after() {
+                            queue.add_after(key.clone(), after);
+                        }
+                    }
+                }
+                queue.done(&key);
+            }
+        });
+    }
+
+    ctx.shutdown.cancelled().await;
+    // Workers finish the reconcile they are in, then find the queue closed.
+    queue.shut_down();
+    tasks.shutdown().await;
+    while pool.join_next().await.is_some() {}
+}

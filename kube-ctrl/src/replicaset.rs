@@ -1,0 +1,223 @@
+//! [`ReplicaSetController`]: keeps `spec.replicas` pods of a ReplicaSet's template running.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use kube_core::controller::{Action, Controller, ControllerContext, ReconcileError, Watches};
+use kube_core::object::{GroupKind, ObjectKey, controller_owner_ref, controller_ref};
+use kube_core::selector::Selector;
+use kube_core::store::{ListOptions, Preconditions};
+use kube_core::typed::Api;
+
+use crate::pods::{is_active, is_ready, phase};
+
+/// Most pods created or deleted in one reconcile; the rest follow in the next ones, so one
+/// huge scale-up cannot monopolize the store.
+const BURST: usize = 500;
+
+/// Reconciles ReplicaSets: creates pods from the template or deletes surplus pods until the
+/// number of active pods equals `spec.replicas`, adopts matching orphan pods, and reports
+/// `status` (replicas, ready, available, fully labeled, observed generation).
+///
+/// It lists pods from the store (not a cache) on every reconcile, so pods it just created are
+/// always counted and it never over-creates.
+#[derive(Debug, Default, Clone)]
+pub struct ReplicaSetController {
+    _private: (),
+}
+
+impl ReplicaSetController {
+    /// A ReplicaSet controller.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn invalid(rs: &ObjectKey, message: impl std::fmt::Display) -> ReconcileError {
+    ReconcileError::Invalid(format!("ReplicaSet {rs}: {message}"))
+}
+
+/// Order in which surplus pods are deleted: unscheduled, then pending, then not ready, then
+/// the most recently created.
+fn deletion_rank(pod: &Pod) -> impl Ord + use<> {
+    let unscheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+        .is_empty();
+    let phase_rank = match phase(pod) {
+        "Pending" => 0,
+        "Unknown" => 1,
+        _ => 2,
+    };
+    let created = pod.metadata.creation_timestamp.clone();
+    (
+        Reverse(unscheduled),
+        phase_rank,
+        is_ready(pod),
+        Reverse(created),
+    )
+}
+
+fn new_pod(rs: &ReplicaSet, namespace: &str) -> Result<Pod, ReconcileError> {
+    let key = ObjectKey::from_meta(&rs.metadata);
+    let template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .ok_or_else(|| invalid(&key, "spec.template is required"))?;
+    let owner = controller_owner_ref(rs).ok_or_else(|| invalid(&key, "has no name or uid"))?;
+    let template_meta = template.metadata.unwrap_or_default();
+    let mut pod = Pod {
+        spec: template.spec,
+        ..Pod::default()
+    };
+    pod.metadata.generate_name = Some(format!("{}-", key.name));
+    pod.metadata.namespace = Some(namespace.to_string());
+    pod.metadata.labels = template_meta.labels;
+    pod.metadata.annotations = template_meta.annotations;
+    pod.metadata.owner_references = Some(vec![owner]);
+    Ok(pod)
+}
+
+#[async_trait::async_trait]
+impl Controller for ReplicaSetController {
+    fn name(&self) -> &str {
+        "replicaset"
+    }
+
+    fn watches(&self) -> Watches {
+        Watches::primary(GroupKind::REPLICA_SET).owns(GroupKind::POD)
+    }
+
+    async fn reconcile(
+        &self,
+        key: &ObjectKey,
+        ctx: &ControllerContext,
+    ) -> Result<Action, ReconcileError> {
+        let Some(namespace) = key.namespace.as_deref() else {
+            return Ok(Action::await_change());
+        };
+        let sets: Api<ReplicaSet> = Api::namespaced(ctx.store.clone(), namespace);
+        let pods: Api<Pod> = Api::namespaced(ctx.store.clone(), namespace);
+        let Some(rs) = sets.get_opt(&key.name).await? else {
+            // Deleted: its pods are the garbage collector's.
+            return Ok(Action::await_change());
+        };
+        if rs.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        let spec = rs
+            .spec
+            .clone()
+            .ok_or_else(|| invalid(key, "spec is required"))?;
+        let selector =
+            Selector::from_label_selector(&spec.selector).map_err(|e| invalid(key, e))?;
+        if selector.is_empty() {
+            return Err(invalid(key, "spec.selector must not be empty"));
+        }
+        let template_labels = spec
+            .template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        if !selector.matches(&template_labels) {
+            return Err(invalid(
+                key,
+                "spec.selector does not match spec.template labels",
+            ));
+        }
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+
+        let candidates = pods
+            .list(&ListOptions::default().labels(selector.clone()))
+            .await?
+            .items;
+        let mut owned = Vec::new();
+        for mut pod in candidates {
+            match controller_ref(&pod.metadata) {
+                Some(owner) if owner.uid == uid => owned.push(pod),
+                Some(_) => {}
+                None if pod.metadata.deletion_timestamp.is_none() => {
+                    // Adopt the orphan: it matches our selector and nobody controls it.
+                    if let Some(owner) = controller_owner_ref(&rs) {
+                        pod.metadata
+                            .owner_references
+                            .get_or_insert_with(Vec::new)
+                            .push(owner);
+                        match pods.replace(&pod).await {
+                            Ok(adopted) => owned.push(adopted),
+                            Err(e) if e.is_conflict() || e.is_not_found() => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let mut active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
+        let want = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+
+        // Status reports the pods observed in this pass (as Kubernetes does); the changes made
+        // below trigger another pass that reports them.
+        let label_selector = Selector::from_labels(&template_labels);
+        let ready = active.iter().filter(|p| is_ready(p)).count();
+        let fully_labeled = active
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| label_selector.matches(l))
+            })
+            .count();
+        let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let old = rs.status.clone().unwrap_or_default();
+        let status = ReplicaSetStatus {
+            replicas: as_i32(active.len()),
+            ready_replicas: Some(as_i32(ready)),
+            available_replicas: Some(as_i32(ready)),
+            fully_labeled_replicas: Some(as_i32(fully_labeled)),
+            observed_generation: rs.metadata.generation,
+            conditions: old.conditions.clone(),
+            terminating_replicas: None,
+        };
+        let observed = active.len();
+        if active.len() < want {
+            let missing = (want - active.len()).min(BURST);
+            let template = new_pod(&rs, namespace)?;
+            for _ in 0..missing {
+                pods.create(&template).await?;
+            }
+            tracing::debug!(replicaset = %key, created = missing, "created pods");
+        } else if active.len() > want {
+            active.sort_by_key(deletion_rank);
+            let surplus = (active.len() - want).min(BURST);
+            for pod in active.drain(..surplus) {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let pre = Preconditions::uid(pod.metadata.uid.clone().unwrap_or_default());
+                match pods.delete(&name, &pre).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracing::debug!(replicaset = %key, deleted = surplus, "deleted pods");
+        }
+
+        if status != old {
+            let mut updated = rs.clone();
+            updated.status = Some(status);
+            sets.replace(&updated).await?;
+        }
+        if observed != want {
+            // More to do than one burst allowed, or waiting for our own writes to show up.
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        Ok(Action::await_change())
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of kube-ctrl's controllers over an in-memory store.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod endpoints;
+mod gc;
+mod manager;
+mod replicaset;
+mod support;

@@ -1,0 +1,48 @@
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_core::GroupKind;
+use kube_core::orchestrator::{Orchestrator, RunningOrchestrator};
+use kube_core::store::Store;
+use kube_ctrl::{ControllerManager, EndpointsController, GarbageCollector, ReplicaSetController};
+use kube_store::MemStore;
+
+/// Starts an orchestrator with only these controllers over a fresh MemStore.
+pub(crate) fn start(manager: ControllerManager) -> (Arc<dyn Store>, RunningOrchestrator) {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let running = Orchestrator::builder()
+        .store(store.clone())
+        .controllers(manager)
+        .build()
+        .unwrap()
+        .start();
+    (store, running)
+}
+
+/// The standard controllers.
+pub(crate) fn standard() -> ControllerManager {
+    ControllerManager::new()
+        .with(ReplicaSetController::new())
+        .with(GarbageCollector::new(GroupKind::POD).owner(GroupKind::REPLICA_SET))
+        .with(EndpointsController::new())
+}
+
+/// Polls `check` until it returns `Some`, failing after 10 s with `what`.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
