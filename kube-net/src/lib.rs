@@ -1,1 +1,65 @@
-//! placeholder
+//! Service networking: feed a [`Proxy`](kube_core::proxy::Proxy) data plane the cluster's
+//! services.
+//!
+//! - [`ProxyLoop`] implements [`kube_core::orchestrator::Component`]: from the orchestrator's
+//!   shared Service and Endpoints informers it builds the
+//!   [`ServiceTable`](kube_core::proxy::ServiceTable), hands it to any `Arc<dyn Proxy>` in
+//!   full once, then as increments, and resyncs in full after a failure.
+//! - [`MemoryProxy`] implements `Proxy` in memory: a reference data plane for tests and
+//!   examples, which counts how it was fed and can wait for a table or fail on demand.
+//!
+//! # Usage
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use kube_core::api::Service;
+//! use kube_core::object::ObjectKey;
+//! use kube_core::store::Store;
+//! use kube_core::typed::Api;
+//! use kube_core::Orchestrator;
+//! use kube_net::{MemoryProxy, ProxyLoop};
+//! use kube_store::MemStore;
+//!
+//! let store: Arc<dyn Store> = Arc::new(MemStore::new());
+//! let proxy = Arc::new(MemoryProxy::new());
+//! let running = Orchestrator::builder()
+//!     .store(store.clone())
+//!     .proxy(ProxyLoop::new(proxy.clone()))
+//!     .build()?
+//!     .start();
+//!
+//! let service: Service = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "web", "namespace": "default"},
+//!     "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}
+//! }))?;
+//! Api::<Service>::namespaced(store, "default").create(&service).await?;
+//!
+//! let key = ObjectKey::namespaced("default", "web");
+//! let table = proxy.wait_for(|t| t.services.contains_key(&key)).await;
+//! assert_eq!(table.services[&key].ports[0].port, 80);
+//! running.shutdown().await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod desired;
+mod memory;
+mod proxy_loop;
+
+pub use memory::{MemoryProxy, ProxyStats};
+pub use proxy_loop::{ProxyLoop, ProxyLoopConfig};
+
+#[cfg(test)]
+mod assertions {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        send_sync::<MemoryProxy>();
+        send_sync::<ProxyLoop>();
+        send_sync::<ProxyLoopConfig>();
+    }
+}

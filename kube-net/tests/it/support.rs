@@ -1,0 +1,97 @@
+//! Service and Endpoints builders, and a running orchestrator with a proxy loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube_core::orchestrator::{Orchestrator, RunningOrchestrator};
+use kube_core::proxy::ServiceTable;
+use kube_core::store::Store;
+use kube_core::typed::Api;
+use kube_core::workqueue::Backoff;
+use kube_net::{MemoryProxy, ProxyLoop, ProxyLoopConfig};
+use kube_store::MemStore;
+use serde_json::{Value, json};
+
+/// The store, the typed APIs the tests write with, and the proxy the loop feeds.
+pub(crate) struct Cluster {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) services: Api<Service>,
+    pub(crate) endpoints: Api<Endpoints>,
+    pub(crate) proxy: Arc<MemoryProxy>,
+}
+
+impl Cluster {
+    pub(crate) fn new() -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        Self {
+            services: Api::namespaced(store.clone(), "default"),
+            endpoints: Api::namespaced(store.clone(), "default"),
+            store,
+            proxy: Arc::new(MemoryProxy::new()),
+        }
+    }
+
+    /// Starts an orchestrator with only the proxy loop (fast backoff, for tests).
+    pub(crate) fn start(&self) -> RunningOrchestrator {
+        let config = ProxyLoopConfig {
+            backoff: Backoff {
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+            },
+        };
+        Orchestrator::builder()
+            .store(self.store.clone())
+            .proxy(ProxyLoop::with_config(self.proxy.clone(), config))
+            .build()
+            .unwrap()
+            .start()
+    }
+
+    /// Waits (at most 5 s) until the proxy's table satisfies `predicate`.
+    pub(crate) async fn applied(
+        &self,
+        predicate: impl FnMut(&ServiceTable) -> bool,
+    ) -> ServiceTable {
+        tokio::time::timeout(Duration::from_secs(5), self.proxy.wait_for(predicate))
+            .await
+            .unwrap_or_else(|_| panic!("timed out; applied table is {:?}", self.proxy.table()))
+    }
+}
+
+/// A ClusterIP service with an `http` (80 → 8080) and a `dns` (53/UDP) port.
+pub(crate) fn service(name: &str, cluster_ip: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "clusterIP": cluster_ip,
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}
+            ]
+        }
+    }))
+    .unwrap()
+}
+
+/// Endpoints with these ready and not-ready addresses (`[ip, node]` pairs) behind the `http`
+/// (8080) and `dns` (5353) ports.
+pub(crate) fn endpoints(name: &str, ready: &[[&str; 2]], not_ready: &[[&str; 2]]) -> Endpoints {
+    let addresses = |list: &[[&str; 2]]| -> Value {
+        list.iter()
+            .map(|[ip, node]| json!({"ip": ip, "nodeName": node}))
+            .collect()
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "subsets": [{
+            "addresses": addresses(ready),
+            "notReadyAddresses": addresses(not_ready),
+            "ports": [
+                {"name": "http", "port": 8080, "protocol": "TCP"},
+                {"name": "dns", "port": 5353, "protocol": "UDP"}
+            ]
+        }]
+    }))
+    .unwrap()
+}

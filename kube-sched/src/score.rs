@@ -1,0 +1,160 @@
+//! Scoring: of the nodes that fit, which is best?
+//!
+//! LeastAllocated (Kubernetes' default `NodeResourcesFit` scoring strategy): prefer the node with
+//! the most CPU and memory left after placing the pod.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as WireQuantity;
+use kube_core::quantity::Quantity;
+use kube_core::scheduler::NodeInfo;
+
+/// The highest score a node can get (Kubernetes' `MaxNodeScore`).
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// CPU counted for scoring when a container requests none (Kubernetes'
+/// `DefaultMilliCPURequest`), so request-less pods still spread instead of piling onto one
+/// node that looks empty forever.
+pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
+
+/// Memory counted for scoring when a container requests none (Kubernetes'
+/// `DefaultMemoryRequest`, 200Mi).
+pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
+
+/// CPU and memory requests as scoring counts them: containers without a request count the
+/// defaults above.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct NonZero {
+    pub(crate) milli_cpu: i64,
+    pub(crate) memory: i64,
+}
+
+impl NonZero {
+    fn add(&mut self, other: Self) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+    }
+
+    fn max_with(&mut self, other: Self) {
+        self.milli_cpu = self.milli_cpu.max(other.milli_cpu);
+        self.memory = self.memory.max(other.memory);
+    }
+}
+
+fn parse(list: Option<&BTreeMap<String, WireQuantity>>, name: &str) -> Option<Quantity> {
+    Quantity::parse(&list?.get(name)?.0).ok()
+}
+
+/// A container's request of one resource, falling back to its limit (as the API server
+/// defaults it), then to `default` when neither is set. An explicit zero stays zero, as in
+/// Kubernetes. Unparsable quantities count the default: the filters reject such a pod anyway.
+fn request_or(c: &Container, name: &str, default: i64, read: fn(&Quantity) -> Option<i64>) -> i64 {
+    let resources = c.resources.as_ref();
+    parse(resources.and_then(|r| r.requests.as_ref()), name)
+        .or_else(|| parse(resources.and_then(|r| r.limits.as_ref()), name))
+        .and_then(|q| read(&q))
+        .unwrap_or(default)
+}
+
+fn container_non_zero(c: &Container) -> NonZero {
+    NonZero {
+        milli_cpu: request_or(c, "cpu", DEFAULT_MILLI_CPU_REQUEST, |q| {
+            q.milli_value().ok()
+        }),
+        memory: request_or(c, "memory", DEFAULT_MEMORY_REQUEST, |q| q.value().ok()),
+    }
+}
+
+/// The pod's non-zero CPU and memory requests, combined like `pod_requests` combines real
+/// requests (containers summed, init containers as a peak, overhead added).
+pub(crate) fn pod_non_zero(spec: &PodSpec) -> NonZero {
+    let mut sum = NonZero::default();
+    for c in &spec.containers {
+        sum.add(container_non_zero(c));
+    }
+    let mut init_peak = NonZero::default();
+    let mut sidecars = NonZero::default();
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_non_zero(c);
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars.add(r);
+            sum.add(r);
+        } else {
+            let mut during = r;
+            during.add(sidecars);
+            init_peak.max_with(during);
+        }
+    }
+    sum.max_with(init_peak);
+    if let Some(overhead) = &spec.overhead {
+        let read = |name: &str, f: fn(&Quantity) -> Option<i64>| {
+            parse(Some(overhead), name).and_then(|q| f(&q)).unwrap_or(0)
+        };
+        sum.add(NonZero {
+            milli_cpu: read("cpu", |q| q.milli_value().ok()),
+            memory: read("memory", |q| q.value().ok()),
+        });
+    }
+    sum
+}
+
+/// Sum of the non-zero requests of the pods already on a node.
+///
+/// Computed per cycle from the node's pods because `NodeInfo` only aggregates real requests.
+fn node_non_zero(node: &NodeInfo) -> NonZero {
+    let mut sum = NonZero::default();
+    for pod in &node.pods {
+        if let Some(spec) = &pod.spec {
+            sum.add(pod_non_zero(spec));
+        }
+    }
+    sum
+}
+
+/// `(capacity - requested) * MAX / capacity`, 0 when full or when the node has no capacity.
+fn least_allocated(requested: i64, capacity: i64) -> i64 {
+    if capacity <= 0 || requested > capacity {
+        return 0;
+    }
+    (capacity - requested) * MAX_NODE_SCORE / capacity
+}
+
+/// LeastAllocated score of placing a pod with these non-zero requests on `node`: the mean of the
+/// CPU and memory scores (equal weights), in `0..=MAX_NODE_SCORE`.
+pub(crate) fn least_allocated_score(pod: NonZero, node: &NodeInfo) -> i64 {
+    let mut requested = node_non_zero(node);
+    requested.add(pod);
+    let cpu = least_allocated(requested.milli_cpu, node.allocatable.milli_cpu);
+    let memory = least_allocated(requested.memory, node.allocatable.memory);
+    (cpu + memory) / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_less_containers_count_the_defaults() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [
+                {"name": "a"},
+                {"name": "b", "resources": {"requests": {"cpu": "250m"}}},
+                {"name": "c", "resources": {"limits": {"memory": "1Gi"}}}
+            ]
+        }))
+        .unwrap();
+        let nz = pod_non_zero(&spec);
+        assert_eq!(nz.milli_cpu, 100 + 250 + 100);
+        assert_eq!(nz.memory, 2 * DEFAULT_MEMORY_REQUEST + (1 << 30));
+    }
+
+    #[test]
+    fn least_allocated_is_proportional_to_what_is_left() {
+        assert_eq!(least_allocated(0, 1000), 100);
+        assert_eq!(least_allocated(250, 1000), 75);
+        assert_eq!(least_allocated(1000, 1000), 0);
+        assert_eq!(least_allocated(2000, 1000), 0);
+        assert_eq!(least_allocated(10, 0), 0);
+    }
+}
