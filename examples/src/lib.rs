@@ -1,1 +1,9 @@
-//! Examples of composing kube-parts crates; see the `[[example]]` entries.
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod hello;
+
+/// The workspace README's code, compiled as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,1 +1,81 @@
-//! placeholder
+//! The node side of the orchestrator: [`NodeAgent`], the kubelet logic, over any
+//! [`Runtime`](kube_core::runtime::Runtime), and two runtimes to drive.
+//!
+//! | type | what |
+//! |---|---|
+//! | [`NodeAgent`] | a [`Component`](kube_core::orchestrator::Component): registers a Node, runs the pods bound to it, reports their status |
+//! | [`FakeRuntime`] | a simulated runtime: configurable exits, start failures, latency; records calls; cheap enough for thousands of pods |
+//! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; no isolation, images ignored |
+//!
+//! # Running a node
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use kube_core::api::Pod;
+//! use kube_core::orchestrator::Orchestrator;
+//! use kube_core::runtime::Runtime;
+//! use kube_core::store::Store;
+//! use kube_core::typed::Api;
+//! use kube_node::{FakeRuntime, NodeAgent};
+//!
+//! let store = Arc::new(kube_store::MemStore::new()) as Arc<dyn Store>;
+//! let fake = FakeRuntime::new();
+//! let runtime: Arc<dyn Runtime> = Arc::new(fake.clone());
+//! let agent = NodeAgent::builder("node-1", runtime)
+//!     .resync_interval(Duration::from_millis(50))
+//!     .build()?;
+//! let running = Orchestrator::builder().store(store.clone()).node(agent).build()?.start();
+//!
+//! // A pod bound to the node (no scheduler here) starts running.
+//! let pods: Api<Pod> = Api::namespaced(store, "default");
+//! pods.create(&serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "web"},
+//!     "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "nginx"}]}
+//! }))?).await?;
+//! let phase = loop {
+//!     let pod = pods.get("web").await?;
+//!     match pod.status.and_then(|s| s.phase) {
+//!         Some(p) if p == "Running" => break p,
+//!         _ => tokio::time::sleep(Duration::from_millis(20)).await,
+//!     }
+//! };
+//! assert_eq!(phase, "Running");
+//! assert_eq!(fake.running_count(), 1);
+//! running.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What the agent does not do (yet)
+//!
+//! No probes (a running container is ready), no volumes, no image pulls, no `envFrom` or
+//! ConfigMap/Secret env sources, no restartable ("sidecar") init containers (they are treated
+//! as ordinary init containers), no eviction, no graceful node shutdown.
+
+#![forbid(unsafe_code)]
+
+mod agent;
+mod error;
+mod fake;
+mod process;
+
+pub use agent::{NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
+pub use error::{Error, Result};
+pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};
+pub use process::{ProcessRuntime, ProcessRuntimeBuilder};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<NodeAgent>();
+        assert_send_sync::<FakeRuntime>();
+        assert_send_sync::<ProcessRuntime>();
+        assert_send_sync::<Error>();
+    }
+}

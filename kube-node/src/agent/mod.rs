@@ -1,0 +1,455 @@
+//! [`NodeAgent`]: the kubelet logic. Registers a Node and keeps it Ready, and makes the pods
+//! bound to the node run on a [`Runtime`], reporting their status.
+//!
+//! Code map: [`node_status`] registers the Node and heartbeats; [`pod_sync`] drives the runtime
+//! for one pod (sandbox, init and app containers, restarts, teardown); [`pod_status`] turns
+//! what the runtime reports into a `PodStatus` and writes it; [`spec`] translates pod spec
+//! containers into runtime configs; [`backoff`] is the per-container crash-loop backoff.
+
+mod backoff;
+mod node_status;
+mod pod_status;
+mod pod_sync;
+mod spec;
+mod time;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kube_core::informer::{Informer, InformerEvent};
+use kube_core::object::{GroupKind, ObjectKey};
+use kube_core::orchestrator::{BoxError, Component, ComponentContext};
+use kube_core::quantity::Quantity;
+use kube_core::runtime::Runtime;
+use kube_core::selector::FieldSelector;
+use kube_core::store::{ListOptions, Store};
+use kube_core::workqueue::{Backoff, WorkQueue};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use pod_sync::PodRecord;
+
+/// Labels the agent puts on sandboxes and containers, so it can recover which pod they belong
+/// to from the runtime alone (after an agent restart). The first four are the kubelet's.
+pub mod labels {
+    /// The pod's name.
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    /// The pod's namespace.
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    /// The pod's UID.
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    /// The container's name within the pod (containers only).
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+    /// The node whose agent created it (several agents may share one runtime).
+    pub const NODE_NAME: &str = "kube-node/node";
+}
+
+/// Everything a [`NodeAgent`] is configured with. Built with [`NodeAgent::builder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeAgentConfig {
+    /// The Node's name.
+    pub node_name: String,
+    /// Node capacity by resource name (`cpu`, `memory`, `pods`, extended resources), as
+    /// quantities. Default: 4 CPUs, 8Gi memory, 110 pods.
+    pub capacity: BTreeMap<String, String>,
+    /// Allocatable resources; a resource missing here is as allocatable as its capacity.
+    pub allocatable: BTreeMap<String, String>,
+    /// Node labels, on top of `kubernetes.io/hostname`, `kubernetes.io/os` and
+    /// `kubernetes.io/arch`, which are always set.
+    pub labels: BTreeMap<String, String>,
+    /// The node's InternalIP (default `127.0.0.1`), reported as the pods' `hostIP`.
+    pub node_ip: String,
+    /// How often the Node's `lastHeartbeatTime` is renewed (default 10 s).
+    pub heartbeat_interval: Duration,
+    /// How often every pod is synced even without a change, which is how container exits are
+    /// noticed (default 1 s).
+    pub resync_interval: Duration,
+    /// How many pods are synced concurrently (default 8).
+    pub workers: usize,
+    /// First crash-loop back-off delay (default 10 s), doubled per restart.
+    pub crash_backoff_base: Duration,
+    /// Largest crash-loop back-off delay (default 5 min).
+    pub crash_backoff_max: Duration,
+    /// Grace period for stopping containers when the pod does not say (default 30 s).
+    pub default_grace_period: Duration,
+}
+
+impl NodeAgentConfig {
+    fn new(node_name: String) -> Self {
+        let capacity = [("cpu", "4"), ("memory", "8Gi"), ("pods", "110")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self {
+            node_name,
+            capacity,
+            allocatable: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            node_ip: "127.0.0.1".to_string(),
+            heartbeat_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(1),
+            workers: 8,
+            crash_backoff_base: Duration::from_secs(10),
+            crash_backoff_max: Duration::from_secs(300),
+            default_grace_period: Duration::from_secs(30),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |m: String| Err(Error::InvalidConfig(m));
+        if self.node_name.is_empty() {
+            return invalid("the node name is empty".into());
+        }
+        for (name, value) in self.capacity.iter().chain(&self.allocatable) {
+            if let Err(e) = Quantity::parse(value) {
+                return invalid(format!("resource {name}={value:?}: {e}"));
+            }
+        }
+        if self.heartbeat_interval.is_zero() || self.resync_interval.is_zero() {
+            return invalid("heartbeat and resync intervals must be positive".into());
+        }
+        if self.workers == 0 {
+            return invalid("at least one worker is needed".into());
+        }
+        Ok(())
+    }
+}
+
+/// Configures a [`NodeAgent`]. See [`NodeAgent::builder`].
+#[derive(Debug)]
+pub struct NodeAgentBuilder {
+    config: NodeAgentConfig,
+    runtime: Arc<dyn Runtime>,
+}
+
+impl NodeAgentBuilder {
+    /// Sets the capacity of one resource, e.g. `("cpu", "8")`, `("example.com/gpu", "2")`.
+    pub fn capacity(mut self, resource: impl Into<String>, quantity: impl Into<String>) -> Self {
+        self.config
+            .capacity
+            .insert(resource.into(), quantity.into());
+        self
+    }
+
+    /// Sets the allocatable amount of one resource (default: its capacity).
+    pub fn allocatable(mut self, resource: impl Into<String>, quantity: impl Into<String>) -> Self {
+        self.config
+            .allocatable
+            .insert(resource.into(), quantity.into());
+        self
+    }
+
+    /// Adds a Node label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The node's IP (default `127.0.0.1`).
+    pub fn node_ip(mut self, ip: impl Into<String>) -> Self {
+        self.config.node_ip = ip.into();
+        self
+    }
+
+    /// How often the Node heartbeats (default 10 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = interval;
+        self
+    }
+
+    /// How often every pod is re-synced (default 1 s).
+    pub fn resync_interval(mut self, interval: Duration) -> Self {
+        self.config.resync_interval = interval;
+        self
+    }
+
+    /// How many pods are synced concurrently (default 8).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.config.workers = workers;
+        self
+    }
+
+    /// Crash-loop back-off: first delay and cap (default 10 s and 5 min).
+    pub fn crash_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.config.crash_backoff_base = base;
+        self.config.crash_backoff_max = max;
+        self
+    }
+
+    /// Grace period when a pod does not set `terminationGracePeriodSeconds` (default 30 s).
+    pub fn default_grace_period(mut self, grace: Duration) -> Self {
+        self.config.default_grace_period = grace;
+        self
+    }
+
+    /// Checks the configuration and returns the agent.
+    pub fn build(self) -> Result<NodeAgent> {
+        self.config.validate()?;
+        Ok(NodeAgent {
+            config: self.config,
+            runtime: self.runtime,
+        })
+    }
+}
+
+/// The node agent: a [`Component`] that runs the pods bound to one node on a [`Runtime`].
+///
+/// It registers its Node (Ready, with capacity and addresses) and heartbeats; watches the pods
+/// whose `spec.nodeName` is its node; for each, keeps a sandbox and its containers running
+/// (init containers first, restarts per `restartPolicy` with crash-loop back-off), writes the
+/// pod's status when it changes, and tears everything down when the pod goes away.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kube_core::runtime::Runtime;
+/// use kube_node::{FakeRuntime, NodeAgent};
+///
+/// let runtime: Arc<dyn Runtime> = Arc::new(FakeRuntime::new());
+/// let agent = NodeAgent::builder("node-1", runtime.clone())
+///     .capacity("cpu", "8")
+///     .label("topology.kubernetes.io/zone", "a")
+///     .build()
+///     .unwrap();
+/// assert_eq!(agent.node_name(), "node-1");
+/// // Orchestrator::builder().store(store).node(agent).build()?.start();
+/// ```
+#[derive(Debug)]
+pub struct NodeAgent {
+    config: NodeAgentConfig,
+    runtime: Arc<dyn Runtime>,
+}
+
+impl NodeAgent {
+    /// Starts configuring an agent for `node_name` driving `runtime`.
+    pub fn builder(node_name: impl Into<String>, runtime: Arc<dyn Runtime>) -> NodeAgentBuilder {
+        NodeAgentBuilder {
+            config: NodeAgentConfig::new(node_name.into()),
+            runtime,
+        }
+    }
+
+    /// The node's name.
+    pub fn node_name(&self) -> &str {
+        &self.config.node_name
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeAgentConfig {
+        &self.config
+    }
+
+    /// The runtime the agent drives (clone it before handing the agent to the orchestrator to
+    /// observe containers).
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for NodeAgent {
+    fn name(&self) -> String {
+        format!("node-agent/{}", self.config.node_name)
+    }
+
+    async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
+        let shutdown = ctx.shutdown.clone();
+        let agent = Arc::new(Agent::new(*self, ctx.store.clone()));
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = agent.run(shutdown.clone()) => {}
+        }
+        Ok(())
+    }
+}
+
+/// The running agent, shared by its tasks.
+#[derive(Debug)]
+pub(crate) struct Agent {
+    config: NodeAgentConfig,
+    runtime: Arc<dyn Runtime>,
+    /// `fake`, `process`, …: the prefix of container IDs in pod status (`fake://<id>`).
+    runtime_type: String,
+    store: Arc<dyn Store>,
+    pods: Informer,
+    queue: WorkQueue<ObjectKey>,
+    /// What the agent remembers per pod key between syncs. Each key is synced by one worker
+    /// at a time (the work queue guarantees it), so a worker may take a record, await, and put
+    /// it back.
+    records: Mutex<HashMap<ObjectKey, PodRecord>>,
+    boot_id: String,
+}
+
+impl Agent {
+    fn new(agent: NodeAgent, store: Arc<dyn Store>) -> Self {
+        let filter = ListOptions::default().fields(FieldSelector::equals(
+            "spec.nodeName",
+            agent.config.node_name.clone(),
+        ));
+        let pods = Informer::with_filter(store.clone(), GroupKind::POD, None, filter);
+        let version = agent.runtime.version();
+        let runtime_type = version
+            .split_once("://")
+            .map_or("runtime", |(t, _)| t)
+            .to_string();
+        Self {
+            config: agent.config,
+            runtime: agent.runtime,
+            runtime_type,
+            store,
+            pods,
+            queue: WorkQueue::new(Backoff {
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(30),
+            }),
+            records: Mutex::new(HashMap::new()),
+            boot_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    fn records(&self) -> MutexGuard<'_, HashMap<ObjectKey, PodRecord>> {
+        // Records are plain data updated in single statements; a poisoned lock is usable.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs until cancelled (the caller selects on `shutdown`).
+    async fn run(self: &Arc<Self>, shutdown: CancellationToken) {
+        self.register_until_ok().await;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(self.clone().heartbeat_loop());
+
+        self.pods.start(shutdown.clone());
+        self.pods.wait_until_synced().await;
+        self.recover().await;
+
+        tasks.spawn(self.clone().event_loop());
+        tasks.spawn(self.clone().resync_loop());
+        for _ in 0..self.config.workers {
+            tasks.spawn(self.clone().worker());
+        }
+        tracing::info!(node = %self.config.node_name, "node agent running");
+        // The tasks run until the shutdown signal drops this future (and with it the JoinSet,
+        // which aborts them); the queue is shut down so no key is left half-handed.
+        let _guard = QueueGuard(self.queue.clone());
+        std::future::pending::<()>().await;
+    }
+
+    /// Rebuilds per-pod records from the runtime's sandboxes (after an agent restart), and
+    /// queues their pods so orphans are torn down.
+    async fn recover(&self) {
+        let sandboxes = loop {
+            match self.runtime.list_pod_sandboxes().await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing sandboxes failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        let mut keys = Vec::new();
+        {
+            let mut records = self.records();
+            for sandbox in sandboxes {
+                let l = &sandbox.labels;
+                if l.get(labels::NODE_NAME) != Some(&self.config.node_name) {
+                    continue;
+                }
+                let (Some(ns), Some(name)) =
+                    (l.get(labels::POD_NAMESPACE), l.get(labels::POD_NAME))
+                else {
+                    continue;
+                };
+                let key = ObjectKey::namespaced(ns.clone(), name.clone());
+                records
+                    .entry(key.clone())
+                    .or_insert_with(|| PodRecord::new(self.config.default_grace_period))
+                    .sandboxes
+                    .insert(sandbox.id);
+                keys.push(key);
+            }
+        }
+        if !keys.is_empty() {
+            tracing::info!(pods = keys.len(), "recovered pods from the runtime");
+        }
+        for key in keys {
+            self.queue.add(key);
+        }
+    }
+
+    /// Queues every pod that changes.
+    async fn event_loop(self: Arc<Self>) {
+        let mut events = self.pods.subscribe();
+        while let Some(event) = events.recv().await {
+            let object = event.object();
+            let key = object.key();
+            if let InformerEvent::Deleted(last) = &event {
+                // The pod is gone from the cache: its grace period must come from memory.
+                if let Some(grace) = pod_sync::grace_period_of(last) {
+                    if let Some(record) = self.records().get_mut(&key) {
+                        record.grace = grace;
+                    }
+                }
+            }
+            self.queue.add(key);
+        }
+    }
+
+    /// Queues every known pod periodically: the runtime does not push container exits.
+    async fn resync_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.resync_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let remembered: Vec<ObjectKey> = self.records().keys().cloned().collect();
+            for key in remembered {
+                self.queue.add(key);
+            }
+            for pod in self.pods.list() {
+                self.queue.add(pod.key());
+            }
+        }
+    }
+
+    async fn worker(self: Arc<Self>) {
+        while let Some(key) = self.queue.get().await {
+            let span = tracing::debug_span!("sync_pod", pod = %key);
+            let result = tracing::Instrument::instrument(self.sync(&key), span).await;
+            match result {
+                Ok(requeue) => {
+                    self.queue.forget(&key);
+                    if let Some(after) = requeue {
+                        self.queue.add_after(key.clone(), after);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %key, error = %error_chain(&e), "pod sync failed; retrying");
+                    self.queue.add_rate_limited(key.clone());
+                }
+            }
+            self.queue.done(&key);
+        }
+    }
+}
+
+/// Shuts the queue down when the agent's main future is dropped.
+struct QueueGuard(WorkQueue<ObjectKey>);
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        self.0.shut_down();
+    }
+}
+
+/// Formats an error with its sources, for logs.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

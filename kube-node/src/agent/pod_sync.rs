@@ -1,0 +1,515 @@
+//! Syncing one pod: make the runtime match the pod (sandbox, init containers in order, app
+//! containers, restarts with back-off), report its status, and tear it down when it goes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
+use kube_core::runtime::{
+    ContainerFilter, ContainerState, ContainerStatus, PodSandboxStatus, RuntimeError, SandboxState,
+};
+use kube_core::store::Preconditions;
+
+use super::backoff::CrashBackoff;
+use super::pod_status::{Observed, Waiting, by_name, container_status, is_terminal, pod_phase};
+use super::spec::{PodFacts, container_config, sandbox_config};
+use super::{Agent, error_chain};
+use crate::error::{Error, Result};
+
+/// What the agent remembers about one pod key between syncs.
+#[derive(Debug)]
+pub(crate) struct PodRecord {
+    /// The UID of the pod last synced under this key.
+    uid: Option<String>,
+    /// Grace period for stopping its containers, remembered for when the pod has vanished.
+    pub(crate) grace: Duration,
+    /// Sandboxes created for this key (any UID).
+    pub(crate) sandboxes: BTreeSet<String>,
+    /// Per container name: back-off and last error.
+    containers: HashMap<String, ContainerMemory>,
+}
+
+impl PodRecord {
+    pub(crate) fn new(grace: Duration) -> Self {
+        Self {
+            uid: None,
+            grace,
+            sandboxes: BTreeSet::new(),
+            containers: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ContainerMemory {
+    backoff: CrashBackoff,
+    /// Why the last attempt to create or start it failed, shown while it waits.
+    error: Option<Waiting>,
+}
+
+/// The grace period a pod object asks for: `metadata.deletionGracePeriodSeconds` once it is
+/// being deleted, else `spec.terminationGracePeriodSeconds`.
+pub(crate) fn grace_period_of(object: &DynamicObject) -> Option<Duration> {
+    let seconds = object
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| object.field("spec.terminationGracePeriodSeconds")?.as_i64())?;
+    Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+}
+
+fn ignore_not_found(result: Result<(), RuntimeError>) -> Result<(), RuntimeError> {
+    match result {
+        Err(RuntimeError::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// What to do next for one spec container.
+#[derive(Debug)]
+enum Next {
+    /// Nothing: it runs, or it is done for good.
+    Nothing,
+    /// Start this created container.
+    Start(String),
+    /// Create and start this attempt.
+    Create(u32),
+    /// Wait this long (back-off), showing this reason.
+    Wait(Duration, Waiting),
+}
+
+/// What one sync did, for the caller to act on.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Something was created, started or removed: list the containers again.
+    changed: bool,
+    /// Sync again after this long (the shortest back-off pending).
+    requeue: Option<Duration>,
+    /// Per container name, why it waits (back-off, errors).
+    waiting: HashMap<String, Waiting>,
+}
+
+impl Progress {
+    fn requeue_after(&mut self, after: Duration) {
+        self.requeue = Some(self.requeue.map_or(after, |r| r.min(after)));
+    }
+}
+
+impl Agent {
+    /// Syncs one pod key; returns when to sync it again, if a back-off is pending.
+    pub(super) async fn sync(&self, key: &ObjectKey) -> Result<Option<Duration>> {
+        let mut record = self
+            .records()
+            .remove(key)
+            .unwrap_or_else(|| PodRecord::new(self.config.default_grace_period));
+        let result = self.sync_record(key, &mut record).await;
+        // Keep the record while something of the pod may be left in the runtime or the pod
+        // still exists; a failed sync keeps it so the retry knows what to clean up.
+        let keep = result.is_err() || !record.sandboxes.is_empty() || self.pods.get(key).is_some();
+        if keep {
+            self.records().insert(key.clone(), record);
+        }
+        result
+    }
+
+    async fn sync_record(
+        &self,
+        key: &ObjectKey,
+        record: &mut PodRecord,
+    ) -> Result<Option<Duration>> {
+        let Some(object) = self.pods.get(key) else {
+            // Gone from the store (deleted at once, or moved to another node): stop everything.
+            self.teardown(record, None).await?;
+            return Ok(None);
+        };
+        let pod: Pod = match object.to_typed() {
+            Ok(pod) => pod,
+            Err(source) => {
+                let e = Error::Decode {
+                    what: format!("pod {key}"),
+                    source,
+                };
+                // Retrying will not make it decode; the next change will be looked at.
+                tracing::warn!(pod = %key, error = %error_chain(&e), "skipping pod");
+                return Ok(None);
+            }
+        };
+        record.grace = grace_period_of(&object).unwrap_or(self.config.default_grace_period);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if record.uid.as_deref() != Some(&uid) {
+            record.uid = Some(uid.clone());
+            record.containers.clear();
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            // Graceful deletion: stop everything, then finish the deletion for the API.
+            self.teardown(record, None).await?;
+            match self
+                .store
+                .delete(&GroupKind::POD, key, &Preconditions::uid(uid))
+                .await
+            {
+                Ok(_) => tracing::info!(pod = %key, "pod terminated and deleted"),
+                Err(e) if e.is_not_found() || e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(None);
+        }
+        // Sandboxes of an earlier pod with the same name go first.
+        self.teardown(record, Some(&uid)).await?;
+        self.sync_pod(key, &object, &pod, &uid, record).await
+    }
+
+    /// Stops (with the record's grace period) and removes the record's sandboxes, all of them
+    /// or those not belonging to `keep_uid`.
+    async fn teardown(&self, record: &mut PodRecord, keep_uid: Option<&str>) -> Result<()> {
+        for id in record.sandboxes.clone() {
+            let status = match self.runtime.pod_sandbox_status(&id).await {
+                Ok(s) => s,
+                Err(RuntimeError::NotFound { .. }) => {
+                    record.sandboxes.remove(&id);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if keep_uid.is_some_and(|uid| status.metadata.uid == uid) {
+                continue;
+            }
+            self.kill_sandbox(&id, record.grace, true).await?;
+            record.sandboxes.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Stops a sandbox's running containers concurrently with `grace`, then the sandbox;
+    /// with `remove`, removes the containers and the sandbox too.
+    async fn kill_sandbox(&self, sandbox_id: &str, grace: Duration, remove: bool) -> Result<()> {
+        let filter = ContainerFilter {
+            sandbox_id: Some(sandbox_id.to_string()),
+            state: None,
+        };
+        let containers = match self.runtime.list_containers(&filter).await {
+            Ok(c) => c,
+            Err(RuntimeError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let stops = containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .map(|c| self.runtime.stop_container(&c.id, grace));
+        for result in futures::future::join_all(stops).await {
+            ignore_not_found(result)?;
+        }
+        if remove {
+            for c in &containers {
+                ignore_not_found(self.runtime.remove_container(&c.id).await)?;
+            }
+        }
+        ignore_not_found(self.runtime.stop_pod_sandbox(sandbox_id).await)?;
+        if remove {
+            ignore_not_found(self.runtime.remove_pod_sandbox(sandbox_id).await)?;
+            tracing::debug!(sandbox = sandbox_id, "sandbox removed");
+        }
+        Ok(())
+    }
+
+    /// The record's sandboxes for this pod, oldest first.
+    async fn own_sandboxes(&self, record: &mut PodRecord) -> Result<Vec<PodSandboxStatus>> {
+        let mut mine = Vec::new();
+        for id in record.sandboxes.clone() {
+            match self.runtime.pod_sandbox_status(&id).await {
+                Ok(s) => mine.push(s),
+                Err(RuntimeError::NotFound { .. }) => {
+                    record.sandboxes.remove(&id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        mine.sort_by_key(|s| (s.metadata.attempt, s.created_at));
+        Ok(mine)
+    }
+
+    async fn container_history(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<HashMap<String, Vec<ContainerStatus>>> {
+        let filter = ContainerFilter {
+            sandbox_id: Some(sandbox_id.to_string()),
+            state: None,
+        };
+        Ok(by_name(self.runtime.list_containers(&filter).await?))
+    }
+
+    async fn sync_pod(
+        &self,
+        key: &ObjectKey,
+        object: &DynamicObject,
+        pod: &Pod,
+        uid: &str,
+        record: &mut PodRecord,
+    ) -> Result<Option<Duration>> {
+        let Some(spec) = &pod.spec else {
+            return Ok(None);
+        };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let sandboxes = self.own_sandboxes(record).await?;
+        if is_terminal(phase) {
+            // Finished pods keep their exited containers (for logs) but nothing may run.
+            for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
+                self.kill_sandbox(&s.id, record.grace, false).await?;
+            }
+            return Ok(None);
+        }
+
+        let sandbox = match sandboxes
+            .iter()
+            .rev()
+            .find(|s| s.state == SandboxState::Ready)
+        {
+            Some(s) => s.clone(),
+            None => {
+                // No usable sandbox: replace any dead one (its containers go with it).
+                let attempt = sandboxes.last().map_or(0, |s| s.metadata.attempt + 1);
+                for s in &sandboxes {
+                    self.kill_sandbox(&s.id, Duration::ZERO, true).await?;
+                    record.sandboxes.remove(&s.id);
+                }
+                let config = sandbox_config(pod, &self.config.node_name, attempt);
+                let id = self.runtime.run_pod_sandbox(&config).await?;
+                record.sandboxes.insert(id.clone());
+                tracing::debug!(pod = %key, sandbox = %id, "sandbox created");
+                self.runtime.pod_sandbox_status(&id).await?
+            }
+        };
+
+        let facts = PodFacts {
+            pod,
+            node_name: &self.config.node_name,
+            host_ip: &self.config.node_ip,
+            pod_ip: sandbox.ip.as_deref(),
+        };
+        let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let mut history = self.container_history(&sandbox.id).await?;
+        let mut progress = Progress::default();
+
+        // Init containers run one at a time, in order, each to a zero exit.
+        let mut initialized = true;
+        for c in spec.init_containers.iter().flatten() {
+            let h = history.get(&c.name).map_or(&[][..], Vec::as_slice);
+            if h.first()
+                .is_some_and(|l| l.state == ContainerState::Exited && l.exit_code == Some(0))
+            {
+                continue;
+            }
+            initialized = false;
+            // Failed init containers are retried unless the pod never restarts anything.
+            let restart = |l: &ContainerStatus| policy != "Never" && l.exit_code != Some(0);
+            self.advance(&sandbox.id, &facts, c, h, restart, record, &mut progress)
+                .await?;
+            break;
+        }
+        if initialized {
+            for c in &spec.containers {
+                let h = history.get(&c.name).map_or(&[][..], Vec::as_slice);
+                let restart = |l: &ContainerStatus| match policy {
+                    "Never" => false,
+                    "OnFailure" => l.exit_code != Some(0),
+                    _ => true,
+                };
+                self.advance(&sandbox.id, &facts, c, h, restart, record, &mut progress)
+                    .await?;
+            }
+        }
+        if progress.changed {
+            history = self.container_history(&sandbox.id).await?;
+        }
+
+        let observed = self.observe(spec, policy, &history, &progress, initialized, sandbox.ip);
+        self.write_pod_status(key, uid, object, pod.status.as_ref(), &observed)
+            .await?;
+        if is_terminal(Some(observed.phase)) {
+            // Only once the phase is stored: a dead sandbox would otherwise be re-created.
+            self.kill_sandbox(&sandbox.id, record.grace, false).await?;
+            tracing::info!(pod = %key, phase = observed.phase, "pod finished");
+        }
+        Ok(progress.requeue)
+    }
+
+    fn observe(
+        &self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        policy: &str,
+        history: &HashMap<String, Vec<ContainerStatus>>,
+        progress: &Progress,
+        initialized: bool,
+        pod_ip: Option<String>,
+    ) -> Observed {
+        let status_of = |c: &Container, idle: &str, init: bool| {
+            container_status(
+                &c.name,
+                c.image.as_deref().unwrap_or_default(),
+                history.get(&c.name).map_or(&[][..], Vec::as_slice),
+                progress.waiting.get(&c.name),
+                idle,
+                &self.runtime_type,
+                init,
+            )
+        };
+        let init_statuses = spec.init_containers.as_ref().map(|cs| {
+            cs.iter()
+                .map(|c| status_of(c, "PodInitializing", true))
+                .collect::<Vec<_>>()
+        });
+        let idle = if initialized {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        let statuses: Vec<_> = spec
+            .containers
+            .iter()
+            .map(|c| status_of(c, idle, false))
+            .collect();
+        let phase = pod_phase(
+            policy,
+            init_statuses.as_deref().unwrap_or_default(),
+            &statuses,
+        );
+        Observed {
+            phase,
+            init_statuses,
+            statuses,
+            host_ip: self.config.node_ip.clone(),
+            pod_ip,
+        }
+    }
+
+    /// Decides what one spec container needs, given its runtime containers (newest first).
+    fn next_step(
+        &self,
+        history: &[ContainerStatus],
+        restart: impl Fn(&ContainerStatus) -> bool,
+        memory: &ContainerMemory,
+        pod_name: &str,
+        container: &str,
+    ) -> Next {
+        let max = self.config.crash_backoff_max;
+        let Some(latest) = history.first() else {
+            return match (&memory.error, memory.backoff.remaining_since_step(max)) {
+                (Some(error), Some(left)) => Next::Wait(left, error.clone()),
+                _ => Next::Create(0),
+            };
+        };
+        match latest.state {
+            ContainerState::Created => Next::Start(latest.id.clone()),
+            ContainerState::Running | ContainerState::Unknown => Next::Nothing,
+            ContainerState::Exited if !restart(latest) => Next::Nothing,
+            ContainerState::Exited => match memory.backoff.remaining(latest.finished_at, max) {
+                Some(left) => {
+                    let waiting = memory.error.clone().unwrap_or_else(|| Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: format!(
+                            "back-off {:?} restarting failed container={container} pod={pod_name}",
+                            memory.backoff.delay(max)
+                        ),
+                    });
+                    Next::Wait(left, waiting)
+                }
+                None => Next::Create(latest.attempt + 1),
+            },
+        }
+    }
+
+    /// Moves one spec container one step on: create, start or restart it, or note why it waits.
+    // The arguments are the pod-level context, the container, and what the step updates;
+    // bundling them in a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    async fn advance(
+        &self,
+        sandbox_id: &str,
+        facts: &PodFacts<'_>,
+        c: &Container,
+        history: &[ContainerStatus],
+        restart: impl Fn(&ContainerStatus) -> bool,
+        record: &mut PodRecord,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let (base, max) = (
+            self.config.crash_backoff_base,
+            self.config.crash_backoff_max,
+        );
+        let pod_name = facts.pod.metadata.name.as_deref().unwrap_or_default();
+        let memory = record.containers.entry(c.name.clone()).or_default();
+        let id = match self.next_step(history, restart, memory, pod_name, &c.name) {
+            Next::Nothing => return Ok(()),
+            Next::Wait(left, waiting) => {
+                progress.waiting.insert(c.name.clone(), waiting);
+                progress.requeue_after(left);
+                return Ok(());
+            }
+            Next::Start(id) => id,
+            Next::Create(attempt) => {
+                if !history.is_empty() {
+                    // A restart: the next one waits longer.
+                    memory.backoff.step(base, max);
+                }
+                let config = container_config(facts, c, attempt);
+                match self.runtime.create_container(sandbox_id, &config).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.note_failure(memory, progress, &c.name, "CreateContainerError", &e);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        progress.changed = true;
+        match self.runtime.start_container(&id).await {
+            Ok(()) => memory.error = None,
+            Err(e) => {
+                // Runtimes that mark the container exited (StartError) let restart handling
+                // take over; one left merely created is removed and retried after back-off.
+                let created = matches!(
+                    self.runtime.container_status(&id).await,
+                    Ok(s) if s.state == ContainerState::Created
+                );
+                if created {
+                    ignore_not_found(self.runtime.remove_container(&id).await)?;
+                    self.note_failure(memory, progress, &c.name, "RunContainerError", &e);
+                } else {
+                    tracing::info!(container = %c.name, error = %error_chain(&e), "container failed to start");
+                }
+                return Ok(());
+            }
+        }
+        // Keep the container that just exited (for `lastState` and logs); older ones go.
+        for old in history.iter().skip(1) {
+            if old.state == ContainerState::Exited {
+                ignore_not_found(self.runtime.remove_container(&old.id).await)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn note_failure(
+        &self,
+        memory: &mut ContainerMemory,
+        progress: &mut Progress,
+        name: &str,
+        reason: &str,
+        error: &RuntimeError,
+    ) {
+        let (base, max) = (
+            self.config.crash_backoff_base,
+            self.config.crash_backoff_max,
+        );
+        tracing::info!(container = %name, reason, error = %error_chain(error), "container could not be run");
+        memory.backoff.step(base, max);
+        let waiting = Waiting {
+            reason: reason.to_string(),
+            message: error_chain(error),
+        };
+        memory.error = Some(waiting.clone());
+        progress.waiting.insert(name.to_string(), waiting);
+        progress.requeue_after(memory.backoff.delay(max));
+    }
+}

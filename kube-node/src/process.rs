@@ -1,0 +1,712 @@
+//! [`ProcessRuntime`]: a [`Runtime`] whose containers are host processes.
+//!
+//! Each container's `command` + `args` run as a child process in a process group of its own,
+//! so stopping a container signals everything it forked. There is no isolation: the image is
+//! ignored, the process shares the host's filesystem, network and users. A sandbox is a
+//! directory (the default working directory of its containers) and the node's IP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use kube_core::runtime::{
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, LogOptions,
+    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
+};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+/// How long to wait for a process group to die after SIGKILL before reporting failure.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The `PATH` given to containers when the agent's own environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug)]
+struct Sandbox {
+    config: PodSandboxConfig,
+    state: SandboxState,
+    created_at: SystemTime,
+    dir: PathBuf,
+}
+
+#[derive(Debug)]
+struct Container {
+    sandbox_id: String,
+    config: ContainerConfig,
+    state: ContainerState,
+    created_at: SystemTime,
+    started_at: Option<SystemTime>,
+    finished_at: Option<SystemTime>,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    message: Option<String>,
+    pid: Option<u32>,
+    log_path: PathBuf,
+    /// Becomes `true` once the process has exited and been reaped.
+    exited: Option<watch::Receiver<bool>>,
+}
+
+impl Container {
+    fn status(&self, id: &str) -> ContainerStatus {
+        let mut info = BTreeMap::new();
+        if let Some(pid) = self.pid {
+            info.insert("pid".to_string(), pid.to_string());
+        }
+        info.insert(
+            "logPath".to_string(),
+            self.log_path.to_string_lossy().into_owned(),
+        );
+        ContainerStatus {
+            id: id.to_string(),
+            sandbox_id: self.sandbox_id.clone(),
+            name: self.config.name.clone(),
+            attempt: self.config.attempt,
+            image: self.config.image.clone(),
+            state: self.state,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            labels: self.config.labels.clone(),
+            info,
+        }
+    }
+
+    /// The process group to signal, while the group leader has not been reaped (after that
+    /// its ID may be reused by an unrelated process).
+    fn live_group(&self) -> Option<Pid> {
+        if self.state != ContainerState::Running {
+            return None;
+        }
+        let pid = i32::try_from(self.pid?).ok()?;
+        Some(Pid::from_raw(pid))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sandboxes: HashMap<String, Sandbox>,
+    containers: HashMap<String, Container>,
+}
+
+struct Inner {
+    root: PathBuf,
+    ip: String,
+    state: Mutex<State>,
+    /// Keeps a temporary root alive (and deletes it when the runtime goes).
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the maps consistent, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_exit(&self, id: &str, status: std::io::Result<ExitStatus>) {
+        let mut state = self.state();
+        let Some(c) = state.containers.get_mut(id) else {
+            return;
+        };
+        let (code, reason, message) = match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => (code, if code == 0 { "Completed" } else { "Error" }, None),
+                // Killed by a signal: reported as 128 + signal, like a shell and the kubelet.
+                (None, Some(sig)) => (128 + sig, "Error", None),
+                (None, None) => (-1, "Unknown", None),
+            },
+            Err(e) => (
+                -1,
+                "Unknown",
+                Some(format!("waiting for the process failed: {e}")),
+            ),
+        };
+        c.state = ContainerState::Exited;
+        c.finished_at = Some(SystemTime::now());
+        c.exit_code = Some(code);
+        c.reason = Some(reason.to_string());
+        c.message = message;
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nothing may outlive the runtime: kill every process group still running.
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for c in state.containers.values() {
+            if let Some(group) = c.live_group() {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Runs containers as host processes. Cheap to clone; clones share state, and dropping the
+/// last clone kills every process group it started.
+///
+/// * `command` + `args` form the argv (with no `command`, `args[0]` is the program; both
+///   empty is [`RuntimeError::InvalidArgument`]); the image is ignored.
+/// * The environment is `PATH`, `HOSTNAME` and the container's `env`; the working directory is
+///   `working_dir`, else the sandbox's directory under the root.
+/// * stdout and stderr go to one log file per container under `<root>/logs/`; a container's
+///   `info` holds its `pid` and `logPath`.
+/// * `stop_container` sends SIGTERM to the process group, then SIGKILL after the timeout.
+///   Exit codes follow the shell: a signal death is `128 + signal`.
+/// * When the main process exits, whatever it left in its group is killed, as in a container.
+/// * Every sandbox gets the node's IP (no network isolation).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kube_core::runtime::{ContainerConfig, LogOptions, PodSandboxConfig, Runtime};
+/// use kube_node::ProcessRuntime;
+///
+/// let runtime = ProcessRuntime::temp()?;
+/// let sandbox = runtime.run_pod_sandbox(&PodSandboxConfig::default()).await?;
+/// let config = ContainerConfig {
+///     name: "hello".into(),
+///     command: vec!["echo".into(), "hi".into()],
+///     ..Default::default()
+/// };
+/// let id = runtime.create_container(&sandbox, &config).await?;
+/// runtime.start_container(&id).await?;
+/// runtime.stop_container(&id, std::time::Duration::from_secs(1)).await?;
+/// let status = runtime.container_status(&id).await?;
+/// assert!(status.exit_code.is_some());
+/// runtime.remove_pod_sandbox(&sandbox).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ProcessRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessRuntime")
+            .field("root", &self.inner.root)
+            .field("ip", &self.inner.ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`ProcessRuntime`]. See [`ProcessRuntime::builder`].
+#[derive(Debug, Clone)]
+pub struct ProcessRuntimeBuilder {
+    root: Option<PathBuf>,
+    ip: String,
+}
+
+impl ProcessRuntimeBuilder {
+    /// Where logs and sandbox directories go (created if missing). Default: a temporary
+    /// directory deleted when the runtime is dropped.
+    pub fn root_dir(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// The IP every sandbox reports (default `127.0.0.1`). Give the node agent the same IP
+    /// (`NodeAgentBuilder::node_ip`): pods share the node's network.
+    pub fn ip(mut self, ip: impl Into<String>) -> Self {
+        self.ip = ip.into();
+        self
+    }
+
+    /// Creates the directories and returns the runtime.
+    pub fn build(self) -> Result<ProcessRuntime, RuntimeError> {
+        let (root, temp) = match self.root {
+            Some(root) => (root, None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("kube-node-process-")
+                    .tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        std::fs::create_dir_all(root.join("logs"))?;
+        std::fs::create_dir_all(root.join("sandboxes"))?;
+        Ok(ProcessRuntime {
+            inner: Arc::new(Inner {
+                root,
+                ip: self.ip,
+                state: Mutex::new(State::default()),
+                _temp: temp,
+            }),
+        })
+    }
+}
+
+impl ProcessRuntime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> ProcessRuntimeBuilder {
+        ProcessRuntimeBuilder {
+            root: None,
+            ip: "127.0.0.1".to_string(),
+        }
+    }
+
+    /// A runtime keeping its logs and sandbox directories under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        Self::builder().root_dir(root).build()
+    }
+
+    /// A runtime under a fresh temporary directory, deleted when the runtime is dropped.
+    pub fn temp() -> Result<Self, RuntimeError> {
+        Self::builder().build()
+    }
+
+    /// The directory holding logs and sandbox directories.
+    pub fn root_dir(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state()
+    }
+
+    /// Sends `signal` to a container's process group; `Ok(false)` if it was not running.
+    fn signal(&self, container_id: &str, signal: Signal) -> Result<bool, RuntimeError> {
+        let state = self.state();
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
+        let Some(group) = c.live_group() else {
+            return Ok(false);
+        };
+        match killpg(group, signal) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(true),
+            Err(e) => Err(RuntimeError::Failed {
+                operation: "stop_container",
+                message: format!("signalling process group {group}: {e}"),
+            }),
+        }
+    }
+
+    fn exit_receiver(&self, container_id: &str) -> Option<watch::Receiver<bool>> {
+        self.state()
+            .containers
+            .get(container_id)
+            .and_then(|c| c.exited.clone())
+    }
+
+    fn spawn(
+        &self,
+        container_id: &str,
+        state: &mut State,
+    ) -> Result<(tokio::process::Child, u32), String> {
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| format!("container {container_id} vanished"))?;
+        let sandbox_dir = state
+            .sandboxes
+            .get(&c.sandbox_id)
+            .map(|s| s.dir.clone())
+            .unwrap_or_else(|| self.inner.root.clone());
+        let hostname = state
+            .sandboxes
+            .get(&c.sandbox_id)
+            .map(|s| s.config.hostname.clone())
+            .unwrap_or_default();
+        let mut argv = c.config.command.iter().chain(&c.config.args);
+        let program = argv.next().ok_or("no command")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&c.log_path)
+            .map_err(|e| format!("opening log {}: {e}", c.log_path.display()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("opening log {}: {e}", c.log_path.display()))?;
+        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(argv)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOSTNAME", hostname)
+            .envs(c.config.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(
+                c.config
+                    .working_dir
+                    .as_deref()
+                    .map_or(sandbox_dir, PathBuf::from),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            // Its own group, so stop reaches everything the container forks.
+            .process_group(0);
+        let child = command
+            .spawn()
+            .map_err(|e| format!("starting {program:?}: {e}"))?;
+        let pid = child
+            .id()
+            .ok_or("the process exited before its pid was read")?;
+        Ok((child, pid))
+    }
+
+    /// Waits until the container's process has been reaped, or `timeout` passes.
+    async fn wait_exit(rx: Option<watch::Receiver<bool>>, timeout: Duration) -> bool {
+        let Some(mut rx) = rx else { return true };
+        tokio::time::timeout(timeout, rx.wait_for(|exited| *exited))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    async fn force_stop_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        let ids: Vec<String> = {
+            let mut state = self.state();
+            let sandbox = state
+                .sandboxes
+                .get_mut(sandbox_id)
+                .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+            sandbox.state = SandboxState::NotReady;
+            state
+                .containers
+                .iter()
+                .filter(|(_, c)| c.sandbox_id == sandbox_id)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let stops = ids.iter().map(|id| self.stop_container(id, Duration::ZERO));
+        for result in futures::future::join_all(stops).await {
+            match result {
+                Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_found(what: &'static str, id: &str) -> RuntimeError {
+    RuntimeError::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[async_trait::async_trait]
+impl Runtime for ProcessRuntime {
+    fn version(&self) -> String {
+        format!("process://{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+        let id = new_id();
+        let dir = self.inner.root.join("sandboxes").join(&id);
+        tokio::fs::create_dir_all(&dir).await?;
+        self.state().sandboxes.insert(
+            id.clone(),
+            Sandbox {
+                config: config.clone(),
+                state: SandboxState::Ready,
+                created_at: SystemTime::now(),
+                dir,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Kills every container of the sandbox (SIGKILL) and waits for them. Unknown IDs are
+    /// [`RuntimeError::NotFound`].
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        self.force_stop_sandbox(sandbox_id).await
+    }
+
+    /// Kills and removes the sandbox, its containers, their logs and its directory. Unknown
+    /// IDs are fine (CRI removal is idempotent).
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        match self.force_stop_sandbox(sandbox_id).await {
+            Ok(()) => {}
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let (dir, logs) = {
+            let mut state = self.state();
+            let dir = state.sandboxes.remove(sandbox_id).map(|s| s.dir);
+            let mut logs = Vec::new();
+            state.containers.retain(|_, c| {
+                let keep = c.sandbox_id != sandbox_id;
+                if !keep {
+                    logs.push(c.log_path.clone());
+                }
+                keep
+            });
+            (dir, logs)
+        };
+        for log in logs {
+            remove_file_if_exists(&log).await?;
+        }
+        if let Some(dir) = dir {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus, RuntimeError> {
+        let state = self.state();
+        let s = state
+            .sandboxes
+            .get(sandbox_id)
+            .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+        Ok(PodSandboxStatus {
+            id: sandbox_id.to_string(),
+            metadata: s.config.metadata.clone(),
+            state: s.state,
+            created_at: s.created_at,
+            ip: Some(self.inner.ip.clone()),
+            labels: s.config.labels.clone(),
+        })
+    }
+
+    async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {
+        let state = self.state();
+        Ok(state
+            .sandboxes
+            .iter()
+            .map(|(id, s)| PodSandboxStatus {
+                id: id.clone(),
+                metadata: s.config.metadata.clone(),
+                state: s.state,
+                created_at: s.created_at,
+                ip: Some(self.inner.ip.clone()),
+                labels: s.config.labels.clone(),
+            })
+            .collect())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, RuntimeError> {
+        if config.command.is_empty() && config.args.is_empty() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "container {:?} has neither command nor args, and images are not run",
+                config.name
+            )));
+        }
+        let mut state = self.state();
+        match state.sandboxes.get(sandbox_id) {
+            None => return Err(not_found("sandbox", sandbox_id)),
+            Some(s) if s.state != SandboxState::Ready => {
+                return Err(RuntimeError::Failed {
+                    operation: "create_container",
+                    message: format!("sandbox {sandbox_id} is not ready"),
+                });
+            }
+            Some(_) => {}
+        }
+        let id = new_id();
+        let log_path = self.inner.root.join("logs").join(format!("{id}.log"));
+        state.containers.insert(
+            id.clone(),
+            Container {
+                sandbox_id: sandbox_id.to_string(),
+                config: config.clone(),
+                state: ContainerState::Created,
+                created_at: SystemTime::now(),
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                reason: None,
+                message: None,
+                pid: None,
+                log_path,
+                exited: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Spawns the process. If it cannot be spawned, the container is reported exited with code
+    /// 128 and reason `StartError` (as containerd does), and an error is returned.
+    async fn start_container(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
+        if c.state != ContainerState::Created {
+            return Err(RuntimeError::Failed {
+                operation: "start_container",
+                message: format!("container {container_id} is {:?}, not created", c.state),
+            });
+        }
+        if state
+            .sandboxes
+            .get(&c.sandbox_id)
+            .is_none_or(|s| s.state != SandboxState::Ready)
+        {
+            return Err(RuntimeError::Failed {
+                operation: "start_container",
+                message: format!("sandbox {} is not ready", c.sandbox_id),
+            });
+        }
+        // Spawning under the lock keeps start atomic with respect to stop and remove.
+        let spawned = self.spawn(container_id, &mut state);
+        let Some(c) = state.containers.get_mut(container_id) else {
+            return Err(not_found("container", container_id));
+        };
+        let (mut child, pid) = match spawned {
+            Ok(spawned) => spawned,
+            Err(message) => {
+                let now = SystemTime::now();
+                c.state = ContainerState::Exited;
+                c.started_at = Some(now);
+                c.finished_at = Some(now);
+                c.exit_code = Some(128);
+                c.reason = Some("StartError".into());
+                c.message = Some(message.clone());
+                return Err(RuntimeError::Failed {
+                    operation: "start_container",
+                    message,
+                });
+            }
+        };
+        let (tx, rx) = watch::channel(false);
+        c.state = ContainerState::Running;
+        c.started_at = Some(SystemTime::now());
+        c.pid = Some(pid);
+        c.exited = Some(rx);
+        drop(state);
+
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        let id = container_id.to_string();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Like a container whose init exits: whatever it left in its group dies too.
+            if let Ok(group) = i32::try_from(pid) {
+                let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+            }
+            if let Some(inner) = inner.upgrade() {
+                inner.record_exit(&id, status);
+            }
+            let _ = tx.send(true);
+        });
+        Ok(())
+    }
+
+    /// SIGTERM to the process group, SIGKILL after `timeout` (at once if it is zero).
+    /// Stopping a container that is not running does nothing. Unknown IDs are
+    /// [`RuntimeError::NotFound`].
+    async fn stop_container(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let rx = self.exit_receiver(container_id);
+        if !timeout.is_zero() {
+            if !self.signal(container_id, Signal::SIGTERM)? {
+                return Ok(());
+            }
+            if Self::wait_exit(rx.clone(), timeout).await {
+                return Ok(());
+            }
+        }
+        if !self.signal(container_id, Signal::SIGKILL)? {
+            return Ok(());
+        }
+        if Self::wait_exit(rx, KILL_WAIT).await {
+            Ok(())
+        } else {
+            Err(RuntimeError::Failed {
+                operation: "stop_container",
+                message: format!("container {container_id} did not die within {KILL_WAIT:?}"),
+            })
+        }
+    }
+
+    /// Force-removes (a running container is killed first) and deletes its log. Unknown IDs
+    /// are fine (CRI removal is idempotent).
+    async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError> {
+        match self.stop_container(container_id, Duration::ZERO).await {
+            Ok(()) => {}
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let removed = self.state().containers.remove(container_id);
+        if let Some(c) = removed {
+            remove_file_if_exists(&c.log_path).await?;
+        }
+        Ok(())
+    }
+
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let state = self.state();
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
+        Ok(c.status(container_id))
+    }
+
+    async fn list_containers(
+        &self,
+        filter: &ContainerFilter,
+    ) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        let state = self.state();
+        Ok(state
+            .containers
+            .iter()
+            .filter(|(_, c)| {
+                filter
+                    .sandbox_id
+                    .as_ref()
+                    .is_none_or(|s| *s == c.sandbox_id)
+                    && filter.state.is_none_or(|s| s == c.state)
+            })
+            .map(|(id, c)| c.status(id))
+            .collect())
+    }
+
+    async fn container_logs(
+        &self,
+        container_id: &str,
+        options: &LogOptions,
+    ) -> Result<Bytes, RuntimeError> {
+        let path = {
+            let state = self.state();
+            state
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?
+                .log_path
+                .clone()
+        };
+        match tokio::fs::read(&path).await {
+            Ok(log) => Ok(trim_log(&log, options)),
+            // Not started yet: nothing written.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+async fn remove_file_if_exists(path: &Path) -> Result<(), RuntimeError> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,593 @@
+//! NodeAgent over MemStore + FakeRuntime: node registration, pod lifecycle, restarts, deletion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ContainerStatus;
+use kube_core::api::{Node, Pod};
+use kube_core::runtime::{ContainerFilter, Runtime, SandboxState};
+use kube_core::store::{Preconditions, Store};
+use kube_core::typed::Api;
+use kube_node::{FakeBehavior, FakeOp, FakeRuntime};
+use kube_store::MemStore;
+
+use crate::common::{Cluster, NODE, agent, eventually, pod};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn start(fake: &FakeRuntime) -> Cluster {
+    Cluster::start(agent(Arc::new(fake.clone())).build().expect("agent builds"))
+}
+
+fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default()
+}
+
+fn condition(pod: &Pod, type_: &str) -> Option<String> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+fn heartbeat(node: &Node) -> Option<k8s_openapi::jiff::Timestamp> {
+    let conditions = node.status.as_ref()?.conditions.as_ref()?;
+    let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+    ready.last_heartbeat_time.as_ref().map(|t| t.0)
+}
+
+#[tokio::test]
+async fn registers_a_ready_node_and_heartbeats() {
+    let fake = FakeRuntime::new();
+    let cluster = Cluster::start(
+        agent(Arc::new(fake.clone()))
+            .capacity("cpu", "16")
+            .allocatable("cpu", "15")
+            .label("zone", "a")
+            .node_ip("10.0.0.7")
+            .build()
+            .unwrap(),
+    );
+    let nodes = cluster.nodes();
+    let node = eventually(WAIT, "node registered", || async {
+        nodes.get(NODE).await.ok()
+    })
+    .await;
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["kubernetes.io/hostname"], NODE);
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    assert_eq!(labels["zone"], "a");
+    let status = node.status.clone().unwrap();
+    let capacity = status.capacity.unwrap();
+    let allocatable = status.allocatable.unwrap();
+    assert_eq!(
+        (capacity["cpu"].0.as_str(), allocatable["cpu"].0.as_str()),
+        ("16", "15")
+    );
+    assert_eq!(capacity["memory"].0, "8Gi");
+    assert_eq!(allocatable["pods"].0, "110");
+    let addresses: Vec<_> = status
+        .addresses
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.type_, a.address))
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            ("InternalIP".to_string(), "10.0.0.7".to_string()),
+            ("Hostname".to_string(), NODE.to_string())
+        ]
+    );
+    let info = status.node_info.unwrap();
+    assert!(info.container_runtime_version.starts_with("fake://"));
+    assert_eq!(info.operating_system, "linux");
+    assert!(!info.kubelet_version.is_empty());
+    let ready = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("True", Some("KubeletReady"))
+    );
+
+    // The wire format keeps whole seconds, so a heartbeat shows within about a second.
+    let first = heartbeat(&node).unwrap();
+    eventually(Duration::from_secs(3), "heartbeat advances", || async {
+        let node = nodes.get(NODE).await.ok()?;
+        (heartbeat(&node)? > first).then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_existing_node_is_updated_not_replaced() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let nodes: Api<Node> = Api::all(store.clone());
+    nodes
+        .create(
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": NODE, "labels": {"keep": "me"}},
+                "spec": {"unschedulable": true}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let fake = FakeRuntime::new();
+    let cluster = Cluster::start_with_store(agent(Arc::new(fake)).build().unwrap(), store);
+    let node = eventually(WAIT, "node status", || async {
+        let node = nodes.get(NODE).await.ok()?;
+        heartbeat(&node).map(|_| node)
+    })
+    .await;
+    let labels = node.metadata.labels.unwrap();
+    assert_eq!(labels["keep"], "me");
+    assert_eq!(labels["kubernetes.io/hostname"], NODE);
+    assert_eq!(
+        node.spec.and_then(|s| s.unschedulable),
+        Some(true),
+        "spec untouched"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bound_pod_runs_with_an_ip_and_container_statuses() {
+    let fake = FakeRuntime::new();
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "web",
+        "Always",
+        serde_json::json!([
+            {"name": "app", "image": "nginx"},
+            {"name": "sidecar", "image": "envoy"}
+        ]),
+    ))
+    .await
+    .unwrap();
+    let running = cluster.wait_phase("web", "Running", WAIT).await;
+    let status = running.status.clone().unwrap();
+    assert!(
+        status
+            .pod_ip
+            .as_deref()
+            .is_some_and(|ip| ip.starts_with("10.88.")),
+        "{:?}",
+        status.pod_ip
+    );
+    assert_eq!(
+        status.pod_ips.unwrap()[0].ip,
+        status.pod_ip.clone().unwrap()
+    );
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    let containers = statuses(&running);
+    assert_eq!(containers.len(), 2);
+    for c in &containers {
+        assert!(c.ready, "{c:?}");
+        assert_eq!(c.started, Some(true));
+        assert_eq!(c.restart_count, 0);
+        assert!(c.state.as_ref().unwrap().running.is_some());
+        assert!(c.container_id.as_deref().unwrap().starts_with("fake://"));
+    }
+    assert_eq!(containers[0].image, "nginx");
+    for type_ in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert_eq!(
+            condition(&running, type_).as_deref(),
+            Some("True"),
+            "{type_}"
+        );
+    }
+    assert_eq!(fake.running_count(), 2);
+    assert_eq!(fake.count(FakeOp::RunPodSandbox), 1);
+
+    // Once settled, nothing is rewritten: resyncs only read.
+    let version = pods.get("web").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        pods.get("web").await.unwrap().metadata.resource_version,
+        version
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn never_policy_pods_succeed_or_fail_with_their_containers() {
+    let fake = FakeRuntime::new();
+    fake.on_image(
+        "ok",
+        FakeBehavior::exit_after(Duration::from_millis(100), 0),
+    );
+    fake.on_image(
+        "bad",
+        FakeBehavior::exit_after(Duration::from_millis(100), 1),
+    );
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "good",
+        "Never",
+        serde_json::json!([{"name": "c", "image": "ok"}]),
+    ))
+    .await
+    .unwrap();
+    pods.create(&pod(
+        "broken",
+        "Never",
+        serde_json::json!([{"name": "c", "image": "bad"}]),
+    ))
+    .await
+    .unwrap();
+
+    let good = cluster.wait_phase("good", "Succeeded", WAIT).await;
+    let terminated = statuses(&good)[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    assert_eq!(condition(&good, "Ready").as_deref(), Some("False"));
+
+    let broken = cluster.wait_phase("broken", "Failed", WAIT).await;
+    let terminated = statuses(&broken)[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (1, Some("Error"))
+    );
+
+    // Nothing restarts, and the finished pods' sandboxes are stopped.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.count(FakeOp::StartContainer), 2);
+    eventually(WAIT, "sandboxes stopped", || async {
+        let sandboxes = fake.list_pod_sandboxes().await.ok()?;
+        sandboxes
+            .iter()
+            .all(|s| s.state == SandboxState::NotReady)
+            .then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn start_failures_fail_a_never_pod() {
+    let fake = FakeRuntime::new();
+    fake.on_image("broken", FakeBehavior::fail_start("exec format error"));
+    let cluster = start(&fake);
+    cluster
+        .pods()
+        .create(&pod(
+            "p",
+            "Never",
+            serde_json::json!([{"name": "c", "image": "broken"}]),
+        ))
+        .await
+        .unwrap();
+    let failed = cluster.wait_phase("p", "Failed", WAIT).await;
+    let terminated = statuses(&failed)[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (128, Some("StartError"))
+    );
+    assert_eq!(terminated.message.as_deref(), Some("exec format error"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn always_policy_restarts_with_crash_loop_backoff() {
+    let fake = FakeRuntime::new();
+    fake.on_image(
+        "crasher",
+        FakeBehavior::exit_after(Duration::from_millis(50), 1),
+    );
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "crashy",
+        "Always",
+        serde_json::json!([{"name": "c", "image": "crasher"}]),
+    ))
+    .await
+    .unwrap();
+
+    // Backing off between restarts (base 300 ms in these tests) shows as CrashLoopBackOff.
+    let backing_off = eventually(WAIT, "CrashLoopBackOff", || async {
+        let pod = pods.get("crashy").await.ok()?;
+        let c = statuses(&pod).into_iter().next()?;
+        let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
+        (reason == "CrashLoopBackOff").then_some(c)
+    })
+    .await;
+    let last = backing_off.last_state.unwrap().terminated.unwrap();
+    assert_eq!(last.exit_code, 1);
+    assert!(backing_off.restart_count >= 1);
+
+    let restarted = eventually(WAIT, "restartCount 3", || async {
+        let pod = pods.get("crashy").await.ok()?;
+        let c = statuses(&pod).into_iter().next()?;
+        (c.restart_count >= 3).then_some(pod)
+    })
+    .await;
+    assert_eq!(restarted.status.unwrap().phase.as_deref(), Some("Running"));
+    // Only the newest container and the one before it are kept.
+    assert!(
+        fake.container_count() <= 2,
+        "{} containers kept",
+        fake.container_count()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_failure_restarts_failures_only() {
+    let fake = FakeRuntime::new();
+    fake.on_image(
+        "flaky",
+        FakeBehavior::exit_after(Duration::from_millis(50), 2),
+    );
+    fake.on_image("ok", FakeBehavior::exit_after(Duration::from_millis(50), 0));
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "done",
+        "OnFailure",
+        serde_json::json!([{"name": "c", "image": "ok"}]),
+    ))
+    .await
+    .unwrap();
+    pods.create(&pod(
+        "flaky",
+        "OnFailure",
+        serde_json::json!([{"name": "c", "image": "flaky"}]),
+    ))
+    .await
+    .unwrap();
+    cluster.wait_phase("done", "Succeeded", WAIT).await;
+    eventually(WAIT, "flaky restarted", || async {
+        let pod = pods.get("flaky").await.ok()?;
+        (statuses(&pod).first()?.restart_count >= 1).then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_containers_run_in_order_before_app_containers() {
+    let fake = FakeRuntime::new();
+    fake.on_command(
+        "init",
+        FakeBehavior::exit_after(Duration::from_millis(50), 0),
+    );
+    fake.on_command(
+        "fail",
+        FakeBehavior::exit_after(Duration::from_millis(50), 1),
+    );
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    let mut ok = pod(
+        "ok",
+        "Always",
+        serde_json::json!([{"name": "app", "image": "nginx"}]),
+    );
+    ok.spec.as_mut().unwrap().init_containers = Some(
+        serde_json::from_value(serde_json::json!([
+            {"name": "first", "image": "busybox", "command": ["init"]},
+            {"name": "second", "image": "busybox", "command": ["init"]}
+        ]))
+        .unwrap(),
+    );
+    pods.create(&ok).await.unwrap();
+    let running = cluster.wait_phase("ok", "Running", WAIT).await;
+    assert_eq!(condition(&running, "Initialized").as_deref(), Some("True"));
+    let init = running.status.unwrap().init_container_statuses.unwrap();
+    assert!(init.iter().all(|s| {
+        s.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code
+            == 0
+    }));
+    let created: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == FakeOp::CreateContainer)
+        .map(|c| c.target)
+        .collect();
+    assert_eq!(created, ["first", "second", "app"]);
+
+    // A failing init container of a Never pod fails the pod; app containers never start.
+    let mut bad = pod(
+        "bad",
+        "Never",
+        serde_json::json!([{"name": "app2", "image": "nginx"}]),
+    );
+    bad.spec.as_mut().unwrap().init_containers = Some(
+        serde_json::from_value(serde_json::json!([
+            {"name": "setup", "image": "busybox", "command": ["fail"]}
+        ]))
+        .unwrap(),
+    );
+    pods.create(&bad).await.unwrap();
+    let failed = cluster.wait_phase("bad", "Failed", WAIT).await;
+    assert_eq!(condition(&failed, "Initialized").as_deref(), Some("False"));
+    let app = &statuses(&failed)[0];
+    assert_eq!(
+        app.state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("PodInitializing")
+    );
+    assert!(!fake.calls().iter().any(|c| c.target == "app2"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_a_pod_stops_and_removes_its_sandbox_and_containers() {
+    let fake = FakeRuntime::new();
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "web",
+        "Always",
+        serde_json::json!([{"name": "c", "image": "nginx"}]),
+    ))
+    .await
+    .unwrap();
+    cluster.wait_phase("web", "Running", WAIT).await;
+    fake.clear_calls();
+    pods.delete("web", &Preconditions::default()).await.unwrap();
+    eventually(WAIT, "runtime emptied", || async {
+        (fake.sandbox_count() == 0 && fake.container_count() == 0).then_some(())
+    })
+    .await;
+    let ops: Vec<FakeOp> = fake.calls().into_iter().map(|c| c.op).collect();
+    assert_eq!(
+        ops,
+        [
+            FakeOp::StopContainer,
+            FakeOp::RemoveContainer,
+            FakeOp::StopPodSandbox,
+            FakeOp::RemovePodSandbox
+        ]
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_writes_keep_concurrent_spec_and_label_changes() {
+    let fake = FakeRuntime::new();
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "web",
+        "Always",
+        serde_json::json!([{"name": "c", "image": "nginx"}]),
+    ))
+    .await
+    .unwrap();
+    cluster.wait_phase("web", "Running", WAIT).await;
+    pods.patch_merge(
+        "web",
+        &serde_json::json!({"metadata": {"labels": {"tier": "front"}}}),
+    )
+    .await
+    .unwrap();
+    // A crash changes the status; the label written meanwhile must survive the status write.
+    let filter = ContainerFilter::default();
+    let id = fake.list_containers(&filter).await.unwrap()[0].id.clone();
+    assert!(fake.kill_container(&id, 137));
+    let restarted = eventually(WAIT, "restart seen", || async {
+        let pod = pods.get("web").await.ok()?;
+        (statuses(&pod).first()?.restart_count == 1).then_some(pod)
+    })
+    .await;
+    assert_eq!(restarted.metadata.labels.as_ref().unwrap()["tier"], "front");
+    let last = statuses(&restarted)[0]
+        .last_state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(last.exit_code, 137);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_what_is_running() {
+    let fake = FakeRuntime::new();
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let first = Cluster::start_with_store(
+        agent(Arc::new(fake.clone())).build().unwrap(),
+        store.clone(),
+    );
+    first
+        .pods()
+        .create(&pod(
+            "web",
+            "Always",
+            serde_json::json!([{"name": "c", "image": "nginx"}]),
+        ))
+        .await
+        .unwrap();
+    first.wait_phase("web", "Running", WAIT).await;
+    first.shutdown().await;
+
+    // A new agent on the same runtime finds the sandbox by its labels: nothing is re-created.
+    let second = Cluster::start_with_store(agent(Arc::new(fake.clone())).build().unwrap(), store);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.count(FakeOp::RunPodSandbox), 1);
+    assert_eq!(fake.count(FakeOp::CreateContainer), 1);
+    assert_eq!(fake.running_count(), 1);
+
+    // ...and still cleans up when the pod goes.
+    second
+        .pods()
+        .delete("web", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "runtime emptied", || async {
+        (fake.sandbox_count() == 0).then_some(())
+    })
+    .await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_graceful_deletion_is_finished_by_the_agent() {
+    let fake = FakeRuntime::new();
+    let cluster = start(&fake);
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "web",
+        "Always",
+        serde_json::json!([{"name": "c", "image": "nginx"}]),
+    ))
+    .await
+    .unwrap();
+    cluster.wait_phase("web", "Running", WAIT).await;
+    // What an API server does on DELETE of a pod on a node: mark it, let the node finish.
+    pods.patch_merge(
+        "web",
+        &serde_json::json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 1}}),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "pod deleted by the agent", || async {
+        pods.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!((fake.sandbox_count(), fake.container_count()), (0, 0));
+    cluster.shutdown().await;
+}

@@ -1,0 +1,96 @@
+//! NodeAgent over MemStore + ProcessRuntime: real processes for real pods.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_core::runtime::{ContainerState, Runtime};
+use kube_core::store::Preconditions;
+use kube_node::ProcessRuntime;
+
+use crate::common::{Cluster, agent, alive, eventually, pod};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn a_pod_runs_a_real_process_and_deletion_leaves_none() {
+    let runtime = ProcessRuntime::temp().unwrap();
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "sleeper",
+        "Always",
+        serde_json::json!([
+            {"name": "main", "image": "ignored", "command": ["sleep", "30"]},
+            {"name": "shell", "image": "ignored", "command": ["sh", "-c", "sleep 30 & wait"]}
+        ]),
+    ))
+    .await
+    .unwrap();
+    let running = cluster.wait_phase("sleeper", "Running", WAIT).await;
+    let status = running.status.unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.1"));
+    let container_id = status.container_statuses.unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    assert!(container_id.starts_with("process://"), "{container_id}");
+
+    let containers = runtime.list_containers(&Default::default()).await.unwrap();
+    let pids: Vec<u32> = containers
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| c.info["pid"].parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|p| alive(*p)));
+
+    pods.delete("sleeper", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "processes gone", || async {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await;
+    eventually(WAIT, "runtime emptied", || async {
+        runtime
+            .list_pod_sandboxes()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        runtime
+            .list_containers(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn exit_codes_of_real_processes_decide_the_phase() {
+    let runtime = ProcessRuntime::temp().unwrap();
+    let cluster = Cluster::start(agent(Arc::new(runtime)).build().unwrap());
+    cluster
+        .pods()
+        .create(&pod(
+            "three",
+            "Never",
+            serde_json::json!([
+                {"name": "c", "image": "ignored", "command": ["sh", "-c", "echo bye; exit 3"]}
+            ]),
+        ))
+        .await
+        .unwrap();
+    let failed = cluster.wait_phase("three", "Failed", WAIT).await;
+    let c = &failed.status.unwrap().container_statuses.unwrap()[0];
+    let terminated = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (3, Some("Error"))
+    );
+    cluster.shutdown().await;
+}
