@@ -249,20 +249,21 @@ where
 }
 
 /// The current time as a Kubernetes `Time` (what `creationTimestamp`, condition times and
-/// container start times hold).
+/// container start times hold), in whole seconds.
 pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     to_time(std::time::SystemTime::now())
 }
 
-/// Converts a `SystemTime` to a Kubernetes `Time` (times before 1970 become the epoch).
+/// Converts a `SystemTime` to a Kubernetes `Time`, truncated to whole seconds: that is all the
+/// wire format keeps, so a value computed now compares equal to the same value read back.
+/// Times before 1970 become the epoch.
 pub fn to_time(t: std::time::SystemTime) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let ts = k8s_openapi::jiff::Timestamp::new(
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        i32::try_from(since.subsec_nanos()).unwrap_or(0),
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default(),
     )
-    .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts)
 }
 
 #[cfg(test)]
@@ -290,5 +291,16 @@ mod tests {
             p
         });
         assert_eq!(GroupKind::of::<Pod>(), GroupKind::POD);
+    }
+
+    #[test]
+    fn times_truncate_to_seconds_and_round_trip() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let time = to_time(UNIX_EPOCH + Duration::from_millis(1_700_000_000_750));
+        let json = serde_json::to_value(&time).unwrap();
+        assert_eq!(json, serde_json::json!("2023-11-14T22:13:20Z"));
+        let back: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(json).unwrap();
+        assert_eq!(back, time);
     }
 }

@@ -11,7 +11,6 @@ mod node_status;
 mod pod_status;
 mod pod_sync;
 mod spec;
-mod time;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -9,9 +9,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 
-use super::time::now;
 use super::{Agent, error_chain};
 use crate::error::{Error, Result};
+use kube_core::object::now;
 
 /// The kubelet version the Node reports.
 const KUBELET_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), "-kube-node");

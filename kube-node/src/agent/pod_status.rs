@@ -14,8 +14,8 @@ use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::runtime::{self, ContainerState as RtState};
 
 use super::Agent;
-use super::time::{now, to_time};
 use crate::error::{Error, Result};
+use kube_core::object::{now, to_time};
 
 /// How many times a conflicting status write is retried on the re-read pod.
 const CONFLICT_RETRIES: usize = 5;
