@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 
@@ -31,7 +32,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn parse(s: Option<&str>) -> Self {
+    /// From the Kubernetes protocol name (`TCP` when absent or unknown).
+    pub fn parse(s: Option<&str>) -> Self {
         match s {
             Some("UDP") => Self::Udp,
             Some("SCTP") => Self::Sctp,
@@ -49,6 +51,9 @@ pub struct Endpoint {
     pub port: u16,
     /// Node the pod runs on.
     pub node_name: Option<String>,
+    /// The pod is terminating but still serving: a data plane uses such endpoints only when a
+    /// port has no ready endpoint (Kubernetes' "serving-terminating" fallback).
+    pub terminating: bool,
 }
 
 /// One port of a service and its ready backends.
@@ -67,12 +72,42 @@ pub struct ServicePort {
 }
 
 /// What a proxy needs to know about one service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceEntry {
     /// The virtual IP, if allocated (`None` for headless services).
     pub cluster_ip: Option<IpAddr>,
     /// Ports with their backends.
     pub ports: Vec<ServicePort>,
+    /// `sessionAffinity: ClientIP`: how long a client IP sticks to the endpoint it was last sent
+    /// to (`None` without affinity).
+    pub session_affinity: Option<Duration>,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to endpoints on this node.
+    pub internal_traffic_local: bool,
+    /// `externalTrafficPolicy: Local`: NodePort traffic goes only to endpoints on this node.
+    pub external_traffic_local: bool,
+}
+
+impl ServiceEntry {
+    /// Reads the session affinity and traffic policies of `service` into this entry (the
+    /// ClientIP timeout defaults to Kubernetes' 10800 s).
+    pub fn with_policies(mut self, service: &Service) -> Self {
+        let Some(spec) = service.spec.as_ref() else {
+            return self;
+        };
+        self.session_affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            let seconds = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u64::try_from(t).ok())
+                .unwrap_or(10800);
+            Duration::from_secs(seconds)
+        });
+        self.internal_traffic_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        self.external_traffic_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        self
+    }
 }
 
 impl ServiceEntry {
@@ -108,6 +143,7 @@ impl ServiceEntry {
                                 ip,
                                 port,
                                 node_name: address.node_name.clone(),
+                                terminating: false,
                             });
                         }
                     }
@@ -123,7 +159,12 @@ impl ServiceEntry {
                 })
             })
             .collect();
-        Self { cluster_ip, ports }
+        Self {
+            cluster_ip,
+            ports,
+            ..Self::default()
+        }
+        .with_policies(service)
     }
 }
 
@@ -175,4 +216,9 @@ pub trait Proxy: Send + Sync + std::fmt::Debug {
     async fn apply(&self, changes: &[TableChange]) -> Result<(), ProxyError>;
     /// What is applied now.
     async fn applied(&self) -> Result<ServiceTable, ProxyError>;
+    /// Removes everything this data plane installed (rules, listeners, addresses); called once
+    /// by the loop that feeds it when the orchestrator shuts down. The default does nothing.
+    async fn shutdown(&self) -> Result<(), ProxyError> {
+        Ok(())
+    }
 }

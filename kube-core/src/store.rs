@@ -79,6 +79,12 @@ pub struct ListOptions {
     pub label_selector: Option<Selector>,
     /// Only objects whose fields match.
     pub field_selector: Option<FieldSelector>,
+    /// Return at most this many objects, and a continue token for the rest.
+    pub limit: Option<usize>,
+    /// Continue a paged list from where a previous page's token left off. Every page reflects
+    /// the revision of the first page; a token older than the retained history is
+    /// [`StoreError::TooOld`].
+    pub continue_token: Option<String>,
 }
 
 impl ListOptions {
@@ -91,6 +97,18 @@ impl ListOptions {
     /// Filters by fields.
     pub fn fields(mut self, selector: FieldSelector) -> Self {
         self.field_selector = Some(selector);
+        self
+    }
+
+    /// Pages the list: at most `limit` objects per call.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Continues a paged list.
+    pub fn continue_from(mut self, token: impl Into<String>) -> Self {
+        self.continue_token = Some(token.into());
         self
     }
 
@@ -116,6 +134,9 @@ pub struct WatchOptions {
     /// Label and field filters. An object that stops matching is delivered as `Deleted`; one that
     /// starts matching as `Added`.
     pub filter: ListOptions,
+    /// Ask for [`WatchEvent::Bookmark`]s: periodic progress markers carrying the revision the
+    /// watch has reached even when no matching object changed.
+    pub bookmarks: bool,
 }
 
 impl WatchOptions {
@@ -132,6 +153,12 @@ impl WatchOptions {
         self.filter = filter;
         self
     }
+
+    /// Asks for bookmarks.
+    pub fn bookmarks(mut self) -> Self {
+        self.bookmarks = true;
+        self
+    }
 }
 
 /// The result of [`Store::list`]: the matching objects as of one revision.
@@ -141,6 +168,20 @@ pub struct ObjectList {
     pub items: Vec<DynamicObject>,
     /// The store revision the list reflects; watch from it to see every later change.
     pub resource_version: u64,
+    /// Set when the list was limited and more objects remain: pass it as
+    /// [`ListOptions::continue_token`] to get the next page.
+    pub continue_token: Option<String>,
+}
+
+impl ObjectList {
+    /// A complete (unpaged) list.
+    pub fn new(items: Vec<DynamicObject>, resource_version: u64) -> Self {
+        Self {
+            items,
+            resource_version,
+            continue_token: None,
+        }
+    }
 }
 
 /// One change seen by a watch.
@@ -251,4 +292,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The latest revision of the store.
     async fn current_revision(&self) -> Result<u64, StoreError>;
+
+    /// Discards history up to and including `revision`: watches and paged lists from before it
+    /// get [`StoreError::TooOld`]. Stores without history management return
+    /// [`StoreError::Invalid`].
+    async fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        let _ = revision;
+        Err(StoreError::Invalid(
+            "this store does not support compaction".into(),
+        ))
+    }
 }

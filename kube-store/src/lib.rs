@@ -1,8 +1,11 @@
 //! Cluster state for orchestrators built from kube-parts: implementations of
 //! [`kube_core::store::Store`].
 //!
-//! - [`MemStore`]: in memory, with a global revision, optimistic concurrency, label and field
-//!   selectors, and watches that resume from any retained revision without gaps.
+//! - [`MemStore`]: in memory. MVCC history with compaction, watches from any retained
+//!   revision, bookmarks, consistent paging, label and field selectors.
+//! - [`DurableStore`]: the same, persisted in a directory: a checksummed, fsync'd log with group
+//!   commit, snapshots, crash recovery, and a lock against a second process.
+//! - `EtcdStore` (cargo feature `etcd`): the same trait over etcd v3.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), kube_core::StoreError> {
@@ -22,8 +25,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod durable;
+mod engine;
 mod mem;
+mod paging;
 mod prepare;
+mod transition;
 
-pub use mem::{MemStore, MemStoreConfig};
+pub use durable::{DurableConfig, DurableStore};
+pub use mem::{MemStore, MemStoreConfig, StoreConfig};
 pub use prepare::{prepare_create, prepare_update};

@@ -134,10 +134,7 @@ impl Store for OwnStore {
             })
             .map(|(_, o)| o.clone())
             .collect();
-        Ok(ObjectList {
-            items,
-            resource_version: s.revision,
-        })
+        Ok(ObjectList::new(items, s.revision))
     }
 
     async fn create(&self, mut object: DynamicObject) -> Result<DynamicObject, StoreError> {

@@ -9,7 +9,7 @@ use kube_core::store::{
     ListOptions, Preconditions, Store, StoreError, WatchEvent, WatchOptions, WatchStream,
 };
 use kube_core::typed::Api;
-use kube_store::{MemStore, MemStoreConfig};
+use kube_store::{MemStore, StoreConfig};
 use serde_json::json;
 
 fn store() -> Arc<dyn Store> {
@@ -262,7 +262,7 @@ async fn filtered_watch_sees_objects_enter_and_leave() {
 
 #[tokio::test]
 async fn watch_behind_retained_history_is_too_old() {
-    let s: Arc<dyn Store> = Arc::new(MemStore::with_config(MemStoreConfig::default().history(2)));
+    let s: Arc<dyn Store> = Arc::new(MemStore::with_config(StoreConfig::default().history(2)));
     for i in 0..5 {
         s.create(pod(&format!("p{i}"), json!({}))).await.unwrap();
     }
