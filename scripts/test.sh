@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server etcd-client protobuf-compiler runc containerd containernetworking-plugins
+packages=(etcd-server etcd-client protobuf-compiler libprotobuf-dev runc containerd containernetworking-plugins
           busybox-static nftables iptables iproute2)
 missing=()
 for p in "${packages[@]}"; do
