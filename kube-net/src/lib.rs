@@ -43,12 +43,21 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cmd;
 mod desired;
+mod error;
 mod memory;
+mod metrics;
 mod proxy_loop;
+mod select;
+mod slices;
+mod userspace;
 
+pub use error::{Error, Result};
 pub use memory::{MemoryProxy, ProxyStats};
-pub use proxy_loop::{ProxyLoop, ProxyLoopConfig};
+pub use metrics::ProxyMetrics;
+pub use proxy_loop::{ProxyLoop, ProxyLoopConfig, ProxyMetricsHandle};
+pub use userspace::{ClusterIpBinding, ListenerKey, UserspaceConfig, UserspaceProxy};
 
 #[cfg(test)]
 mod assertions {
@@ -61,5 +70,7 @@ mod assertions {
         send_sync::<MemoryProxy>();
         send_sync::<ProxyLoop>();
         send_sync::<ProxyLoopConfig>();
+        send_sync::<UserspaceProxy>();
+        send_sync::<Error>();
     }
 }

@@ -32,7 +32,7 @@ pub struct ProxyStats {
 ///
 /// let proxy = MemoryProxy::new();
 /// let key = ObjectKey::namespaced("default", "web");
-/// let entry = ServiceEntry { cluster_ip: None, ports: vec![] };
+/// let entry = ServiceEntry::default();
 /// proxy.apply(&[TableChange::Upsert(key.clone(), entry)]).await.unwrap();
 /// let table = proxy.wait_for(|t| t.services.contains_key(&key)).await;
 /// assert_eq!(table.services.len(), 1);

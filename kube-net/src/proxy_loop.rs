@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube_core::informer::InformerEvent;
 use kube_core::object::{GroupKind, ObjectKey};
 use kube_core::orchestrator::{BoxError, Component, ComponentContext};
@@ -14,12 +15,17 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use crate::desired::Sources;
+use crate::metrics::{MetricsCell, ProxyMetrics};
 
 /// How a [`ProxyLoop`] runs.
 #[derive(Clone, Debug)]
 pub struct ProxyLoopConfig {
     /// Delays between attempts while the proxy keeps failing. Default 100 ms doubling to 30 s.
     pub backoff: Backoff,
+    /// At least this long between two calls to the data plane: changes arriving meanwhile are
+    /// batched into the next call (a data plane like nftables rewrites a lot per call).
+    /// Default 100 ms.
+    pub min_sync_interval: Duration,
 }
 
 impl Default for ProxyLoopConfig {
@@ -29,17 +35,32 @@ impl Default for ProxyLoopConfig {
                 base: Duration::from_millis(100),
                 max: Duration::from_secs(30),
             },
+            min_sync_interval: Duration::from_millis(100),
         }
+    }
+}
+
+/// Reads a [`ProxyLoop`]'s metrics while it runs; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyMetricsHandle(Arc<MetricsCell>);
+
+impl ProxyMetricsHandle {
+    /// The metrics now.
+    pub fn get(&self) -> ProxyMetrics {
+        self.0.snapshot()
     }
 }
 
 /// The proxy component: give it to `Orchestrator::builder().proxy(..)`.
 ///
-/// Once the shared Service and Endpoints informers have synced, it hands the proxy the whole
+/// Once the shared Service, EndpointSlice and Endpoints informers have synced, it hands the proxy the whole
 /// table ([`Proxy::sync`], entries from [`ServiceEntry::from_objects`]); after that, every
 /// change becomes an increment ([`Proxy::apply`] with `Upsert`/`Remove`), with whatever changed
 /// meanwhile batched into one call. When the proxy fails, what it holds is unknown, so the loop
-/// waits out a backoff and syncs the whole table again.
+/// waits out a backoff and syncs the whole table again. A service's EndpointSlices (label
+/// `kubernetes.io/service-name`) are used when it has any; its Endpoints otherwise. Calls are at
+/// least [`ProxyLoopConfig::min_sync_interval`] apart; [`ProxyLoop::metrics`] reports sync
+/// latency and table size. On shutdown it calls [`Proxy::shutdown`].
 ///
 /// ```no_run
 /// # async fn demo(store: std::sync::Arc<dyn kube_core::store::Store>) -> Result<(), kube_core::OrchestratorError> {
@@ -59,6 +80,7 @@ impl Default for ProxyLoopConfig {
 pub struct ProxyLoop {
     proxy: Arc<dyn Proxy>,
     config: ProxyLoopConfig,
+    metrics: ProxyMetricsHandle,
 }
 
 impl fmt::Debug for ProxyLoop {
@@ -78,7 +100,16 @@ impl ProxyLoop {
 
     /// A loop feeding `proxy`, with `config`.
     pub fn with_config(proxy: Arc<dyn Proxy>, config: ProxyLoopConfig) -> Self {
-        Self { proxy, config }
+        Self {
+            proxy,
+            config,
+            metrics: ProxyMetricsHandle::default(),
+        }
+    }
+
+    /// A handle on this loop's metrics, to keep before handing the loop to the orchestrator.
+    pub fn metrics(&self) -> ProxyMetricsHandle {
+        self.metrics.clone()
     }
 }
 
@@ -92,22 +123,32 @@ impl Component for ProxyLoop {
         let sources = Sources {
             services: ctx.informers.informer(&GroupKind::SERVICE),
             endpoints: ctx.informers.informer(&GroupKind::ENDPOINTS),
+            slices: ctx.informers.informer(&GroupKind::of::<EndpointSlice>()),
         };
         tokio::select! {
             () = ctx.shutdown.cancelled() => return Ok(()),
             () = async {
-                tokio::join!(sources.services.wait_until_synced(), sources.endpoints.wait_until_synced());
+                tokio::join!(
+                    sources.services.wait_until_synced(),
+                    sources.endpoints.wait_until_synced(),
+                    sources.slices.wait_until_synced(),
+                );
             } => {}
         }
         let mut service_events = sources.services.subscribe();
         let mut endpoint_events = sources.endpoints.subscribe();
+        let mut slice_events = sources.slices.subscribe();
         // A new subscription replays the cache; the full sync below covers all of it. Anything
         // drained here is already in the caches the full sync reads.
         while service_events.try_recv().is_ok() {}
         while endpoint_events.try_recv().is_ok() {}
+        while slice_events.try_recv().is_ok() {}
 
-        let mut syncer = Syncer::new(self.proxy, sources, self.config.backoff);
+        let proxy = self.proxy.clone();
+        let min_interval = self.config.min_sync_interval;
+        let mut syncer = Syncer::new(self.proxy, sources, self.config.backoff, self.metrics);
         syncer.flush().await;
+        let mut last_flush = Instant::now();
         loop {
             tokio::select! {
                 () = ctx.shutdown.cancelled() => break,
@@ -119,12 +160,28 @@ impl Component for ProxyLoop {
                     Some(event) => syncer.mark(&event),
                     None => break,
                 },
+                event = slice_events.recv() => match event {
+                    Some(event) => syncer.mark(&event),
+                    None => break,
+                },
                 () = syncer.retry_due() => {}
+            }
+            // Not sooner than the minimum interval after the last call; what arrives meanwhile
+            // joins this batch.
+            tokio::select! {
+                () = ctx.shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(last_flush + min_interval) => {}
             }
             // Batch whatever else is already waiting into the same call.
             drain(&mut service_events, &mut syncer);
             drain(&mut endpoint_events, &mut syncer);
+            drain(&mut slice_events, &mut syncer);
             syncer.flush().await;
+            last_flush = Instant::now();
+        }
+        // Leave nothing behind: rules, listeners, addresses.
+        if let Err(e) = proxy.shutdown().await {
+            tracing::warn!(error = %e, "proxy shutdown failed");
         }
         tracing::info!("proxy loop stopped");
         Ok(())
@@ -151,11 +208,18 @@ struct Syncer {
     failures: u32,
     /// While backing off: when to try again.
     retry_at: Option<Instant>,
+    metrics: ProxyMetricsHandle,
 }
 
 impl Syncer {
-    fn new(proxy: Arc<dyn Proxy>, sources: Sources, backoff: Backoff) -> Self {
+    fn new(
+        proxy: Arc<dyn Proxy>,
+        sources: Sources,
+        backoff: Backoff,
+        metrics: ProxyMetricsHandle,
+    ) -> Self {
         Self {
+            metrics,
             proxy,
             sources,
             backoff,
@@ -167,9 +231,11 @@ impl Syncer {
         }
     }
 
-    /// A Service and its Endpoints share a key, so either one's change marks the service.
+    /// Marks the service an event's object belongs to.
     fn mark(&mut self, event: &InformerEvent) {
-        self.dirty.insert(event.object().key());
+        if let Some(key) = Sources::service_key(event.object()) {
+            self.dirty.insert(key);
+        }
     }
 
     /// Completes when a backed-off attempt is due; never while not backing off.
@@ -189,6 +255,7 @@ impl Syncer {
         match self.send().await {
             Ok(()) => self.failures = 0,
             Err(e) => {
+                self.metrics.0.update(|m| m.failures += 1);
                 let delay = self.backoff.delay(self.failures);
                 self.failures = self.failures.saturating_add(1);
                 tracing::warn!(error = %e, ?delay, "proxy failed; will sync the whole table");
@@ -202,7 +269,11 @@ impl Syncer {
     async fn send(&mut self) -> Result<(), ProxyError> {
         if self.needs_full_sync {
             let table = self.sources.table();
+            let started = std::time::Instant::now();
             self.proxy.sync(&table).await?;
+            self.metrics
+                .0
+                .synced(true, started.elapsed(), table.services.values());
             tracing::debug!(services = table.services.len(), "proxy synced");
             self.applied = table.services;
             self.needs_full_sync = false;
@@ -211,13 +282,16 @@ impl Syncer {
         }
         let changes = self.sources.changes(&self.dirty, &self.applied);
         if !changes.is_empty() {
+            let started = std::time::Instant::now();
             self.proxy.apply(&changes).await?;
-            tracing::debug!(changes = changes.len(), "proxy updated");
+            let took = started.elapsed();
+            tracing::debug!(changes = changes.len(), ?took, "proxy updated");
             let mut applied = ServiceTable {
                 services: std::mem::take(&mut self.applied),
             };
             applied.apply(&changes);
             self.applied = applied.services;
+            self.metrics.0.synced(false, took, self.applied.values());
         }
         self.dirty.clear();
         Ok(())

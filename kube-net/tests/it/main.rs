@@ -1,6 +1,10 @@
-//! kube-net integration tests: the proxy loop over an in-memory store, feeding a MemoryProxy.
+//! kube-net integration tests: the proxy loop over an in-memory store feeding a MemoryProxy, a
+//! UserspaceProxy carrying real traffic to real processes, and the nftables data plane inside
+//! network namespaces.
 // Helpers outside #[test] functions unwrap too: a failing test should panic loudly.
 #![allow(clippy::unwrap_used)]
 
+mod pods;
 mod proxy_loop;
 mod support;
+mod userspace;

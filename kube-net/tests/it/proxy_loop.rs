@@ -18,6 +18,7 @@ fn backend(address: &str, port: u16, node: &str) -> Endpoint {
         ip: ip(address),
         port,
         node_name: Some(node.into()),
+        terminating: false,
     }
 }
 
@@ -80,6 +81,7 @@ async fn service_and_ready_endpoints_are_applied() {
                     ],
                 },
             ],
+            ..ServiceEntry::default()
         }
     );
     let stats = cluster.proxy.stats();

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube_core::orchestrator::{Orchestrator, RunningOrchestrator};
-use kube_core::proxy::ServiceTable;
+use kube_core::proxy::{Proxy, ServiceTable};
 use kube_core::store::Store;
 use kube_core::typed::Api;
 use kube_core::workqueue::Backoff;
@@ -34,15 +35,21 @@ impl Cluster {
 
     /// Starts an orchestrator with only the proxy loop (fast backoff, for tests).
     pub(crate) fn start(&self) -> RunningOrchestrator {
+        self.start_with(self.proxy.clone())
+    }
+
+    /// Starts an orchestrator with only a proxy loop feeding `proxy`.
+    pub(crate) fn start_with(&self, proxy: Arc<dyn Proxy>) -> RunningOrchestrator {
         let config = ProxyLoopConfig {
             backoff: Backoff {
                 base: Duration::from_millis(10),
                 max: Duration::from_millis(100),
             },
+            min_sync_interval: Duration::from_millis(10),
         };
         Orchestrator::builder()
             .store(self.store.clone())
-            .proxy(ProxyLoop::with_config(self.proxy.clone(), config))
+            .proxy(ProxyLoop::with_config(proxy, config))
             .build()
             .unwrap()
             .start()
@@ -92,6 +99,66 @@ pub(crate) fn endpoints(name: &str, ready: &[[&str; 2]], not_ready: &[[&str; 2]]
                 {"name": "dns", "port": 5353, "protocol": "UDP"}
             ]
         }]
+    }))
+    .unwrap()
+}
+
+/// A service from raw JSON `spec` in namespace `default`.
+pub(crate) fn service_spec(name: &str, spec: Value) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+/// An EndpointSlice of service `service` with `(ip, node, ready, terminating)` endpoints behind
+/// one port named `port_name` (`protocol`) at `port`.
+pub(crate) fn slice(
+    name: &str,
+    service: &str,
+    port_name: &str,
+    protocol: &str,
+    port: u16,
+    endpoints: &[(&str, &str, bool, bool)],
+) -> EndpointSlice {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, node, ready, terminating)| {
+            json!({
+                "addresses": [ip],
+                "nodeName": node,
+                "conditions": {"ready": ready, "serving": *ready || *terminating, "terminating": terminating}
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": service}
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": port_name, "port": port, "protocol": protocol}]
+    }))
+    .unwrap()
+}
+
+/// Endpoints with these ready addresses behind one port `port_name` at `port`.
+pub(crate) fn endpoints_on(
+    name: &str,
+    ready: &[[&str; 2]],
+    port_name: &str,
+    port: u16,
+) -> Endpoints {
+    let addresses: Vec<Value> = ready
+        .iter()
+        .map(|[ip, node]| json!({"ip": ip, "nodeName": node}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "subsets": [{"addresses": addresses, "ports": [{"name": port_name, "port": port}]}]
     }))
     .unwrap()
 }

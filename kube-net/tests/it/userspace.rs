@@ -1,0 +1,357 @@
+//! `UserspaceProxy` behind a `ProxyLoop`, carrying real traffic to real pod processes on
+//! loopback addresses. Each test uses its own 127.N.0.0/16 so tests can run in parallel.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_core::proxy::Protocol;
+use kube_core::store::Preconditions;
+use kube_core::typed::Api;
+use kube_net::{ClusterIpBinding, UserspaceConfig, UserspaceProxy};
+use serde_json::json;
+use tokio::net::UdpSocket;
+
+use crate::pods::{Pod, Session, ask, ask_from, ask_udp};
+use crate::support::{Cluster, endpoints, service_spec, slice};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn proxy(net: u8) -> Arc<UserspaceProxy> {
+    Arc::new(UserspaceProxy::new(UserspaceConfig {
+        node_name: Some("node-a".into()),
+        node_addresses: vec![format!("127.{net}.0.1").parse().unwrap()],
+        cluster_ips: ClusterIpBinding::Local,
+        drain_timeout: Duration::from_secs(30),
+        udp_idle_timeout: Duration::from_secs(5),
+        ..UserspaceConfig::default()
+    }))
+}
+
+/// Retries `check` every 50 ms for up to 5 s until it returns true.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Names answering `n` connections to `to`.
+async fn names(to: SocketAddr, n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        seen.insert(ask(to).await.unwrap_or_else(|e| format!("error: {e}")));
+    }
+    seen
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn clusterip_and_nodeport_traffic_reaches_the_pods() {
+    let cluster = Cluster::new();
+    let proxy = proxy(21);
+    let running = cluster.start_with(proxy.clone());
+    let a = Pod::start("pod-a", "127.21.0.2", 8080).await;
+    let b = Pod::start("pod-b", "127.21.0.3", 8080).await;
+    cluster
+        .services
+        .create(&service_spec(
+            "web",
+            json!({"type": "NodePort", "clusterIP": "127.21.0.10", "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}
+            ]}),
+        ))
+        .await
+        .unwrap();
+    // Endpoints (not slices): the fallback source. Named target port "http" resolved to 8080.
+    cluster
+        .endpoints
+        .create(&crate::support::endpoints_on(
+            "web",
+            &[["127.21.0.2", "node-a"], ["127.21.0.3", "node-b"]],
+            "http",
+            8080,
+        ))
+        .await
+        .unwrap();
+    let cluster_ip = addr("127.21.0.10:80");
+    let node_port = addr("127.21.0.1:30080");
+    eventually("ClusterIP balances over both pods", || async {
+        names(cluster_ip, 4).await == set(&[&a.name, &b.name])
+    })
+    .await;
+    eventually("NodePort balances over both pods", || async {
+        names(node_port, 4).await == set(&[&a.name, &b.name])
+    })
+    .await;
+    running.shutdown().await.unwrap();
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn traffic_moves_off_endpoints_that_turn_not_ready_die_or_are_deleted() {
+    let cluster = Cluster::new();
+    let proxy = proxy(22);
+    let running = cluster.start_with(proxy.clone());
+    let a = Pod::start("pod-a", "127.22.0.2", 8080).await;
+    let b = Pod::start("pod-b", "127.22.0.3", 8080).await;
+    let c = Pod::start("pod-c", "127.22.0.4", 8080).await;
+    cluster
+        .services
+        .create(&service_spec(
+            "web",
+            json!({"clusterIP": "127.22.0.10", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}),
+        ))
+        .await
+        .unwrap();
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(cluster.store.clone(), "default");
+    let all = [
+        ("127.22.0.2", "node-a", true, false),
+        ("127.22.0.3", "node-a", true, false),
+        ("127.22.0.4", "node-a", true, false),
+    ];
+    let created = slices
+        .create(&slice("web-1", "web", "http", "TCP", 8080, &all))
+        .await
+        .unwrap();
+    let vip = addr("127.22.0.10:80");
+    eventually("all three pods serve", || async {
+        names(vip, 6).await == set(&["pod-a", "pod-b", "pod-c"])
+    })
+    .await;
+
+    // A long-lived connection to pod-a survives pod-a leaving the endpoints (drain).
+    let mut session = loop {
+        let s = Session::open(vip).await;
+        if s.name == "pod-a" {
+            break s;
+        }
+    };
+    // pod-a turns not ready: new connections avoid it.
+    let mut next = slice(
+        "web-1",
+        "web",
+        "http",
+        "TCP",
+        8080,
+        &[
+            ("127.22.0.2", "node-a", false, false),
+            ("127.22.0.3", "node-a", true, false),
+            ("127.22.0.4", "node-a", true, false),
+        ],
+    );
+    next.metadata.resource_version = created.metadata.resource_version.clone();
+    let created = slices.replace(&next).await.unwrap();
+    eventually("not-ready pod-a gets no new connections", || async {
+        names(vip, 6).await == set(&["pod-b", "pod-c"])
+    })
+    .await;
+    session.echo("still there").await.unwrap();
+
+    // pod-c dies while still listed: its refused connects are retried on pod-b.
+    c.kill().await;
+    assert_eq!(names(vip, 6).await, set(&["pod-b"]));
+
+    // pod-c's endpoint is deleted, pod-b is terminating (but serving): with no ready endpoint
+    // left, the serving-terminating one is used.
+    let mut next = slice(
+        "web-1",
+        "web",
+        "http",
+        "TCP",
+        8080,
+        &[("127.22.0.3", "node-a", false, true)],
+    );
+    next.metadata.resource_version = created.metadata.resource_version;
+    slices.replace(&next).await.unwrap();
+    eventually("only pod-c's endpoint is gone", || async {
+        proxy.endpoints((Protocol::Tcp, vip)).await == vec![addr("127.22.0.3:8080")]
+    })
+    .await;
+    assert_eq!(names(vip, 4).await, set(&["pod-b"]));
+    session.echo("drained, not cut").await.unwrap();
+
+    // The slice goes away: no endpoints, connections are closed at once.
+    slices
+        .delete("web-1", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually("no endpoints", || async {
+        proxy.endpoints((Protocol::Tcp, vip)).await.is_empty()
+    })
+    .await;
+    assert!(ask(vip).await.is_err());
+    running.shutdown().await.unwrap();
+    assert!(session.closed().await, "shutdown cuts drained connections");
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
+    let cluster = Cluster::new();
+    let proxy = proxy(23);
+    let running = cluster.start_with(proxy.clone());
+    let _a = Pod::start("pod-a", "127.23.0.2", 8080).await;
+    let _b = Pod::start("pod-b", "127.23.0.3", 8080).await;
+    cluster
+        .services
+        .create(&service_spec(
+            "web",
+            json!({
+                "clusterIP": "127.23.0.10",
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]
+            }),
+        ))
+        .await
+        .unwrap();
+    cluster
+        .endpoints
+        .create(&endpoints(
+            "web",
+            &[["127.23.0.2", "node-a"], ["127.23.0.3", "node-a"]],
+            &[],
+        ))
+        .await
+        .unwrap();
+    let vip = addr("127.23.0.10:80");
+    eventually("both endpoints programmed", || async {
+        proxy.endpoints((Protocol::Tcp, vip)).await.len() == 2
+    })
+    .await;
+    let mut seen_by_client = Vec::new();
+    for client in ["127.23.0.100", "127.23.0.101", "127.23.0.102"] {
+        let from = client.parse().unwrap();
+        let first = ask_from(vip, from).await.unwrap();
+        for _ in 0..8 {
+            assert_eq!(ask_from(vip, from).await.unwrap(), first, "client {client}");
+        }
+        seen_by_client.push(first);
+    }
+    // Three clients over two pods round robin: both pods got a client.
+    let distinct: BTreeSet<_> = seen_by_client.into_iter().collect();
+    assert_eq!(distinct.len(), 2);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn udp_flows_reach_the_pods_and_local_traffic_policy_applies() {
+    let cluster = Cluster::new();
+    let proxy = proxy(24);
+    let running = cluster.start_with(proxy.clone());
+    let _a = Pod::start("pod-a", "127.24.0.2", 5353).await;
+    let _b = Pod::start("pod-b", "127.24.0.3", 5353).await;
+    cluster
+        .services
+        .create(&service_spec(
+            "dns",
+            json!({
+                "type": "NodePort",
+                "clusterIP": "127.24.0.10",
+                "externalTrafficPolicy": "Local",
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]
+            }),
+        ))
+        .await
+        .unwrap();
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(cluster.store.clone(), "default");
+    slices
+        .create(&slice(
+            "dns-1",
+            "dns",
+            "dns",
+            "UDP",
+            5353,
+            &[
+                ("127.24.0.2", "node-a", true, false),
+                ("127.24.0.3", "node-b", true, false),
+            ],
+        ))
+        .await
+        .unwrap();
+    let vip = addr("127.24.0.10:53");
+    eventually("udp listener programmed", || async {
+        proxy.endpoints((Protocol::Udp, vip)).await.len() == 2
+    })
+    .await;
+    // Each client socket is one flow; flows are balanced round robin.
+    let mut seen = BTreeSet::new();
+    for _ in 0..4 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let first = ask_udp(&client, vip).await.unwrap();
+        // A flow sticks to its endpoint.
+        assert_eq!(ask_udp(&client, vip).await.unwrap(), first);
+        seen.insert(first);
+    }
+    assert_eq!(seen, set(&["pod-a", "pod-b"]));
+    // externalTrafficPolicy: Local — the NodePort only reaches this node's pod.
+    let node_port = addr("127.24.0.1:30053");
+    for _ in 0..4 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(ask_udp(&client, node_port).await.unwrap(), "pod-a");
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_leaves_no_listener_or_connection() {
+    let cluster = Cluster::new();
+    let proxy = proxy(25);
+    let running = cluster.start_with(proxy.clone());
+    let _a = Pod::start("pod-a", "127.25.0.2", 8080).await;
+    cluster
+        .services
+        .create(&service_spec(
+            "web",
+            json!({"type": "NodePort", "clusterIP": "127.25.0.10", "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080},
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 8080}
+            ]}),
+        ))
+        .await
+        .unwrap();
+    cluster
+        .endpoints
+        .create(&crate::support::endpoints_on(
+            "web",
+            &[["127.25.0.2", "node-a"]],
+            "http",
+            8080,
+        ))
+        .await
+        .unwrap();
+    let vip = addr("127.25.0.10:80");
+    eventually("serving", || async { ask(vip).await.is_ok() }).await;
+    assert_eq!(
+        proxy.listening().await.len(),
+        3,
+        "{:?}",
+        proxy.listening().await
+    );
+    let session = Session::open(vip).await;
+    assert!(proxy.active_tasks() >= 1);
+
+    running.shutdown().await.unwrap();
+    assert!(proxy.listening().await.is_empty());
+    assert_eq!(proxy.active_tasks(), 0);
+    assert!(session.closed().await);
+    for to in [vip, addr("127.25.0.1:30080")] {
+        let refused = tokio::net::TcpStream::connect(to).await;
+        assert!(refused.is_err(), "{to} still accepts");
+    }
+    // The UDP port can be bound again: nobody holds it.
+    std::net::UdpSocket::bind("127.25.0.10:53").unwrap();
+}
