@@ -1,28 +1,21 @@
-//! [`DefaultScheduler`]: filter the nodes, score the survivors, pick the best.
+//! [`DefaultScheduler`]: the [`Scheduler`] trait implemented by the framework's default profile.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use kube_core::resources::{Resources, pod_requests};
-use kube_core::scheduler::{NodeInfo, ScheduleError, Scheduler, Snapshot};
+use k8s_openapi::api::core::v1::Pod;
+use kube_core::scheduler::{ScheduleError, Scheduler, Snapshot};
 
-use crate::{filter, score};
+use crate::framework::{Cluster, PodInfo, Profile};
+use crate::plugins;
 
 /// The scheduler name pods get when `spec.schedulerName` is unset.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 
-/// The default placement policy, a subset of kube-scheduler's default profile.
+/// Kubernetes' default profile (see [`crate::plugins`]) behind the [`Scheduler`] trait.
 ///
-/// Filters, in Kubernetes' order, stopping at a node's first failure:
-/// NodeUnschedulable (`spec.unschedulable` unless the pod tolerates
-/// `node.kubernetes.io/unschedulable:NoSchedule`), NodeName (`spec.nodeName`), node selector
-/// (`spec.nodeSelector`), NodeResourcesFit (requests, pod count included, against allocatable
-/// minus what bound pods request).
-///
-/// Score: LeastAllocated on CPU and memory, counting 100m / 200Mi for containers without
-/// requests. Nodes with the same best score are taken in turn, so equal nodes share the load.
+/// Each call builds a [`Cluster`] from the [`Snapshot`]; for repeated decisions keep a
+/// [`Cluster`] and use [`Framework`](crate::framework::Framework) directly, which updates
+/// incrementally.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -42,15 +35,13 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 /// assert_eq!(DefaultScheduler::new().schedule(&pod, &snapshot).unwrap(), "n1");
 /// ```
 pub struct DefaultScheduler {
-    name: String,
-    /// Turn counter for breaking ties between equally good nodes.
-    turn: AtomicUsize,
+    profile: Profile,
 }
 
 impl fmt::Debug for DefaultScheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DefaultScheduler")
-            .field("name", &self.name)
+            .field("name", &self.profile.name())
             .finish_non_exhaustive()
     }
 }
@@ -70,57 +61,48 @@ impl DefaultScheduler {
     /// The same policy under another name: it serves only pods whose `spec.schedulerName` is
     /// `name`.
     pub fn named(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            turn: AtomicUsize::new(0),
-        }
+        Self::with_profile(plugins::default_profile(&name.into()))
     }
 
-    /// Runs the filters on one node; `Err` carries the Kubernetes reason text.
-    fn filter(spec: &PodSpec, requests: &Resources, node: &NodeInfo) -> Result<(), String> {
-        filter::node_unschedulable(spec, &node.node)?;
-        filter::node_name(spec, node)?;
-        filter::node_selector(spec, &node.node)?;
-        filter::resources_fit(requests, node)
+    /// Any profile behind the trait.
+    pub fn with_profile(profile: Profile) -> Self {
+        Self { profile }
     }
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+}
+
+/// The framework's cache built from a trait snapshot.
+pub(crate) fn cluster_from_snapshot(snapshot: &Snapshot) -> Cluster {
+    let mut cluster = Cluster::new();
+    for node in &snapshot.nodes {
+        cluster.set_node((*node.node).clone());
+        for pod in &node.pods {
+            if let Ok(info) = PodInfo::new(pod.clone()) {
+                cluster.assume(std::sync::Arc::new(info), node.name());
+            }
+        }
+    }
+    cluster
 }
 
 impl Scheduler for DefaultScheduler {
     fn name(&self) -> &str {
-        &self.name
+        self.profile.name()
     }
 
     fn schedule(&self, pod: &Pod, snapshot: &Snapshot) -> Result<String, ScheduleError> {
-        let spec = pod
-            .spec
-            .as_ref()
-            .ok_or_else(|| ScheduleError::InvalidPod("pod has no spec".into()))?;
-        let requests = pod_requests(spec)?;
-        let non_zero = score::pod_non_zero(spec);
-
-        let mut reasons = BTreeMap::new();
-        let mut best_score = i64::MIN;
-        let mut best: Vec<&str> = Vec::new();
-        for node in &snapshot.nodes {
-            if let Err(reason) = Self::filter(spec, &requests, node) {
-                reasons.insert(node.name().to_string(), reason);
-                continue;
-            }
-            let score = score::least_allocated_score(non_zero, node);
-            if score > best_score {
-                best_score = score;
-                best.clear();
-            }
-            if score == best_score {
-                best.push(node.name());
-            }
-        }
-        if best.is_empty() {
-            return Err(ScheduleError::Unschedulable { reasons });
-        }
-        // Taking tied nodes in turn (rather than always the first by name) spreads pods over
-        // equal nodes even when integer scores cannot tell them apart, yet stays reproducible.
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        Ok(best[turn % best.len()].to_string())
+        let info = PodInfo::from_pod(pod.clone()).map_err(|e| match e {
+            crate::SchedError::InvalidPod(m) => ScheduleError::InvalidPod(m),
+            other => ScheduleError::Internal(Box::new(other)),
+        })?;
+        let cluster = cluster_from_snapshot(snapshot);
+        self.profile
+            .schedule(&cluster, &info)
+            .map(|r| r.node)
+            .map_err(|e| ScheduleError::from(*e))
     }
 }

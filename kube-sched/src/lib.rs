@@ -1,29 +1,46 @@
-//! A Kubernetes-style pod scheduler in two parts.
+//! A Kubernetes-style pod scheduler: the scheduling framework with Kubernetes' default plugins,
+//! embeddable without a store or runtime, and a component that schedules from a store.
 //!
-//! - [`DefaultScheduler`] implements [`kube_core::scheduler::Scheduler`]: a pure function from a
-//!   pod and a [`Snapshot`](kube_core::scheduler::Snapshot) to a node name, or a
-//!   [`ScheduleError`](kube_core::scheduler::ScheduleError) saying, per node, why nothing fits.
-//!   No runtime, no store: call it from a plain `#[test]`.
+//! - [`framework`]: extension points (PreFilter, Filter, PostFilter, PreScore, Score,
+//!   Reserve/Unreserve, Permit, PreBind, Bind, PostBind), [`Status`](framework::Status) codes,
+//!   [`CycleState`](framework::CycleState), a [`Registry`](framework::Registry) of plugin
+//!   factories, [`ProfileConfig`](framework::ProfileConfig)s chosen by `spec.schedulerName`, the
+//!   incremental [`Cluster`](framework::Cluster) cache, and [`Framework`](framework::Framework),
+//!   which runs cycles, places pods in a `Cluster`, and explains decisions.
+//! - [`plugins`]: NodeName, NodeUnschedulable, NodeResourcesFit, NodeResourcesBalancedAllocation,
+//!   NodeAffinity, TaintToleration, NodePorts, InterPodAffinity, PodTopologySpread,
+//!   ImageLocality, DefaultPreemption.
+//! - [`DefaultScheduler`] implements [`kube_core::scheduler::Scheduler`] with the default profile.
 //! - [`SchedulingLoop`] implements [`kube_core::orchestrator::Component`]: it watches pods and
 //!   nodes through the orchestrator's shared informers, runs any `Arc<dyn Scheduler>` on each
 //!   pending pod, and writes the binding.
 //!
-//! # Placement policy
+//! # Embedding
 //!
-//! Filters (first failure per node is its reason, worded as Kubernetes words it):
+//! ```
+//! use kube_sched::framework::{Cluster, Framework};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "n1"},
+//!     "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}}
+//! }))?;
+//! let mut cluster = Cluster::from_objects([node], [])?;
+//! let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "big", "namespace": "default"},
+//!     "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}
+//! }))?;
+//! let framework = Framework::new();
+//! let err = framework.place(&mut cluster, pod.clone()).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
+//!      1 No preemption victims found for incoming pod.."
+//! );
+//! println!("{}", framework.explain(&cluster, pod)?);
+//! # Ok(()) }
+//! ```
 //!
-//! | filter | rejects with |
-//! |---|---|
-//! | NodeUnschedulable | [`node(s) were unschedulable`](filter::REASON_UNSCHEDULABLE) |
-//! | NodeName | [`node(s) didn't match the requested node name`](filter::REASON_NODE_NAME) |
-//! | node selector | [`node(s) didn't match Pod's node selector`](filter::REASON_NODE_SELECTOR) |
-//! | NodeResourcesFit | `Insufficient cpu`, `Insufficient memory`, ..., [`Too many pods`](filter::REASON_TOO_MANY_PODS) |
-//!
-//! Score: LeastAllocated over CPU and memory; containers without requests count
-//! [`100m`](score::DEFAULT_MILLI_CPU_REQUEST) and [`200Mi`](score::DEFAULT_MEMORY_REQUEST)
-//! so request-less pods spread. Equally scored nodes are taken in turn.
-//!
-//! # Usage
+//! # Usage in an orchestrator
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn kube_core::store::Store>) -> Result<(), kube_core::OrchestratorError> {
@@ -40,19 +57,18 @@
 //! running.shutdown().await
 //! # }
 //! ```
-//!
-//! # What it does not do (yet)
-//!
-//! Taints other than the unschedulable one, affinity, host ports, topology spread, preemption,
-//! priority ordering of the queue.
 #![forbid(unsafe_code)]
 
 mod default_scheduler;
+mod error;
 pub mod filter;
+pub mod framework;
+pub mod plugins;
 mod scheduling_loop;
 pub mod score;
 
 pub use default_scheduler::{DEFAULT_SCHEDULER_NAME, DefaultScheduler};
+pub use error::{Result, SchedError};
 pub use scheduling_loop::{SchedulingConfig, SchedulingLoop};
 
 #[cfg(test)]
@@ -66,5 +82,8 @@ mod assertions {
         send_sync::<DefaultScheduler>();
         send_sync::<SchedulingLoop>();
         send_sync::<SchedulingConfig>();
+        send_sync::<framework::Framework>();
+        send_sync::<framework::Cluster>();
+        let _object_safe: Option<std::sync::Arc<dyn framework::Plugin>> = None;
     }
 }

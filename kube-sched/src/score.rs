@@ -1,17 +1,13 @@
-//! Scoring: of the nodes that fit, which is best?
-//!
-//! LeastAllocated (Kubernetes' default `NodeResourcesFit` scoring strategy): prefer the node with
-//! the most CPU and memory left after placing the pod.
+//! Scoring constants and the "non-zero" requests scoring counts (see
+//! [`NodeResourcesFit`](crate::plugins::NodeResourcesFit) for the strategies).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as WireQuantity;
 use kube_core::quantity::Quantity;
-use kube_core::scheduler::NodeInfo;
 
-/// The highest score a node can get (Kubernetes' `MaxNodeScore`).
-pub const MAX_NODE_SCORE: i64 = 100;
+pub use crate::framework::MAX_NODE_SCORE;
 
 /// CPU counted for scoring when a container requests none (Kubernetes'
 /// `DefaultMilliCPURequest`), so request-less pods still spread instead of piling onto one
@@ -25,9 +21,11 @@ pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
 /// CPU and memory requests as scoring counts them: containers without a request count the
 /// defaults above.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct NonZero {
-    pub(crate) milli_cpu: i64,
-    pub(crate) memory: i64,
+pub struct NonZero {
+    /// CPU in millicores.
+    pub milli_cpu: i64,
+    /// Memory in bytes.
+    pub memory: i64,
 }
 
 impl NonZero {
@@ -99,37 +97,6 @@ pub(crate) fn pod_non_zero(spec: &PodSpec) -> NonZero {
     sum
 }
 
-/// Sum of the non-zero requests of the pods already on a node.
-///
-/// Computed per cycle from the node's pods because `NodeInfo` only aggregates real requests.
-fn node_non_zero(node: &NodeInfo) -> NonZero {
-    let mut sum = NonZero::default();
-    for pod in &node.pods {
-        if let Some(spec) = &pod.spec {
-            sum.add(pod_non_zero(spec));
-        }
-    }
-    sum
-}
-
-/// `(capacity - requested) * MAX / capacity`, 0 when full or when the node has no capacity.
-fn least_allocated(requested: i64, capacity: i64) -> i64 {
-    if capacity <= 0 || requested > capacity {
-        return 0;
-    }
-    (capacity - requested) * MAX_NODE_SCORE / capacity
-}
-
-/// LeastAllocated score of placing a pod with these non-zero requests on `node`: the mean of the
-/// CPU and memory scores (equal weights), in `0..=MAX_NODE_SCORE`.
-pub(crate) fn least_allocated_score(pod: NonZero, node: &NodeInfo) -> i64 {
-    let mut requested = node_non_zero(node);
-    requested.add(pod);
-    let cpu = least_allocated(requested.milli_cpu, node.allocatable.milli_cpu);
-    let memory = least_allocated(requested.memory, node.allocatable.memory);
-    (cpu + memory) / 2
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,14 +114,5 @@ mod tests {
         let nz = pod_non_zero(&spec);
         assert_eq!(nz.milli_cpu, 100 + 250 + 100);
         assert_eq!(nz.memory, 2 * DEFAULT_MEMORY_REQUEST + (1 << 30));
-    }
-
-    #[test]
-    fn least_allocated_is_proportional_to_what_is_left() {
-        assert_eq!(least_allocated(0, 1000), 100);
-        assert_eq!(least_allocated(250, 1000), 75);
-        assert_eq!(least_allocated(1000, 1000), 0);
-        assert_eq!(least_allocated(2000, 1000), 0);
-        assert_eq!(least_allocated(10, 0), 0);
     }
 }

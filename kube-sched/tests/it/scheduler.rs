@@ -89,7 +89,7 @@ fn node_selector_must_match_node_labels() {
     assert_eq!(r.len(), 2);
     assert!(
         r.values()
-            .all(|v| v == "node(s) didn't match Pod's node selector")
+            .all(|v| v == "node(s) didn't match Pod's node affinity/selector")
     );
 }
 
@@ -167,7 +167,7 @@ fn every_node_gets_a_reason_and_the_message_summarizes_them() {
             ),
             (
                 "b-hdd".to_string(),
-                "node(s) didn't match Pod's node selector".to_string()
+                "node(s) didn't match Pod's node affinity/selector".to_string()
             ),
             ("c-small".to_string(), "Insufficient cpu".to_string()),
             ("d-small".to_string(), "Insufficient cpu".to_string()),
@@ -176,7 +176,7 @@ fn every_node_gets_a_reason_and_the_message_summarizes_them() {
     assert_eq!(
         err.to_string(),
         "0/4 nodes are available: 2 Insufficient cpu, 1 node(s) didn't match Pod's node \
-         selector, 1 node(s) were unschedulable"
+         affinity/selector, 1 node(s) were unschedulable"
     );
 }
 

@@ -191,7 +191,7 @@ async fn unschedulable_pod_is_bound_once_a_fitting_node_appears() {
     assert_eq!(condition.reason.as_deref(), Some("Unschedulable"));
     assert_eq!(
         condition.message.as_deref(),
-        Some("0/1 nodes are available: 1 node(s) didn't match Pod's node selector")
+        Some("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector")
     );
 
     nodes

@@ -1,0 +1,2 @@
+//! Placeholder; the workloads follow.
+fn main() {}

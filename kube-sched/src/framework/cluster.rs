@@ -1,0 +1,283 @@
+//! [`Cluster`]: the scheduler's cache of nodes and the pods counted on them, updated
+//! incrementally (one node's aggregates per change), read by a cycle as its snapshot.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube_core::object::ObjectKey;
+use kube_core::selector::Selector;
+
+use super::node_info::NodeInfo;
+use super::pod_info::PodInfo;
+use crate::error::SchedError;
+
+/// A PodDisruptionBudget as preemption reads it.
+#[derive(Clone, Debug)]
+pub struct DisruptionBudget {
+    /// Its namespace.
+    pub namespace: String,
+    /// The pods it covers.
+    pub selector: Selector,
+    /// `status.disruptionsAllowed`.
+    pub disruptions_allowed: i32,
+}
+
+/// Nodes, the pods counted on each (bound, or assumed by the scheduler while their binding is
+/// in flight), namespaces' labels and disruption budgets.
+///
+/// Every change touches one node's aggregates, so keeping the cache current costs the size of
+/// the change, not of the cluster. A scheduling cycle reads `&Cluster` as its snapshot: changes
+/// are applied between cycles, never during one. Nodes are shared copy-on-write (`Arc`), so
+/// [`Clone`] is cheap enough for what-if copies.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    nodes: Vec<Arc<NodeInfo>>,
+    index: HashMap<String, usize>,
+    /// Where each counted pod is.
+    placement: HashMap<ObjectKey, String>,
+    /// Pods bound to a node the cache does not know (yet); attached when it arrives.
+    orphans: HashMap<String, Vec<Arc<PodInfo>>>,
+    assumed: HashSet<ObjectKey>,
+    /// How many nodes hold each image (ImageLocality scales by it).
+    image_nodes: HashMap<String, usize>,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    budgets: BTreeMap<ObjectKey, DisruptionBudget>,
+    pods_with_affinity: usize,
+}
+
+impl Cluster {
+    /// An empty cluster.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A cluster of these nodes and pods; unbound and finished pods are left out.
+    pub fn from_objects(
+        nodes: impl IntoIterator<Item = Node>,
+        pods: impl IntoIterator<Item = Pod>,
+    ) -> Result<Self, SchedError> {
+        let mut cluster = Self::new();
+        for node in nodes {
+            cluster.set_node(node);
+        }
+        for pod in pods {
+            cluster.set_pod(pod)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The nodes, in the order they were added.
+    pub fn nodes(&self) -> &[Arc<NodeInfo>] {
+        &self.nodes
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.index.get(name).map(|&i| &*self.nodes[i])
+    }
+
+    /// The node a counted pod is on.
+    pub fn node_of(&self, pod: &ObjectKey) -> Option<&str> {
+        self.placement.get(pod).map(String::as_str)
+    }
+
+    /// How many nodes have `image` (normalized name).
+    pub fn nodes_with_image(&self, image: &str) -> usize {
+        self.image_nodes.get(image).copied().unwrap_or(0)
+    }
+
+    /// Labels of a namespace, if known.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces.get(namespace)
+    }
+
+    /// The disruption budgets.
+    pub fn budgets(&self) -> impl Iterator<Item = &DisruptionBudget> {
+        self.budgets.values()
+    }
+
+    /// Whether any counted pod has a pod (anti-)affinity term (InterPodAffinity skips its work
+    /// when none has and the incoming pod has none either).
+    pub fn has_pods_with_affinity(&self) -> bool {
+        self.pods_with_affinity > 0
+    }
+
+    /// Whether `key` is assumed (placed by the scheduler, binding not yet confirmed).
+    pub fn is_assumed(&self, key: &ObjectKey) -> bool {
+        self.assumed.contains(key)
+    }
+
+    /// Adds or replaces a node, keeping its pods.
+    pub fn set_node(&mut self, node: Node) {
+        let node = Arc::new(node);
+        let name = node.metadata.name.clone().unwrap_or_default();
+        match self.index.get(&name) {
+            Some(&i) => {
+                self.count_images(i, -1);
+                Arc::make_mut(&mut self.nodes[i]).set_node(node);
+                self.count_images(i, 1);
+            }
+            None => {
+                let mut info = NodeInfo::new(node);
+                for pod in self.orphans.remove(&name).into_iter().flatten() {
+                    info.add_pod(pod);
+                }
+                self.index.insert(name, self.nodes.len());
+                self.nodes.push(Arc::new(info));
+                self.count_images(self.nodes.len() - 1, 1);
+            }
+        }
+    }
+
+    fn count_images(&mut self, i: usize, delta: isize) {
+        for image in self.nodes[i].image_names() {
+            let n = self.image_nodes.entry(image.to_string()).or_default();
+            *n = n.saturating_add_signed(delta);
+        }
+    }
+
+    /// Removes a node; its pods are kept aside in case it comes back.
+    pub fn remove_node(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        self.count_images(i, -1);
+        let info = self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.index.insert(moved.name().to_string(), i);
+        }
+        if !info.pods().is_empty() {
+            self.orphans.insert(name.to_string(), info.pods().to_vec());
+        }
+    }
+
+    /// Applies a pod as the store shows it: a bound, unfinished pod is counted on its node
+    /// (replacing an earlier version or assumption); any other pod is not counted, except
+    /// that an assumed pod stays counted until its binding shows up or it is forgotten.
+    pub fn set_pod(&mut self, pod: Pod) -> Result<(), SchedError> {
+        let info = PodInfo::from_pod(pod)?;
+        let finished = matches!(
+            info.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        match info.node_name().map(str::to_string) {
+            Some(node) if !finished => {
+                self.assumed.remove(&info.key);
+                self.place(Arc::new(info), node);
+            }
+            Some(_) => {
+                self.assumed.remove(&info.key);
+                self.remove_pod(&info.key);
+            }
+            None if self.assumed.contains(&info.key) => {}
+            None => {
+                self.remove_pod(&info.key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `pod` on `node` before its binding is confirmed, so the next cycles see it.
+    pub fn assume(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.assumed.insert(pod.key.clone());
+        self.place(pod, node.to_string());
+    }
+
+    /// Drops an assumption (the binding failed or the pod went away).
+    pub fn forget(&mut self, key: &ObjectKey) {
+        if self.assumed.remove(key) {
+            self.remove_pod(key);
+        }
+    }
+
+    /// Marks an assumed pod as bound: it stays counted and is no longer an assumption.
+    pub fn confirm(&mut self, key: &ObjectKey) {
+        self.assumed.remove(key);
+    }
+
+    fn place(&mut self, pod: Arc<PodInfo>, node: String) {
+        self.remove_pod(&pod.key);
+        if pod.has_affinity() {
+            self.pods_with_affinity += 1;
+        }
+        self.placement.insert(pod.key.clone(), node.clone());
+        match self.index.get(&node) {
+            Some(&i) => Arc::make_mut(&mut self.nodes[i]).add_pod(pod),
+            None => self.orphans.entry(node).or_default().push(pod),
+        }
+    }
+
+    /// Stops counting a pod; returns it if it was counted.
+    pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Arc<PodInfo>> {
+        let node = self.placement.remove(key)?;
+        self.assumed.remove(key);
+        let removed = match self.index.get(&node) {
+            Some(&i) => Arc::make_mut(&mut self.nodes[i]).remove_pod(key),
+            None => {
+                let list = self.orphans.get_mut(&node)?;
+                let j = list.iter().position(|p| &p.key == key)?;
+                Some(list.swap_remove(j))
+            }
+        };
+        if removed.as_ref().is_some_and(|p| p.has_affinity()) {
+            self.pods_with_affinity -= 1;
+        }
+        removed
+    }
+
+    /// Adds or replaces a namespace (for affinity `namespaceSelector`).
+    pub fn set_namespace(&mut self, namespace: &Namespace) {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let labels = namespace.metadata.labels.clone().unwrap_or_default();
+        self.namespaces.insert(name, labels);
+    }
+
+    /// Adds or replaces a PodDisruptionBudget (preemption avoids violating it where it can).
+    pub fn set_budget(&mut self, pdb: &PodDisruptionBudget) -> Result<(), SchedError> {
+        let key = ObjectKey::from_meta(&pdb.metadata);
+        let selector = pdb
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .map(Selector::from_label_selector)
+            .transpose()
+            .map_err(|e| SchedError::InvalidObject(e.to_string()))?
+            // A PDB without selector selects nothing; an impossible requirement says so.
+            .unwrap_or_else(|| {
+                Selector::from_requirements(vec![kube_core::selector::Requirement {
+                    key: "kube-sched.invalid/none".into(),
+                    operator: kube_core::selector::Operator::Exists,
+                }])
+            });
+        self.budgets.insert(
+            key.clone(),
+            DisruptionBudget {
+                namespace: key.namespace.clone().unwrap_or_default(),
+                selector,
+                disruptions_allowed: pdb
+                    .status
+                    .as_ref()
+                    .map(|s| s.disruptions_allowed)
+                    .unwrap_or(0),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a PodDisruptionBudget.
+    pub fn remove_budget(&mut self, key: &ObjectKey) {
+        self.budgets.remove(key);
+    }
+}

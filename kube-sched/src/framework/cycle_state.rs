@@ -1,0 +1,45 @@
+//! [`CycleState`]: data one plugin computes in an early extension point (PreFilter, PreScore)
+//! and reads in later ones (Filter, Score) during a single scheduling cycle.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Per-cycle, per-pod state keyed by name (usually the plugin's).
+///
+/// Values are shared (`Arc`), so cloning the state for a what-if cycle (preemption) is cheap;
+/// a plugin that changes its value writes a new one.
+#[derive(Clone, Default)]
+pub struct CycleState {
+    data: HashMap<&'static str, Arc<dyn Any + Send + Sync>>,
+    /// Plugins (by profile position) whose PreFilter said Skip: their Filter is not run.
+    pub(crate) skip_filter: u64,
+    /// Plugins whose PreScore said Skip: their Score is not run.
+    pub(crate) skip_score: u64,
+}
+
+impl fmt::Debug for CycleState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<_> = self.data.keys().collect();
+        keys.sort();
+        f.debug_struct("CycleState").field("keys", &keys).finish()
+    }
+}
+
+impl CycleState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
+        self.data.insert(key, Arc::new(value));
+    }
+
+    /// The value under `key` if there is one of type `T`.
+    pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
+        self.data.get(key)?.downcast_ref()
+    }
+}

@@ -1,0 +1,175 @@
+//! [`NodeInfo`]: one node with the pods counted on it and aggregates kept up to date as pods
+//! come and go, so no filter or score walks the node's pods for resources, ports or images.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Taint};
+use kube_core::object::ObjectKey;
+use kube_core::resources::Resources;
+
+use super::pod_info::{HostPort, PodInfo};
+use crate::score::NonZero;
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// A node and the pods counted on it (bound or assumed), with incremental aggregates.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    node: Arc<Node>,
+    name: String,
+    pods: Vec<Arc<PodInfo>>,
+    /// Sum of the pods' effective requests.
+    pub requested: Resources,
+    /// Sum of the pods' non-zero CPU and memory (what scoring counts).
+    pub non_zero_requested: NonZero,
+    /// Allocatable (capacity when allocatable is unset; unparsable counts as zero).
+    pub allocatable: Resources,
+    /// Host ports in use (a multiset: one entry per pod port).
+    pub used_ports: Vec<HostPort>,
+    /// Pods on the node that have any pod (anti-)affinity term.
+    pub pods_with_affinity: usize,
+    /// Pods on the node that have a required anti-affinity term.
+    pub pods_with_required_anti_affinity: usize,
+    images: HashMap<String, i64>,
+}
+
+impl NodeInfo {
+    /// A node with no pods.
+    pub fn new(node: Arc<Node>) -> Self {
+        let mut info = Self {
+            name: String::new(),
+            node: node.clone(),
+            pods: Vec::new(),
+            requested: Resources::default(),
+            non_zero_requested: NonZero::default(),
+            allocatable: Resources::default(),
+            used_ports: Vec::new(),
+            pods_with_affinity: 0,
+            pods_with_required_anti_affinity: 0,
+            images: HashMap::new(),
+        };
+        info.set_node(node);
+        info
+    }
+
+    /// Replaces the node object, keeping the pods.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        self.name = node.metadata.name.clone().unwrap_or_default();
+        self.allocatable = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()))
+            .and_then(|list| Resources::from_list(list).ok())
+            .unwrap_or_default();
+        self.images.clear();
+        for image in node
+            .status
+            .as_ref()
+            .and_then(|s| s.images.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let size = image.size_bytes.unwrap_or(0);
+            for name in image.names.iter().flatten() {
+                self.images.insert(normalize_image(name), size);
+            }
+        }
+        self.node = node;
+    }
+
+    /// The node object.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.node.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
+    }
+
+    /// The node's taints.
+    pub fn taints(&self) -> &[Taint] {
+        self.node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or(&[])
+    }
+
+    /// Whether the node is cordoned (`spec.unschedulable`).
+    pub fn unschedulable(&self) -> bool {
+        self.node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+    }
+
+    /// The pods counted on the node.
+    pub fn pods(&self) -> &[Arc<PodInfo>] {
+        &self.pods
+    }
+
+    /// Size in bytes of an image present on the node (names normalized as the kubelet reports
+    /// them: `nginx` is `nginx:latest`).
+    pub fn image_size(&self, image: &str) -> Option<i64> {
+        self.images.get(&normalize_image(image)).copied()
+    }
+
+    /// Normalized names of the images present on the node.
+    pub fn image_names(&self) -> impl Iterator<Item = &str> {
+        self.images.keys().map(String::as_str)
+    }
+
+    /// Counts `pod` on the node.
+    pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
+        self.requested.add(&pod.requests);
+        self.non_zero_requested.milli_cpu += pod.non_zero.milli_cpu;
+        self.non_zero_requested.memory += pod.non_zero.memory;
+        self.used_ports.extend(pod.ports.iter().cloned());
+        if pod.has_affinity() {
+            self.pods_with_affinity += 1;
+        }
+        if !pod.required_anti_affinity.is_empty() {
+            self.pods_with_required_anti_affinity += 1;
+        }
+        self.pods.push(pod);
+    }
+
+    /// Stops counting the pod with `key`; returns it if it was counted.
+    pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Arc<PodInfo>> {
+        let i = self.pods.iter().position(|p| &p.key == key)?;
+        let pod = self.pods.swap_remove(i);
+        self.requested.sub(&pod.requests);
+        self.non_zero_requested.milli_cpu -= pod.non_zero.milli_cpu;
+        self.non_zero_requested.memory -= pod.non_zero.memory;
+        for port in &pod.ports {
+            if let Some(j) = self.used_ports.iter().position(|p| p == port) {
+                self.used_ports.swap_remove(j);
+            }
+        }
+        if pod.has_affinity() {
+            self.pods_with_affinity -= 1;
+        }
+        if !pod.required_anti_affinity.is_empty() {
+            self.pods_with_required_anti_affinity -= 1;
+        }
+        Some(pod)
+    }
+}
+
+/// `name` → `name:latest` unless a tag or digest is given (as the kubelet reports images).
+pub fn normalize_image(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if name.contains('@') || last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}

@@ -1,0 +1,224 @@
+//! The extension points. A plugin implements [`Plugin`] and any subset of the extension traits,
+//! and says which through the `as_*` methods (each defaults to "not implemented").
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cluster::Cluster;
+use super::cycle_state::CycleState;
+use super::node_info::NodeInfo;
+use super::pod_info::PodInfo;
+use super::profile::Profile;
+use super::status::Status;
+
+/// The highest score a node gets from one plugin after normalization (Kubernetes' `MaxNodeScore`).
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// A named plugin. Override the `as_*` methods of the extension points you implement:
+///
+/// ```
+/// use kube_sched::framework::{FilterPlugin, CycleState, NodeInfo, Plugin, PodInfo, Status};
+///
+/// /// Keeps pods off nodes whose name starts with "spot-".
+/// #[derive(Debug)]
+/// struct NoSpot;
+/// impl Plugin for NoSpot {
+///     fn name(&self) -> &str { "NoSpot" }
+///     fn as_filter(&self) -> Option<&dyn FilterPlugin> { Some(self) }
+/// }
+/// impl FilterPlugin for NoSpot {
+///     fn filter(&self, _: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
+///         if node.name().starts_with("spot-") {
+///             Status::unresolvable("node(s) were spot nodes")
+///         } else {
+///             Status::success()
+///         }
+///     }
+/// }
+/// ```
+pub trait Plugin: Send + Sync + fmt::Debug {
+    /// The name profiles refer to it by, and reasons are attributed to.
+    fn name(&self) -> &str;
+    /// PreFilter, if implemented.
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        None
+    }
+    /// Filter, if implemented.
+    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+        None
+    }
+    /// PostFilter, if implemented.
+    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
+        None
+    }
+    /// PreScore, if implemented.
+    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
+        None
+    }
+    /// Score, if implemented.
+    fn as_score(&self) -> Option<&dyn ScorePlugin> {
+        None
+    }
+    /// Reserve/Unreserve, if implemented.
+    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+        None
+    }
+    /// Permit, if implemented.
+    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
+        None
+    }
+    /// PreBind, if implemented.
+    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
+        None
+    }
+    /// Bind, if implemented.
+    fn as_bind(&self) -> Option<&dyn BindPlugin> {
+        None
+    }
+    /// PostBind, if implemented.
+    fn as_post_bind(&self) -> Option<&dyn PostBindPlugin> {
+        None
+    }
+}
+
+/// What PreFilter says: a status, and optionally the only nodes worth filtering.
+#[derive(Clone, Debug)]
+pub struct PreFilterResult {
+    /// Success, Skip (this plugin's Filter is skipped for the pod), or a rejection of every node.
+    pub status: Status,
+    /// When set, only these nodes can fit (e.g. `spec.nodeName`); others are not evaluated.
+    pub nodes: Option<HashSet<String>>,
+}
+
+impl PreFilterResult {
+    /// Success, all nodes.
+    pub fn success() -> Self {
+        Self::from(Status::success())
+    }
+    /// Skip this plugin's Filter for this pod.
+    pub fn skip() -> Self {
+        Self::from(Status::skip())
+    }
+}
+
+impl From<Status> for PreFilterResult {
+    fn from(status: Status) -> Self {
+        Self {
+            status,
+            nodes: None,
+        }
+    }
+}
+
+/// Runs once per pod before filtering: validate, precompute into the [`CycleState`].
+pub trait PreFilterPlugin: Send + Sync {
+    /// See [`PreFilterResult`].
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+    ) -> PreFilterResult;
+}
+
+/// Can the pod run on this node? Called for many nodes in parallel.
+pub trait FilterPlugin: Send + Sync {
+    /// Success, or why not.
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
+}
+
+/// Rejection reasons per node name.
+pub type NodeStatuses = BTreeMap<String, Status>;
+
+/// What PostFilter says when no node fit.
+#[derive(Clone, Debug)]
+pub struct PostFilterResult {
+    /// Success when it made room (the pod should be retried on `nominated_node`).
+    pub status: Status,
+    /// The node the pod should get once the victims are gone.
+    pub nominated_node: Option<String>,
+    /// Pods to evict to make room.
+    pub victims: Vec<Arc<PodInfo>>,
+}
+
+/// Runs when no node fits; DefaultPreemption is one.
+pub trait PostFilterPlugin: Send + Sync {
+    /// Try to make the pod schedulable. `profile` runs filters for what-if checks.
+    fn post_filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        statuses: &NodeStatuses,
+        profile: &Profile,
+    ) -> PostFilterResult;
+}
+
+/// Runs once per pod before scoring, with the feasible nodes.
+pub trait PreScorePlugin: Send + Sync {
+    /// Success, Skip (this plugin's Score is skipped), or Error.
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        nodes: &[&NodeInfo],
+    ) -> Status;
+}
+
+/// Ranks feasible nodes. Scores are normalized to `0..=MAX_NODE_SCORE`, then weighted.
+pub trait ScorePlugin: Send + Sync {
+    /// The raw score of one node.
+    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status>;
+    /// Rescales the raw scores (one per feasible node, in order) to `0..=MAX_NODE_SCORE`.
+    /// The default keeps them.
+    fn normalize(&self, _state: &CycleState, _pod: &PodInfo, _scores: &mut [i64]) -> Status {
+        Status::success()
+    }
+}
+
+/// Told when a node is chosen (reserve) and when that choice is undone (unreserve).
+pub trait ReservePlugin: Send + Sync {
+    /// The pod is assumed on `node`. A failure undoes the cycle.
+    fn reserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status;
+    /// A later step failed: release whatever `reserve` took. Must be idempotent.
+    fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str);
+}
+
+/// Permit's verdict.
+#[derive(Clone, Debug)]
+pub enum PermitDecision {
+    /// Go on to bind.
+    Allow,
+    /// Do not bind; the pod is unschedulable for this reason.
+    Reject(Status),
+    /// Hold the pod until allowed or rejected through
+    /// [`WaitingPods`](super::WaitingPods), rejecting it after this long.
+    Wait(Duration),
+}
+
+/// The last word before binding.
+pub trait PermitPlugin: Send + Sync {
+    /// Allow, reject, or wait.
+    fn permit(&self, state: &CycleState, pod: &PodInfo, node: &str) -> PermitDecision;
+}
+
+/// Runs before binding (e.g. to provision something the pod needs).
+pub trait PreBindPlugin: Send + Sync {
+    /// A failure unreserves the pod.
+    fn pre_bind(&self, state: &CycleState, pod: &PodInfo, node: &str) -> Status;
+}
+
+/// Writes the binding. The first binder that does not return Skip wins.
+pub trait BindPlugin: Send + Sync {
+    /// Success, Skip (let the next binder do it), or an error.
+    fn bind(&self, state: &CycleState, pod: &PodInfo, node: &str) -> Status;
+}
+
+/// Informational, after a successful bind.
+pub trait PostBindPlugin: Send + Sync {
+    /// The pod is bound to `node`.
+    fn post_bind(&self, state: &CycleState, pod: &PodInfo, node: &str);
+}

@@ -1,0 +1,704 @@
+//! Profiles: a configured plugin set ([`ProfileConfig`]) and the built [`Profile`] that runs a
+//! scheduling cycle through it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::cluster::Cluster;
+use super::cycle_state::CycleState;
+use super::fit_error::FitError;
+use super::node_info::NodeInfo;
+use super::plugin::{NodeStatuses, PermitDecision, Plugin};
+use super::pod_info::PodInfo;
+use super::registry::Registry;
+use super::status::{Code, Status};
+use crate::error::SchedError;
+
+/// Below this many nodes a cycle always evaluates every node (Kubernetes' `minFeasibleNodesToFind`).
+pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// The adaptive percentage never goes below this (Kubernetes' `minFeasibleNodesPercentageToFind`).
+pub const MIN_FEASIBLE_NODES_PERCENTAGE: usize = 5;
+/// Fewer nodes than this are filtered on one thread: spreading them costs more than it saves.
+const PARALLEL_MIN_NODES: usize = 64;
+
+/// How many feasible nodes a cycle looks for before it stops filtering, as kube-scheduler's
+/// `numFeasibleNodesToFind`: all of them below 100 nodes; otherwise `percentage` of them (when
+/// 0 or unset, adaptively `50 - nodes/125`, at least 5%), and never fewer than 100.
+pub fn num_feasible_nodes_to_find(nodes: usize, percentage: Option<u32>) -> usize {
+    let percentage = percentage.unwrap_or(0) as usize;
+    if nodes < MIN_FEASIBLE_NODES_TO_FIND || percentage >= 100 {
+        return nodes;
+    }
+    let percentage = if percentage == 0 {
+        50usize
+            .saturating_sub(nodes / 125)
+            .max(MIN_FEASIBLE_NODES_PERCENTAGE)
+    } else {
+        percentage
+    };
+    (nodes * percentage / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
+}
+
+/// One plugin in a profile.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PluginConfig {
+    /// The registered name.
+    pub name: String,
+    /// Score weight (ignored for plugins that do not score).
+    #[serde(default = "one")]
+    pub weight: i64,
+    /// Arguments for the plugin's factory.
+    #[serde(default)]
+    pub args: Value,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl PluginConfig {
+    /// `name` with weight 1 and no arguments.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            weight: 1,
+            args: Value::Null,
+        }
+    }
+
+    /// Sets the weight.
+    pub fn weight(mut self, weight: i64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the arguments.
+    pub fn args(mut self, args: Value) -> Self {
+        self.args = args;
+        self
+    }
+}
+
+/// A profile: the plugins (every extension point each implements is enabled, in this order),
+/// their weights and arguments, served to pods whose `spec.schedulerName` is `scheduler_name`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProfileConfig {
+    /// The scheduler name pods select.
+    pub scheduler_name: String,
+    /// The plugins, in order.
+    pub plugins: Vec<PluginConfig>,
+    /// Percentage of nodes to find feasible before scoring; `None`/0 is adaptive.
+    #[serde(default)]
+    pub percentage_of_nodes_to_score: Option<u32>,
+}
+
+impl ProfileConfig {
+    /// Kubernetes' default profile under `default-scheduler` (see [`crate::plugins`]).
+    pub fn default_profile() -> Self {
+        Self {
+            scheduler_name: crate::DEFAULT_SCHEDULER_NAME.into(),
+            plugins: crate::plugins::default_plugin_configs(),
+            percentage_of_nodes_to_score: None,
+        }
+    }
+
+    /// Renames the profile.
+    pub fn named(mut self, scheduler_name: impl Into<String>) -> Self {
+        self.scheduler_name = scheduler_name.into();
+        self
+    }
+
+    /// Adds (or replaces, keeping its position) a plugin.
+    pub fn with_plugin(mut self, plugin: PluginConfig) -> Self {
+        match self.plugins.iter_mut().find(|p| p.name == plugin.name) {
+            Some(existing) => *existing = plugin,
+            None => self.plugins.push(plugin),
+        }
+        self
+    }
+
+    /// Removes a plugin.
+    pub fn without_plugin(mut self, name: &str) -> Self {
+        self.plugins.retain(|p| p.name != name);
+        self
+    }
+}
+
+/// A node chosen for a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleResult {
+    /// The node.
+    pub node: String,
+    /// Nodes filtered this cycle.
+    pub evaluated_nodes: usize,
+    /// Of those, nodes that fit.
+    pub feasible_nodes: usize,
+}
+
+/// One scoring plugin's scores over the feasible nodes (same order).
+#[derive(Clone, Debug)]
+pub struct PluginScores {
+    /// The plugin.
+    pub plugin: String,
+    /// Its weight in the profile.
+    pub weight: i64,
+    /// Scores before normalization.
+    pub raw: Vec<i64>,
+    /// Scores after normalization (`0..=100`), before weighting.
+    pub normalized: Vec<i64>,
+}
+
+/// What Permit decided for a pod.
+#[derive(Clone, Debug)]
+pub enum PermitOutcome {
+    /// Bind now.
+    Allow,
+    /// Do not bind.
+    Reject(Status),
+    /// Wait (up to the shortest timeout asked) for these plugins to allow the pod.
+    Wait {
+        /// The shortest timeout of the waiting plugins.
+        timeout: std::time::Duration,
+        /// The plugins that asked to wait.
+        plugins: Vec<String>,
+    },
+}
+
+/// A built profile: runs a scheduling cycle's extension points in order.
+pub struct Profile {
+    name: String,
+    plugins: Vec<Arc<dyn Plugin>>,
+    weights: Vec<i64>,
+    percentage: Option<u32>,
+    parallel: bool,
+    /// Where the next cycle starts filtering, so that with percentageOfNodesToScore every node
+    /// gets its turn (Kubernetes' `nextStartNodeIndex`).
+    next_start: AtomicUsize,
+    /// Source of randomness for breaking ties between equally scored nodes.
+    ties: AtomicU64,
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plugins: Vec<_> = self.plugins.iter().map(|p| p.name()).collect();
+        f.debug_struct("Profile")
+            .field("name", &self.name)
+            .field("plugins", &plugins)
+            .field("weights", &self.weights)
+            .field("percentage", &self.percentage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Profile {
+    /// Builds `config`'s plugins from `registry`.
+    pub fn build(config: &ProfileConfig, registry: &Registry) -> Result<Self, SchedError> {
+        let mut plugins = Vec::new();
+        for p in &config.plugins {
+            let plugin = registry.build(&p.name, &p.args)?;
+            plugins.push((plugin, p.weight));
+        }
+        Ok(Self::from_plugins(
+            config.scheduler_name.clone(),
+            plugins,
+            config.percentage_of_nodes_to_score,
+        ))
+    }
+
+    /// A profile of already built plugins and their weights.
+    pub fn from_plugins(
+        name: impl Into<String>,
+        plugins: Vec<(Arc<dyn Plugin>, i64)>,
+        percentage_of_nodes_to_score: Option<u32>,
+    ) -> Self {
+        let (plugins, weights) = plugins.into_iter().unzip();
+        Self {
+            name: name.into(),
+            plugins,
+            weights,
+            percentage: percentage_of_nodes_to_score,
+            parallel: true,
+            next_start: AtomicUsize::new(0),
+            ties: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+        }
+    }
+
+    /// Filters and scores on one thread only (default: across rayon's pool).
+    pub fn set_parallel(&mut self, parallel: bool) {
+        self.parallel = parallel;
+    }
+
+    /// The scheduler name this profile serves.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugins, in order.
+    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
+        &self.plugins
+    }
+
+    fn map<T: Send>(&self, n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+        if self.parallel && n >= PARALLEL_MIN_NODES {
+            (0..n).into_par_iter().map(f).collect()
+        } else {
+            (0..n).map(f).collect()
+        }
+    }
+
+    /// Runs every PreFilter. `Ok(Some(nodes))` narrows the candidates; `Err` rejects every node.
+    pub fn run_pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+    ) -> Result<Option<HashSet<String>>, Status> {
+        let mut allowed: Option<HashSet<String>> = None;
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let Some(pf) = plugin.as_pre_filter() else {
+                continue;
+            };
+            let result = pf.pre_filter(state, pod, cluster);
+            match result.status.code() {
+                Code::Success => {}
+                Code::Skip => {
+                    if i < 64 {
+                        state.skip_filter |= 1 << i;
+                    }
+                }
+                _ => return Err(result.status.with_plugin(plugin.name().to_string())),
+            }
+            if let Some(nodes) = result.nodes {
+                allowed = Some(match allowed {
+                    Some(prev) => prev.intersection(&nodes).cloned().collect(),
+                    None => nodes,
+                });
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// Runs the Filters on one node, stopping at the first rejection.
+    pub fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            if i < 64 && state.skip_filter & (1 << i) != 0 {
+                continue;
+            }
+            if let Some(f) = plugin.as_filter() {
+                let status = f.filter(state, pod, node);
+                if !status.is_success() && !status.is_skip() {
+                    return status.with_plugin(plugin.name().to_string());
+                }
+            }
+        }
+        Status::success()
+    }
+
+    /// Runs every Filter on one node (for explanations): each plugin's verdict.
+    pub fn run_all_filters(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+    ) -> Vec<(String, Status)> {
+        let mut out = Vec::new();
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let Some(f) = plugin.as_filter() else {
+                continue;
+            };
+            let status = if i < 64 && state.skip_filter & (1 << i) != 0 {
+                Status::skip()
+            } else {
+                f.filter(state, pod, node)
+            };
+            out.push((plugin.name().to_string(), status));
+        }
+        out
+    }
+
+    /// Filters nodes until enough are feasible; returns the feasible ones, the rejections
+    /// seen, and how many nodes were evaluated.
+    #[allow(clippy::type_complexity)]
+    fn find_feasible<'c>(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        cluster: &'c Cluster,
+        allowed: Option<&HashSet<String>>,
+    ) -> (Vec<&'c NodeInfo>, Vec<(&'c NodeInfo, Status)>, usize) {
+        let all = cluster.nodes();
+        let narrowed: Option<Vec<&NodeInfo>> = allowed.map(|set| {
+            let mut v: Vec<&NodeInfo> = set.iter().filter_map(|n| cluster.node(n)).collect();
+            v.sort_by(|a, b| a.name().cmp(b.name()));
+            v
+        });
+        let total = narrowed.as_ref().map_or(all.len(), Vec::len);
+        let start = if narrowed.is_some() || all.is_empty() {
+            0
+        } else {
+            self.next_start.load(Ordering::Relaxed) % all.len()
+        };
+        let get = |i: usize| -> &'c NodeInfo {
+            match &narrowed {
+                Some(v) => v[i],
+                None => &all[(start + i) % all.len()],
+            }
+        };
+        let want = num_feasible_nodes_to_find(total, self.percentage);
+        let mut feasible = Vec::with_capacity(want.min(total));
+        let mut failures = Vec::new();
+        let mut processed = 0;
+        while processed < total && feasible.len() < want {
+            let round = (want - feasible.len())
+                .max(PARALLEL_MIN_NODES)
+                .min(total - processed);
+            let base = processed;
+            let statuses = self.map(round, |j| self.run_filters(state, pod, get(base + j)));
+            for (j, status) in statuses.into_iter().enumerate() {
+                processed = base + j + 1;
+                let node = get(base + j);
+                if status.is_success() {
+                    feasible.push(node);
+                    if feasible.len() >= want {
+                        break;
+                    }
+                } else {
+                    failures.push((node, status));
+                }
+            }
+        }
+        if narrowed.is_none() && !all.is_empty() {
+            self.next_start
+                .store((start + processed) % all.len(), Ordering::Relaxed);
+        }
+        (feasible, failures, processed)
+    }
+
+    /// Runs PreScore and Score (with normalization) over `nodes`.
+    pub fn score_nodes(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        nodes: &[&NodeInfo],
+    ) -> Result<Vec<PluginScores>, Status> {
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let Some(ps) = plugin.as_pre_score() else {
+                continue;
+            };
+            let status = ps.pre_score(state, pod, cluster, nodes);
+            match status.code() {
+                Code::Success => {}
+                Code::Skip => {
+                    if i < 64 {
+                        state.skip_score |= 1 << i;
+                    }
+                }
+                _ => return Err(status.with_plugin(plugin.name().to_string())),
+            }
+        }
+        let state = &*state;
+        let mut out = Vec::new();
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            if i < 64 && state.skip_score & (1 << i) != 0 {
+                continue;
+            }
+            let Some(sp) = plugin.as_score() else {
+                continue;
+            };
+            let raw: Result<Vec<i64>, Status> = self
+                .map(nodes.len(), |j| sp.score(state, pod, nodes[j]))
+                .into_iter()
+                .collect();
+            let raw = raw.map_err(|s| s.with_plugin(plugin.name().to_string()))?;
+            let mut normalized = raw.clone();
+            let status = sp.normalize(state, pod, &mut normalized);
+            if !status.is_success() {
+                return Err(status.with_plugin(plugin.name().to_string()));
+            }
+            out.push(PluginScores {
+                plugin: plugin.name().to_string(),
+                weight: self.weights[i],
+                raw,
+                normalized,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One scheduling decision (PreFilter, Filter, PostFilter on failure, PreScore, Score),
+    /// reading `cluster` as the cycle's snapshot.
+    pub fn schedule(
+        &self,
+        cluster: &Cluster,
+        pod: &PodInfo,
+    ) -> Result<ScheduleResult, Box<FitError>> {
+        self.schedule_with_state(&mut CycleState::new(), cluster, pod)
+    }
+
+    /// [`Profile::schedule`] with a caller-provided state (kept for Reserve, Permit and Bind).
+    pub fn schedule_with_state(
+        &self,
+        state: &mut CycleState,
+        cluster: &Cluster,
+        pod: &PodInfo,
+    ) -> Result<ScheduleResult, Box<FitError>> {
+        let fit_error = |statuses: NodeStatuses| FitError {
+            pod: pod.key.clone(),
+            num_nodes: cluster.len(),
+            statuses,
+            post_filter: None,
+            error: None,
+        };
+        let allowed = match self.run_pre_filter(state, pod, cluster) {
+            Ok(allowed) => allowed,
+            Err(status) => {
+                if status.code() == Code::Error {
+                    let mut e = fit_error(NodeStatuses::new());
+                    e.error = Some(status);
+                    return Err(Box::new(e));
+                }
+                let statuses = cluster
+                    .nodes()
+                    .iter()
+                    .map(|n| (n.name().to_string(), status.clone()))
+                    .collect();
+                return Err(Box::new(self.post_filter(
+                    state,
+                    pod,
+                    cluster,
+                    fit_error(statuses),
+                )));
+            }
+        };
+        let (feasible, failures, evaluated) =
+            self.find_feasible(state, pod, cluster, allowed.as_ref());
+        if feasible.is_empty() {
+            let mut statuses: NodeStatuses = failures
+                .into_iter()
+                .map(|(n, s)| (n.name().to_string(), s))
+                .collect();
+            if let Some(e) = statuses.values().find(|s| s.code() == Code::Error) {
+                let mut err = fit_error(NodeStatuses::new());
+                err.error = Some(e.clone());
+                return Err(Box::new(err));
+            }
+            if allowed.is_some() {
+                // Nodes PreFilter ruled out (e.g. not the pod's spec.nodeName).
+                for node in cluster.nodes() {
+                    statuses.entry(node.name().to_string()).or_insert_with(|| {
+                        Status::unresolvable("node(s) didn't satisfy plugin(s) PreFilter")
+                    });
+                }
+            }
+            return Err(Box::new(self.post_filter(
+                state,
+                pod,
+                cluster,
+                fit_error(statuses),
+            )));
+        }
+        let result = |node: &NodeInfo| ScheduleResult {
+            node: node.name().to_string(),
+            evaluated_nodes: evaluated,
+            feasible_nodes: feasible.len(),
+        };
+        if feasible.len() == 1 {
+            return Ok(result(feasible[0]));
+        }
+        let scores = self
+            .score_nodes(state, pod, cluster, &feasible)
+            .map_err(|status| {
+                let mut e = fit_error(NodeStatuses::new());
+                e.error = Some(status);
+                Box::new(e)
+            })?;
+        let totals = total_scores(&scores, feasible.len());
+        let best = self.select(&totals);
+        Ok(result(feasible[best]))
+    }
+
+    /// The highest total; among ties, one at random (reservoir sampling), as kube-scheduler.
+    fn select(&self, totals: &[i64]) -> usize {
+        let mut seed = self
+            .ties
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut best = 0;
+        let mut ties = 1u64;
+        for (i, &t) in totals.iter().enumerate().skip(1) {
+            if t > totals[best] {
+                best = i;
+                ties = 1;
+            } else if t == totals[best] {
+                ties += 1;
+                seed = splitmix(seed);
+                if seed % ties == 0 {
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+
+    fn post_filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        mut error: FitError,
+    ) -> FitError {
+        for plugin in &self.plugins {
+            let Some(pf) = plugin.as_post_filter() else {
+                continue;
+            };
+            let result = pf.post_filter(state, pod, cluster, &error.statuses, self);
+            let done = result.status.is_success();
+            error.post_filter = Some(result);
+            if done {
+                break;
+            }
+        }
+        error
+    }
+
+    /// Runs Reserve; on a failure, unreserves the plugins already reserved and returns it.
+    pub fn run_reserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status {
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let Some(r) = plugin.as_reserve() else {
+                continue;
+            };
+            let status = r.reserve(state, pod, node);
+            if !status.is_success() {
+                for p in self.plugins[..=i].iter().rev() {
+                    if let Some(r) = p.as_reserve() {
+                        r.unreserve(state, pod, node);
+                    }
+                }
+                return status.with_plugin(plugin.name().to_string());
+            }
+        }
+        Status::success()
+    }
+
+    /// Runs Unreserve in reverse order.
+    pub fn run_unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) {
+        for plugin in self.plugins.iter().rev() {
+            if let Some(r) = plugin.as_reserve() {
+                r.unreserve(state, pod, node);
+            }
+        }
+    }
+
+    /// Runs Permit: a rejection wins; otherwise any wait makes the pod wait.
+    pub fn run_permit(&self, state: &CycleState, pod: &PodInfo, node: &str) -> PermitOutcome {
+        let mut waiting = Vec::new();
+        let mut timeout = std::time::Duration::MAX;
+        for plugin in &self.plugins {
+            let Some(p) = plugin.as_permit() else {
+                continue;
+            };
+            match p.permit(state, pod, node) {
+                PermitDecision::Allow => {}
+                PermitDecision::Reject(s) => {
+                    return PermitOutcome::Reject(s.with_plugin(plugin.name().to_string()));
+                }
+                PermitDecision::Wait(t) => {
+                    timeout = timeout.min(t);
+                    waiting.push(plugin.name().to_string());
+                }
+            }
+        }
+        if waiting.is_empty() {
+            PermitOutcome::Allow
+        } else {
+            PermitOutcome::Wait {
+                timeout,
+                plugins: waiting,
+            }
+        }
+    }
+
+    /// Runs PreBind, stopping at the first failure.
+    pub fn run_pre_bind(&self, state: &CycleState, pod: &PodInfo, node: &str) -> Status {
+        for plugin in &self.plugins {
+            if let Some(p) = plugin.as_pre_bind() {
+                let s = p.pre_bind(state, pod, node);
+                if !s.is_success() {
+                    return s.with_plugin(plugin.name().to_string());
+                }
+            }
+        }
+        Status::success()
+    }
+
+    /// Runs the binders until one does not Skip; Skip when none bound (the caller binds).
+    pub fn run_bind(&self, state: &CycleState, pod: &PodInfo, node: &str) -> Status {
+        for plugin in &self.plugins {
+            if let Some(b) = plugin.as_bind() {
+                let s = b.bind(state, pod, node);
+                if !s.is_skip() {
+                    return s.with_plugin(plugin.name().to_string());
+                }
+            }
+        }
+        Status::skip()
+    }
+
+    /// Runs PostBind.
+    pub fn run_post_bind(&self, state: &CycleState, pod: &PodInfo, node: &str) {
+        for plugin in &self.plugins {
+            if let Some(p) = plugin.as_post_bind() {
+                p.post_bind(state, pod, node);
+            }
+        }
+    }
+
+    /// Plugin names with their weights, for explanations.
+    pub fn weights(&self) -> BTreeMap<String, i64> {
+        self.plugins
+            .iter()
+            .zip(&self.weights)
+            .map(|(p, w)| (p.name().to_string(), *w))
+            .collect()
+    }
+}
+
+/// Weighted sums per node.
+pub(crate) fn total_scores(scores: &[PluginScores], nodes: usize) -> Vec<i64> {
+    let mut totals = vec![0i64; nodes];
+    for s in scores {
+        for (t, v) in totals.iter_mut().zip(&s.normalized) {
+            *t += v * s.weight;
+        }
+    }
+    totals
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_percentage_matches_kubernetes() {
+        assert_eq!(num_feasible_nodes_to_find(50, None), 50);
+        assert_eq!(num_feasible_nodes_to_find(100, None), 100);
+        assert_eq!(num_feasible_nodes_to_find(5000, None), 500);
+        assert_eq!(num_feasible_nodes_to_find(1000, None), 420);
+        assert_eq!(num_feasible_nodes_to_find(10000, None), 500);
+        assert_eq!(num_feasible_nodes_to_find(5000, Some(100)), 5000);
+        assert_eq!(num_feasible_nodes_to_find(500, Some(10)), 100);
+    }
+}

@@ -1,0 +1,213 @@
+//! DefaultPreemption: when no node fits, find a node where evicting lower-priority pods makes
+//! room, choosing the minimal set of victims and respecting PodDisruptionBudgets where possible.
+
+use std::sync::Arc;
+
+use crate::framework::{
+    Cluster, Code, CycleState, NodeInfo, NodeStatuses, Plugin, PodInfo, PostFilterPlugin,
+    PostFilterResult, Profile, Status,
+};
+
+/// Reason for a node where evicting every lower-priority pod would not be enough.
+pub const REASON_NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+/// Reason for a node rejected for a reason preemption cannot change.
+pub const REASON_NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
+
+/// Kubernetes looks for candidates on at least this share of nodes…
+const MIN_CANDIDATE_NODES_PERCENTAGE: usize = 10;
+/// …and at least this many.
+const MIN_CANDIDATE_NODES_ABSOLUTE: usize = 100;
+
+/// The DefaultPreemption plugin.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultPreemption;
+
+impl DefaultPreemption {
+    /// Registered name.
+    pub const NAME: &'static str = "DefaultPreemption";
+}
+
+impl Plugin for DefaultPreemption {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
+        Some(self)
+    }
+}
+
+/// A node where preemption would work.
+#[derive(Debug)]
+struct Candidate {
+    node: String,
+    victims: Vec<Arc<PodInfo>>,
+    pdb_violations: usize,
+}
+
+impl Candidate {
+    /// Kubernetes' `pickOneNodeForPreemption` order: fewest PDB violations, lowest highest
+    /// victim priority, lowest priority sum, fewest victims, latest-started top victim.
+    fn rank(&self) -> (usize, i64, i64, usize, std::cmp::Reverse<Option<String>>) {
+        let highest = self
+            .victims
+            .iter()
+            .map(|v| i64::from(v.priority))
+            .max()
+            .unwrap_or(i64::MIN);
+        // Offset so negative priorities still add up to a comparable positive sum.
+        let sum: i64 = self
+            .victims
+            .iter()
+            .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
+            .sum();
+        let start = self
+            .victims
+            .iter()
+            .filter(|v| i64::from(v.priority) == highest)
+            .filter_map(|v| v.pod.status.as_ref()?.start_time.as_ref())
+            .map(|t| t.0.to_string())
+            .min();
+        (
+            self.pdb_violations,
+            highest,
+            sum,
+            self.victims.len(),
+            std::cmp::Reverse(start),
+        )
+    }
+}
+
+/// Which of `pods` (in order) evicting would violate a budget: each budget allows
+/// `disruptions_allowed` evictions of pods it selects.
+fn pdb_violating(pods: &[Arc<PodInfo>], cluster: &Cluster) -> Vec<bool> {
+    let mut allowed: Vec<(i64, &crate::framework::DisruptionBudget)> = cluster
+        .budgets()
+        .map(|b| (i64::from(b.disruptions_allowed), b))
+        .collect();
+    pods.iter()
+        .map(|p| {
+            let mut violates = false;
+            for (left, b) in allowed.iter_mut() {
+                if b.namespace == p.namespace()
+                    && !b.selector.is_empty()
+                    && b.selector.matches(p.labels())
+                {
+                    *left -= 1;
+                    if *left < 0 {
+                        violates = true;
+                    }
+                }
+            }
+            violates
+        })
+        .collect()
+}
+
+fn select_victims(
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    cluster: &Cluster,
+    profile: &Profile,
+) -> Option<Candidate> {
+    let mut lower: Vec<Arc<PodInfo>> = node
+        .pods()
+        .iter()
+        .filter(|p| p.priority < pod.priority)
+        .cloned()
+        .collect();
+    if lower.is_empty() {
+        return None;
+    }
+    let mut what_if = node.clone();
+    for p in &lower {
+        what_if.remove_pod(&p.key);
+    }
+    if !profile.run_filters(state, pod, &what_if).is_success() {
+        return None;
+    }
+    // Most important first, so they are the first to be spared.
+    lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
+    let violating = pdb_violating(&lower, cluster);
+    let (bad, good): (Vec<_>, Vec<_>) = lower.into_iter().zip(violating).partition(|(_, v)| *v);
+    let mut victims = Vec::new();
+    let mut pdb_violations = 0;
+    for (p, violates) in bad.into_iter().chain(good) {
+        what_if.add_pod(p.clone());
+        if !profile.run_filters(state, pod, &what_if).is_success() {
+            what_if.remove_pod(&p.key);
+            if violates {
+                pdb_violations += 1;
+            }
+            victims.push(p);
+        }
+    }
+    Some(Candidate {
+        node: node.name().to_string(),
+        victims,
+        pdb_violations,
+    })
+}
+
+impl PostFilterPlugin for DefaultPreemption {
+    fn post_filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        statuses: &NodeStatuses,
+        profile: &Profile,
+    ) -> PostFilterResult {
+        let fail = |reason: String| PostFilterResult {
+            status: Status::unschedulable(reason),
+            nominated_node: None,
+            victims: Vec::new(),
+        };
+        if pod.never_preempts() {
+            return fail("preemption: not eligible due to preemptionPolicy=Never.".into());
+        }
+        let n = cluster.len();
+        let want = (n * MIN_CANDIDATE_NODES_PERCENTAGE / 100)
+            .max(MIN_CANDIDATE_NODES_ABSOLUTE)
+            .min(n);
+        let mut candidates = Vec::new();
+        let (mut no_victims, mut not_helpful) = (0, 0);
+        for (name, status) in statuses {
+            if status.code() != Code::Unschedulable {
+                not_helpful += 1;
+                continue;
+            }
+            let Some(node) = cluster.node(name) else {
+                continue;
+            };
+            match select_victims(state, pod, node, cluster, profile) {
+                Some(c) => {
+                    candidates.push(c);
+                    if candidates.len() >= want {
+                        break;
+                    }
+                }
+                None => no_victims += 1,
+            }
+        }
+        let Some(best) = candidates.into_iter().min_by_key(Candidate::rank) else {
+            let mut parts = Vec::new();
+            if no_victims > 0 {
+                parts.push(format!("{no_victims} {REASON_NO_VICTIMS}"));
+            }
+            if not_helpful > 0 {
+                parts.push(format!("{not_helpful} {REASON_NOT_HELPFUL}"));
+            }
+            parts.sort();
+            return fail(format!(
+                "preemption: 0/{n} nodes are available: {}.",
+                parts.join(", ")
+            ));
+        };
+        PostFilterResult {
+            status: Status::success(),
+            nominated_node: Some(best.node),
+            victims: best.victims,
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! PodTopologySpread: keep matching pods spread over topology domains (`DoNotSchedule`
+//! constraints filter, `ScheduleAnyway` ones score).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use kube_core::selector::Selector;
+
+use super::node_affinity::NodeSelectorMatcher;
+use super::taint_toleration::untolerated;
+use crate::framework::{
+    Cluster, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, PreFilterPlugin,
+    PreFilterResult, PreScorePlugin, ScorePlugin, SpreadConstraint, Status,
+};
+
+/// Reason when placing the pod would exceed a constraint's skew.
+pub const REASON_SKEW: &str = "node(s) didn't match pod topology spread constraints";
+/// Reason when the node lacks a constraint's topology label.
+pub const REASON_MISSING_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+
+/// A cluster-level default constraint, applied to pods that have none.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultConstraint {
+    /// maxSkew.
+    pub max_skew: i64,
+    /// The node label defining domains.
+    pub topology_key: String,
+    /// `DoNotSchedule` or `ScheduleAnyway`.
+    pub when_unsatisfiable: String,
+}
+
+/// Arguments of PodTopologySpread.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTopologySpreadArgs {
+    /// Constraints for pods without their own. Kubernetes takes the selector from the Services
+    /// and workloads owning the pod; we count pods with the same controller owner and labels.
+    #[serde(default = "system_defaults")]
+    pub default_constraints: Vec<DefaultConstraint>,
+}
+
+/// Kubernetes' system defaults: hostname maxSkew 3 and zone maxSkew 5, both ScheduleAnyway.
+pub fn system_defaults() -> Vec<DefaultConstraint> {
+    vec![
+        DefaultConstraint {
+            max_skew: 3,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+        },
+        DefaultConstraint {
+            max_skew: 5,
+            topology_key: "topology.kubernetes.io/zone".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+        },
+    ]
+}
+
+impl Default for PodTopologySpreadArgs {
+    fn default() -> Self {
+        Self {
+            default_constraints: system_defaults(),
+        }
+    }
+}
+
+/// The PodTopologySpread plugin.
+#[derive(Clone, Debug, Default)]
+pub struct PodTopologySpread {
+    args: PodTopologySpreadArgs,
+}
+
+impl PodTopologySpread {
+    /// Registered name.
+    pub const NAME: &'static str = "PodTopologySpread";
+
+    /// With arguments.
+    pub fn new(args: PodTopologySpreadArgs) -> Self {
+        Self { args }
+    }
+
+    /// The pod's constraints, or the defaults when it has none and a controller owns it.
+    fn constraints(&self, pod: &PodInfo) -> Vec<SpreadConstraint> {
+        if !pod.spread.is_empty() {
+            return pod.spread.clone();
+        }
+        let owned = pod
+            .pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true));
+        if !owned || pod.labels().is_empty() {
+            return Vec::new();
+        }
+        let selector = Selector::from_labels(pod.labels());
+        self.args
+            .default_constraints
+            .iter()
+            .map(|d| SpreadConstraint {
+                max_skew: d.max_skew.max(1),
+                topology_key: d.topology_key.clone(),
+                hard: d.when_unsatisfiable == "DoNotSchedule",
+                selector: Some(selector.clone()),
+                min_domains: None,
+                honor_node_affinity: true,
+                honor_node_taints: false,
+            })
+            .collect()
+    }
+}
+
+/// Matching pods per domain for one constraint, and the global minimum.
+#[derive(Debug, Default)]
+struct Domains {
+    counts: HashMap<String, i64>,
+    min: i64,
+}
+
+#[derive(Debug)]
+struct SpreadState {
+    constraints: Vec<SpreadConstraint>,
+    domains: Vec<Domains>,
+    self_match: Vec<i64>,
+}
+
+const KEY: &str = "PodTopologySpread/filter";
+const SCORE_KEY: &str = "PodTopologySpread/score";
+
+fn matching_pods(node: &NodeInfo, c: &SpreadConstraint, namespace: &str) -> i64 {
+    let Some(sel) = &c.selector else {
+        return 0;
+    };
+    node.pods()
+        .iter()
+        .filter(|p| p.namespace() == namespace && !p.terminating() && sel.matches(p.labels()))
+        .count() as i64
+}
+
+/// Whether `node` takes part in counting for `c`: it has every constraint's key (Kubernetes
+/// requires all of them) and passes the node inclusion policies.
+fn eligible(
+    node: &NodeInfo,
+    all: &[SpreadConstraint],
+    c: &SpreadConstraint,
+    pod: &PodInfo,
+    affinity: &NodeSelectorMatcher,
+) -> bool {
+    let labels = node.labels();
+    all.iter().all(|c| labels.contains_key(&c.topology_key))
+        && (!c.honor_node_affinity || affinity.matches(node))
+        && (!c.honor_node_taints
+            || untolerated(
+                node.taints(),
+                pod.spec().tolerations.as_deref().unwrap_or(&[]),
+            )
+            .is_none())
+}
+
+fn count_domains(
+    nodes: &mut dyn Iterator<Item = &NodeInfo>,
+    pod: &PodInfo,
+    constraints: &[SpreadConstraint],
+) -> Vec<Domains> {
+    let affinity = NodeSelectorMatcher::new(pod.spec());
+    let mut domains: Vec<Domains> = constraints.iter().map(|_| Domains::default()).collect();
+    for node in nodes {
+        for (c, d) in constraints.iter().zip(domains.iter_mut()) {
+            if !eligible(node, constraints, c, pod, &affinity) {
+                continue;
+            }
+            let Some(value) = node.labels().get(&c.topology_key) else {
+                continue;
+            };
+            let n = matching_pods(node, c, pod.namespace());
+            match d.counts.get_mut(value) {
+                Some(v) => *v += n,
+                None => {
+                    d.counts.insert(value.clone(), n);
+                }
+            }
+        }
+    }
+    for (c, d) in constraints.iter().zip(domains.iter_mut()) {
+        d.min = d.counts.values().copied().min().unwrap_or(0);
+        if c.min_domains.is_some_and(|m| (d.counts.len() as i64) < m) {
+            d.min = 0;
+        }
+    }
+    domains
+}
+
+impl Plugin for PodTopologySpread {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        Some(self)
+    }
+    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+        Some(self)
+    }
+    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
+        Some(self)
+    }
+    fn as_score(&self) -> Option<&dyn ScorePlugin> {
+        Some(self)
+    }
+}
+
+impl PreFilterPlugin for PodTopologySpread {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+    ) -> PreFilterResult {
+        let constraints: Vec<SpreadConstraint> = self
+            .constraints(pod)
+            .into_iter()
+            .filter(|c| c.hard)
+            .collect();
+        if constraints.is_empty() {
+            return PreFilterResult::skip();
+        }
+        let domains = count_domains(&mut cluster.nodes().iter().map(|n| &**n), pod, &constraints);
+        let self_match = constraints
+            .iter()
+            .map(|c| i64::from(c.selector.as_ref().is_some_and(|s| s.matches(pod.labels()))))
+            .collect();
+        state.write(
+            KEY,
+            SpreadState {
+                constraints,
+                domains,
+                self_match,
+            },
+        );
+        PreFilterResult::success()
+    }
+}
+
+impl FilterPlugin for PodTopologySpread {
+    fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(s) = state.read::<SpreadState>(KEY) else {
+            return Status::success();
+        };
+        let labels = node.labels();
+        for ((c, d), self_match) in s.constraints.iter().zip(&s.domains).zip(&s.self_match) {
+            let Some(value) = labels.get(&c.topology_key) else {
+                return Status::unresolvable(REASON_MISSING_LABEL);
+            };
+            let count = d.counts.get(value).copied().unwrap_or(0);
+            if count + self_match - d.min > c.max_skew {
+                return Status::unschedulable(REASON_SKEW);
+            }
+        }
+        Status::success()
+    }
+}
+
+struct ScoreState {
+    constraints: Vec<SpreadConstraint>,
+    domains: Vec<Domains>,
+    weights: Vec<f64>,
+}
+
+impl PreScorePlugin for PodTopologySpread {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        nodes: &[&NodeInfo],
+    ) -> Status {
+        let constraints: Vec<SpreadConstraint> = self
+            .constraints(pod)
+            .into_iter()
+            .filter(|c| !c.hard)
+            .collect();
+        if constraints.is_empty() {
+            return Status::skip();
+        }
+        // Kubernetes counts hostname domains on the feasible nodes only: other nodes' counts
+        // cannot affect any feasible node's score.
+        let by_host = constraints
+            .iter()
+            .all(|c| c.topology_key == "kubernetes.io/hostname");
+        let domains = if by_host {
+            count_domains(&mut nodes.iter().copied(), pod, &constraints)
+        } else {
+            count_domains(&mut cluster.nodes().iter().map(|n| &**n), pod, &constraints)
+        };
+        let weights = domains
+            .iter()
+            .map(|d| ((d.counts.len() + 2) as f64).ln())
+            .collect();
+        state.write(
+            SCORE_KEY,
+            ScoreState {
+                constraints,
+                domains,
+                weights,
+            },
+        );
+        Status::success()
+    }
+}
+
+impl ScorePlugin for PodTopologySpread {
+    fn score(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
+        let Some(s) = state.read::<ScoreState>(SCORE_KEY) else {
+            return Ok(0);
+        };
+        let labels = node.labels();
+        let mut score = 0f64;
+        for ((c, d), w) in s.constraints.iter().zip(&s.domains).zip(&s.weights) {
+            // Nodes missing a key are scored as the worst (-1 marks them for normalize).
+            let Some(value) = labels.get(&c.topology_key) else {
+                return Ok(-1);
+            };
+            let count = d.counts.get(value).copied().unwrap_or(0);
+            score += count as f64 * w + (c.max_skew - 1) as f64;
+        }
+        Ok(score.round() as i64)
+    }
+
+    fn normalize(&self, _: &CycleState, _: &PodInfo, scores: &mut [i64]) -> Status {
+        let valid = scores.iter().copied().filter(|s| *s >= 0);
+        let min = valid.clone().min().unwrap_or(0);
+        let max = valid.max().unwrap_or(0);
+        for s in scores.iter_mut() {
+            *s = if *s < 0 {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - *s) / max
+            };
+        }
+        Status::success()
+    }
+}
