@@ -6,6 +6,7 @@
 //! | [`NodeAgent`] | a [`Component`](kube_core::orchestrator::Component): registers a Node, runs the pods bound to it, reports their status |
 //! | [`FakeRuntime`] | a simulated runtime: configurable exits, start failures, latency; records calls; cheap enough for thousands of pods |
 //! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; no isolation, images ignored |
+//! | [`OciRuntime`] | real containers through `runc`: local images, a network namespace per pod (CNI optional), cgroup limits, OOMKilled |
 //!
 //! # Running a node
 //!
@@ -58,11 +59,18 @@
 mod agent;
 mod error;
 mod fake;
+pub mod image;
+mod logs;
+mod net;
+mod oci;
 mod process;
 
 pub use agent::{NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
 pub use error::{Error, Result};
 pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};
+pub use logs::pod_logs;
+pub use net::{CniConfig, PodNetwork};
+pub use oci::{OciRuntime, OciRuntimeBuilder};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder};
 
 #[cfg(test)]
@@ -76,6 +84,7 @@ mod tests {
         assert_send_sync::<NodeAgent>();
         assert_send_sync::<FakeRuntime>();
         assert_send_sync::<ProcessRuntime>();
+        assert_send_sync::<OciRuntime>();
         assert_send_sync::<Error>();
     }
 }

@@ -117,3 +117,56 @@ impl Cluster {
         self.running.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// Whether the host can run real containers with `tool` (root and the tool on `PATH`). Under
+/// `CI=true` a missing tool fails the test loudly instead of skipping it.
+pub(crate) fn require(tool: &str) -> bool {
+    let runs = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // /proc/self belongs to the effective user.
+    let root =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("procfs")) == 0;
+    if runs && root {
+        return true;
+    }
+    let why = format!("{tool} runnable: {runs}, root: {root}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true and the real-runtime test cannot run ({why})"
+    );
+    eprintln!("skipping: {why}");
+    false
+}
+
+/// A busybox root filesystem under `dir`.
+pub(crate) fn busybox(dir: &std::path::Path) -> std::path::PathBuf {
+    kube_node::image::busybox_rootfs(
+        &dir.join("busybox"),
+        std::path::Path::new(kube_node::image::HOST_BUSYBOX),
+    )
+    .expect("busybox rootfs")
+}
+
+/// The first status of the pod's first container.
+pub(crate) fn first_container(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStatus {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .cloned()
+        .expect("a container status")
+}
+
+/// Hierarchies in which the cgroup `relative` (e.g. a runtime's cgroup parent) still exists.
+pub(crate) fn leftover_cgroups(relative: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(relative))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect()
+}

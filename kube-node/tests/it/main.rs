@@ -2,6 +2,7 @@
 //! `MemStore` with each runtime.
 
 mod agent_fake;
+mod agent_oci;
 mod agent_process;
 mod common;
 mod fake_runtime;

@@ -1,0 +1,863 @@
+//! [`OciRuntime`]: a [`Runtime`] running real containers with `runc`.
+//!
+//! A container is an OCI bundle (`<root>/bundles/<id>/config.json`, see [`bundle`]) whose root
+//! is its image's directory, shared read-only (with a private tmpfs `/tmp`). Each container
+//! runs under a foreground `runc run`, whose exit status is the container's: that is how exit
+//! codes are known without a shim. A pod's sandbox is a network namespace its containers join
+//! (see [`crate::net`]); limits go through cgroups (see [`cgroup`]).
+
+mod bundle;
+mod cgroup;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use kube_core::runtime::{
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, LogOptions,
+    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
+};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::net::{self, CniConfig, PodNetwork};
+use bundle::BundleFacts;
+use cgroup::Cgroups;
+
+/// How long to wait for a container to die after SIGKILL before reporting failure.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long `start_container` waits for runc to have created the container.
+const CREATE_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Sandbox {
+    config: PodSandboxConfig,
+    state: SandboxState,
+    created_at: SystemTime,
+    /// The pod's network namespace name, until the network is released.
+    netns: Option<String>,
+    ip: Option<String>,
+}
+
+#[derive(Debug)]
+struct Container {
+    sandbox_id: String,
+    config: ContainerConfig,
+    state: ContainerState,
+    created_at: SystemTime,
+    started_at: Option<SystemTime>,
+    finished_at: Option<SystemTime>,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    message: Option<String>,
+    bundle: PathBuf,
+    log_path: PathBuf,
+    /// Becomes `true` once `runc run` has exited (the container is gone).
+    exited: Option<watch::Receiver<bool>>,
+}
+
+impl Container {
+    fn status(&self, id: &str) -> ContainerStatus {
+        let info = [
+            ("logPath", self.log_path.to_string_lossy().into_owned()),
+            ("bundle", self.bundle.to_string_lossy().into_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        ContainerStatus {
+            id: id.to_string(),
+            sandbox_id: self.sandbox_id.clone(),
+            name: self.config.name.clone(),
+            attempt: self.config.attempt,
+            image: self.config.image.clone(),
+            state: self.state,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            labels: self.config.labels.clone(),
+            info,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sandboxes: HashMap<String, Sandbox>,
+    containers: HashMap<String, Container>,
+}
+
+struct Inner {
+    root: PathBuf,
+    runc: PathBuf,
+    images: HashMap<String, PathBuf>,
+    network: PodNetwork,
+    host_ip: String,
+    cgroups: Cgroups,
+    state: Mutex<State>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the maps consistent, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runc_root(&self) -> PathBuf {
+        self.root.join("runc")
+    }
+
+    fn ipam_dir(&self) -> PathBuf {
+        self.root.join("cni")
+    }
+
+    fn record_exit(&self, id: &str, status: std::io::Result<ExitStatus>) {
+        let limit = self
+            .state()
+            .containers
+            .get(id)
+            .and_then(|c| c.config.resources.memory_limit_bytes);
+        let oom = limit.is_some_and(|l| self.cgroups.hit_memory_limit(id, l));
+        let mut state = self.state();
+        let Some(c) = state.containers.get_mut(id) else {
+            return;
+        };
+        let (code, message) = match status {
+            // runc reports a signal death of the container as 128 + signal, like a shell.
+            Ok(s) => (
+                s.code().or(s.signal().map(|sig| 128 + sig)).unwrap_or(-1),
+                None,
+            ),
+            Err(e) => (-1, Some(format!("waiting for runc failed: {e}"))),
+        };
+        let reason = match code {
+            0 => "Completed",
+            137 if oom => "OOMKilled",
+            _ => "Error",
+        };
+        c.state = ContainerState::Exited;
+        c.finished_at = Some(SystemTime::now());
+        c.exit_code = Some(code);
+        c.reason = Some(reason.to_string());
+        c.message = message;
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nothing may outlive the runtime: containers, cgroups, network namespaces.
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (id, c) in &state.containers {
+            if c.state == ContainerState::Running {
+                let _ = std::process::Command::new(&self.runc)
+                    .arg("--root")
+                    .arg(self.root.join("runc"))
+                    .args(["delete", "--force", id])
+                    .output();
+            }
+            self.cgroups.kill_all(id);
+            self.cgroups.remove(id);
+        }
+        for s in state.sandboxes.values() {
+            if let Some(netns) = &s.netns {
+                net::delete_netns_blocking(netns);
+            }
+        }
+        self.cgroups.remove_base();
+        if let PodNetwork::Cni(cni) = &self.network {
+            net::delete_bridge_blocking(&cni.bridge);
+        }
+    }
+}
+
+/// Runs containers with `runc` (OCI). Cheap to clone; clones share state, and dropping the
+/// last clone kills every container it started and removes their cgroups and namespaces.
+///
+/// * Images are local root filesystems registered with [`OciRuntimeBuilder::image`] (e.g. one
+///   made by [`crate::image::busybox_rootfs`]); nothing is pulled. References match with or
+///   without a `:latest` tag.
+/// * `command` + `args` form the argv (one of them must be set: image configs are not read).
+/// * Every container of a pod joins the pod's network namespace ([`PodNetwork`], default
+///   [`PodNetwork::Isolated`]); with [`PodNetwork::Cni`] the pod gets an IP on a bridge.
+/// * CPU limits become a CFS quota; memory limits are enforced on a cgroup the runtime owns,
+///   and a container the kernel OOM-kills exits with 137 and reason `OOMKilled`.
+/// * stdout and stderr go to one log file per container; `stop_container` sends SIGTERM, then
+///   SIGKILL after the timeout. Needs root and `runc` (1.1) on `PATH`.
+#[derive(Clone)]
+pub struct OciRuntime {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for OciRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OciRuntime")
+            .field("root", &self.inner.root)
+            .field("network", &self.inner.network)
+            .field("images", &self.inner.images.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`OciRuntime`]. See [`OciRuntime::builder`].
+#[derive(Debug, Clone)]
+pub struct OciRuntimeBuilder {
+    root: Option<PathBuf>,
+    runc: PathBuf,
+    images: HashMap<String, PathBuf>,
+    network: PodNetwork,
+    host_ip: String,
+}
+
+impl OciRuntimeBuilder {
+    /// Where bundles, logs and runc's state go (created if missing). Default: a temporary
+    /// directory deleted when the runtime is dropped.
+    pub fn root_dir(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// The runc executable (default `runc`, looked up on `PATH`).
+    pub fn runc(mut self, path: impl Into<PathBuf>) -> Self {
+        self.runc = path.into();
+        self
+    }
+
+    /// Registers an image: `reference` (e.g. `busybox`) runs with `rootfs` as its root.
+    pub fn image(mut self, reference: impl Into<String>, rootfs: impl Into<PathBuf>) -> Self {
+        self.images.insert(reference.into(), rootfs.into());
+        self
+    }
+
+    /// How pods are networked (default [`PodNetwork::Isolated`]).
+    pub fn network(mut self, network: PodNetwork) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// Shorthand for [`PodNetwork::Cni`].
+    pub fn cni(self, config: CniConfig) -> Self {
+        self.network(PodNetwork::Cni(config))
+    }
+
+    /// The IP reported for pods with [`PodNetwork::Host`] (default `127.0.0.1`).
+    pub fn host_ip(mut self, ip: impl Into<String>) -> Self {
+        self.host_ip = ip.into();
+        self
+    }
+
+    /// Checks that runc runs, creates the directories and returns the runtime.
+    pub fn build(self) -> Result<OciRuntime, RuntimeError> {
+        let version = std::process::Command::new(&self.runc)
+            .arg("--version")
+            .output()
+            .map_err(|e| RuntimeError::Failed {
+                operation: "new",
+                message: format!("running {}: {e}", self.runc.display()),
+            })?;
+        if !version.status.success() {
+            return Err(RuntimeError::Failed {
+                operation: "new",
+                message: format!("{} --version failed", self.runc.display()),
+            });
+        }
+        let (root, temp) = match self.root {
+            Some(root) => (root, None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("kube-node-oci-")
+                    .tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        for dir in ["logs", "bundles", "runc", "cni"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        let runtime_id = new_id();
+        Ok(OciRuntime {
+            inner: Arc::new(Inner {
+                root,
+                runc: self.runc,
+                images: self.images,
+                network: self.network,
+                host_ip: self.host_ip,
+                cgroups: Cgroups::new(&runtime_id[..12]),
+                state: Mutex::new(State::default()),
+                _temp: temp,
+            }),
+        })
+    }
+}
+
+impl OciRuntime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> OciRuntimeBuilder {
+        OciRuntimeBuilder {
+            root: None,
+            runc: PathBuf::from("runc"),
+            images: HashMap::new(),
+            network: PodNetwork::default(),
+            host_ip: "127.0.0.1".into(),
+        }
+    }
+
+    /// The directory holding bundles, logs and runc's state.
+    pub fn root_dir(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The cgroup (relative to each v1 hierarchy's root) holding this runtime's containers;
+    /// removed when the runtime is dropped.
+    pub fn cgroup_parent(&self) -> &str {
+        self.inner.cgroups.base()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state()
+    }
+
+    fn rootfs(&self, image: &str) -> Option<&PathBuf> {
+        let images = &self.inner.images;
+        images
+            .get(image)
+            .or_else(|| images.get(image.strip_suffix(":latest")?))
+            .or_else(|| images.get(&format!("{image}:latest")))
+            .or_else(|| images.get(image.strip_prefix("docker.io/library/")?))
+    }
+
+    fn runc(&self) -> Command {
+        let mut c = Command::new(&self.inner.runc);
+        c.arg("--root").arg(self.inner.runc_root());
+        c
+    }
+
+    /// `runc kill <id> <signal>`; `Ok(false)` if the container is not running.
+    async fn kill(&self, id: &str, signal: &str) -> Result<bool, RuntimeError> {
+        let running = self
+            .state()
+            .containers
+            .get(id)
+            .ok_or_else(|| not_found("container", id))?
+            .state
+            == ContainerState::Running;
+        if !running {
+            return Ok(false);
+        }
+        let out = self.runc().args(["kill", id, signal]).output().await?;
+        if !out.status.success() {
+            // Most likely it died meanwhile; the caller waits for the exit either way.
+            tracing::debug!(container = id, signal, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "runc kill failed");
+        }
+        Ok(true)
+    }
+
+    fn exit_receiver(&self, id: &str) -> Option<watch::Receiver<bool>> {
+        self.state()
+            .containers
+            .get(id)
+            .and_then(|c| c.exited.clone())
+    }
+
+    async fn wait_exit(rx: Option<watch::Receiver<bool>>, timeout: Duration) -> bool {
+        let Some(mut rx) = rx else { return true };
+        tokio::time::timeout(timeout, rx.wait_for(|exited| *exited))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    async fn kill_all(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        let ids: Vec<String> = {
+            let mut state = self.state();
+            let sandbox = state
+                .sandboxes
+                .get_mut(sandbox_id)
+                .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+            sandbox.state = SandboxState::NotReady;
+            state
+                .containers
+                .iter()
+                .filter(|(_, c)| c.sandbox_id == sandbox_id)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let stops = ids.iter().map(|id| self.stop_container(id, Duration::ZERO));
+        for result in futures::future::join_all(stops).await {
+            match result {
+                Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases a sandbox's network (CNI lease, namespace), once. The namespace stays
+    /// recorded until it is gone, so a cancelled or failed call leaves it to a retry or to
+    /// dropping the runtime.
+    async fn release_network(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        let netns = self
+            .state()
+            .sandboxes
+            .get(sandbox_id)
+            .and_then(|s| s.netns.clone());
+        let Some(netns) = netns else { return Ok(()) };
+        if let PodNetwork::Cni(cni) = &self.inner.network {
+            let path = net::netns_path(&netns);
+            if let Err(e) = net::cni_del(cni, &self.inner.ipam_dir(), sandbox_id, &path).await {
+                tracing::warn!(sandbox = sandbox_id, error = %e, "CNI DEL failed");
+            }
+        }
+        net::delete_netns(&netns).await?;
+        if let Some(s) = self.state().sandboxes.get_mut(sandbox_id) {
+            s.netns = None;
+        }
+        Ok(())
+    }
+
+    /// Spawns runc for a created container under the lock, so start is atomic with respect
+    /// to stop and remove.
+    #[allow(clippy::type_complexity)]
+    fn spawn_locked(
+        &self,
+        container_id: &str,
+    ) -> Result<
+        (
+            tokio::process::Child,
+            watch::Sender<bool>,
+            watch::Receiver<bool>,
+        ),
+        RuntimeError,
+    > {
+        let mut state = self.state();
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
+        if c.state != ContainerState::Created {
+            return Err(failed(
+                "start_container",
+                format!("container {container_id} is {:?}, not created", c.state),
+            ));
+        }
+        if state
+            .sandboxes
+            .get(&c.sandbox_id)
+            .is_none_or(|s| s.state != SandboxState::Ready)
+        {
+            return Err(failed(
+                "start_container",
+                format!("sandbox {} is not ready", c.sandbox_id),
+            ));
+        }
+        let spawned = spawn_runc(self.runc(), &c.bundle, &c.log_path, container_id);
+        let Some(c) = state.containers.get_mut(container_id) else {
+            return Err(not_found("container", container_id));
+        };
+        let child = match spawned {
+            Ok(child) => child,
+            Err(message) => {
+                let now = SystemTime::now();
+                c.state = ContainerState::Exited;
+                c.started_at = Some(now);
+                c.finished_at = Some(now);
+                c.exit_code = Some(128);
+                c.reason = Some("StartError".into());
+                c.message = Some(message.clone());
+                return Err(failed("start_container", message));
+            }
+        };
+        let (tx, rx) = watch::channel(false);
+        c.state = ContainerState::Running;
+        c.started_at = Some(SystemTime::now());
+        c.exited = Some(rx.clone());
+        Ok((child, tx, rx))
+    }
+
+    /// Creates the sandbox's network namespace and (with CNI) its interface; returns its IP.
+    async fn setup_network(
+        &self,
+        id: &str,
+        netns: Option<&str>,
+    ) -> Result<Option<String>, RuntimeError> {
+        let Some(name) = netns else {
+            return Ok(Some(self.inner.host_ip.clone()));
+        };
+        let path = net::create_netns(name).await?;
+        match &self.inner.network {
+            PodNetwork::Cni(cni) => net::cni_add(cni, &self.inner.ipam_dir(), id, &path)
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits until runc has created the container (its state file exists) or runc exited.
+    async fn wait_created(&self, id: &str, rx: watch::Receiver<bool>) {
+        let state_file = self.inner.runc_root().join(id).join("state.json");
+        let deadline = tokio::time::Instant::now() + CREATE_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if *rx.borrow() || tokio::fs::try_exists(&state_file).await.unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn not_found(what: &'static str, id: &str) -> RuntimeError {
+    RuntimeError::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+fn failed(operation: &'static str, message: String) -> RuntimeError {
+    RuntimeError::Failed { operation, message }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[async_trait::async_trait]
+impl Runtime for OciRuntime {
+    fn version(&self) -> String {
+        "runc://1.1".to_string()
+    }
+
+    /// Creates the pod's network namespace (and CNI IP), per the runtime's [`PodNetwork`].
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+        let id = new_id();
+        let netns = match self.inner.network {
+            PodNetwork::Host => None,
+            _ => Some(format!("kn-{}", &id[..16])),
+        };
+        // Recorded before the namespace exists, so that a cancelled call still leaves it
+        // where removal (or dropping the runtime) finds it.
+        self.state().sandboxes.insert(
+            id.clone(),
+            Sandbox {
+                config: config.clone(),
+                state: SandboxState::NotReady,
+                created_at: SystemTime::now(),
+                netns: netns.clone(),
+                ip: None,
+            },
+        );
+        let ip = match self.setup_network(&id, netns.as_deref()).await {
+            Ok(ip) => ip,
+            Err(e) => {
+                let _ = self.release_network(&id).await;
+                self.state().sandboxes.remove(&id);
+                return Err(e);
+            }
+        };
+        if let Some(s) = self.state().sandboxes.get_mut(&id) {
+            s.state = SandboxState::Ready;
+            s.ip = ip;
+        }
+        Ok(id)
+    }
+
+    /// Kills every container of the sandbox and releases its network.
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        self.kill_all(sandbox_id).await?;
+        self.release_network(sandbox_id).await
+    }
+
+    /// Kills and removes the sandbox and its containers. Unknown IDs are fine.
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        match self.stop_pod_sandbox(sandbox_id).await {
+            Ok(()) => {}
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let ids: Vec<String> = self
+            .state()
+            .containers
+            .iter()
+            .filter(|(_, c)| c.sandbox_id == sandbox_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.remove_container(&id).await?;
+        }
+        self.state().sandboxes.remove(sandbox_id);
+        Ok(())
+    }
+
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus, RuntimeError> {
+        let state = self.state();
+        let s = state
+            .sandboxes
+            .get(sandbox_id)
+            .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+        Ok(sandbox_status(sandbox_id, s))
+    }
+
+    async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {
+        let state = self.state();
+        Ok(state
+            .sandboxes
+            .iter()
+            .map(|(id, s)| sandbox_status(id, s))
+            .collect())
+    }
+
+    /// Writes the container's bundle. Unknown images and empty argvs are
+    /// [`RuntimeError::InvalidArgument`].
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, RuntimeError> {
+        if config.command.is_empty() && config.args.is_empty() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "container {:?} has neither command nor args (image entrypoints are not read)",
+                config.name
+            )));
+        }
+        let rootfs = self.rootfs(&config.image).cloned().ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!(
+                "image {:?} is not in the local store",
+                config.image
+            ))
+        })?;
+        let (netns, hostname) = {
+            let state = self.state();
+            let s = state
+                .sandboxes
+                .get(sandbox_id)
+                .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+            if s.state != SandboxState::Ready {
+                return Err(failed(
+                    "create_container",
+                    format!("sandbox {sandbox_id} is not ready"),
+                ));
+            }
+            (
+                s.netns.as_deref().map(net::netns_path),
+                s.config.hostname.clone(),
+            )
+        };
+        let id = new_id();
+        let cgroups_path = self
+            .inner
+            .cgroups
+            .prepare(&id, config.resources.memory_limit_bytes)
+            .map_err(|e| failed("create_container", format!("creating cgroup: {e}")))?;
+        let bundle = self.inner.root.join("bundles").join(&id);
+        let facts = BundleFacts {
+            rootfs: &rootfs,
+            netns: netns.as_deref(),
+            hostname: &hostname,
+            cgroups_path: &cgroups_path,
+        };
+        let json = bundle::config_json(config, &facts);
+        // Written synchronously (one small file): no await point between creating the cgroup
+        // and recording the container, so a cancelled call cannot leak the cgroup.
+        let written = std::fs::create_dir_all(&bundle)
+            .and_then(|()| std::fs::write(bundle.join("config.json"), json.to_string()));
+        if let Err(e) = written {
+            self.inner.cgroups.remove(&id);
+            return Err(e.into());
+        }
+        let log_path = self.inner.root.join("logs").join(format!("{id}.log"));
+        self.state().containers.insert(
+            id.clone(),
+            Container {
+                sandbox_id: sandbox_id.to_string(),
+                config: config.clone(),
+                state: ContainerState::Created,
+                created_at: SystemTime::now(),
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                reason: None,
+                message: None,
+                bundle,
+                log_path,
+                exited: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Runs `runc run` for the container and returns once runc has created it. If runc cannot
+    /// be spawned, the container is reported exited with code 128 and reason `StartError`.
+    async fn start_container(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let (mut child, tx, rx) = self.spawn_locked(container_id)?;
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        let id = container_id.to_string();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            if let Some(inner) = inner.upgrade() {
+                inner.record_exit(&id, status);
+            }
+            let _ = tx.send(true);
+        });
+        self.wait_created(container_id, rx).await;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout` (at once if it is zero). Stopping a container
+    /// that is not running does nothing. Unknown IDs are [`RuntimeError::NotFound`].
+    async fn stop_container(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let rx = self.exit_receiver(container_id);
+        if !timeout.is_zero() {
+            if !self.kill(container_id, "TERM").await? {
+                return Ok(());
+            }
+            if Self::wait_exit(rx.clone(), timeout).await {
+                return Ok(());
+            }
+        }
+        if !self.kill(container_id, "KILL").await? {
+            return Ok(());
+        }
+        if Self::wait_exit(rx, KILL_WAIT).await {
+            Ok(())
+        } else {
+            Err(failed(
+                "stop_container",
+                format!("container {container_id} did not die within {KILL_WAIT:?}"),
+            ))
+        }
+    }
+
+    /// Force-removes the container, its bundle, log and cgroups. Unknown IDs are fine.
+    async fn remove_container(&self, container_id: &str) -> Result<(), RuntimeError> {
+        match self.stop_container(container_id, Duration::ZERO).await {
+            Ok(()) => {}
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        // runc run deletes the container when it exits; this covers a runc that was killed.
+        let _ = self
+            .runc()
+            .args(["delete", "--force", container_id])
+            .stderr(Stdio::null())
+            .output()
+            .await;
+        let removed = self.state().containers.remove(container_id);
+        self.inner.cgroups.remove(container_id);
+        if let Some(c) = removed {
+            remove_path(&c.log_path).await?;
+            match tokio::fs::remove_dir_all(&c.bundle).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let state = self.state();
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
+        Ok(c.status(container_id))
+    }
+
+    async fn list_containers(
+        &self,
+        filter: &ContainerFilter,
+    ) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        let state = self.state();
+        Ok(state
+            .containers
+            .iter()
+            .filter(|(_, c)| {
+                filter
+                    .sandbox_id
+                    .as_ref()
+                    .is_none_or(|s| *s == c.sandbox_id)
+                    && filter.state.is_none_or(|s| s == c.state)
+            })
+            .map(|(id, c)| c.status(id))
+            .collect())
+    }
+
+    async fn container_logs(
+        &self,
+        container_id: &str,
+        options: &LogOptions,
+    ) -> Result<Bytes, RuntimeError> {
+        let path = {
+            let state = self.state();
+            state
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?
+                .log_path
+                .clone()
+        };
+        match tokio::fs::read(&path).await {
+            Ok(log) => Ok(trim_log(&log, options)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn sandbox_status(id: &str, s: &Sandbox) -> PodSandboxStatus {
+    PodSandboxStatus {
+        id: id.to_string(),
+        metadata: s.config.metadata.clone(),
+        state: s.state,
+        created_at: s.created_at,
+        ip: s.ip.clone(),
+        labels: s.config.labels.clone(),
+    }
+}
+
+/// Spawns `runc run` in the foreground: its stdio is the container's, its exit status the
+/// container's.
+fn spawn_runc(
+    mut runc: Command,
+    bundle: &Path,
+    log_path: &Path,
+    id: &str,
+) -> Result<tokio::process::Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("opening log {}: {e}", log_path.display()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("opening log {}: {e}", log_path.display()))?;
+    runc.arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--no-new-keyring")
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        // Not in the agent's process group: a ^C to the agent must not reach containers.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting runc: {e}"))
+}
+
+async fn remove_path(path: &Path) -> Result<(), RuntimeError> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,315 @@
+//! NodeAgent over MemStore + OciRuntime: real containers through runc, from a busybox image
+//! built from the host's static busybox.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube_core::runtime::{LogOptions, Runtime};
+use kube_core::store::Preconditions;
+use kube_node::{CniConfig, OciRuntime};
+
+use crate::common::{
+    Cluster, agent, busybox, eventually, first_container, leftover_cgroups, pod, require,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn runtime(dir: &std::path::Path) -> OciRuntime {
+    OciRuntime::builder()
+        .root_dir(dir.join("oci"))
+        .image("busybox", busybox(dir))
+        .build()
+        .expect("runc runtime")
+}
+
+fn sh(script: &str) -> serde_json::Value {
+    serde_json::json!({"name": "c", "image": "busybox", "command": ["sh", "-c", script]})
+}
+
+async fn logs(runtime: &OciRuntime, pod: &str, previous: bool) -> String {
+    let bytes = kube_node::pod_logs(
+        runtime,
+        "default",
+        pod,
+        "c",
+        previous,
+        &LogOptions::default(),
+    )
+    .await
+    .expect("logs");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn runc_pod_runs_in_its_own_namespaces_and_leaves_nothing() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let cgroup = runtime.cgroup_parent().to_string();
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "web",
+        "Always",
+        serde_json::json!([sh("echo pid=$$$$ host=$(hostname); sleep 30")]),
+    ))
+    .await
+    .unwrap();
+    let running = cluster.wait_phase("web", "Running", WAIT).await;
+    let c = first_container(&running);
+    assert!(c.container_id.unwrap().starts_with("runc://"));
+    assert!(c.ready);
+    // PID 1 in its own PID namespace, the pod's hostname in its own UTS namespace.
+    let log = eventually(WAIT, "log line", || async {
+        let log = logs(&runtime, "web", false).await;
+        log.contains("pid=").then_some(log)
+    })
+    .await;
+    assert_eq!(log.trim(), "pid=1 host=web");
+
+    pods.delete("web", &Preconditions::default()).await.unwrap();
+    eventually(WAIT, "runtime emptied", || async {
+        runtime
+            .list_pod_sandboxes()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+    drop(runtime);
+    assert_eq!(leftover_cgroups(&cgroup), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn runc_crash_loop_backs_off_and_keeps_the_previous_log() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    cluster
+        .pods()
+        .create(&pod(
+            "crash",
+            "Always",
+            serde_json::json!([sh("echo run-$(cat /proc/uptime | cut -d' ' -f1); exit 2")]),
+        ))
+        .await
+        .unwrap();
+    // Note when each restart is first seen; backoff (300 ms doubling to 2 s) spaces them out.
+    let pods = cluster.pods();
+    let mut seen: Vec<(i32, Instant)> = Vec::new();
+    let mut crash_loop = false;
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while seen.len() < 4 && Instant::now() < deadline {
+        if let Ok(p) = pods.get("crash").await
+            && let Some(c) = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+        {
+            if seen.last().is_none_or(|(n, _)| *n < c.restart_count) {
+                seen.push((c.restart_count, Instant::now()));
+            }
+            let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+            if waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff") {
+                crash_loop = true;
+                let last = c
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .unwrap();
+                assert_eq!((last.exit_code, last.reason.as_deref()), (2, Some("Error")));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen.len() >= 4, "restarts seen: {seen:?}");
+    assert!(crash_loop, "CrashLoopBackOff was never reported");
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    // 0 → 1 is immediate-ish; 1 → 2 waits ≥ 300 ms; 2 → 3 waits ≥ 600 ms.
+    assert!(gaps[1] >= Duration::from_millis(250), "{gaps:?}");
+    assert!(
+        gaps[2] >= Duration::from_millis(550) && gaps[2] > gaps[1],
+        "{gaps:?}"
+    );
+
+    let current = logs(&runtime, "crash", false).await;
+    let previous = logs(&runtime, "crash", true).await;
+    assert!(previous.starts_with("run-"), "{previous:?}");
+    assert!(
+        current.is_empty() || current != previous,
+        "{current:?} vs {previous:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn runc_memory_limit_gives_oom_killed() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let mut container = sh("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived");
+    container["resources"] = serde_json::json!({"limits": {"memory": "20Mi"}});
+    cluster
+        .pods()
+        .create(&pod("hog", "Never", serde_json::json!([container])))
+        .await
+        .unwrap();
+    let failed = cluster.wait_phase("hog", "Failed", WAIT).await;
+    let c = first_container(&failed);
+    let t = c.state.unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn runc_termination_honours_the_grace_period() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let sandbox = runtime.run_pod_sandbox(&Default::default()).await.unwrap();
+    let start = |script: &str| {
+        let config = kube_core::runtime::ContainerConfig {
+            name: "c".into(),
+            image: "busybox".into(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            ..Default::default()
+        };
+        let (runtime, sandbox) = (runtime.clone(), sandbox.clone());
+        async move {
+            let id = runtime.create_container(&sandbox, &config).await.unwrap();
+            runtime.start_container(&id).await.unwrap();
+            id
+        }
+    };
+    // A container that handles SIGTERM ends at once, cleanly, well within its grace.
+    let polite = start("trap 'echo bye; exit 0' TERM; while true; do sleep 0.05; done").await;
+    // One that ignores it is killed when the grace period is over.
+    let stubborn = start("trap '' TERM; while true; do sleep 0.05; done").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    runtime
+        .stop_container(&polite, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let s = runtime.container_status(&polite).await.unwrap();
+    assert_eq!(s.exit_code, Some(0));
+    let log = runtime
+        .container_logs(&polite, &LogOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&log[..], b"bye\n");
+
+    let t0 = Instant::now();
+    runtime
+        .stop_container(&stubborn, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let s = runtime.container_status(&stubborn).await.unwrap();
+    assert_eq!(s.exit_code, Some(137));
+    runtime.remove_pod_sandbox(&sandbox).await.unwrap();
+}
+
+#[tokio::test]
+async fn runc_pods_survive_a_node_agent_restart() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let store: Arc<dyn kube_core::store::Store> = Arc::new(kube_store::MemStore::new());
+    let first = Cluster::start_with_store(
+        agent(Arc::new(runtime.clone())).build().unwrap(),
+        store.clone(),
+    );
+    first
+        .pods()
+        .create(&pod(
+            "steady",
+            "Always",
+            serde_json::json!([sh("sleep 60")]),
+        ))
+        .await
+        .unwrap();
+    let before = first_container(&first.wait_phase("steady", "Running", WAIT).await);
+    first.shutdown().await;
+
+    let second =
+        Cluster::start_with_store(agent(Arc::new(runtime.clone())).build().unwrap(), store);
+    // Give the new agent a few syncs; the container must be the same one, not restarted.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = first_container(&second.wait_phase("steady", "Running", WAIT).await);
+    assert_eq!(after.container_id, before.container_id);
+    assert_eq!(after.restart_count, 0);
+    assert!(after.state.unwrap().running.is_some());
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn runc_two_pods_serve_one_port_on_their_own_ips() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = OciRuntime::builder()
+        .root_dir(dir.path().join("oci"))
+        .image("busybox", busybox(dir.path()))
+        .cni(CniConfig {
+            bridge: "kn-test-oci".into(),
+            subnet: "10.211.0.0/24".into(),
+            name: "kn-test-oci".into(),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let pods = cluster.pods();
+    let server = |name: &str| {
+        pod(
+            name,
+            "Always",
+            serde_json::json!([sh(&format!(
+                "while true; do echo {name} | nc -l -p 8080; done"
+            ))]),
+        )
+    };
+    pods.create(&server("a")).await.unwrap();
+    pods.create(&server("b")).await.unwrap();
+    let ip = |p: kube_core::api::Pod| p.status.and_then(|s| s.pod_ip).unwrap();
+    let ip_a = ip(cluster.wait_phase("a", "Running", WAIT).await);
+    let ip_b = ip(cluster.wait_phase("b", "Running", WAIT).await);
+    assert_ne!(ip_a, ip_b);
+    assert!(ip_a.starts_with("10.211.0."), "{ip_a}");
+    // Pod to pod, by IP: a client pod asks each server.
+    pods.create(&pod(
+        "client",
+        "Never",
+        serde_json::json!([sh(&format!(
+            "sleep 0.3; nc -w 2 {ip_a} 8080; nc -w 2 {ip_b} 8080"
+        ))]),
+    ))
+    .await
+    .unwrap();
+    cluster.wait_phase("client", "Succeeded", WAIT).await;
+    let answers = logs(&runtime, "client", false).await;
+    assert_eq!(answers.lines().collect::<Vec<_>>(), ["a", "b"]);
+    cluster.shutdown().await;
+}
