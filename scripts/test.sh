@@ -30,16 +30,16 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "tests"
-cargo nextest run --workspace --no-fail-fast
+cargo nextest run --workspace --all-features --no-fail-fast
 
 step "doc tests"
-cargo test --workspace --doc
+cargo test --workspace --all-features --doc
 
 step "docs build without warnings"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
 step "the main example, end to end with real processes"
 timeout 60 cargo run --quiet --example hello_cluster

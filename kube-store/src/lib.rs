@@ -5,7 +5,7 @@
 //!   revision, bookmarks, consistent paging, label and field selectors.
 //! - [`DurableStore`]: the same, persisted in a directory: a checksummed, fsync'd log with group
 //!   commit, snapshots, crash recovery, and a lock against a second process.
-//! - `EtcdStore` (cargo feature `etcd`): the same trait over etcd v3.
+//! - `EtcdStore` (cargo feature `etcd`, needs `protoc` to build): the same trait over etcd v3.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), kube_core::StoreError> {
@@ -27,11 +27,15 @@
 
 mod durable;
 mod engine;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod mem;
 mod paging;
 mod prepare;
 mod transition;
 
 pub use durable::{DurableConfig, DurableStore};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use mem::{MemStore, MemStoreConfig, StoreConfig};
 pub use prepare::{prepare_create, prepare_update};
