@@ -48,6 +48,7 @@ mod desired;
 mod error;
 mod memory;
 mod metrics;
+mod nft;
 mod proxy_loop;
 mod select;
 mod slices;
@@ -56,6 +57,7 @@ mod userspace;
 pub use error::{Error, Result};
 pub use memory::{MemoryProxy, ProxyStats};
 pub use metrics::ProxyMetrics;
+pub use nft::{Balancing, NftConfig, NftProxy, NftStats};
 pub use proxy_loop::{ProxyLoop, ProxyLoopConfig, ProxyMetricsHandle};
 pub use userspace::{ClusterIpBinding, ListenerKey, UserspaceConfig, UserspaceProxy};
 
@@ -71,6 +73,7 @@ mod assertions {
         send_sync::<ProxyLoop>();
         send_sync::<ProxyLoopConfig>();
         send_sync::<UserspaceProxy>();
+        send_sync::<NftProxy>();
         send_sync::<Error>();
     }
 }

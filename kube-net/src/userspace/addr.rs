@@ -1,4 +1,5 @@
-//! ClusterIPs on a local dummy interface, so the proxy can bind them (needs CAP_NET_ADMIN).
+//! ClusterIPs on a local interface (a dummy one it creates, or e.g. `lo`), so the proxy can bind
+//! them (needs CAP_NET_ADMIN).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -6,7 +7,7 @@ use std::net::IpAddr;
 use crate::cmd::run;
 use crate::error::{Error, Result};
 
-/// The dummy interface and the addresses this proxy put on it.
+/// The interface and the addresses this proxy put on it.
 #[derive(Debug)]
 pub(crate) struct DummyAddresses {
     interface: String,
@@ -85,10 +86,16 @@ impl DummyAddresses {
             return Ok(());
         }
         let name = self.interface.clone();
-        match run(None, "ip", &["link", "add", &name, "type", "dummy"], None).await {
-            Ok(_) => self.created = true,
-            Err(e) if already(&e) => {}
-            Err(e) => return Err(e),
+        // An existing interface (e.g. `lo`) is used as is, and never deleted.
+        if run(None, "ip", &["link", "show", "dev", &name], None)
+            .await
+            .is_err()
+        {
+            match run(None, "ip", &["link", "add", &name, "type", "dummy"], None).await {
+                Ok(_) => self.created = true,
+                Err(e) if already(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
         run(None, "ip", &["link", "set", &name, "up"], None).await?;
         self.ready = true;

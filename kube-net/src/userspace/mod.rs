@@ -30,9 +30,11 @@ pub enum ClusterIpBinding {
     /// Bind the ClusterIP itself; it must already be local (e.g. ClusterIPs from 127.0.0.0/8,
     /// or addresses some other agent manages).
     Local,
-    /// Add each ClusterIP to this dummy interface (created if missing, deleted on shutdown if
-    /// this proxy created it) and bind it. Needs CAP_NET_ADMIN.
-    DummyInterface(String),
+    /// Add each ClusterIP (/32 or /128) to this interface and bind it; the addresses are removed
+    /// when no longer needed and on shutdown. A missing interface is created as a `dummy` one
+    /// (and deleted on shutdown); where the kernel lacks the dummy driver, `lo` works too.
+    /// Needs CAP_NET_ADMIN.
+    Interface(String),
     /// Unprivileged: listen on the service's port at these local addresses instead.
     Addresses(Vec<IpAddr>),
     /// Do not serve ClusterIPs (NodePorts only).
@@ -119,7 +121,7 @@ struct State {
 ///
 /// let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
 ///     node_name: Some("node-1".into()),
-///     cluster_ips: ClusterIpBinding::DummyInterface("kube-svc0".into()),
+///     cluster_ips: ClusterIpBinding::Interface("kube-svc0".into()),
 ///     ..UserspaceConfig::default()
 /// }));
 /// let component = ProxyLoop::new(proxy); // give it to Orchestrator::builder().proxy(..)
@@ -139,7 +141,7 @@ impl UserspaceProxy {
     /// A proxy with nothing to serve yet.
     pub fn new(config: UserspaceConfig) -> Self {
         let dummy = match &config.cluster_ips {
-            ClusterIpBinding::DummyInterface(name) => Some(DummyAddresses::new(name.clone())),
+            ClusterIpBinding::Interface(name) => Some(DummyAddresses::new(name.clone())),
             _ => None,
         };
         Self {
@@ -191,7 +193,7 @@ impl UserspaceProxy {
                     affinity: entry.session_affinity,
                 };
                 let cluster_addrs: Vec<IpAddr> = match &self.config.cluster_ips {
-                    ClusterIpBinding::Local | ClusterIpBinding::DummyInterface(_) => {
+                    ClusterIpBinding::Local | ClusterIpBinding::Interface(_) => {
                         entry.cluster_ip.into_iter().collect()
                     }
                     ClusterIpBinding::Addresses(addrs) if entry.cluster_ip.is_some() => {

@@ -4,6 +4,8 @@
 // Helpers outside #[test] functions unwrap too: a failing test should panic loudly.
 #![allow(clippy::unwrap_used)]
 
+mod netns;
+mod nft;
 mod pods;
 mod proxy_loop;
 mod support;

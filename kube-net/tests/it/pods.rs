@@ -47,8 +47,21 @@ pub(crate) struct Pod {
 
 impl Pod {
     pub(crate) async fn start(name: &str, ip: &str, port: u16) -> Pod {
+        Self::start_in(None, name, ip, port).await
+    }
+
+    /// A pod inside network namespace `netns` (when given).
+    pub(crate) async fn start_in(netns: Option<&str>, name: &str, ip: &str, port: u16) -> Pod {
         let ip: IpAddr = ip.parse().unwrap();
-        let mut child = Command::new("/usr/bin/python3")
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "/usr/bin/python3"]);
+                c
+            }
+            None => Command::new("/usr/bin/python3"),
+        };
+        let mut child = command
             .args(["-c", SERVER, name, &ip.to_string(), &port.to_string()])
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -160,6 +173,37 @@ pub(crate) async fn ask_udp(socket: &UdpSocket, addr: SocketAddr) -> Result<Stri
         if let Ok(Ok((n, _))) =
             tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await
         {
+            return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    Err("no udp reply".into())
+}
+
+/// Blocking client (for threads inside a network namespace): the greeting of a TCP server.
+pub(crate) fn ask_blocking(addr: SocketAddr) -> Result<String, String> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line.trim().to_string())
+}
+
+/// Blocking client: the reply to one UDP datagram (retried a few times).
+pub(crate) fn ask_udp_blocking(addr: SocketAddr) -> Result<String, String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 256];
+    for _ in 0..5 {
+        socket.send_to(b"who", addr).map_err(|e| e.to_string())?;
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
             return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }

@@ -162,3 +162,17 @@ pub(crate) fn endpoints_on(
     }))
     .unwrap()
 }
+
+/// Retries `check` every 50 ms for up to 5 s until it returns true.
+pub(crate) async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -2,7 +2,6 @@
 //! loopback addresses. Each test uses its own 127.N.0.0/16 so tests can run in parallel.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use serde_json::json;
 use tokio::net::UdpSocket;
 
 use crate::pods::{Pod, Session, ask, ask_from, ask_udp};
-use crate::support::{Cluster, endpoints, service_spec, slice};
+use crate::support::{Cluster, endpoints, eventually, service_spec, slice};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -30,17 +29,6 @@ fn proxy(net: u8) -> Arc<UserspaceProxy> {
         udp_idle_timeout: Duration::from_secs(5),
         ..UserspaceConfig::default()
     }))
-}
-
-/// Retries `check` every 50 ms for up to 5 s until it returns true.
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Names answering `n` connections to `to`.
@@ -354,4 +342,73 @@ async fn shutdown_leaves_no_listener_or_connection() {
     }
     // The UDP port can be bound again: nobody holds it.
     std::net::UdpSocket::bind("127.25.0.10:53").unwrap();
+}
+
+#[tokio::test]
+async fn cluster_ips_are_added_to_an_interface_and_removed_on_shutdown() {
+    let test = "cluster_ips_are_added_to_an_interface_and_removed_on_shutdown";
+    if !crate::netns::tools_present(test) {
+        return;
+    }
+    let ns = crate::netns::Netns::new();
+    let name = ns.name.clone();
+    // The whole scenario runs on a thread inside the namespace: the proxy's sockets, the `ip`
+    // commands it runs and the pods it talks to all live there.
+    let addresses_after = ns
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let _pod = Pod::start("pod-a", "127.0.0.2", 8080).await;
+                let cluster = Cluster::new();
+                let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
+                    node_addresses: vec!["127.0.0.1".parse().unwrap()],
+                    cluster_ips: ClusterIpBinding::Interface("lo".into()),
+                    ..UserspaceConfig::default()
+                }));
+                let running = cluster.start_with(proxy.clone());
+                cluster
+                    .services
+                    .create(&service_spec(
+                        "web",
+                        json!({"clusterIP": "10.96.0.20", "ports": [
+                            {"name": "http", "port": 80, "targetPort": 8080}
+                        ]}),
+                    ))
+                    .await
+                    .unwrap();
+                cluster
+                    .endpoints
+                    .create(&crate::support::endpoints_on(
+                        "web",
+                        &[["127.0.0.2", "node-a"]],
+                        "http",
+                        8080,
+                    ))
+                    .await
+                    .unwrap();
+                let vip = addr("10.96.0.20:80");
+                eventually("ClusterIP served from lo", || async {
+                    ask(vip).await.as_deref() == Ok("pod-a")
+                })
+                .await;
+                let during = show_lo(&name);
+                assert!(during.contains("10.96.0.20/32"), "{during}");
+                running.shutdown().await.unwrap();
+                assert!(ask(vip).await.is_err());
+                show_lo(&name)
+            })
+        })
+        .await;
+    assert!(!addresses_after.contains("10.96.0.20"), "{addresses_after}");
+}
+
+fn show_lo(netns: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", netns, "addr", "show", "dev", "lo"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
