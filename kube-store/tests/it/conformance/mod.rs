@@ -1,0 +1,75 @@
+//! One conformance suite, run against every backend.
+
+mod cases;
+mod linearizability;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_core::store::Store;
+use kube_store::{DurableConfig, DurableStore, MemStore, StoreConfig};
+
+/// A store under test and whatever keeps it alive.
+pub(crate) struct Fixture {
+    pub(crate) store: Arc<dyn Store>,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+fn config() -> StoreConfig {
+    StoreConfig::default().bookmark_interval(Duration::from_millis(200))
+}
+
+pub(crate) async fn memory() -> Fixture {
+    Fixture {
+        store: Arc::new(MemStore::with_config(config())),
+        _guard: Box::new(()),
+    }
+}
+
+pub(crate) async fn durable() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        DurableStore::open_with(dir.path(), DurableConfig::default().store(config())).unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(dir),
+    }
+}
+
+#[cfg(feature = "etcd")]
+pub(crate) async fn etcd() -> Fixture {
+    let cluster = crate::etcd_server::EtcdCluster::single();
+    let store = kube_store::EtcdStore::connect(kube_store::EtcdConfig::new(cluster.endpoints()))
+        .await
+        .unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(cluster),
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let fixture = super::$backend().await;
+                    super::cases::$case(fixture.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_cases {
+    ($backend:ident) => {
+        suite!($backend: crud, conflicts, watch_order_and_resume, compaction, selectors, paging,
+            concurrent_writers, linearizable, bookmarks);
+    };
+}
+
+all_cases!(memory);
+all_cases!(durable);
+#[cfg(feature = "etcd")]
+all_cases!(etcd);
