@@ -54,3 +54,102 @@ pub fn busybox_rootfs(dir: &Path, busybox: &Path) -> io::Result<PathBuf> {
     std::fs::write(dir.join("etc/hosts"), "127.0.0.1 localhost\n")?;
     Ok(dir.to_path_buf())
 }
+
+/// One image of an OCI image-layout archive written by [`oci_archive`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveImage {
+    /// Full reference, stored as `io.containerd.image.name`, e.g.
+    /// `docker.io/library/busybox:latest`.
+    pub name: String,
+    /// The image config's `Cmd` (what runs when a container sets no command).
+    pub cmd: Vec<String>,
+}
+
+/// Writes an OCI image-layout tar at `out` (what `ctr images import` takes): one gzip layer
+/// holding `rootfs`, and per entry of `images` a config and manifest sharing it.
+pub fn oci_archive(rootfs: &Path, images: &[ArchiveImage], out: &Path) -> io::Result<()> {
+    use sha2::{Digest, Sha256};
+    let digest = |bytes: &[u8]| format!("sha256:{:x}", Sha256::digest(bytes));
+
+    // The layer: the rootfs as an uncompressed tar (its digest is the diff ID), then gzipped.
+    let mut layer_tar = tar::Builder::new(Vec::new());
+    layer_tar.follow_symlinks(false);
+    layer_tar.append_dir_all(".", rootfs)?;
+    let layer_tar = layer_tar.into_inner()?;
+    let diff_id = digest(&layer_tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    io::Write::write_all(&mut gz, &layer_tar)?;
+    let layer = gz.finish()?;
+    let layer_digest = digest(&layer);
+
+    let mut blobs: Vec<(String, Vec<u8>)> = vec![(layer_digest.clone(), layer.clone())];
+    let mut manifests = Vec::new();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    for image in images {
+        let config = serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": image.cmd,
+            },
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        })
+        .to_string()
+        .into_bytes();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(&config),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": layer.len(),
+            }],
+        })
+        .to_string()
+        .into_bytes();
+        let tag = image.name.rsplit_once(':').map_or("latest", |(_, t)| t);
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(&manifest),
+            "size": manifest.len(),
+            "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {
+                "io.containerd.image.name": image.name,
+                "org.opencontainers.image.ref.name": tag,
+            },
+        }));
+        blobs.push((digest(&config), config));
+        blobs.push((digest(&manifest), manifest));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests}).to_string();
+
+    let mut archive = tar::Builder::new(std::fs::File::create(out)?);
+    let mut add = |path: &str, data: &[u8]| -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive.append_data(&mut header, path, data)
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add("index.json", index.as_bytes())?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (d, data) in &blobs {
+        if seen.insert(d.clone()) {
+            let hex = d.trim_start_matches("sha256:");
+            add(&format!("blobs/sha256/{hex}"), data)?;
+        }
+    }
+    archive.into_inner()?;
+    Ok(())
+}

@@ -6,6 +6,7 @@
 //! | [`NodeAgent`] | a [`Component`](kube_core::orchestrator::Component): registers a Node, runs the pods bound to it, reports their status |
 //! | [`FakeRuntime`] | a simulated runtime: configurable exits, start failures, latency; records calls; cheap enough for thousands of pods |
 //! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; no isolation, images ignored |
+//! | [`CriRuntime`] | a CRI v1 client over a unix socket (containerd, CRI-O) |
 //! | [`OciRuntime`] | real containers through `runc`: local images, a network namespace per pod (CNI optional), cgroup limits, OOMKilled |
 //!
 //! # Running a node
@@ -57,6 +58,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod cri;
 mod error;
 mod fake;
 pub mod image;
@@ -66,6 +68,7 @@ mod oci;
 mod process;
 
 pub use agent::{NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
+pub use cri::CriRuntime;
 pub use error::{Error, Result};
 pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};
 pub use logs::pod_logs;
@@ -85,6 +88,7 @@ mod tests {
         assert_send_sync::<FakeRuntime>();
         assert_send_sync::<ProcessRuntime>();
         assert_send_sync::<OciRuntime>();
+        assert_send_sync::<CriRuntime>();
         assert_send_sync::<Error>();
     }
 }

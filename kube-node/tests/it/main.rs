@@ -1,9 +1,11 @@
 //! Integration tests of kube-node: the runtimes on their own, and the node agent over a
 //! `MemStore` with each runtime.
 
+mod agent_cri;
 mod agent_fake;
 mod agent_oci;
 mod agent_process;
 mod common;
+mod containerd_env;
 mod fake_runtime;
 mod process_runtime;

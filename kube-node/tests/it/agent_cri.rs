@@ -1,0 +1,138 @@
+//! NodeAgent over MemStore + CriRuntime, against a containerd the test starts itself.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_core::runtime::{LogOptions, Runtime};
+use kube_core::store::Preconditions;
+use kube_node::CriRuntime;
+
+use crate::common::{Cluster, agent, eventually, first_container, pod, require};
+use crate::containerd_env::Containerd;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn sh(name: &str, script: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "image": "busybox", "command": ["sh", "-c", script]})
+}
+
+async fn logs(runtime: &CriRuntime, pod: &str, previous: bool) -> String {
+    let bytes = kube_node::pod_logs(
+        runtime,
+        "default",
+        pod,
+        "c",
+        previous,
+        &LogOptions::default(),
+    )
+    .await
+    .expect("logs");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn ask(ip: &str) -> String {
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:8080").parse().expect("socket address"),
+        Duration::from_secs(2),
+    )
+    .expect("connects to the pod");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout set");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer read");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_runs_pods_with_ips_restarts_logs_and_oom() {
+    if !require("containerd") || !require("runc") {
+        return;
+    }
+    let containerd = Containerd::start("kn-cri-t1", "10.213.0.0/24").unwrap();
+    let runtime = containerd.runtime().await.unwrap();
+    assert!(
+        runtime.version().starts_with("containerd://"),
+        "{}",
+        runtime.version()
+    );
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let pods = cluster.pods();
+    let server = |name: &str| {
+        pod(
+            name,
+            "Always",
+            serde_json::json!([sh(
+                "c",
+                &format!("while true; do echo {name} | nc -l -p 8080; done")
+            )]),
+        )
+    };
+    pods.create(&server("a")).await.unwrap();
+    pods.create(&server("b")).await.unwrap();
+    pods.create(&pod(
+        "crash",
+        "Always",
+        serde_json::json!([sh("c", "echo attempt; exit 3")]),
+    ))
+    .await
+    .unwrap();
+    let mut hog = sh(
+        "c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    );
+    hog["resources"] = serde_json::json!({"limits": {"memory": "20Mi"}});
+    pods.create(&pod("hog", "Never", serde_json::json!([hog])))
+        .await
+        .unwrap();
+
+    // Two pods, one port, their own IPs, reachable from the node.
+    let ip = |p: kube_core::api::Pod| p.status.and_then(|s| s.pod_ip).unwrap();
+    let ip_a = ip(cluster.wait_phase("a", "Running", WAIT).await);
+    let ip_b = ip(cluster.wait_phase("b", "Running", WAIT).await);
+    assert_ne!(ip_a, ip_b);
+    assert!(ip_a.starts_with("10.213.0."), "{ip_a}");
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        // The listeners may take a moment after the container starts.
+        std::thread::sleep(Duration::from_millis(300));
+        (ask(&ip_a), ask(&ip_b))
+    })
+    .await
+    .unwrap();
+    assert_eq!((a.trim(), b.trim()), ("a", "b"));
+
+    // Exceeding the memory limit: OOMKilled, as containerd reports it.
+    let failed = cluster.wait_phase("hog", "Failed", WAIT).await;
+    let t = first_container(&failed).state.unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+
+    // A crashing container restarts, and the previous instance's log is kept.
+    let restarted = eventually(WAIT, "two restarts", || async {
+        let p = pods.get("crash").await.ok()?;
+        (first_container(&p).restart_count >= 2).then_some(p)
+    })
+    .await;
+    let last = first_container(&restarted)
+        .last_state
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+    assert_eq!(logs(&runtime, "crash", true).await, "attempt\n");
+
+    for name in ["a", "b", "crash", "hog"] {
+        pods.delete(name, &Preconditions::default()).await.unwrap();
+    }
+    eventually(WAIT, "sandboxes removed", || async {
+        runtime
+            .list_pod_sandboxes()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+    containerd.stop().await.unwrap();
+}
