@@ -185,6 +185,15 @@ pub struct LogOptions {
     pub limit_bytes: Option<usize>,
 }
 
+/// What [`Runtime::exec_sync`] reports about a finished command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecResult {
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// Its stdout followed by its stderr.
+    pub output: Bytes,
+}
+
 /// A node's container runtime, shaped like CRI.
 ///
 /// The node agent (`kube_node::NodeAgent`) drives it: one sandbox per pod, one container per
@@ -241,6 +250,22 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
         container_id: &str,
         options: &LogOptions,
     ) -> Result<Bytes, RuntimeError>;
+
+    /// Runs `cmd` in a running container and waits for it, at most `timeout` (exec probes
+    /// and lifecycle hooks). A command still running at the timeout is an error. The default
+    /// implementation reports that the runtime cannot exec.
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let _ = (cmd, timeout);
+        Err(RuntimeError::Failed {
+            operation: "exec_sync",
+            message: format!("{} cannot exec in container {container_id}", self.version()),
+        })
+    }
 }
 
 /// Applies `tail_lines` and `limit_bytes` to a whole log, for runtimes that keep logs as bytes.

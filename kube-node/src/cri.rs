@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, LogOptions,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
     PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -124,29 +124,6 @@ impl CriRuntime {
 
     fn client(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(self.channel.clone())
-    }
-
-    /// Runs `cmd` in a running container and waits (up to `timeout`) for it: exit code and
-    /// output. This is how exec probes run on CRI.
-    pub async fn exec_sync(
-        &self,
-        container_id: &str,
-        cmd: &[String],
-        timeout: Duration,
-    ) -> Result<(i32, Bytes), RuntimeError> {
-        let r = self
-            .client()
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: container_id.into(),
-                cmd: cmd.to_vec(),
-                timeout: i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX),
-            })
-            .await
-            .map_err(|s| status_error("exec_sync", container_id, "container", s))?
-            .into_inner();
-        let mut out = r.stdout;
-        out.extend_from_slice(&r.stderr);
-        Ok((r.exit_code, Bytes::from(out)))
     }
 
     async fn sandbox_status_of(&self, id: &str) -> Result<PodSandboxStatus, RuntimeError> {
@@ -546,6 +523,32 @@ impl Runtime for CriRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// CRI's ExecSync; its timeout has whole seconds (rounded up).
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let r = self
+            .client()
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: container_id.into(),
+                cmd: cmd.to_vec(),
+                timeout: i64::try_from(secs.max(1)).unwrap_or(i64::MAX),
+            })
+            .await
+            .map_err(|s| status_error("exec_sync", container_id, "container", s))?
+            .into_inner();
+        let mut output = r.stdout;
+        output.extend_from_slice(&r.stderr);
+        Ok(ExecResult {
+            exit_code: r.exit_code,
+            output: Bytes::from(output),
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, LogOptions,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
     PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
 };
 use tokio::time::Instant;
@@ -121,10 +121,12 @@ pub enum FakeOp {
     ListContainers,
     /// [`Runtime::container_logs`].
     ContainerLogs,
+    /// [`Runtime::exec_sync`].
+    ExecSync,
 }
 
 impl FakeOp {
-    const ALL: usize = 12;
+    const ALL: usize = 13;
 
     fn index(self) -> usize {
         self as usize
@@ -145,6 +147,7 @@ impl FakeOp {
             Self::ContainerStatus => "container_status",
             Self::ListContainers => "list_containers",
             Self::ContainerLogs => "container_logs",
+            Self::ExecSync => "exec_sync",
         }
     }
 
@@ -242,6 +245,8 @@ struct Rules {
     default: FakeBehavior,
     by_image: HashMap<String, FakeBehavior>,
     by_command: HashMap<String, FakeBehavior>,
+    /// Exit codes of exec'd commands by program (default 0).
+    exec: HashMap<String, i32>,
 }
 
 impl Rules {
@@ -373,6 +378,12 @@ impl FakeRuntime {
             .rules
             .by_command
             .insert(program.into(), behavior);
+    }
+
+    /// The exit code `exec_sync` reports for commands whose program is `program` (default
+    /// 0): how tests script exec probes, e.g. flip readiness by changing it.
+    pub fn set_exec_result(&self, program: impl Into<String>, exit_code: i32) {
+        self.state().rules.exec.insert(program.into(), exit_code);
     }
 
     /// Makes every call wait this long first (default none).
@@ -758,6 +769,36 @@ impl Runtime for FakeRuntime {
             return Ok(Bytes::new());
         }
         Ok(trim_log(&c.behavior.output, options))
+    }
+
+    /// Reports the exit code set with [`FakeRuntime::set_exec_result`] for the program
+    /// (default 0) and no output; the container must be running.
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        self.enter(FakeOp::ExecSync, container_id).await?;
+        let now = Instant::now();
+        let mut state = self.state();
+        let c = state
+            .containers
+            .get_mut(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
+        c.refresh(now);
+        if c.state != ContainerState::Running {
+            return Err(RuntimeError::Failed {
+                operation: "exec_sync",
+                message: format!("container {container_id} is not running"),
+            });
+        }
+        let program = cmd.first().map(String::as_str).unwrap_or_default();
+        let exit_code = state.rules.exec.get(program).copied().unwrap_or(0);
+        Ok(ExecResult {
+            exit_code,
+            output: Bytes::new(),
+        })
     }
 }
 

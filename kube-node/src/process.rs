@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, LogOptions,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
     PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
 };
 use nix::errno::Errno;
@@ -699,6 +699,83 @@ impl Runtime for ProcessRuntime {
             // Not started yet: nothing written.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `cmd` as a host process with the container's environment and working directory,
+    /// in a process group of its own that is killed at the timeout.
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let (env, cwd, hostname) = {
+            let state = self.state();
+            let c = state
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?;
+            if c.state != ContainerState::Running {
+                return Err(RuntimeError::Failed {
+                    operation: "exec_sync",
+                    message: format!("container {container_id} is not running"),
+                });
+            }
+            let sandbox = state.sandboxes.get(&c.sandbox_id);
+            let cwd = c.config.working_dir.as_deref().map_or_else(
+                || sandbox.map_or_else(|| self.inner.root.clone(), |s| s.dir.clone()),
+                PathBuf::from,
+            );
+            let hostname = sandbox
+                .map(|s| s.config.hostname.clone())
+                .unwrap_or_default();
+            (c.config.env.clone(), cwd, hostname)
+        };
+        let (program, args) = cmd
+            .split_first()
+            .ok_or_else(|| RuntimeError::InvalidArgument("empty exec command".into()))?;
+        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOSTNAME", hostname)
+            .envs(env)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let group = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .map(Pid::from_raw);
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(out) => {
+                let out = out?;
+                let mut output = out.stdout;
+                output.extend_from_slice(&out.stderr);
+                Ok(ExecResult {
+                    exit_code: out
+                        .status
+                        .code()
+                        .or(out.status.signal().map(|s| 128 + s))
+                        .unwrap_or(-1),
+                    output: Bytes::from(output),
+                })
+            }
+            Err(_) => {
+                if let Some(group) = group {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+                Err(RuntimeError::Failed {
+                    operation: "exec_sync",
+                    message: format!("timed out after {timeout:?}"),
+                })
+            }
         }
     }
 }

@@ -4,12 +4,14 @@
 //! Code map: [`node_status`] registers the Node and heartbeats; [`pod_sync`] drives the runtime
 //! for one pod (sandbox, init and app containers, restarts, teardown); [`pod_status`] turns
 //! what the runtime reports into a `PodStatus` and writes it; [`spec`] translates pod spec
-//! containers into runtime configs; [`backoff`] is the per-container crash-loop backoff.
+//! containers into runtime configs; [`backoff`] is the per-container crash-loop backoff;
+//! [`probe`] runs startup, liveness and readiness probes.
 
 mod backoff;
 mod node_status;
 mod pod_status;
 mod pod_sync;
+mod probe;
 mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -278,6 +280,8 @@ pub(crate) struct Agent {
     /// at a time (the work queue guarantees it), so a worker may take a record, await, and put
     /// it back.
     records: Mutex<HashMap<ObjectKey, PodRecord>>,
+    /// Probe tasks of running containers.
+    prober: probe::Prober,
     boot_id: String,
 }
 
@@ -293,16 +297,18 @@ impl Agent {
             .split_once("://")
             .map_or("runtime", |(t, _)| t)
             .to_string();
+        let queue = WorkQueue::new(Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        });
         Self {
+            prober: probe::Prober::new(agent.runtime.clone(), queue.clone()),
             config: agent.config,
             runtime: agent.runtime,
             runtime_type,
             store,
             pods,
-            queue: WorkQueue::new(Backoff {
-                base: Duration::from_millis(100),
-                max: Duration::from_secs(30),
-            }),
+            queue,
             records: Mutex::new(HashMap::new()),
             boot_id: uuid::Uuid::new_v4().to_string(),
         }

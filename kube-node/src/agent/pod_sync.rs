@@ -1,7 +1,7 @@
 //! Syncing one pod: make the runtime match the pod (sandbox, init containers in order, app
 //! containers, restarts with back-off), report its status, and tear it down when it goes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -14,7 +14,7 @@ use kube_core::store::Preconditions;
 use super::backoff::CrashBackoff;
 use super::pod_status::{Observed, Waiting, by_name, container_status, is_terminal, pod_phase};
 use super::spec::{PodFacts, container_config, sandbox_config};
-use super::{Agent, error_chain};
+use super::{Agent, error_chain, probe};
 use crate::error::{Error, Result};
 
 /// What the agent remembers about one pod key between syncs.
@@ -119,6 +119,7 @@ impl Agent {
     ) -> Result<Option<Duration>> {
         let Some(object) = self.pods.get(key) else {
             // Gone from the store (deleted at once, or moved to another node): stop everything.
+            self.prober.retain(key, &HashSet::new());
             self.teardown(record, None).await?;
             return Ok(None);
         };
@@ -142,6 +143,7 @@ impl Agent {
         }
         if pod.metadata.deletion_timestamp.is_some() {
             // Graceful deletion: stop everything, then finish the deletion for the API.
+            self.prober.retain(key, &HashSet::new());
             self.teardown(record, None).await?;
             match self
                 .store
@@ -253,6 +255,7 @@ impl Agent {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let sandboxes = self.own_sandboxes(record).await?;
         if is_terminal(phase) {
+            self.prober.retain(key, &HashSet::new());
             // Finished pods keep their exited containers (for logs) but nothing may run.
             for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
                 self.kill_sandbox(&s.id, record.grace, false).await?;
@@ -322,8 +325,28 @@ impl Agent {
         if progress.changed {
             history = self.container_history(&sandbox.id).await?;
         }
+        let verdicts = self
+            .probe_containers(
+                key,
+                spec,
+                &history,
+                sandbox.ip.as_deref(),
+                record.grace,
+                &mut progress,
+            )
+            .await?;
+        if progress.changed {
+            history = self.container_history(&sandbox.id).await?;
+        }
 
-        let observed = self.observe(spec, policy, &history, &progress, initialized, sandbox.ip);
+        let mut observed = self.observe(spec, policy, &history, &progress, initialized, sandbox.ip);
+        for status in &mut observed.statuses {
+            let running = status.state.as_ref().is_some_and(|s| s.running.is_some());
+            if let (true, Some(v)) = (running, verdicts.get(&status.name)) {
+                status.started = Some(v.started);
+                status.ready = v.started && v.ready;
+            }
+        }
         self.write_pod_status(key, uid, object, pod.status.as_ref(), &observed)
             .await?;
         if is_terminal(Some(observed.phase)) {
@@ -332,6 +355,41 @@ impl Agent {
             tracing::info!(pod = %key, phase = observed.phase, "pod finished");
         }
         Ok(progress.requeue)
+    }
+
+    /// Runs the probes of the running app containers; kills those whose liveness or startup
+    /// probe failed (restart policy then decides). Returns the verdicts by container name.
+    async fn probe_containers(
+        &self,
+        key: &ObjectKey,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        history: &HashMap<String, Vec<ContainerStatus>>,
+        pod_ip: Option<&str>,
+        grace: Duration,
+        progress: &mut Progress,
+    ) -> Result<HashMap<String, probe::Verdict>> {
+        let mut verdicts = HashMap::new();
+        let mut running = HashSet::new();
+        for c in &spec.containers {
+            let Some(latest) = history.get(&c.name).and_then(|h| h.first()) else {
+                continue;
+            };
+            if latest.state != ContainerState::Running {
+                continue;
+            }
+            let verdict = self.prober.observe(key, &latest.id, c, pod_ip);
+            if let Some(which) = verdict.failed {
+                tracing::info!(pod = %key, container = %c.name, probe = which, "probe failed; killing the container");
+                ignore_not_found(self.runtime.stop_container(&latest.id, grace).await)?;
+                progress.changed = true;
+                progress.requeue_after(Duration::from_millis(10));
+                continue;
+            }
+            running.insert(latest.id.clone());
+            verdicts.insert(c.name.clone(), verdict);
+        }
+        self.prober.retain(key, &running);
+        Ok(verdicts)
     }
 
     fn observe(

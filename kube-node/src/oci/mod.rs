@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, LogOptions,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
     PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
 };
 use tokio::process::Command;
@@ -810,6 +810,56 @@ impl Runtime for OciRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `runc exec`: the command runs in the container's namespaces and cgroups with its
+    /// environment and working directory.
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let running = self
+            .state()
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?
+            .state
+            == ContainerState::Running;
+        if !running {
+            return Err(failed(
+                "exec_sync",
+                format!("container {container_id} is not running"),
+            ));
+        }
+        if cmd.is_empty() {
+            return Err(RuntimeError::InvalidArgument("empty exec command".into()));
+        }
+        let child = self
+            .runc()
+            .arg("exec")
+            .arg(container_id)
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A timed-out exec must not linger.
+            .kill_on_drop(true)
+            .spawn()?;
+        let out = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .map_err(|_| failed("exec_sync", format!("timed out after {timeout:?}")))??;
+        let mut output = out.stdout;
+        output.extend_from_slice(&out.stderr);
+        Ok(ExecResult {
+            exit_code: out
+                .status
+                .code()
+                .or(out.status.signal().map(|s| 128 + s))
+                .unwrap_or(-1),
+            output: Bytes::from(output),
+        })
     }
 }
 

@@ -110,7 +110,14 @@ async fn containerd_runs_pods_with_ips_restarts_logs_and_oom() {
     // A crashing container restarts, and the previous instance's log is kept.
     let restarted = eventually(WAIT, "two restarts", || async {
         let p = pods.get("crash").await.ok()?;
-        (first_container(&p).restart_count >= 2).then_some(p)
+        let restarts = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .restart_count;
+        (restarts >= 2).then_some(p)
     })
     .await;
     let last = first_container(&restarted)

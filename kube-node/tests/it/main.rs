@@ -8,4 +8,5 @@ mod agent_process;
 mod common;
 mod containerd_env;
 mod fake_runtime;
+mod probes;
 mod process_runtime;
