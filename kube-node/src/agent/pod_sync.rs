@@ -28,6 +28,8 @@ pub(crate) struct PodRecord {
     pub(crate) sandboxes: BTreeSet<String>,
     /// Per container name: back-off and last error.
     containers: HashMap<String, ContainerMemory>,
+    /// The pod's app containers as last seen, for their preStop hooks when the pod is gone.
+    pub(crate) spec_containers: Vec<Container>,
 }
 
 impl PodRecord {
@@ -37,6 +39,7 @@ impl PodRecord {
             grace,
             sandboxes: BTreeSet::new(),
             containers: HashMap::new(),
+            spec_containers: Vec::new(),
         }
     }
 }
@@ -136,6 +139,9 @@ impl Agent {
             }
         };
         record.grace = grace_period_of(&object).unwrap_or(self.config.default_grace_period);
+        if let Some(spec) = &pod.spec {
+            record.spec_containers.clone_from(&spec.containers);
+        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if record.uid.as_deref() != Some(&uid) {
             record.uid = Some(uid.clone());
@@ -176,15 +182,24 @@ impl Agent {
             if keep_uid.is_some_and(|uid| status.metadata.uid == uid) {
                 continue;
             }
-            self.kill_sandbox(&id, record.grace, true).await?;
+            self.kill_sandbox(&id, record.grace, Some(&record.spec_containers), true)
+                .await?;
             record.sandboxes.remove(&id);
         }
         Ok(())
     }
 
-    /// Stops a sandbox's running containers concurrently with `grace`, then the sandbox;
-    /// with `remove`, removes the containers and the sandbox too.
-    async fn kill_sandbox(&self, sandbox_id: &str, grace: Duration, remove: bool) -> Result<()> {
+    /// Stops a sandbox's running containers concurrently, then the sandbox; with `remove`,
+    /// removes the containers and the sandbox too. Each container first runs its preStop hook
+    /// (from `hooks`, the pod's app containers), then gets SIGTERM and what is left of `grace`
+    /// before SIGKILL, as in the kubelet.
+    async fn kill_sandbox(
+        &self,
+        sandbox_id: &str,
+        grace: Duration,
+        hooks: Option<&[Container]>,
+        remove: bool,
+    ) -> Result<()> {
         let filter = ContainerFilter {
             sandbox_id: Some(sandbox_id.to_string()),
             state: None,
@@ -194,10 +209,30 @@ impl Agent {
             Err(RuntimeError::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
+        let has_hooks = hooks.is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.lifecycle.as_ref().is_some_and(|l| l.pre_stop.is_some()))
+        });
+        let pod_ip = if has_hooks && !grace.is_zero() {
+            self.runtime
+                .pod_sandbox_status(sandbox_id)
+                .await
+                .ok()
+                .and_then(|s| s.ip)
+        } else {
+            None
+        };
         let stops = containers
             .iter()
             .filter(|c| c.state == ContainerState::Running)
-            .map(|c| self.runtime.stop_container(&c.id, grace));
+            .map(|c| {
+                let spec = hooks
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s.name == c.name)
+                    .filter(|_| !grace.is_zero());
+                self.stop_with_hook(c, spec, pod_ip.as_deref(), grace)
+            });
         for result in futures::future::join_all(stops).await {
             ignore_not_found(result)?;
         }
@@ -212,6 +247,29 @@ impl Agent {
             tracing::debug!(sandbox = sandbox_id, "sandbox removed");
         }
         Ok(())
+    }
+
+    /// Runs the container's preStop hook (bounded by `grace`), then stops it with the rest of
+    /// the grace period.
+    async fn stop_with_hook(
+        &self,
+        c: &ContainerStatus,
+        spec: Option<&Container>,
+        pod_ip: Option<&str>,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let hook = spec.and_then(|s| s.lifecycle.as_ref()?.pre_stop.as_ref());
+        let mut left = grace;
+        if let (Some(hook), Some(spec)) = (hook, spec) {
+            let started = std::time::Instant::now();
+            let ok = probe::run_hook(&self.runtime, &c.id, spec, pod_ip, hook, grace).await;
+            tracing::debug!(container = %c.name, ok, "preStop hook ran");
+            left = grace.saturating_sub(started.elapsed());
+            // Like the kubelet, a hook that used up the grace period still leaves the
+            // container a short moment for SIGTERM.
+            left = left.max(Duration::from_secs(2).min(grace));
+        }
+        self.runtime.stop_container(&c.id, left).await
     }
 
     /// The record's sandboxes for this pod, oldest first.
@@ -258,7 +316,8 @@ impl Agent {
             self.prober.retain(key, &HashSet::new());
             // Finished pods keep their exited containers (for logs) but nothing may run.
             for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
-                self.kill_sandbox(&s.id, record.grace, false).await?;
+                self.kill_sandbox(&s.id, record.grace, Some(&spec.containers), false)
+                    .await?;
             }
             return Ok(None);
         }
@@ -273,7 +332,7 @@ impl Agent {
                 // No usable sandbox: replace any dead one (its containers go with it).
                 let attempt = sandboxes.last().map_or(0, |s| s.metadata.attempt + 1);
                 for s in &sandboxes {
-                    self.kill_sandbox(&s.id, Duration::ZERO, true).await?;
+                    self.kill_sandbox(&s.id, Duration::ZERO, None, true).await?;
                     record.sandboxes.remove(&s.id);
                 }
                 let config = sandbox_config(pod, &self.config.node_name, attempt);
@@ -351,7 +410,8 @@ impl Agent {
             .await?;
         if is_terminal(Some(observed.phase)) {
             // Only once the phase is stored: a dead sandbox would otherwise be re-created.
-            self.kill_sandbox(&sandbox.id, record.grace, false).await?;
+            self.kill_sandbox(&sandbox.id, record.grace, Some(&spec.containers), false)
+                .await?;
             tracing::info!(pod = %key, phase = observed.phase, "pod finished");
         }
         Ok(progress.requeue)

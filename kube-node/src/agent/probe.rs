@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_core::object::ObjectKey;
 use kube_core::runtime::Runtime;
@@ -286,6 +286,49 @@ async fn probe_once(
                 .map(|_| true)
         } else {
             // gRPC probes are not supported: they never succeed.
+            None
+        }
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+/// Runs a lifecycle hook (preStop) within `timeout`; `true` if it succeeded.
+pub(crate) async fn run_hook(
+    runtime: &Arc<dyn Runtime>,
+    container_id: &str,
+    container: &Container,
+    pod_ip: Option<&str>,
+    hook: &LifecycleHandler,
+    timeout: Duration,
+) -> bool {
+    if let Some(exec) = &hook.exec {
+        let cmd = exec.command.clone().unwrap_or_default();
+        return matches!(
+            runtime.exec_sync(container_id, &cmd, timeout).await,
+            Ok(r) if r.exit_code == 0
+        );
+    }
+    if let Some(sleep) = &hook.sleep {
+        let secs = u64::try_from(sleep.seconds).unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(secs).min(timeout)).await;
+        return true;
+    }
+    let target = Target {
+        container_id: container_id.to_string(),
+        ip: pod_ip.map(str::to_string),
+        container: container.clone(),
+    };
+    let attempt = async {
+        if let Some(http) = &hook.http_get {
+            http_get(&target, http).await
+        } else if let Some(tcp) = &hook.tcp_socket {
+            let host = tcp.host.clone().or(target.ip.clone())?;
+            let port = port_of(container, &tcp.port)?;
+            tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .ok()
+                .map(|_| true)
+        } else {
             None
         }
     };

@@ -313,3 +313,42 @@ async fn runc_two_pods_serve_one_port_on_their_own_ips() {
     assert_eq!(answers.lines().collect::<Vec<_>>(), ["a", "b"]);
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn runc_deletion_waits_the_grace_period_then_kills() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let mut p = pod(
+        "stubborn",
+        "Always",
+        serde_json::json!([sh("trap '' TERM; while true; do sleep 0.05; done")]),
+    );
+    p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(2);
+    let pods = cluster.pods();
+    pods.create(&p).await.unwrap();
+    cluster.wait_phase("stubborn", "Running", WAIT).await;
+    let t0 = Instant::now();
+    pods.delete("stubborn", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "runtime emptied", || async {
+        runtime
+            .list_pod_sandboxes()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    // SIGTERM is ignored: the container dies by SIGKILL once the 2 s grace period is over.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    cluster.shutdown().await;
+}

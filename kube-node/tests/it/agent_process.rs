@@ -94,3 +94,48 @@ async fn exit_codes_of_real_processes_decide_the_phase() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn deletion_runs_pre_stop_then_sigterm_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    let e = events.display();
+    let runtime = ProcessRuntime::temp().unwrap();
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let mut p = pod(
+        "polite",
+        "Always",
+        serde_json::json!([{
+            "name": "c", "image": "ignored",
+            "command": ["sh", "-c", format!(
+                "trap 'echo term >> {e}; exit 0' TERM; while true; do sleep 0.05; done")],
+            "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", format!(
+                "echo prestop >> {e}; sleep 0.3")]}}}
+        }]),
+    );
+    p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(5);
+    let pods = cluster.pods();
+    pods.create(&p).await.unwrap();
+    cluster.wait_phase("polite", "Running", WAIT).await;
+    let t0 = std::time::Instant::now();
+    pods.delete("polite", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "runtime emptied", || async {
+        runtime
+            .list_pod_sandboxes()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    // The hook ran first, then SIGTERM ended the container well before the 5 s grace.
+    assert_eq!(std::fs::read_to_string(&events).unwrap(), "prestop\nterm\n");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    cluster.shutdown().await;
+}
