@@ -59,11 +59,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod binding;
 mod default_scheduler;
 mod error;
 pub mod filter;
 pub mod framework;
 pub mod plugins;
+pub mod queue;
 mod scheduling_loop;
 pub mod score;
 

@@ -32,6 +32,10 @@ pub struct NodeInfo {
     /// Pods on the node that have a required anti-affinity term.
     pub pods_with_required_anti_affinity: usize,
     images: HashMap<String, i64>,
+    /// Copied out of the node object: filters read them for every node, and one pointer less
+    /// to chase per node is a measurable share of a cycle.
+    cordoned: bool,
+    taints: Vec<Taint>,
 }
 
 impl NodeInfo {
@@ -48,6 +52,8 @@ impl NodeInfo {
             pods_with_affinity: 0,
             pods_with_required_anti_affinity: 0,
             images: HashMap::new(),
+            cordoned: false,
+            taints: Vec::new(),
         };
         info.set_node(node);
         info
@@ -75,6 +81,16 @@ impl NodeInfo {
                 self.images.insert(normalize_image(name), size);
             }
         }
+        self.cordoned = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        self.taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         self.node = node;
     }
 
@@ -95,20 +111,12 @@ impl NodeInfo {
 
     /// The node's taints.
     pub fn taints(&self) -> &[Taint] {
-        self.node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or(&[])
+        &self.taints
     }
 
     /// Whether the node is cordoned (`spec.unschedulable`).
     pub fn unschedulable(&self) -> bool {
-        self.node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false)
+        self.cordoned
     }
 
     /// The pods counted on the node.

@@ -14,7 +14,7 @@ use super::cluster::Cluster;
 use super::cycle_state::CycleState;
 use super::fit_error::FitError;
 use super::node_info::NodeInfo;
-use super::plugin::{NodeStatuses, PermitDecision, Plugin};
+use super::plugin::{FilterPlugin, NodeStatuses, PermitDecision, Plugin};
 use super::pod_info::PodInfo;
 use super::registry::Registry;
 use super::status::{Code, Status};
@@ -286,18 +286,18 @@ impl Profile {
 
     /// Runs the Filters on one node, stopping at the first rejection.
     pub fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        for (i, plugin) in self.plugins.iter().enumerate() {
-            if i < 64 && state.skip_filter & (1 << i) != 0 {
-                continue;
-            }
-            if let Some(f) = plugin.as_filter() {
-                let status = f.filter(state, pod, node);
-                if !status.is_success() && !status.is_skip() {
-                    return status.with_plugin(plugin.name().to_string());
-                }
-            }
-        }
-        Status::success()
+        run_active_filters(&self.active_filters(state), state, pod, node)
+    }
+
+    /// The Filter plugins not skipped by PreFilter, resolved once per cycle so the per-node
+    /// loop does no lookups.
+    fn active_filters(&self, state: &CycleState) -> Vec<(&str, &dyn FilterPlugin)> {
+        self.plugins
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i >= 64 || state.skip_filter & (1 << i) == 0)
+            .filter_map(|(_, p)| Some((p.name(), p.as_filter()?)))
+            .collect()
     }
 
     /// Runs every Filter on one node (for explanations): each plugin's verdict.
@@ -351,25 +351,44 @@ impl Profile {
             }
         };
         let want = num_feasible_nodes_to_find(total, self.percentage);
+        let filters = self.active_filters(state);
+        let filters = &filters[..];
         let mut feasible = Vec::with_capacity(want.min(total));
         let mut failures = Vec::new();
         let mut processed = 0;
+        if !self.parallel || total < PARALLEL_MIN_NODES {
+            // One thread: filter node by node and stop as soon as enough fit.
+            while processed < total && feasible.len() < want {
+                let node = get(processed);
+                processed += 1;
+                let status = run_active_filters(filters, state, pod, node);
+                if status.is_success() {
+                    feasible.push(node);
+                } else {
+                    failures.push((node, status));
+                }
+            }
+        }
         while processed < total && feasible.len() < want {
             let round = (want - feasible.len())
                 .max(PARALLEL_MIN_NODES)
                 .min(total - processed);
             let base = processed;
-            let statuses = self.map(round, |j| self.run_filters(state, pod, get(base + j)));
+            let statuses = self.map(round, |j| {
+                let status = run_active_filters(filters, state, pod, get(base + j));
+                (!status.is_success()).then_some(status)
+            });
             for (j, status) in statuses.into_iter().enumerate() {
                 processed = base + j + 1;
                 let node = get(base + j);
-                if status.is_success() {
-                    feasible.push(node);
-                    if feasible.len() >= want {
-                        break;
+                match status {
+                    None => {
+                        feasible.push(node);
+                        if feasible.len() >= want {
+                            break;
+                        }
                     }
-                } else {
-                    failures.push((node, status));
+                    Some(status) => failures.push((node, status)),
                 }
             }
         }
@@ -412,10 +431,18 @@ impl Profile {
             let Some(sp) = plugin.as_score() else {
                 continue;
             };
-            let raw: Result<Vec<i64>, Status> = self
-                .map(nodes.len(), |j| sp.score(state, pod, nodes[j]))
-                .into_iter()
-                .collect();
+            let raw: Result<Vec<i64>, Status> =
+                if self.parallel && nodes.len() >= PARALLEL_MIN_NODES {
+                    nodes
+                        .par_iter()
+                        .map(|node| sp.score(state, pod, node))
+                        .collect()
+                } else {
+                    nodes
+                        .iter()
+                        .map(|node| sp.score(state, pod, node))
+                        .collect()
+                };
             let raw = raw.map_err(|s| s.with_plugin(plugin.name().to_string()))?;
             let mut normalized = raw.clone();
             let status = sp.normalize(state, pod, &mut normalized);
@@ -667,6 +694,21 @@ impl Profile {
             .map(|(p, w)| (p.name().to_string(), *w))
             .collect()
     }
+}
+
+fn run_active_filters(
+    filters: &[(&str, &dyn FilterPlugin)],
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+) -> Status {
+    for (name, f) in filters {
+        let status = f.filter(state, pod, node);
+        if !status.is_success() && !status.is_skip() {
+            return status.with_plugin(name.to_string());
+        }
+    }
+    Status::success()
 }
 
 /// Weighted sums per node.

@@ -217,20 +217,29 @@ pub(crate) fn requested_and_allocatable(
     node: &NodeInfo,
     non_zero: bool,
 ) -> (i64, i64) {
-    let get = |r: &Resources| match name {
-        "cpu" => r.milli_cpu,
-        "memory" => r.memory,
-        "ephemeral-storage" => r.ephemeral_storage,
-        "pods" => r.pods,
-        other => r.scalar.get(other).copied().unwrap_or(0),
-    };
-    let alloc = get(&node.allocatable);
-    let req = match (non_zero, name) {
-        (true, "cpu") => node.non_zero_requested.milli_cpu + pod.non_zero.milli_cpu,
-        (true, "memory") => node.non_zero_requested.memory + pod.non_zero.memory,
-        _ => get(&node.requested) + get(&pod.requests),
-    };
-    (req, alloc)
+    match (non_zero, name) {
+        (true, "cpu") => (
+            node.non_zero_requested.milli_cpu + pod.non_zero.milli_cpu,
+            node.allocatable.milli_cpu,
+        ),
+        (true, "memory") => (
+            node.non_zero_requested.memory + pod.non_zero.memory,
+            node.allocatable.memory,
+        ),
+        _ => {
+            let get = |r: &Resources| match name {
+                "cpu" => r.milli_cpu,
+                "memory" => r.memory,
+                "ephemeral-storage" => r.ephemeral_storage,
+                "pods" => r.pods,
+                other => r.scalar.get(other).copied().unwrap_or(0),
+            };
+            (
+                get(&node.requested) + get(&pod.requests),
+                get(&node.allocatable),
+            )
+        }
+    }
 }
 
 fn shape_score(shape: &[ShapePoint], utilization: i64) -> i64 {

@@ -6,7 +6,7 @@
 //! assume; serialized so decisions see each other) and then a binding write ([`bind`]) that may
 //! overlap with the next cycle.
 
-mod bind;
+pub(crate) mod bind;
 mod cache;
 mod condition;
 mod events;
