@@ -8,6 +8,7 @@
 //! [`probe`] runs startup, liveness and readiness probes.
 
 mod backoff;
+mod lease;
 mod node_status;
 mod pod_status;
 mod pod_sync;

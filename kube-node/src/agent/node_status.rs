@@ -213,8 +213,14 @@ impl Agent {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate and registration just happened.
         tick.tick().await;
+        if let Err(e) = self.renew_lease().await {
+            tracing::warn!(node = %self.config.node_name, error = %error_chain(&e), "node lease renewal failed");
+        }
         loop {
             tick.tick().await;
+            if let Err(e) = self.renew_lease().await {
+                tracing::warn!(node = %self.config.node_name, error = %error_chain(&e), "node lease renewal failed");
+            }
             if let Err(e) = self.sync_node().await {
                 tracing::warn!(node = %self.config.node_name, error = %error_chain(&e), "node heartbeat failed");
             }

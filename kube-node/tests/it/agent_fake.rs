@@ -591,3 +591,36 @@ async fn a_graceful_deletion_is_finished_by_the_agent() {
     assert_eq!((fake.sandbox_count(), fake.container_count()), (0, 0));
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_node_lease_is_created_owned_by_the_node_and_renewed() {
+    use kube_core::api::Lease;
+    let fake = FakeRuntime::new();
+    let cluster = start(&fake);
+    let leases: Api<Lease> = Api::namespaced(cluster.store.clone(), "kube-node-lease");
+    let renew = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .and_then(|s| s.renew_time.clone())
+            .map(|t| t.0)
+    };
+    let lease = eventually(WAIT, "lease created", || async {
+        let l = leases.get(NODE).await.ok()?;
+        // Created after the Node, so it can name it as its owner.
+        l.metadata.owner_references.is_some().then_some(l)
+    })
+    .await;
+    let spec = lease.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(NODE));
+    // Four heartbeats (200 ms in tests), at least a second.
+    assert_eq!(spec.lease_duration_seconds, Some(1));
+    let owner = &lease.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Node", NODE));
+    let first = renew(&lease).unwrap();
+    eventually(WAIT, "lease renewed", || async {
+        let l = leases.get(NODE).await.ok()?;
+        (renew(&l)? > first).then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}
