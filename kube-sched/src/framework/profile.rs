@@ -174,6 +174,8 @@ pub enum PermitOutcome {
 pub struct Profile {
     name: String,
     plugins: Vec<Arc<dyn Plugin>>,
+    /// Plugin names, shared into statuses without copying.
+    names: Vec<Arc<str>>,
     weights: Vec<i64>,
     percentage: Option<u32>,
     parallel: bool,
@@ -217,9 +219,10 @@ impl Profile {
         plugins: Vec<(Arc<dyn Plugin>, i64)>,
         percentage_of_nodes_to_score: Option<u32>,
     ) -> Self {
-        let (plugins, weights) = plugins.into_iter().unzip();
+        let (plugins, weights): (Vec<Arc<dyn Plugin>>, _) = plugins.into_iter().unzip();
         Self {
             name: name.into(),
+            names: plugins.iter().map(|p| Arc::from(p.name())).collect(),
             plugins,
             weights,
             percentage: percentage_of_nodes_to_score,
@@ -272,7 +275,7 @@ impl Profile {
                         state.skip_filter |= 1 << i;
                     }
                 }
-                _ => return Err(result.status.with_plugin(plugin.name().to_string())),
+                _ => return Err(result.status.with_plugin(plugin.name())),
             }
             if let Some(nodes) = result.nodes {
                 allowed = Some(match allowed {
@@ -291,12 +294,13 @@ impl Profile {
 
     /// The Filter plugins not skipped by PreFilter, resolved once per cycle so the per-node
     /// loop does no lookups.
-    fn active_filters(&self, state: &CycleState) -> Vec<(&str, &dyn FilterPlugin)> {
+    fn active_filters(&self, state: &CycleState) -> Vec<(&Arc<str>, &dyn FilterPlugin)> {
         self.plugins
             .iter()
+            .zip(&self.names)
             .enumerate()
             .filter(|(i, _)| *i >= 64 || state.skip_filter & (1 << i) == 0)
-            .filter_map(|(_, p)| Some((p.name(), p.as_filter()?)))
+            .filter_map(|(_, (p, name))| Some((name, p.as_filter()?)))
             .collect()
     }
 
@@ -419,7 +423,7 @@ impl Profile {
                         state.skip_score |= 1 << i;
                     }
                 }
-                _ => return Err(status.with_plugin(plugin.name().to_string())),
+                _ => return Err(status.with_plugin(plugin.name())),
             }
         }
         let state = &*state;
@@ -443,11 +447,11 @@ impl Profile {
                         .map(|node| sp.score(state, pod, node))
                         .collect()
                 };
-            let raw = raw.map_err(|s| s.with_plugin(plugin.name().to_string()))?;
+            let raw = raw.map_err(|s| s.with_plugin(plugin.name()))?;
             let mut normalized = raw.clone();
             let status = sp.normalize(state, pod, &mut normalized);
             if !status.is_success() {
-                return Err(status.with_plugin(plugin.name().to_string()));
+                return Err(status.with_plugin(plugin.name()));
             }
             out.push(PluginScores {
                 plugin: plugin.name().to_string(),
@@ -607,7 +611,7 @@ impl Profile {
                         r.unreserve(state, pod, node);
                     }
                 }
-                return status.with_plugin(plugin.name().to_string());
+                return status.with_plugin(plugin.name());
             }
         }
         Status::success()
@@ -633,7 +637,7 @@ impl Profile {
             match p.permit(state, pod, node) {
                 PermitDecision::Allow => {}
                 PermitDecision::Reject(s) => {
-                    return PermitOutcome::Reject(s.with_plugin(plugin.name().to_string()));
+                    return PermitOutcome::Reject(s.with_plugin(plugin.name()));
                 }
                 PermitDecision::Wait(t) => {
                     timeout = timeout.min(t);
@@ -657,7 +661,7 @@ impl Profile {
             if let Some(p) = plugin.as_pre_bind() {
                 let s = p.pre_bind(state, pod, node);
                 if !s.is_success() {
-                    return s.with_plugin(plugin.name().to_string());
+                    return s.with_plugin(plugin.name());
                 }
             }
         }
@@ -670,7 +674,7 @@ impl Profile {
             if let Some(b) = plugin.as_bind() {
                 let s = b.bind(state, pod, node);
                 if !s.is_skip() {
-                    return s.with_plugin(plugin.name().to_string());
+                    return s.with_plugin(plugin.name());
                 }
             }
         }
@@ -697,7 +701,7 @@ impl Profile {
 }
 
 fn run_active_filters(
-    filters: &[(&str, &dyn FilterPlugin)],
+    filters: &[(&Arc<str>, &dyn FilterPlugin)],
     state: &CycleState,
     pod: &PodInfo,
     node: &NodeInfo,
@@ -705,7 +709,7 @@ fn run_active_filters(
     for (name, f) in filters {
         let status = f.filter(state, pod, node);
         if !status.is_success() && !status.is_skip() {
-            return status.with_plugin(name.to_string());
+            return status.with_plugin(Arc::clone(name));
         }
     }
     Status::success()

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// The outcome class of a plugin call. It decides what happens next: an `Unschedulable` node may
 /// be made to fit by preemption, an `UnschedulableAndUnresolvable` one may not.
@@ -26,8 +27,11 @@ pub enum Code {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     code: Code,
-    reasons: Vec<Cow<'static, str>>,
-    plugin: Option<Cow<'static, str>>,
+    /// The first reason inline and the rest in `more`: a rejection with one static reason (the
+    /// common case, once per rejected node per cycle) then allocates nothing.
+    reason: Option<Cow<'static, str>>,
+    more: Vec<Cow<'static, str>>,
+    plugin: Option<Arc<str>>,
 }
 
 impl Status {
@@ -35,7 +39,8 @@ impl Status {
     pub const fn new(code: Code) -> Self {
         Self {
             code,
-            reasons: Vec::new(),
+            reason: None,
+            more: Vec::new(),
             plugin: None,
         }
     }
@@ -67,12 +72,16 @@ impl Status {
 
     /// Adds a reason.
     pub fn with_reason(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
-        self.reasons.push(reason.into());
+        if self.reason.is_none() {
+            self.reason = Some(reason.into());
+        } else {
+            self.more.push(reason.into());
+        }
         self
     }
 
     /// Records which plugin said this (the framework does it for plugins).
-    pub fn with_plugin(mut self, plugin: impl Into<Cow<'static, str>>) -> Self {
+    pub fn with_plugin(mut self, plugin: impl Into<Arc<str>>) -> Self {
         self.plugin = Some(plugin.into());
         self
     }
@@ -84,7 +93,7 @@ impl Status {
 
     /// The reasons.
     pub fn reasons(&self) -> impl Iterator<Item = &str> {
-        self.reasons.iter().map(|r| r.as_ref())
+        self.reason.iter().chain(&self.more).map(|r| r.as_ref())
     }
 
     /// The plugin that produced this status, when known.
@@ -117,7 +126,7 @@ impl fmt::Display for Status {
         if let Some(p) = &self.plugin {
             write!(f, " ({p})")?;
         }
-        if !self.reasons.is_empty() {
+        if self.reason.is_some() {
             let reasons: Vec<&str> = self.reasons().collect();
             write!(f, ": {}", reasons.join(", "))?;
         }

@@ -67,8 +67,7 @@ impl WaitingPods {
         if let Some(entry) = lock(&self.pods).get(pod).cloned() {
             let mut w = lock(&entry.state);
             if w.verdict.is_none() {
-                w.verdict =
-                    Some(Status::unschedulable(reason.into()).with_plugin(plugin.to_string()));
+                w.verdict = Some(Status::unschedulable(reason.into()).with_plugin(plugin));
                 entry.wake.notify_all();
             }
         }

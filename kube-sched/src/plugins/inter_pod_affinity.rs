@@ -179,21 +179,8 @@ impl FilterPlugin for InterPodAffinity {
         let Some((counts, self_match)) = state.read::<(Counts, bool)>(KEY) else {
             return Status::success();
         };
+        // Kubernetes' order: the pod's affinity, its anti-affinity, then existing pods'.
         let labels = node.labels();
-        if !counts.existing_anti.is_empty()
-            && labels
-                .iter()
-                .any(|(k, v)| count(&counts.existing_anti, k, v) > 0)
-        {
-            return Status::unschedulable(REASON_EXISTING_ANTI_AFFINITY);
-        }
-        for t in &pod.required_anti_affinity {
-            if let Some(v) = labels.get(&t.topology_key) {
-                if count(&counts.anti, &t.topology_key, v) > 0 {
-                    return Status::unschedulable(REASON_ANTI_AFFINITY);
-                }
-            }
-        }
         let mut pods_exist = true;
         for t in &pod.required_affinity {
             match labels.get(&t.topology_key) {
@@ -207,6 +194,20 @@ impl FilterPlugin for InterPodAffinity {
         }
         if !(pods_exist || (counts.affinity.is_empty() && *self_match)) {
             return Status::unresolvable(REASON_AFFINITY);
+        }
+        for t in &pod.required_anti_affinity {
+            if let Some(v) = labels.get(&t.topology_key) {
+                if count(&counts.anti, &t.topology_key, v) > 0 {
+                    return Status::unschedulable(REASON_ANTI_AFFINITY);
+                }
+            }
+        }
+        if !counts.existing_anti.is_empty()
+            && labels
+                .iter()
+                .any(|(k, v)| count(&counts.existing_anti, k, v) > 0)
+        {
+            return Status::unschedulable(REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
     }

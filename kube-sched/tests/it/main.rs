@@ -3,6 +3,9 @@
 // Helpers outside #[test] functions unwrap too: a failing test should panic loudly.
 #![allow(clippy::unwrap_used)]
 
+mod embedding;
+mod plugins;
+mod properties;
 mod scheduler;
 mod scheduling_loop;
 mod support;
