@@ -98,6 +98,17 @@ pub struct ContainerResources {
     pub memory_limit_bytes: Option<i64>,
 }
 
+/// A host path made visible inside a container (how pod volumes reach containers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mount {
+    /// The file or directory on the node.
+    pub host_path: std::path::PathBuf,
+    /// Where it appears in the container.
+    pub container_path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
 /// What [`Runtime::create_container`] creates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerConfig {
@@ -119,6 +130,8 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     /// Limits.
     pub resources: ContainerResources,
+    /// Volumes to mount. Runtimes without filesystem isolation may ignore them.
+    pub mounts: Vec<Mount>,
 }
 
 /// A container's lifecycle state.

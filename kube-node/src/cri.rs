@@ -372,6 +372,16 @@ impl Runtime for CriRuntime {
                     })
                     .collect(),
                 labels,
+                mounts: config
+                    .mounts
+                    .iter()
+                    .map(|m| cri::Mount {
+                        container_path: m.container_path.clone(),
+                        host_path: m.host_path.to_string_lossy().into_owned(),
+                        readonly: m.read_only,
+                        ..Default::default()
+                    })
+                    .collect(),
                 log_path: format!("{}_{}.log", config.name, config.attempt),
                 linux: Some(cri::LinuxContainerConfig {
                     resources: Some(resources),

@@ -14,6 +14,7 @@ mod pod_status;
 mod pod_sync;
 mod probe;
 mod spec;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +78,9 @@ pub struct NodeAgentConfig {
     pub crash_backoff_max: Duration,
     /// Grace period for stopping containers when the pod does not say (default 30 s).
     pub default_grace_period: Duration,
+    /// Where pod volumes live (`<root>/<pod uid>/volumes/<name>`). Default: a temporary
+    /// directory removed with the agent; set it for volumes to survive an agent restart.
+    pub root_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeAgentConfig {
@@ -97,6 +101,7 @@ impl NodeAgentConfig {
             crash_backoff_base: Duration::from_secs(10),
             crash_backoff_max: Duration::from_secs(300),
             default_grace_period: Duration::from_secs(30),
+            root_dir: None,
         }
     }
 
@@ -184,6 +189,12 @@ impl NodeAgentBuilder {
     /// Grace period when a pod does not set `terminationGracePeriodSeconds` (default 30 s).
     pub fn default_grace_period(mut self, grace: Duration) -> Self {
         self.config.default_grace_period = grace;
+        self
+    }
+
+    /// Where pod volumes live (default: a temporary directory removed with the agent).
+    pub fn root_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.root_dir = Some(dir.into());
         self
     }
 
@@ -283,6 +294,10 @@ pub(crate) struct Agent {
     records: Mutex<HashMap<ObjectKey, PodRecord>>,
     /// Probe tasks of running containers.
     prober: probe::Prober,
+    /// Per-pod directories (volumes) live under here.
+    pods_dir: std::path::PathBuf,
+    /// Keeps a default temporary `pods_dir` alive.
+    _temp: Option<tempfile::TempDir>,
     boot_id: String,
 }
 
@@ -302,8 +317,21 @@ impl Agent {
             base: Duration::from_millis(100),
             max: Duration::from_secs(30),
         });
+        let (pods_dir, temp) = match &agent.config.root_dir {
+            Some(dir) => (dir.clone(), None),
+            None => match tempfile::Builder::new().prefix("kube-node-pods-").tempdir() {
+                Ok(t) => (t.path().to_path_buf(), Some(t)),
+                Err(e) => {
+                    // Volumes will fail to be prepared, with this error in the pod's status.
+                    tracing::warn!(error = %e, "no temporary directory for pod volumes");
+                    (std::env::temp_dir().join("kube-node-pods"), None)
+                }
+            },
+        };
         Self {
             prober: probe::Prober::new(agent.runtime.clone(), queue.clone()),
+            pods_dir,
+            _temp: temp,
             config: agent.config,
             runtime: agent.runtime,
             runtime_type,

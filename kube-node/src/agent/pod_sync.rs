@@ -1,10 +1,10 @@
 //! Syncing one pod: make the runtime match the pod (sandbox, init containers in order, app
 //! containers, restarts with back-off), report its status, and tear it down when it goes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::runtime::{
     ContainerFilter, ContainerState, ContainerStatus, PodSandboxStatus, RuntimeError, SandboxState,
@@ -13,7 +13,8 @@ use kube_core::store::Preconditions;
 
 use super::backoff::CrashBackoff;
 use super::pod_status::{Observed, Waiting, by_name, container_status, is_terminal, pod_phase};
-use super::spec::{PodFacts, container_config, sandbox_config};
+use super::spec::{PodFacts, Sources, container_config, referenced, sandbox_config};
+use super::volumes;
 use super::{Agent, error_chain, probe};
 use crate::error::{Error, Result};
 
@@ -185,6 +186,7 @@ impl Agent {
             self.kill_sandbox(&id, record.grace, Some(&record.spec_containers), true)
                 .await?;
             record.sandboxes.remove(&id);
+            volumes::remove(&self.pods_dir.join(&status.metadata.uid));
         }
         Ok(())
     }
@@ -272,6 +274,49 @@ impl Agent {
         self.runtime.stop_container(&c.id, left).await
     }
 
+    /// Reads the ConfigMaps and Secrets the pod refers to.
+    async fn load_sources(&self, pod: &Pod) -> Result<Sources> {
+        let (config_maps, secrets) = referenced(pod);
+        let mut sources = Sources::default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        for (names, secret) in [(config_maps, false), (secrets, true)] {
+            for name in names {
+                let key = ObjectKey::namespaced(ns.clone(), name.clone());
+                let data = if secret {
+                    match self.store.get(&GroupKind::of::<Secret>(), &key).await {
+                        Ok(o) => o.to_typed::<Secret>().ok().map(|s| {
+                            let mut data: BTreeMap<String, String> = s
+                                .data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                                .collect();
+                            data.extend(s.string_data.unwrap_or_default());
+                            data
+                        }),
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    match self.store.get(&GroupKind::of::<ConfigMap>(), &key).await {
+                        Ok(o) => o
+                            .to_typed::<ConfigMap>()
+                            .ok()
+                            .map(|c| c.data.unwrap_or_default()),
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                if secret {
+                    sources.secrets.insert(name, data);
+                } else {
+                    sources.config_maps.insert(name, data);
+                }
+            }
+        }
+        Ok(sources)
+    }
+
     /// The record's sandboxes for this pod, oldest first.
     async fn own_sandboxes(&self, record: &mut PodRecord) -> Result<Vec<PodSandboxStatus>> {
         let mut mine = Vec::new();
@@ -343,11 +388,20 @@ impl Agent {
             }
         };
 
+        let sources = self.load_sources(pod).await?;
+        let pod_dir = self.pods_dir.join(uid);
+        let (volume_dirs, volume_error) = match volumes::prepare(&pod_dir, pod, &sources) {
+            Ok(dirs) => (dirs, None),
+            Err(e) => (HashMap::new(), Some(e)),
+        };
         let facts = PodFacts {
             pod,
             node_name: &self.config.node_name,
             host_ip: &self.config.node_ip,
             pod_ip: sandbox.ip.as_deref(),
+            sources: &sources,
+            volumes: &volume_dirs,
+            volume_error: volume_error.as_deref(),
         };
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let mut history = self.container_history(&sandbox.id).await?;
@@ -570,7 +624,24 @@ impl Agent {
                     // A restart: the next one waits longer.
                     memory.backoff.step(base, max);
                 }
-                let config = container_config(facts, c, attempt);
+                let config = match facts.volume_error {
+                    Some(e) => Err(e.to_string()),
+                    None => container_config(facts, c, attempt),
+                };
+                let config = match config {
+                    Ok(config) => config,
+                    Err(message) => {
+                        // Like the kubelet: the container waits until the references resolve.
+                        let waiting = Waiting {
+                            reason: "CreateContainerConfigError".into(),
+                            message,
+                        };
+                        memory.error = Some(waiting.clone());
+                        progress.waiting.insert(c.name.clone(), waiting);
+                        progress.requeue_after(Duration::from_secs(1));
+                        return Ok(());
+                    }
+                };
                 match self.runtime.create_container(sandbox_id, &config).await {
                     Ok(id) => id,
                     Err(e) => {

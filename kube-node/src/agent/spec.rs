@@ -1,11 +1,12 @@
 //! Translates a pod and its spec containers into runtime sandbox and container configs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube_core::quantity::{parse_bytes, parse_millicores};
 use kube_core::runtime::{
-    ContainerConfig, ContainerResources, PodSandboxConfig, PodSandboxMetadata,
+    ContainerConfig, ContainerResources, Mount, PodSandboxConfig, PodSandboxMetadata,
 };
 
 use super::labels;
@@ -49,13 +50,92 @@ pub(crate) fn sandbox_config(pod: &Pod, node: &str, attempt: u32) -> PodSandboxC
     }
 }
 
-/// Facts a container's environment can refer to with `valueFrom.fieldRef`.
+/// Facts a container's environment can refer to with `valueFrom.fieldRef`, the ConfigMaps and
+/// Secrets it may read, and the pod's prepared volumes.
 #[derive(Debug)]
 pub(crate) struct PodFacts<'a> {
     pub(crate) pod: &'a Pod,
     pub(crate) node_name: &'a str,
     pub(crate) host_ip: &'a str,
     pub(crate) pod_ip: Option<&'a str>,
+    pub(crate) sources: &'a Sources,
+    /// Host directory of each volume, by volume name.
+    pub(crate) volumes: &'a HashMap<String, PathBuf>,
+    /// Why the volumes could not be prepared, if they could not.
+    pub(crate) volume_error: Option<&'a str>,
+}
+
+/// The data of the ConfigMaps and Secrets a pod refers to, by name (`None`: not found).
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    pub(crate) config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
+    pub(crate) secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+}
+
+impl Sources {
+    /// One key of a ConfigMap (`secret` false) or Secret; `Err` says what is missing.
+    fn key(&self, secret: bool, name: &str, key: &str) -> Result<Option<&String>, String> {
+        let (map, kind) = if secret {
+            (&self.secrets, "secret")
+        } else {
+            (&self.config_maps, "configmap")
+        };
+        match map.get(name).and_then(Option::as_ref) {
+            None => Err(format!("{kind} \"{name}\" not found")),
+            Some(data) => Ok(data.get(key)),
+        }
+    }
+
+    /// All data of a ConfigMap or Secret.
+    pub(crate) fn data(&self, secret: bool, name: &str) -> Option<&BTreeMap<String, String>> {
+        let map = if secret {
+            &self.secrets
+        } else {
+            &self.config_maps
+        };
+        map.get(name).and_then(Option::as_ref)
+    }
+}
+
+/// The ConfigMaps and Secrets `pod` refers to (env, envFrom, volumes), by name.
+pub(crate) fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut cms, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+    let Some(spec) = &pod.spec else {
+        return (cms, secrets);
+    };
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers);
+    for c in containers {
+        for var in c.env.iter().flatten() {
+            let from = var.value_from.as_ref();
+            if let Some(r) = from.and_then(|f| f.config_map_key_ref.as_ref()) {
+                cms.insert(r.name.clone());
+            }
+            if let Some(r) = from.and_then(|f| f.secret_key_ref.as_ref()) {
+                secrets.insert(r.name.clone());
+            }
+        }
+        for from in c.env_from.iter().flatten() {
+            if let Some(r) = &from.config_map_ref {
+                cms.insert(r.name.clone());
+            }
+            if let Some(r) = &from.secret_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            cms.insert(cm.name.clone());
+        }
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            secrets.insert(name);
+        }
+    }
+    (cms, secrets)
 }
 
 impl PodFacts<'_> {
@@ -115,27 +195,106 @@ pub(crate) fn expand(input: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// The runtime config for attempt `attempt` of spec container `c`.
+/// The value of a `resourceFieldRef` (`limits.cpu`, `requests.memory`, …) in units of the
+/// divisor (default 1; CPU rounds up, as in Kubernetes).
+fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Option<String> {
+    let (which, name) = resource.split_once('.')?;
+    let r = c.resources.as_ref()?;
+    let list = match which {
+        "limits" => r.limits.as_ref(),
+        "requests" => r.requests.as_ref(),
+        _ => None,
+    }?;
+    let q = &list.get(name)?.0;
+    if name == "cpu" {
+        let milli = parse_millicores(q).ok()?;
+        let per = divisor.map_or(Ok(1000), parse_millicores).ok()?.max(1);
+        Some(((milli + per - 1) / per).to_string())
+    } else {
+        let bytes = parse_bytes(q).ok()?;
+        let per = divisor.map_or(Ok(1), parse_bytes).ok()?.max(1);
+        Some(((bytes + per - 1) / per).to_string())
+    }
+}
+
+/// The runtime config for attempt `attempt` of spec container `c`; `Err` names a missing
+/// ConfigMap, Secret, key or volume (the kubelet's `CreateContainerConfigError`).
 pub(crate) fn container_config(
     facts: &PodFacts<'_>,
     c: &Container,
     attempt: u32,
-) -> ContainerConfig {
-    let mut env = Vec::new();
+) -> Result<ContainerConfig, String> {
+    let mut env: Vec<(String, String)> = Vec::new();
     let mut vars = HashMap::new();
+    fn set(
+        env: &mut Vec<(String, String)>,
+        vars: &mut HashMap<String, String>,
+        name: &str,
+        value: String,
+    ) {
+        vars.insert(name.to_string(), value.clone());
+        match env.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value,
+            None => env.push((name.to_string(), value)),
+        }
+    }
+    // envFrom first; `env` entries override them, as in the kubelet.
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        let (secret, name, optional) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => (false, &r.name, r.optional.unwrap_or(false)),
+            (None, Some(r)) => (true, &r.name, r.optional.unwrap_or(false)),
+            (None, None) => continue,
+        };
+        match facts.sources.data(secret, name) {
+            Some(data) => {
+                for (k, v) in data {
+                    set(&mut env, &mut vars, &format!("{prefix}{k}"), v.clone());
+                }
+            }
+            None if optional => {}
+            None => {
+                let kind = if secret { "secret" } else { "configmap" };
+                return Err(format!("{kind} \"{name}\" not found"));
+            }
+        }
+    }
     for var in c.env.iter().flatten() {
+        let from = var.value_from.as_ref();
         let value = if let Some(value) = &var.value {
             Some(expand(value, &vars))
-        } else if let Some(field) = var.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+        } else if let Some(field) = from.and_then(|v| v.field_ref.as_ref()) {
             facts.field(&field.field_path)
+        } else if let Some(r) = from.and_then(|v| v.config_map_key_ref.as_ref()) {
+            let optional = r.optional.unwrap_or(false);
+            match facts.sources.key(false, &r.name, &r.key) {
+                Ok(Some(v)) => Some(v.clone()),
+                Ok(None) | Err(_) if optional => None,
+                Ok(None) => {
+                    return Err(format!(
+                        "couldn't find key {} in ConfigMap {}",
+                        r.key, r.name
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        } else if let Some(r) = from.and_then(|v| v.secret_key_ref.as_ref()) {
+            let optional = r.optional.unwrap_or(false);
+            match facts.sources.key(true, &r.name, &r.key) {
+                Ok(Some(v)) => Some(v.clone()),
+                Ok(None) | Err(_) if optional => None,
+                Ok(None) => {
+                    return Err(format!("couldn't find key {} in Secret {}", r.key, r.name));
+                }
+                Err(e) => return Err(e),
+            }
+        } else if let Some(r) = from.and_then(|v| v.resource_field_ref.as_ref()) {
+            resource_field(c, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()))
         } else {
-            // ConfigMap, Secret and resource references need objects this agent does not read.
-            tracing::debug!(container = %c.name, env = %var.name, "unsupported env source; skipped");
             None
         };
         if let Some(value) = value {
-            vars.insert(var.name.clone(), value.clone());
-            env.push((var.name.clone(), value));
+            set(&mut env, &mut vars, &var.name, value);
         }
     }
     let expand_all = |words: &Option<Vec<String>>| -> Vec<String> {
@@ -147,9 +306,29 @@ pub(crate) fn container_config(
             .and_then(|l| l.get(name))
             .and_then(|q| parse(&q.0).ok())
     };
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let dir = facts
+            .volumes
+            .get(&m.name)
+            .ok_or_else(|| format!("volume {:?} is not defined or not supported", m.name))?;
+        let host_path = match m.sub_path.as_deref().filter(|p| !p.is_empty()) {
+            // Relative and without `..`, so it stays inside the volume.
+            Some(sub) if sub.starts_with('/') || sub.split('/').any(|p| p == "..") => {
+                return Err(format!("invalid subPath {sub:?}"));
+            }
+            Some(sub) => dir.join(sub),
+            None => dir.clone(),
+        };
+        mounts.push(Mount {
+            host_path,
+            container_path: m.mount_path.clone(),
+            read_only: m.read_only.unwrap_or(false),
+        });
+    }
     let mut labels = pod_labels(facts.pod, facts.node_name);
     labels.insert(labels::CONTAINER_NAME.to_string(), c.name.clone());
-    ContainerConfig {
+    Ok(ContainerConfig {
         name: c.name.clone(),
         attempt,
         image: c.image.clone().unwrap_or_default(),
@@ -162,7 +341,8 @@ pub(crate) fn container_config(
             cpu_limit_milli: limit("cpu", parse_millicores),
             memory_limit_bytes: limit("memory", parse_bytes),
         },
-    }
+        mounts,
+    })
 }
 
 #[cfg(test)]
@@ -192,14 +372,19 @@ mod tests {
             }]}
         }))
         .unwrap();
+        let sources = Sources::default();
+        let volumes = HashMap::new();
         let facts = PodFacts {
             pod: &pod,
             node_name: "n1",
             host_ip: "10.0.0.1",
             pod_ip: Some("10.88.0.2"),
+            sources: &sources,
+            volumes: &volumes,
+            volume_error: None,
         };
         let spec = pod.spec.as_ref().unwrap();
-        let config = container_config(&facts, &spec.containers[0], 2);
+        let config = container_config(&facts, &spec.containers[0], 2).unwrap();
         assert_eq!(
             config.env,
             vec![

@@ -73,7 +73,7 @@ pub(crate) fn config_json(config: &ContainerConfig, facts: &BundleFacts<'_>) -> 
         },
         "root": {"path": facts.rootfs, "readonly": true},
         "hostname": facts.hostname,
-        "mounts": mounts(),
+        "mounts": mounts(config),
         "linux": {
             "cgroupsPath": facts.cgroups_path,
             "resources": resources,
@@ -113,8 +113,8 @@ fn capabilities() -> Value {
 
 /// The usual container mounts, plus a writable `/tmp` (the image root is read-only, since
 /// every container of an image shares it).
-fn mounts() -> Value {
-    json!([
+fn mounts(config: &ContainerConfig) -> Value {
+    let mut mounts = json!([
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
@@ -128,7 +128,20 @@ fn mounts() -> Value {
          "options": ["nosuid", "noexec", "nodev", "ro"]},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "nodev", "mode=1777"]}
-    ])
+    ]);
+    // Pod volumes: bind mounts of the node's directories.
+    if let Some(list) = mounts.as_array_mut() {
+        for m in &config.mounts {
+            let mode = if m.read_only { "ro" } else { "rw" };
+            list.push(json!({
+                "destination": m.container_path,
+                "type": "bind",
+                "source": m.host_path,
+                "options": ["rbind", mode],
+            }));
+        }
+    }
+    mounts
 }
 
 #[cfg(test)]

@@ -352,3 +352,116 @@ async fn runc_deletion_waits_the_grace_period_then_kills() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn runc_env_and_volumes_come_from_config_maps_secrets_and_empty_dirs() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let cluster = Cluster::start(
+        agent(Arc::new(runtime.clone()))
+            .root_dir(dir.path().join("pods"))
+            .build()
+            .unwrap(),
+    );
+    let store = cluster.store.clone();
+    let cms: kube_core::typed::Api<kube_core::api::ConfigMap> =
+        kube_core::typed::Api::namespaced(store.clone(), "default");
+    let secrets: kube_core::typed::Api<kube_core::api::Secret> =
+        kube_core::typed::Api::namespaced(store, "default");
+    cms.create(
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "settings"},
+            "data": {"greeting": "hello", "app.conf": "mode=fast\n"}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    secrets
+        .create(
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "creds"},
+                "data": {"password": "czNjcjN0"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let p: kube_core::api::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "configured", "namespace": "default"},
+        "spec": {
+            "nodeName": crate::common::NODE,
+            "restartPolicy": "Never",
+            "volumes": [
+                {"name": "conf", "configMap": {"name": "settings"}},
+                {"name": "shared", "emptyDir": {}}
+            ],
+            "initContainers": [{
+                "name": "init", "image": "busybox",
+                "command": ["sh", "-c", "echo from-init > /shared/note"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]
+            }],
+            "containers": [{
+                "name": "c", "image": "busybox",
+                "command": ["sh", "-c",
+                    "echo $GREETING $PASSWORD $CFG_greeting; cat /etc/app/app.conf /shared/note"],
+                "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}
+                ],
+                "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "settings"}}],
+                "volumeMounts": [
+                    {"name": "conf", "mountPath": "/etc/app", "readOnly": true},
+                    {"name": "shared", "mountPath": "/shared"}
+                ]
+            }]
+        }
+    }))
+    .unwrap();
+    cluster.pods().create(&p).await.unwrap();
+    cluster.wait_phase("configured", "Succeeded", WAIT).await;
+    assert_eq!(
+        logs(&runtime, "configured", false).await,
+        "hello s3cr3t hello\nmode=fast\nfrom-init\n"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_config_map_holds_the_container_with_create_container_config_error() {
+    let fake = kube_node::FakeRuntime::new();
+    let cluster = Cluster::start(agent(Arc::new(fake)).build().unwrap());
+    cluster
+        .pods()
+        .create(&pod(
+            "waiting",
+            "Always",
+            serde_json::json!([{
+                "name": "c", "image": "busybox",
+                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]
+            }]),
+        ))
+        .await
+        .unwrap();
+    let pods = cluster.pods();
+    let waiting = eventually(WAIT, "CreateContainerConfigError", || async {
+        let p = pods.get("waiting").await.ok()?;
+        let w = p
+            .status?
+            .container_statuses?
+            .first()?
+            .state
+            .clone()?
+            .waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError")).then_some(w)
+    })
+    .await;
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("configmap \"absent\" not found")
+    );
+    cluster.shutdown().await;
+}
