@@ -29,6 +29,8 @@ mod durable;
 mod engine;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+pub mod local_etcd;
 mod mem;
 mod paging;
 mod prepare;

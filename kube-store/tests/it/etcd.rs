@@ -7,7 +7,7 @@ use kube_core::store::{Store, StoreError};
 use kube_store::{EtcdConfig, EtcdStore};
 use serde_json::json;
 
-use crate::etcd_server::EtcdCluster;
+use kube_store::local_etcd::LocalEtcd;
 
 const CM: GroupKind = GroupKind::from_static("", "ConfigMap");
 
@@ -37,7 +37,7 @@ async fn create_within(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_with_one_member_down_and_fails_clearly_without_quorum() {
-    let mut cluster = EtcdCluster::start(3);
+    let mut cluster = LocalEtcd::start(3).unwrap();
     let config = EtcdConfig::new(cluster.endpoints()).request_timeout(Duration::from_secs(2));
     let store = EtcdStore::connect(config).await.unwrap();
     store.create(config_map("before")).await.unwrap();

@@ -5,7 +5,5 @@ mod conformance;
 mod durable;
 #[cfg(feature = "etcd")]
 mod etcd;
-#[cfg(feature = "etcd")]
-mod etcd_server;
 mod machinery;
 mod mem;

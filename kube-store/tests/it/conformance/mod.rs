@@ -38,7 +38,7 @@ pub(crate) async fn durable() -> Fixture {
 
 #[cfg(feature = "etcd")]
 pub(crate) async fn etcd() -> Fixture {
-    let cluster = crate::etcd_server::EtcdCluster::single();
+    let cluster = kube_store::local_etcd::LocalEtcd::single().unwrap();
     let store = kube_store::EtcdStore::connect(kube_store::EtcdConfig::new(cluster.endpoints()))
         .await
         .unwrap();
