@@ -1,2 +1,378 @@
-//! placeholder
-fn main() {}
+//! The userspace proxy against a direct connection to the same backend on loopback, and the
+//! nftables data plane's sync time for 10,000 services × 10 endpoints.
+//!
+//! `cargo bench -p kube-net --bench proxy`. The last line is
+//! `bulk_ratio=… conn_ratio=… added_p99_us=… nft_sync_10k_ms=…`: bulk transfer throughput and
+//! new connections per second (proxied / direct), p99 latency the proxy adds to small
+//! request/response at a fixed rate, and the time to apply the big table with `nft`. Each figure
+//! is the median of several short runs, direct and proxied interleaved, because the machine is
+//! shared and noisy. The nft figure needs root and `nft`/`ip` (it runs in a network namespace
+//! it creates); without them it prints `nft_sync_10k_ms=NA`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube_core::object::ObjectKey;
+use kube_core::proxy::{Endpoint, Protocol, Proxy, ServiceEntry, ServicePort, ServiceTable};
+use kube_net::{ClusterIpBinding, NftConfig, NftProxy, UserspaceConfig, UserspaceProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The backend listens on all loopback addresses; clients reach it directly at `BACKEND` and
+/// the proxy at `BACKEND_VIA_PROXY`, so the two paths do not share (and exhaust) one range of
+/// ephemeral ports towards the same address.
+const BACKEND: &str = "127.0.0.2:18080";
+const BACKEND_VIA_PROXY: &str = "127.0.0.4:18080";
+const VIP: &str = "127.0.0.3:18081";
+const BULK_BYTES: u64 = 512 << 20;
+const RUNS: usize = 5;
+
+fn main() {
+    // Cargo passes `--bench`, which is ignored; `--nft-only` measures only the nftables sync.
+    if std::env::args().any(|a| a == "--nft-only") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ms = rt.block_on(nft_sync_10k_ms());
+        println!(
+            "nft_sync_10k_ms={}",
+            ms.map_or("NA".into(), |ms| format!("{ms:.0}"))
+        );
+        return;
+    }
+    let backend: SocketAddr = BACKEND.parse().unwrap();
+    let vip: SocketAddr = VIP.parse().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(serve_backend("0.0.0.0:18080".parse().unwrap()));
+    });
+    // Knobs for exploring (defaults are what the final line reports).
+    let workers: usize = std::env::var("KUBE_NET_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let zero_copy = std::env::var("KUBE_NET_BENCH_SPLICE").as_deref() != Ok("0");
+    // The proxy runs on its own runtime, as it would in its own process: by default a
+    // one-worker runtime (`KUBE_NET_BENCH_WORKERS=N` for N workers, 0 for a current-thread
+    // runtime). With client, backend and proxy on 2 shared cores, a second proxy worker mostly
+    // adds wakeup latency.
+    let (proxy_rt, _keep) = proxy_runtime(workers);
+    let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
+        node_addresses: vec![],
+        cluster_ips: ClusterIpBinding::Local,
+        zero_copy,
+        ..UserspaceConfig::default()
+    }));
+    proxy_rt
+        .block_on(proxy.sync(&one_service(vip, BACKEND_VIA_PROXY.parse().unwrap())))
+        .unwrap();
+
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client.block_on(async {
+        // Warm up both paths.
+        let _ = bulk(backend, 32 << 20).await;
+        let _ = bulk(vip, 32 << 20).await;
+
+        let (mut d, mut p) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            d.push(bulk(backend, BULK_BYTES).await);
+            p.push(bulk(vip, BULK_BYTES).await);
+        }
+        let (bulk_d, bulk_p) = (median(d), median(p));
+        println!("bulk MB/s: direct {bulk_d:.0}, proxied {bulk_p:.0}");
+
+        let (mut d, mut p) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            d.push(conn_rate(backend).await);
+            p.push(conn_rate(vip).await);
+        }
+        let (conn_d, conn_p) = (median(d), median(p));
+        println!("connections/s: direct {conn_d:.0}, proxied {conn_p:.0}");
+
+        let (mut d, mut p) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            d.push(p99_us(backend).await);
+            p.push(p99_us(vip).await);
+        }
+        let (lat_d, lat_p) = (median(d), median(p));
+        println!("p99 µs at 2000 req/s: direct {lat_d:.0}, proxied {lat_p:.0}");
+
+        let nft = if std::env::args().any(|a| a == "--no-nft") {
+            None
+        } else {
+            nft_sync_10k_ms().await
+        };
+        println!(
+            "bulk_ratio={:.2} conn_ratio={:.2} added_p99_us={:.0} nft_sync_10k_ms={}",
+            bulk_p / bulk_d,
+            conn_p / conn_d,
+            (lat_p - lat_d).max(0.0),
+            nft.map_or("NA".to_string(), |ms| format!("{ms:.0}"))
+        );
+    });
+    proxy_rt.block_on(proxy.shutdown()).unwrap();
+}
+
+/// A handle to run the proxy on; with `workers == 0` a current-thread runtime driven by a
+/// thread of its own. The second value keeps a multi-thread runtime alive.
+fn proxy_runtime(workers: usize) -> (tokio::runtime::Handle, Option<tokio::runtime::Runtime>) {
+    if workers > 0 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap();
+        return (rt.handle().clone(), Some(rt));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tx.send(rt.handle().clone()).unwrap();
+        rt.block_on(std::future::pending::<()>());
+    });
+    (rx.recv().unwrap(), None)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn one_service(vip: SocketAddr, backend: SocketAddr) -> ServiceTable {
+    let entry = ServiceEntry {
+        cluster_ip: Some(vip.ip()),
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: vip.port(),
+            node_port: None,
+            endpoints: vec![Endpoint {
+                ip: backend.ip(),
+                port: backend.port(),
+                node_name: None,
+                terminating: false,
+            }],
+        }],
+        ..ServiceEntry::default()
+    };
+    ServiceTable {
+        services: BTreeMap::from([(ObjectKey::namespaced("bench", "svc"), entry)]),
+    }
+}
+
+/// The backend: the first byte of a connection picks the mode. `B` + u64: send that many
+/// bytes; `C`: answer one byte and close; `E`: echo 64-byte messages until closed.
+async fn serve_backend(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    loop {
+        let (mut s, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            let mut mode = [0u8; 1];
+            if s.read_exact(&mut mode).await.is_err() {
+                return;
+            }
+            match mode[0] {
+                b'B' => {
+                    let mut len = [0u8; 8];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut left = u64::from_be_bytes(len);
+                    let buf = vec![7u8; 256 * 1024];
+                    while left > 0 {
+                        let n = left.min(buf.len() as u64) as usize;
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n as u64;
+                    }
+                }
+                b'C' => {
+                    let _ = s.write_all(b"k").await;
+                }
+                _ => {
+                    let mut msg = [0u8; 64];
+                    while s.read_exact(&mut msg).await.is_ok() {
+                        if s.write_all(&msg).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Connects, retrying while ephemeral ports are exhausted by the connection-rate runs.
+async fn connect(to: SocketAddr) -> TcpStream {
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(to).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("cannot connect to {to}");
+}
+
+/// MB/s receiving `bytes` from the backend through `to`.
+async fn bulk(to: SocketAddr, bytes: u64) -> f64 {
+    let mut s = connect(to).await;
+    let started = Instant::now();
+    let mut request = vec![b'B'];
+    request.extend_from_slice(&bytes.to_be_bytes());
+    s.write_all(&request).await.unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "bulk stream ended early");
+        got += n as u64;
+    }
+    bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+/// New connections per second (connect, one byte each way, close) with 8 in parallel for
+/// 400 ms.
+async fn conn_rate(to: SocketAddr) -> f64 {
+    let window = Duration::from_millis(400);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while started.elapsed() < window {
+                    let Ok(mut s) = TcpStream::connect(to).await else {
+                        // Out of ephemeral ports for a moment: let TIME_WAIT drain.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    };
+                    let _ = s.set_nodelay(true);
+                    let mut b = [0u8; 1];
+                    if s.write_all(b"C").await.is_ok() && s.read_exact(&mut b).await.is_ok() {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// p99 round trip in µs of 64-byte echoes sent at 2000/s for 0.5 s on one connection.
+async fn p99_us(to: SocketAddr) -> f64 {
+    let mut s = connect(to).await;
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"E").await.unwrap();
+    let msg = [1u8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..1000 {
+        tick.tick().await;
+        let t = Instant::now();
+        s.write_all(&msg).await.unwrap();
+        s.read_exact(&mut back).await.unwrap();
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() * 99 / 100]
+}
+
+/// Median time for NftProxy to apply 10,000 services × 10 endpoints in a fresh namespace.
+async fn nft_sync_10k_ms() -> Option<f64> {
+    let ns = format!("kn-bench-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("cannot create a network namespace (needs root and iproute2)");
+        return None;
+    }
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _guard = Guard(ns.clone());
+    let table = big_table(10_000, 10);
+    let proxy = NftProxy::new(NftConfig {
+        netns: Some(ns),
+        ..NftConfig::default()
+    });
+    if let Ok(path) = std::env::var("KUBE_NET_DUMP_NFT") {
+        let _ = std::fs::write(path, proxy.script(&table));
+    }
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        if let Err(e) = proxy.sync(&table).await {
+            eprintln!("nft sync failed: {e} ({:?})", std::error::Error::source(&e));
+            return None;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let stats = proxy.stats().await;
+    println!(
+        "nft: {} rules/elements, script {} KiB, sync ms {times:?}",
+        stats.rules,
+        stats.script_bytes / 1024
+    );
+    let _ = proxy.shutdown().await;
+    Some(median(times))
+}
+
+fn big_table(services: u32, endpoints: u32) -> ServiceTable {
+    let mut table = ServiceTable::default();
+    for s in 0..services {
+        let vip = IpAddr::from([10, 96, (s >> 8) as u8, s as u8]);
+        let eps = (0..endpoints)
+            .map(|e| {
+                let n = s * endpoints + e;
+                Endpoint {
+                    ip: IpAddr::from([10, 128 + (n >> 16) as u8, (n >> 8) as u8, n as u8]),
+                    port: 8080,
+                    node_name: None,
+                    terminating: false,
+                }
+            })
+            .collect();
+        table.services.insert(
+            ObjectKey::namespaced("bench", format!("svc-{s}")),
+            ServiceEntry {
+                cluster_ip: Some(vip),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 80,
+                    node_port: None,
+                    endpoints: eps,
+                }],
+                ..ServiceEntry::default()
+            },
+        );
+    }
+    table
+}

@@ -1,5 +1,6 @@
 //! The nftables ruleset text for a service table: one table, replaced as a whole.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -50,19 +51,77 @@ fn v4(endpoints: Vec<Endpoint>) -> Vec<(IpAddr, u16)> {
         .collect()
 }
 
+/// Where a frontend's traffic is sent: endpoints chosen by a shared per-size chain and map, or
+/// a chain of its own (with affinity).
+#[derive(Default)]
+struct Plan {
+    /// `ip . proto . port : goto chain` for ClusterIPs.
+    cluster_ips: Vec<String>,
+    /// `proto . port : goto chain` for NodePorts.
+    node_ports: Vec<String>,
+    no_endpoints: Vec<String>,
+    no_endpoint_node_ports: Vec<String>,
+    /// Endpoint count → `ip . proto . port . slot : ip . port` elements (ClusterIPs).
+    cluster_slots: BTreeMap<usize, Vec<String>>,
+    /// Endpoint count → `proto . port . slot : ip . port` elements (NodePorts).
+    node_port_slots: BTreeMap<usize, Vec<String>>,
+    /// Per-service chains, for affinity.
+    chains: Vec<Chain>,
+}
+
+impl Plan {
+    /// The verdict for a frontend: with affinity a chain of its own; otherwise the shared chain
+    /// for its number of endpoints, with its endpoints added to that chain's map under `key`.
+    fn route(
+        &mut self,
+        key: &str,
+        node_port: bool,
+        protocol: &'static str,
+        endpoints: Vec<(IpAddr, u16)>,
+        affinity: Option<Duration>,
+    ) -> String {
+        if affinity.is_some() {
+            let name = format!("svc_{}_", self.chains.len());
+            self.chains.push(Chain {
+                name: name.clone(),
+                protocol,
+                endpoints,
+                affinity,
+            });
+            return name;
+        }
+        let n = endpoints.len();
+        let slots = if node_port {
+            self.node_port_slots.entry(n).or_default()
+        } else {
+            self.cluster_slots.entry(n).or_default()
+        };
+        for (slot, (ip, port)) in endpoints.iter().enumerate() {
+            slots.push(format!("{key} . {slot} : {ip} . {port}"));
+        }
+        if node_port {
+            format!("node_port_lb_{n}")
+        } else {
+            format!("cluster_lb_{n}")
+        }
+    }
+}
+
 /// The commands that replace table `name` with the rules for `table`, as one `nft -f` script
 /// (one transaction: either all of it applies or none).
+///
+/// The rule count does not grow with the number of services: a verdict map sends each
+/// ClusterIP (or NodePort) to the chain for its number of endpoints `n`, which DNATs through
+/// one map keyed by `address . protocol . port . (numgen mod n)`. Only services with ClientIP
+/// affinity get chains of their own. This keeps a 10,000-service sync to a few large element
+/// lists, which nftables loads fast, instead of tens of thousands of chains.
 pub(crate) fn render(
     name: &str,
     table: &ServiceTable,
     node: Option<&str>,
     balancing: Balancing,
 ) -> Rendered {
-    let mut cluster_ips = Vec::new(); // "ip . proto . port : goto chain"
-    let mut node_ports = Vec::new(); // "proto . port : goto chain"
-    let mut no_endpoints = Vec::new(); // "ip . proto . port"
-    let mut no_endpoint_node_ports = Vec::new(); // "proto . port"
-    let mut chains: Vec<Chain> = Vec::new();
+    let mut plan = Plan::default();
     for entry in table.services.values() {
         // The data plane is IPv4 (`table ip`); IPv6 services are left to another table.
         let cluster_ip = entry.cluster_ip.filter(IpAddr::is_ipv4);
@@ -70,45 +129,33 @@ pub(crate) fn render(
             let Some(protocol) = proto(port.protocol) else {
                 continue;
             };
-            let internal = v4(usable(&port.endpoints, entry.internal_traffic_local, node));
-            let external = v4(usable(&port.endpoints, entry.external_traffic_local, node));
-            let mut push = |endpoints: Vec<(IpAddr, u16)>| -> String {
-                let name = format!("svc_{}_", chains.len());
-                chains.push(Chain {
-                    name: name.clone(),
-                    protocol,
-                    endpoints,
-                    affinity: entry.session_affinity,
-                });
-                name
-            };
-            let mut internal_chain = None;
             if let Some(ip) = cluster_ip {
+                let internal = v4(usable(&port.endpoints, entry.internal_traffic_local, node));
+                let key = format!("{ip} . {protocol} . {}", port.port);
                 if internal.is_empty() {
-                    no_endpoints.push(format!("{ip} . {protocol} . {}", port.port));
+                    plan.no_endpoints.push(key);
                 } else {
-                    let chain = push(internal.clone());
-                    cluster_ips.push(format!("{ip} . {protocol} . {} : goto {chain}", port.port));
-                    internal_chain = Some(chain);
+                    let chain = plan.route(&key, false, protocol, internal, entry.session_affinity);
+                    plan.cluster_ips.push(format!("{key} : goto {chain}"));
                 }
             }
             if let Some(node_port) = port.node_port {
+                let external = v4(usable(&port.endpoints, entry.external_traffic_local, node));
+                let key = format!("{protocol} . {node_port}");
                 if external.is_empty() {
-                    no_endpoint_node_ports.push(format!("{protocol} . {node_port}"));
+                    plan.no_endpoint_node_ports.push(key);
                 } else {
-                    // Share the ClusterIP's chain when both policies pick the same endpoints.
-                    let chain = match internal_chain {
-                        Some(chain) if internal == external => chain,
-                        _ => push(external),
-                    };
-                    node_ports.push(format!("{protocol} . {node_port} : goto {chain}"));
+                    let chain = plan.route(&key, true, protocol, external, entry.session_affinity);
+                    plan.node_ports.push(format!("{key} : goto {chain}"));
                 }
             }
         }
     }
 
-    let mut out = String::with_capacity(256 + chains.len() * 200);
-    let mut rules = 0usize;
+    let mut out = String::with_capacity(
+        4096 + 64
+            * (plan.cluster_slots.values().map(Vec::len).sum::<usize>() + plan.cluster_ips.len()),
+    );
     // Create-then-delete makes the delete safe when the table does not exist yet; the whole
     // script is one transaction, so traffic never sees an empty table in between.
     let _ = writeln!(
@@ -119,77 +166,105 @@ pub(crate) fn render(
         &mut out,
         "cluster_ips",
         "type ipv4_addr . inet_proto . inet_service : verdict",
-        &cluster_ips,
+        &plan.cluster_ips,
     );
     map(
         &mut out,
         "node_ports",
         "type inet_proto . inet_service : verdict",
-        &node_ports,
+        &plan.node_ports,
     );
     map(
         &mut out,
         "no_endpoints",
         "type ipv4_addr . inet_proto . inet_service",
-        &no_endpoints,
+        &plan.no_endpoints,
     );
     map(
         &mut out,
         "no_endpoint_node_ports",
         "type inet_proto . inet_service",
-        &no_endpoint_node_ports,
+        &plan.no_endpoint_node_ports,
     );
-    rules +=
-        cluster_ips.len() + node_ports.len() + no_endpoints.len() + no_endpoint_node_ports.len();
-    out.push_str(concat!(
-        "  chain services {\n",
-        "    ip daddr . meta l4proto . th dport vmap @cluster_ips\n",
-        "    fib daddr type local meta l4proto . th dport vmap @node_ports\n",
-        "  }\n",
-        "  chain nat_prerouting {\n",
-        "    type nat hook prerouting priority dstnat; policy accept;\n",
-        "    jump services\n",
-        "  }\n",
-        "  chain nat_output {\n",
-        "    type nat hook output priority -100; policy accept;\n",
-        "    jump services\n",
-        "  }\n",
-        // Services without endpoints refuse at once instead of timing out (as kube-proxy does).
-        "  chain reject_no_endpoints {\n",
-        "    ct state new ip daddr . meta l4proto . th dport @no_endpoints reject\n",
-        "    ct state new fib daddr type local meta l4proto . th dport @no_endpoint_node_ports reject\n",
-        "  }\n",
-        "  chain filter_input {\n",
-        "    type filter hook input priority filter - 1; policy accept;\n",
-        "    jump reject_no_endpoints\n",
-        "  }\n",
-        "  chain filter_forward {\n",
-        "    type filter hook forward priority filter - 1; policy accept;\n",
-        "    jump reject_no_endpoints\n",
-        "  }\n",
-        "  chain filter_output {\n",
-        "    type filter hook output priority filter - 1; policy accept;\n",
-        "    jump reject_no_endpoints\n",
-        "  }\n",
-    ));
+    let mut rules = plan.cluster_ips.len()
+        + plan.node_ports.len()
+        + plan.no_endpoints.len()
+        + plan.no_endpoint_node_ports.len();
+    out.push_str(FIXED_CHAINS);
     rules += 10;
-    for chain in &chains {
+    for (n, slots) in &plan.cluster_slots {
+        let ng = numgen(balancing, *n);
+        map(
+            &mut out,
+            &format!("cluster_endpoints_{n}"),
+            &format!("typeof ip daddr . meta l4proto . th dport . {ng} : ip daddr . th dport"),
+            slots,
+        );
+        let _ = writeln!(
+            out,
+            "  chain cluster_lb_{n} {{\n    meta l4proto tcp dnat ip addr . port to ip daddr . meta l4proto . th dport . {ng} map @cluster_endpoints_{n}\n    meta l4proto udp dnat ip addr . port to ip daddr . meta l4proto . th dport . {ng} map @cluster_endpoints_{n}\n  }}"
+        );
+        rules += 2 + slots.len();
+    }
+    for (n, slots) in &plan.node_port_slots {
+        let ng = numgen(balancing, *n);
+        map(
+            &mut out,
+            &format!("node_port_endpoints_{n}"),
+            &format!("typeof meta l4proto . th dport . {ng} : ip daddr . th dport"),
+            slots,
+        );
+        let _ = writeln!(
+            out,
+            "  chain node_port_lb_{n} {{\n    meta l4proto tcp dnat ip addr . port to meta l4proto . th dport . {ng} map @node_port_endpoints_{n}\n    meta l4proto udp dnat ip addr . port to meta l4proto . th dport . {ng} map @node_port_endpoints_{n}\n  }}"
+        );
+        rules += 2 + slots.len();
+    }
+    for chain in &plan.chains {
         rules += write_chain(&mut out, chain, balancing);
     }
     out.push_str("}\n");
     Rendered { script: out, rules }
 }
 
+const FIXED_CHAINS: &str = concat!(
+    "  chain services {\n",
+    "    ip daddr . meta l4proto . th dport vmap @cluster_ips\n",
+    "    fib daddr type local meta l4proto . th dport vmap @node_ports\n",
+    "  }\n",
+    "  chain nat_prerouting {\n",
+    "    type nat hook prerouting priority dstnat; policy accept;\n",
+    "    jump services\n",
+    "  }\n",
+    "  chain nat_output {\n",
+    "    type nat hook output priority -100; policy accept;\n",
+    "    jump services\n",
+    "  }\n",
+    // Services without endpoints refuse at once instead of timing out (as kube-proxy does).
+    "  chain reject_no_endpoints {\n",
+    "    ct state new ip daddr . meta l4proto . th dport @no_endpoints reject\n",
+    "    ct state new fib daddr type local meta l4proto . th dport @no_endpoint_node_ports reject\n",
+    "  }\n",
+    "  chain filter_input {\n",
+    "    type filter hook input priority filter - 1; policy accept;\n",
+    "    jump reject_no_endpoints\n",
+    "  }\n",
+    "  chain filter_forward {\n",
+    "    type filter hook forward priority filter - 1; policy accept;\n",
+    "    jump reject_no_endpoints\n",
+    "  }\n",
+    "  chain filter_output {\n",
+    "    type filter hook output priority filter - 1; policy accept;\n",
+    "    jump reject_no_endpoints\n",
+    "  }\n",
+);
+
 fn map(out: &mut String, name: &str, ty: &str, elements: &[String]) {
-    let _ = write!(
-        out,
-        "  {} {name} {{\n    {ty};\n",
-        if ty.contains(": verdict") {
-            "map"
-        } else {
-            "set"
-        }
-    );
+    let kind = if ty.contains(" : ") { "map" } else { "set" };
+    // A size hint lets the kernel pick a fixed-size hash instead of growing one while 100,000
+    // elements are inserted; the table is rewritten whole, so it never needs to grow later.
+    let size = (elements.len() * 2).next_power_of_two().max(64);
+    let _ = write!(out, "  {kind} {name} {{\n    {ty};\n    size {size};\n");
     if !elements.is_empty() {
         let _ = writeln!(out, "    elements = {{ {} }}", elements.join(", "));
     }

@@ -4,19 +4,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frontend::Frontend;
-use super::splice::relay;
+use super::splice::{PipePool, RelayMode, relay};
 
 /// What a connection needs from the proxy's configuration.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TcpSettings {
     pub(crate) connect_timeout: Duration,
-    pub(crate) zero_copy: bool,
-    pub(crate) buffer: usize,
+    pub(crate) relay: RelayMode,
 }
 
 /// Accepts on `listener` until `stop`; each connection runs on `tasks`.
@@ -26,6 +25,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     tasks: TaskTracker,
     settings: TcpSettings,
+    pipes: Arc<PipePool>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -34,7 +34,13 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((client, peer)) => {
-                tasks.spawn(connection(client, peer, frontend.clone(), settings));
+                tasks.spawn(connection(
+                    client,
+                    peer,
+                    frontend.clone(),
+                    settings,
+                    pipes.clone(),
+                ));
             }
             Err(e) => {
                 // Typically EMFILE: back off a little instead of spinning.
@@ -45,11 +51,24 @@ pub(crate) async fn serve(
     }
 }
 
+/// Connects with Nagle off: small request/response traffic must not wait. (The client side
+/// inherits TCP_NODELAY from the listener.)
+async fn connect(endpoint: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if endpoint.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    socket.set_nodelay(true)?;
+    socket.connect(endpoint).await
+}
+
 async fn connection(
     mut client: TcpStream,
     peer: SocketAddr,
     frontend: Arc<Frontend>,
     settings: TcpSettings,
+    pipes: Arc<PipePool>,
 ) {
     let mut refused = Vec::new();
     let (mut backend, drained) = loop {
@@ -57,7 +76,7 @@ async fn connection(
             tracing::debug!(%peer, ?refused, "no endpoint for connection; closing it");
             return;
         };
-        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint)).await {
+        match tokio::time::timeout(settings.connect_timeout, connect(endpoint)).await {
             Ok(Ok(stream)) => break (stream, drained),
             Ok(Err(e)) => {
                 tracing::debug!(%endpoint, error = %e, "endpoint refused; trying another")
@@ -66,12 +85,9 @@ async fn connection(
         }
         refused.push(endpoint);
     };
-    // Small request/response traffic must not wait for Nagle.
-    let _ = client.set_nodelay(true);
-    let _ = backend.set_nodelay(true);
     tokio::select! {
         () = drained.cancelled() => tracing::debug!(%peer, "endpoint drained; connection cut"),
-        result = relay(&mut client, &mut backend, settings.zero_copy, settings.buffer) => {
+        result = relay(&mut client, &mut backend, settings.relay, &pipes) => {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
