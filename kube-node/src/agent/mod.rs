@@ -7,6 +7,7 @@
 //! containers into runtime configs; [`backoff`] is the per-container crash-loop backoff;
 //! [`probe`] runs startup, liveness and readiness probes.
 
+mod admission;
 mod backoff;
 mod lease;
 mod node_status;
@@ -294,6 +295,8 @@ pub(crate) struct Agent {
     records: Mutex<HashMap<ObjectKey, PodRecord>>,
     /// Probe tasks of running containers.
     prober: probe::Prober,
+    /// Pods admitted to run here, with what they hold (resources, host ports).
+    admitted: Mutex<HashMap<ObjectKey, admission::Admitted>>,
     /// Per-pod directories (volumes) live under here.
     pods_dir: std::path::PathBuf,
     /// Keeps a default temporary `pods_dir` alive.
@@ -330,6 +333,7 @@ impl Agent {
         };
         Self {
             prober: probe::Prober::new(agent.runtime.clone(), queue.clone()),
+            admitted: Mutex::new(HashMap::new()),
             pods_dir,
             _temp: temp,
             config: agent.config,
@@ -341,6 +345,11 @@ impl Agent {
             records: Mutex::new(HashMap::new()),
             boot_id: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    fn admitted(&self) -> MutexGuard<'_, HashMap<ObjectKey, admission::Admitted>> {
+        // Plain data replaced in single statements; a poisoned lock is usable.
+        self.admitted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn records(&self) -> MutexGuard<'_, HashMap<ObjectKey, PodRecord>> {

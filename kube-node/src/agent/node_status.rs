@@ -65,7 +65,7 @@ fn quantities(list: &BTreeMap<String, String>) -> BTreeMap<String, Quantity> {
 
 impl Agent {
     /// The labels the Node must carry.
-    fn node_labels(&self) -> BTreeMap<String, String> {
+    pub(super) fn node_labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.config.labels.clone();
         labels.insert(
             "kubernetes.io/hostname".into(),

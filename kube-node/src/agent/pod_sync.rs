@@ -124,6 +124,7 @@ impl Agent {
         let Some(object) = self.pods.get(key) else {
             // Gone from the store (deleted at once, or moved to another node): stop everything.
             self.prober.retain(key, &HashSet::new());
+            self.release(key);
             self.teardown(record, None).await?;
             return Ok(None);
         };
@@ -151,6 +152,7 @@ impl Agent {
         if pod.metadata.deletion_timestamp.is_some() {
             // Graceful deletion: stop everything, then finish the deletion for the API.
             self.prober.retain(key, &HashSet::new());
+            self.release(key);
             self.teardown(record, None).await?;
             match self
                 .store
@@ -165,6 +167,15 @@ impl Agent {
         }
         // Sandboxes of an earlier pod with the same name go first.
         self.teardown(record, Some(&uid)).await?;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if !is_terminal(phase) {
+            // What the runtime already runs for this pod (an agent restart) stays admitted.
+            let running = !record.sandboxes.is_empty();
+            if let Some(rejection) = self.admit(key, &pod, running) {
+                self.reject(key, &object, &rejection).await?;
+                return Ok(None);
+            }
+        }
         self.sync_pod(key, &object, &pod, &uid, record).await
     }
 
@@ -359,6 +370,7 @@ impl Agent {
         let sandboxes = self.own_sandboxes(record).await?;
         if is_terminal(phase) {
             self.prober.retain(key, &HashSet::new());
+            self.release(key);
             // Finished pods keep their exited containers (for logs) but nothing may run.
             for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
                 self.kill_sandbox(&s.id, record.grace, Some(&spec.containers), false)

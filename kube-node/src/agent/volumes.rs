@@ -37,7 +37,20 @@ fn write_files(
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        std::fs::write(&file, value).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        // Volumes are refreshed on every sync while containers read them: unchanged files
+        // are left alone, changed ones replaced atomically (write aside, then rename).
+        if std::fs::read(&file).is_ok_and(|old| old == value.as_bytes()) {
+            continue;
+        }
+        let aside = file.with_file_name(format!(
+            ".{}.tmp",
+            file.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        std::fs::write(&aside, value)
+            .and_then(|()| std::fs::rename(&aside, &file))
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
     }
     Ok(())
 }

@@ -624,3 +624,90 @@ async fn the_node_lease_is_created_owned_by_the_node_and_renewed() {
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn admission_rejects_what_does_not_fit_the_node() {
+    let fake = FakeRuntime::new();
+    let cluster = Cluster::start(
+        agent(Arc::new(fake.clone()))
+            .capacity("cpu", "1")
+            .label("disk", "ssd")
+            .build()
+            .unwrap(),
+    );
+    let pods = cluster.pods();
+    let with = |name: &str, extra: serde_json::Value| -> Pod {
+        let mut p = serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": NODE, "containers": [{
+                "name": "c", "image": "nginx",
+                "resources": {"requests": {"cpu": "600m"}},
+                "ports": [{"containerPort": 80, "hostPort": 8080}]
+            }]}
+        });
+        if let serde_json::Value::Object(extra) = extra {
+            for (k, v) in extra {
+                p["spec"][k] = v;
+            }
+        }
+        serde_json::from_value(p).unwrap()
+    };
+    pods.create(&with("first", serde_json::json!({})))
+        .await
+        .unwrap();
+    cluster.wait_phase("first", "Running", WAIT).await;
+
+    // 600m + 600m > 1 CPU.
+    pods.create(&with("second", serde_json::json!({})))
+        .await
+        .unwrap();
+    let rejected = cluster.wait_phase("second", "Failed", WAIT).await;
+    let status = rejected.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
+    assert!(
+        status
+            .message
+            .unwrap()
+            .contains("requested: 600, used: 600, capacity: 1000")
+    );
+
+    // Fits the CPU but wants the same host port.
+    let mut third = with("third", serde_json::json!({}));
+    third.spec.as_mut().unwrap().containers[0].resources = None;
+    pods.create(&third).await.unwrap();
+    let rejected = cluster.wait_phase("third", "Failed", WAIT).await;
+    assert_eq!(
+        rejected.status.unwrap().reason.as_deref(),
+        Some("NodePorts")
+    );
+
+    // The node selector is checked against the node's labels.
+    let mut fourth = with(
+        "fourth",
+        serde_json::json!({"nodeSelector": {"disk": "hdd"}}),
+    );
+    fourth.spec.as_mut().unwrap().containers[0].resources = None;
+    fourth.spec.as_mut().unwrap().containers[0].ports = None;
+    pods.create(&fourth).await.unwrap();
+    let rejected = cluster.wait_phase("fourth", "Failed", WAIT).await;
+    assert_eq!(
+        rejected.status.unwrap().reason.as_deref(),
+        Some("NodeAffinity")
+    );
+    // Nothing of the rejected pods ran.
+    assert_eq!(fake.sandbox_count(), 1);
+
+    // Once the first pod is gone, its CPU is free again.
+    pods.delete("first", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "first torn down", || async {
+        (fake.sandbox_count() == 0).then_some(())
+    })
+    .await;
+    pods.create(&with("fifth", serde_json::json!({})))
+        .await
+        .unwrap();
+    cluster.wait_phase("fifth", "Running", WAIT).await;
+    cluster.shutdown().await;
+}
