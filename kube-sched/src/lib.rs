@@ -71,7 +71,7 @@ pub mod score;
 
 pub use default_scheduler::{DEFAULT_SCHEDULER_NAME, DefaultScheduler};
 pub use error::{Result, SchedError};
-pub use scheduling_loop::{SchedulingConfig, SchedulingLoop};
+pub use scheduling_loop::{LeaderGate, SchedulingConfig, SchedulingLoop};
 
 #[cfg(test)]
 mod assertions {

@@ -9,6 +9,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube_core::object::ObjectKey;
 use kube_core::selector::Selector;
 
+use super::index::{CountIndex, NodeMatcher, PodMatcher};
 use super::node_info::NodeInfo;
 use super::pod_info::PodInfo;
 use crate::error::SchedError;
@@ -34,7 +35,7 @@ pub struct DisruptionBudget {
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
     nodes: Vec<Arc<NodeInfo>>,
-    index: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
     /// Where each counted pod is.
     placement: HashMap<ObjectKey, String>,
     /// Pods bound to a node the cache does not know (yet); attached when it arrives.
@@ -45,6 +46,7 @@ pub struct Cluster {
     namespaces: HashMap<String, BTreeMap<String, String>>,
     budgets: BTreeMap<ObjectKey, DisruptionBudget>,
     pods_with_affinity: usize,
+    counts: CountIndex,
 }
 
 impl Cluster {
@@ -85,7 +87,7 @@ impl Cluster {
 
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.index.get(name).map(|&i| &*self.nodes[i])
+        self.by_name.get(name).map(|&i| &*self.nodes[i])
     }
 
     /// The node a counted pod is on.
@@ -123,10 +125,15 @@ impl Cluster {
     pub fn set_node(&mut self, node: Node) {
         let node = Arc::new(node);
         let name = node.metadata.name.clone().unwrap_or_default();
-        match self.index.get(&name) {
+        match self.by_name.get(&name) {
             Some(&i) => {
                 self.count_images(i, -1);
+                let ns = &self.namespaces;
+                self.counts
+                    .node_pods_changed(&self.nodes[i], -1, &|n| ns.get(n));
                 Arc::make_mut(&mut self.nodes[i]).set_node(node);
+                self.counts
+                    .node_pods_changed(&self.nodes[i], 1, &|n| ns.get(n));
                 self.count_images(i, 1);
             }
             None => {
@@ -134,7 +141,9 @@ impl Cluster {
                 for pod in self.orphans.remove(&name).into_iter().flatten() {
                     info.add_pod(pod);
                 }
-                self.index.insert(name, self.nodes.len());
+                let ns = &self.namespaces;
+                self.counts.node_pods_changed(&info, 1, &|n| ns.get(n));
+                self.by_name.insert(name, self.nodes.len());
                 self.nodes.push(Arc::new(info));
                 self.count_images(self.nodes.len() - 1, 1);
             }
@@ -150,13 +159,16 @@ impl Cluster {
 
     /// Removes a node; its pods are kept aside in case it comes back.
     pub fn remove_node(&mut self, name: &str) {
-        let Some(i) = self.index.remove(name) else {
+        let Some(i) = self.by_name.remove(name) else {
             return;
         };
         self.count_images(i, -1);
+        let ns = &self.namespaces;
+        self.counts
+            .node_pods_changed(&self.nodes[i], -1, &|n| ns.get(n));
         let info = self.nodes.swap_remove(i);
         if let Some(moved) = self.nodes.get(i) {
-            self.index.insert(moved.name().to_string(), i);
+            self.by_name.insert(moved.name().to_string(), i);
         }
         if !info.pods().is_empty() {
             self.orphans.insert(name.to_string(), info.pods().to_vec());
@@ -213,8 +225,13 @@ impl Cluster {
             self.pods_with_affinity += 1;
         }
         self.placement.insert(pod.key.clone(), node.clone());
-        match self.index.get(&node) {
-            Some(&i) => Arc::make_mut(&mut self.nodes[i]).add_pod(pod),
+        match self.by_name.get(&node) {
+            Some(&i) => {
+                let ns = &self.namespaces;
+                self.counts
+                    .pod_changed(&pod, &self.nodes[i], 1, &|n| ns.get(n));
+                Arc::make_mut(&mut self.nodes[i]).add_pod(pod);
+            }
             None => self.orphans.entry(node).or_default().push(pod),
         }
     }
@@ -223,8 +240,16 @@ impl Cluster {
     pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Arc<PodInfo>> {
         let node = self.placement.remove(key)?;
         self.assumed.remove(key);
-        let removed = match self.index.get(&node) {
-            Some(&i) => Arc::make_mut(&mut self.nodes[i]).remove_pod(key),
+        let removed = match self.by_name.get(&node) {
+            Some(&i) => {
+                let removed = Arc::make_mut(&mut self.nodes[i]).remove_pod(key);
+                if let Some(pod) = &removed {
+                    let ns = &self.namespaces;
+                    self.counts
+                        .pod_changed(pod, &self.nodes[i], -1, &|n| ns.get(n));
+                }
+                removed
+            }
             None => {
                 let list = self.orphans.get_mut(&node)?;
                 let j = list.iter().position(|p| &p.key == key)?;
@@ -242,6 +267,35 @@ impl Cluster {
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let labels = namespace.metadata.labels.clone().unwrap_or_default();
         self.namespaces.insert(name, labels);
+        self.counts.invalidate();
+    }
+
+    /// Matching pods per value of `topology_key` over the nodes `nodes` accepts (every such
+    /// node's domain is present, possibly with 0), from the incremental index: `signature`
+    /// must identify the (pods, nodes, key) combination.
+    pub fn topology_counts(
+        &self,
+        signature: &str,
+        topology_key: &str,
+        pods: PodMatcher,
+        nodes: NodeMatcher,
+    ) -> HashMap<String, i64> {
+        let ns = &self.namespaces;
+        self.counts.counts(
+            signature,
+            topology_key,
+            pods,
+            nodes,
+            &mut self.nodes.iter().map(|n| &**n),
+            &|n| ns.get(n),
+        )
+    }
+
+    /// For each distinct required anti-affinity term of existing pods that matches `pod`: the
+    /// term's topology key and how many pods hold it per topology value.
+    pub fn existing_anti_affinity(&self, pod: &PodInfo) -> Vec<(String, HashMap<String, i64>)> {
+        let ns = &self.namespaces;
+        self.counts.existing_anti_affinity(pod, &|n| ns.get(n))
     }
 
     /// Adds or replaces a PodDisruptionBudget (preemption avoids violating it where it can).

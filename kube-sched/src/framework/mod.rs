@@ -25,6 +25,7 @@ mod cluster;
 mod cycle_state;
 mod explain;
 mod fit_error;
+mod index;
 mod node_info;
 mod plugin;
 mod pod_info;
@@ -44,6 +45,7 @@ pub use cluster::{Cluster, DisruptionBudget};
 pub use cycle_state::CycleState;
 pub use explain::{Explanation, NodeExplanation};
 pub use fit_error::FitError;
+pub use index::{NodeMatcher, PodMatcher};
 pub use node_info::{NodeInfo, normalize_image};
 pub use plugin::{
     BindPlugin, FilterPlugin, MAX_NODE_SCORE, NodeStatuses, PermitDecision, PermitPlugin, Plugin,

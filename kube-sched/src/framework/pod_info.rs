@@ -91,13 +91,22 @@ impl AffinityTerm {
     /// Whether `pod` is one of the pods this term is about. `cluster` gives namespaces' labels
     /// for `namespaceSelector` (unknown namespaces have none).
     pub fn matches(&self, pod: &PodInfo, cluster: &Cluster) -> bool {
+        self.matches_with(pod, &|ns| cluster.namespace_labels(ns))
+    }
+
+    /// [`AffinityTerm::matches`] with namespaces' labels from `namespace_labels`.
+    pub fn matches_with<'m>(
+        &self,
+        pod: &PodInfo,
+        namespace_labels: &dyn Fn(&str) -> Option<&'m BTreeMap<String, String>>,
+    ) -> bool {
         let Some(selector) = &self.selector else {
             return false;
         };
         let ns = pod.namespace();
         let ns_ok = self.namespaces.contains(ns)
             || self.namespace_selector.as_ref().is_some_and(|s| {
-                s.is_empty() || s.matches(cluster.namespace_labels(ns).unwrap_or(&NO_LABELS))
+                s.is_empty() || s.matches(namespace_labels(ns).unwrap_or(&NO_LABELS))
             });
         ns_ok && selector.matches(pod.labels())
     }

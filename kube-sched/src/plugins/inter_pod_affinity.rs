@@ -2,6 +2,7 @@
 //! pods' anti-affinity towards it) per topology domain; preferred terms score.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +10,7 @@ use crate::framework::{
     AffinityTerm, Cluster, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo,
     PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
+use crate::framework::{NodeMatcher, PodMatcher};
 
 /// Reason when the incoming pod's affinity is not satisfied.
 pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
@@ -74,6 +76,17 @@ impl TopoCounts {
         }
     }
 
+    fn add_value(&mut self, key: &str, value: String, n: i64) {
+        if n != 0 {
+            *self
+                .0
+                .entry(key.to_string())
+                .or_default()
+                .entry(value)
+                .or_default() += n;
+        }
+    }
+
     fn get(&self, key: &str, value: &str) -> i64 {
         self.0
             .get(key)
@@ -130,34 +143,34 @@ impl PreFilterPlugin for InterPodAffinity {
         }
         let labels = cluster;
         let mut counts = Counts::default();
-        for node in cluster.nodes() {
-            if node.pods_with_required_anti_affinity > 0 {
-                for existing in node.pods() {
-                    for term in &existing.required_anti_affinity {
-                        if term.matches(pod, labels) {
-                            counts.existing_anti.add(node, &term.topology_key, 1);
-                        }
-                    }
-                }
+        // Everything below reads the cluster's incremental index: no walk over all pods.
+        for (key, per_value) in cluster.existing_anti_affinity(pod) {
+            for (value, n) in per_value {
+                counts.existing_anti.add_value(&key, value, n);
             }
-            if !has_required {
-                continue;
+        }
+        let any_node: NodeMatcher = Arc::new(|_: &NodeInfo| true);
+        for t in &pod.required_anti_affinity {
+            let term = t.clone();
+            let matcher: PodMatcher = Arc::new(move |p, ns| term.matches_with(p, ns));
+            let signature = format!("term|{t:?}");
+            for (value, n) in
+                cluster.topology_counts(&signature, &t.topology_key, matcher, any_node.clone())
+            {
+                counts.anti.add_value(&t.topology_key, value, n);
             }
-            for existing in node.pods() {
-                if !pod.required_affinity.is_empty()
-                    && pod
-                        .required_affinity
-                        .iter()
-                        .all(|t| t.matches(existing, labels))
+        }
+        if !pod.required_affinity.is_empty() {
+            let terms = Arc::new(pod.required_affinity.clone());
+            for t in pod.required_affinity.iter() {
+                let all = terms.clone();
+                let matcher: PodMatcher =
+                    Arc::new(move |p, ns| all.iter().all(|t| t.matches_with(p, ns)));
+                let signature = format!("affinity|{:?}|{}", pod.required_affinity, t.topology_key);
+                for (value, n) in
+                    cluster.topology_counts(&signature, &t.topology_key, matcher, any_node.clone())
                 {
-                    for t in &pod.required_affinity {
-                        counts.affinity.add(node, &t.topology_key, 1);
-                    }
-                }
-                for t in &pod.required_anti_affinity {
-                    if t.matches(existing, labels) {
-                        counts.anti.add(node, &t.topology_key, 1);
-                    }
+                    counts.affinity.add_value(&t.topology_key, value, n);
                 }
             }
         }

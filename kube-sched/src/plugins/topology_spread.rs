@@ -2,6 +2,9 @@
 //! constraints filter, `ScheduleAnyway` ones score).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Toleration;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,8 +13,9 @@ use kube_core::selector::Selector;
 use super::node_affinity::NodeSelectorMatcher;
 use super::taint_toleration::untolerated;
 use crate::framework::{
-    Cluster, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, ScorePlugin, SpreadConstraint, Status,
+    Cluster, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, NodeMatcher, Plugin, PodInfo,
+    PodMatcher, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, SpreadConstraint,
+    Status,
 };
 
 /// Reason when placing the pod would exceed a constraint's skew.
@@ -160,15 +164,78 @@ fn eligible(
             .is_none())
 }
 
+/// Domains and counts of each constraint over the cluster, from the cluster's incremental index.
+fn count_domains_indexed(
+    cluster: &Cluster,
+    pod: &PodInfo,
+    constraints: &[SpreadConstraint],
+) -> Vec<Domains> {
+    let affinity = Arc::new(NodeSelectorMatcher::new(pod.spec()));
+    let keys: Arc<Vec<String>> =
+        Arc::new(constraints.iter().map(|c| c.topology_key.clone()).collect());
+    let tolerations: Arc<Vec<Toleration>> =
+        Arc::new(pod.spec().tolerations.clone().unwrap_or_default());
+    constraints
+        .iter()
+        .map(|c| {
+            let Some(selector) = c.selector.clone() else {
+                return finish(c, HashMap::new());
+            };
+            let honor_affinity = c.honor_node_affinity && !affinity.is_empty();
+            let namespace = pod.namespace().to_string();
+            let signature = format!(
+                "spread|{namespace}|{selector:?}|{}|{keys:?}|{}|{}",
+                c.topology_key,
+                if honor_affinity {
+                    format!("{affinity:?}")
+                } else {
+                    String::new()
+                },
+                if c.honor_node_taints {
+                    format!("{tolerations:?}")
+                } else {
+                    String::new()
+                },
+            );
+            let pods: PodMatcher = Arc::new(move |p, _| {
+                p.namespace() == namespace && !p.terminating() && selector.matches(p.labels())
+            });
+            let (keys, affinity, tolerations) =
+                (keys.clone(), affinity.clone(), tolerations.clone());
+            let honor_taints = c.honor_node_taints;
+            let nodes: NodeMatcher = Arc::new(move |n: &NodeInfo| {
+                keys.iter().all(|k| n.labels().contains_key(k))
+                    && (!honor_affinity || affinity.matches(n))
+                    && (!honor_taints || untolerated(n.taints(), &tolerations).is_none())
+            });
+            finish(
+                c,
+                cluster.topology_counts(&signature, &c.topology_key, pods, nodes),
+            )
+        })
+        .collect()
+}
+
+fn finish(c: &SpreadConstraint, counts: HashMap<String, i64>) -> Domains {
+    let mut min = counts.values().copied().min().unwrap_or(0);
+    if c.min_domains.is_some_and(|m| (counts.len() as i64) < m) {
+        min = 0;
+    }
+    Domains { counts, min }
+}
+
+/// Domains and counts of each constraint over `nodes` only (a walk; for scoring on the
+/// feasible nodes).
 fn count_domains(
     nodes: &mut dyn Iterator<Item = &NodeInfo>,
     pod: &PodInfo,
     constraints: &[SpreadConstraint],
 ) -> Vec<Domains> {
     let affinity = NodeSelectorMatcher::new(pod.spec());
-    let mut domains: Vec<Domains> = constraints.iter().map(|_| Domains::default()).collect();
+    let mut counts: Vec<HashMap<String, i64>> =
+        constraints.iter().map(|_| HashMap::new()).collect();
     for node in nodes {
-        for (c, d) in constraints.iter().zip(domains.iter_mut()) {
+        for (c, d) in constraints.iter().zip(counts.iter_mut()) {
             if !eligible(node, constraints, c, pod, &affinity) {
                 continue;
             }
@@ -176,21 +243,14 @@ fn count_domains(
                 continue;
             };
             let n = matching_pods(node, c, pod.namespace());
-            match d.counts.get_mut(value) {
-                Some(v) => *v += n,
-                None => {
-                    d.counts.insert(value.clone(), n);
-                }
-            }
+            *d.entry(value.clone()).or_default() += n;
         }
     }
-    for (c, d) in constraints.iter().zip(domains.iter_mut()) {
-        d.min = d.counts.values().copied().min().unwrap_or(0);
-        if c.min_domains.is_some_and(|m| (d.counts.len() as i64) < m) {
-            d.min = 0;
-        }
-    }
-    domains
+    constraints
+        .iter()
+        .zip(counts)
+        .map(|(c, d)| finish(c, d))
+        .collect()
 }
 
 impl Plugin for PodTopologySpread {
@@ -226,7 +286,7 @@ impl PreFilterPlugin for PodTopologySpread {
         if constraints.is_empty() {
             return PreFilterResult::skip();
         }
-        let domains = count_domains(&mut cluster.nodes().iter().map(|n| &**n), pod, &constraints);
+        let domains = count_domains_indexed(cluster, pod, &constraints);
         let self_match = constraints
             .iter()
             .map(|c| i64::from(c.selector.as_ref().is_some_and(|s| s.matches(pod.labels()))))
@@ -292,7 +352,7 @@ impl PreScorePlugin for PodTopologySpread {
         let domains = if by_host {
             count_domains(&mut nodes.iter().copied(), pod, &constraints)
         } else {
-            count_domains(&mut cluster.nodes().iter().map(|n| &**n), pod, &constraints)
+            count_domains_indexed(cluster, pod, &constraints)
         };
         let weights = domains
             .iter()

@@ -41,7 +41,23 @@ pub struct SchedulingConfig {
     pub backoff: Backoff,
     /// Whether to record core/v1 Events (`Scheduled`, `FailedScheduling`). Default true.
     pub record_events: bool,
+    /// When set, pods are scheduled only while this says the process leads (a hook for leader
+    /// election, which kube-ctrl does not offer yet). Default: always.
+    pub leader: Option<LeaderGate>,
 }
+
+/// "Am I the leader?" — checked before each scheduling cycle.
+#[derive(Clone)]
+pub struct LeaderGate(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl fmt::Debug for LeaderGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaderGate")
+    }
+}
+
+/// How long a follower waits before looking at a pod again.
+const FOLLOWER_RECHECK: Duration = Duration::from_secs(1);
 
 impl Default for SchedulingConfig {
     fn default() -> Self {
@@ -52,6 +68,7 @@ impl Default for SchedulingConfig {
                 max: Duration::from_secs(10),
             },
             record_events: true,
+            leader: None,
         }
     }
 }
@@ -135,6 +152,7 @@ impl Component for SchedulingLoop {
             scheduler: self.scheduler,
             store: ctx.store.clone(),
             record_events: self.config.record_events,
+            leader: self.config.leader.clone(),
         });
 
         // Nodes first, so the first pods are not judged against an empty cluster. A new
@@ -169,6 +187,27 @@ impl Component for SchedulingLoop {
     }
 }
 
+/// The `FailedScheduling` text in Kubernetes' wording: "0/5 nodes are available: 3 Insufficient
+/// cpu, 2 node(s) had untolerated taint {…}." (each reason counted over nodes, sorted).
+fn failed_scheduling_message(e: &ScheduleError) -> String {
+    let ScheduleError::Unschedulable { reasons } = e else {
+        return e.to_string();
+    };
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for reason in reasons.values() {
+        for r in reason.split(", ").filter(|r| !r.is_empty()) {
+            *counts.entry(r).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!(
+        "0/{} nodes are available: {}.",
+        reasons.len(),
+        parts.join(", ")
+    )
+}
+
 /// State shared by the event pump and the workers.
 struct Shared {
     name: String,
@@ -177,6 +216,7 @@ struct Shared {
     cache: Mutex<SchedulerCache>,
     queue: WorkQueue<ObjectKey>,
     record_events: bool,
+    leader: Option<LeaderGate>,
 }
 
 /// How one pod's turn ended.
@@ -224,6 +264,12 @@ impl Shared {
 
     async fn work(self: Arc<Self>, shutdown: CancellationToken) {
         while let Some(key) = self.queue.get().await {
+            if self.leader.as_ref().is_some_and(|gate| !(gate.0)()) {
+                // Not the leader: leave the pod to the one that is, and look again later.
+                self.queue.add_after(key.clone(), FOLLOWER_RECHECK);
+                self.queue.done(&key);
+                continue;
+            }
             let span = tracing::debug_span!("schedule", pod = %key, scheduler = %self.name);
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => None,
@@ -256,7 +302,7 @@ impl Shared {
         match decision {
             Ok(node) => self.bind(key, uid, &node).await,
             Err(e) => {
-                let message = e.to_string();
+                let message = failed_scheduling_message(&e);
                 let reason = if matches!(e, ScheduleError::Unschedulable { .. }) {
                     tracing::debug!(%message, "pod does not fit");
                     "Unschedulable"

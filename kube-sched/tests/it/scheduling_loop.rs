@@ -158,7 +158,7 @@ async fn many_pods_at_once_never_overcommit_a_node() {
     assert_eq!(condition.status, "False");
     assert_eq!(
         condition.message.as_deref(),
-        Some("0/3 nodes are available: 3 Insufficient cpu")
+        Some("0/3 nodes are available: 3 Insufficient cpu.")
     );
     running.shutdown().await.unwrap();
 }
@@ -191,7 +191,7 @@ async fn unschedulable_pod_is_bound_once_a_fitting_node_appears() {
     assert_eq!(condition.reason.as_deref(), Some("Unschedulable"));
     assert_eq!(
         condition.message.as_deref(),
-        Some("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector")
+        Some("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.")
     );
 
     nodes
