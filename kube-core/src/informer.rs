@@ -273,11 +273,9 @@ impl Inner {
             while let Some(item) = stream.next().await {
                 let event = match item {
                     Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
-                        Some((o.revision(), InformerEvent::Applied(Arc::new(o))))
+                        Some((o.revision(), InformerEvent::Applied(o)))
                     }
-                    Ok(WatchEvent::Deleted(o)) => {
-                        Some((o.revision(), InformerEvent::Deleted(Arc::new(o))))
-                    }
+                    Ok(WatchEvent::Deleted(o)) => Some((o.revision(), InformerEvent::Deleted(o))),
                     Ok(WatchEvent::Bookmark { resource_version }) => {
                         self.revision.store(resource_version, Ordering::SeqCst);
                         None

@@ -1,6 +1,7 @@
 //! The [`Store`] trait: the cluster's state and the one door to it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures::stream::BoxStream;
 
@@ -184,16 +185,17 @@ impl ObjectList {
     }
 }
 
-/// One change seen by a watch.
+/// One change seen by a watch. Objects are shared (`Arc`): a store hands the same object to
+/// every watcher instead of copying it per watcher.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WatchEvent {
     /// The object was created (or started matching the watch's filter).
-    Added(DynamicObject),
+    Added(Arc<DynamicObject>),
     /// The object was updated.
-    Modified(DynamicObject),
+    Modified(Arc<DynamicObject>),
     /// The object was deleted (or stopped matching); carries its last state, with the deletion's
     /// revision as `resourceVersion`.
-    Deleted(DynamicObject),
+    Deleted(Arc<DynamicObject>),
     /// Progress: every change up to this revision has been delivered.
     Bookmark {
         /// The revision reached.

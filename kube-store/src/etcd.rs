@@ -8,6 +8,7 @@
 //! (bookmarks); etcd's compaction surfaces as [`StoreError::TooOld`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -519,7 +520,11 @@ impl Store for EtcdStore {
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let revision = u64::try_from(kv.mod_revision()).unwrap_or(0);
-                    let before = match event.prev_kv().map(decode).transpose() {
+                    let before = match event
+                        .prev_kv()
+                        .map(|kv| decode(kv).map(Arc::new))
+                        .transpose()
+                    {
                         Ok(b) => b,
                         Err(e) => {
                             out.push(Err(e));
@@ -528,7 +533,7 @@ impl Store for EtcdStore {
                     };
                     let after = match event.event_type() {
                         EventType::Put => match decode(kv) {
-                            Ok(a) => Some(a),
+                            Ok(a) => Some(Arc::new(a)),
                             Err(e) => {
                                 out.push(Err(e));
                                 continue;

@@ -1,6 +1,8 @@
 //! How one change looks to one watch: objects entering the watch's filter are `Added`, leaving
 //! it `Deleted`. Shared by every backend.
 
+use std::sync::Arc;
+
 use kube_core::object::DynamicObject;
 use kube_core::store::{ListOptions, WatchEvent};
 
@@ -23,8 +25,8 @@ impl Scope {
     pub(crate) fn event(
         &self,
         revision: u64,
-        before: Option<&DynamicObject>,
-        after: Option<&DynamicObject>,
+        before: Option<&Arc<DynamicObject>>,
+        after: Option<&Arc<DynamicObject>>,
     ) -> Option<WatchEvent> {
         let before = before.filter(|o| self.selects(o));
         let after = after.filter(|o| self.selects(o));
@@ -32,9 +34,10 @@ impl Scope {
             (None, Some(after)) => Some(WatchEvent::Added(after.clone())),
             (Some(_), Some(after)) => Some(WatchEvent::Modified(after.clone())),
             (Some(before), None) => {
-                let mut last = before.clone();
+                // The last state, stamped with the revision that removed it from view.
+                let mut last = (**before).clone();
                 last.metadata.resource_version = Some(revision.to_string());
-                Some(WatchEvent::Deleted(last))
+                Some(WatchEvent::Deleted(Arc::new(last)))
             }
             (None, None) => None,
         }

@@ -2,8 +2,8 @@
 //! change log that watches replay from.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
@@ -61,12 +61,12 @@ fn event_for(
         before.as_ref().filter(selects),
         after.as_ref().filter(selects),
     ) {
-        (None, Some(a)) => Some(WatchEvent::Added(a.clone())),
-        (Some(_), Some(a)) => Some(WatchEvent::Modified(a.clone())),
+        (None, Some(a)) => Some(WatchEvent::Added(Arc::new(a.clone()))),
+        (Some(_), Some(a)) => Some(WatchEvent::Modified(Arc::new(a.clone()))),
         (Some(b), None) => {
             let mut b = b.clone();
             b.metadata.resource_version = Some(revision.to_string());
-            Some(WatchEvent::Deleted(b))
+            Some(WatchEvent::Deleted(Arc::new(b)))
         }
         (None, None) => None,
     }

@@ -50,8 +50,8 @@ impl Cursor {
             if change.kind == self.kind {
                 if let Some(event) = self.scope.event(
                     change.revision,
-                    change.before.as_deref(),
-                    change.after.as_deref(),
+                    change.before.as_ref(),
+                    change.after.as_ref(),
                 ) {
                     self.pending.push_back(event);
                 }
