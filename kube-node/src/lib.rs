@@ -58,6 +58,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod cgroup;
 mod cri;
 mod error;
 mod fake;

@@ -23,6 +23,9 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use crate::cgroup::Cgroups;
+use crate::net::{self, PodNetwork};
+
 /// How long to wait for a process group to die after SIGKILL before reporting failure.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -35,6 +38,10 @@ struct Sandbox {
     state: SandboxState,
     created_at: SystemTime,
     dir: PathBuf,
+    /// The pod's network namespace name (not with [`PodNetwork::Host`]), until released.
+    netns: Option<String>,
+    /// The pod's IP: the node's with [`PodNetwork::Host`], else from CNI (or none).
+    ip: Option<String>,
 }
 
 #[derive(Debug)]
@@ -102,6 +109,10 @@ struct State {
 struct Inner {
     root: PathBuf,
     ip: String,
+    /// Set when containers get cgroup limits.
+    cgroups: Option<Cgroups>,
+    pids_limit: Option<i64>,
+    network: PodNetwork,
     state: Mutex<State>,
     /// Keeps a temporary root alive (and deletes it when the runtime goes).
     _temp: Option<tempfile::TempDir>,
@@ -118,9 +129,19 @@ impl Inner {
         let Some(c) = state.containers.get_mut(id) else {
             return;
         };
+        let oom = |sig: i32| {
+            sig == 9
+                && c.config.resources.memory_limit_bytes.is_some_and(|l| {
+                    self.cgroups
+                        .as_ref()
+                        .is_some_and(|cg| cg.hit_memory_limit(id, l))
+                })
+        };
         let (code, reason, message) = match status {
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => (code, if code == 0 { "Completed" } else { "Error" }, None),
+                // The kernel's OOM killer, within the container's memory cgroup.
+                (None, Some(sig)) if oom(sig) => (128 + sig, "OOMKilled", None),
                 // Killed by a signal: reported as 128 + signal, like a shell and the kubelet.
                 (None, Some(sig)) => (128 + sig, "Error", None),
                 (None, None) => (-1, "Unknown", None),
@@ -143,10 +164,25 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Nothing may outlive the runtime: kill every process group still running.
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        for c in state.containers.values() {
+        for (id, c) in &state.containers {
             if let Some(group) = c.live_group() {
                 let _ = killpg(group, Signal::SIGKILL);
             }
+            if let Some(cgroups) = &self.cgroups {
+                cgroups.kill_all(id);
+                cgroups.remove(id);
+            }
+        }
+        for s in state.sandboxes.values() {
+            if let Some(netns) = &s.netns {
+                net::delete_netns_blocking(netns);
+            }
+        }
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove_base();
+        }
+        if let PodNetwork::Cni(cni) = &self.network {
+            net::delete_bridge_blocking(&cni.bridge);
         }
     }
 }
@@ -163,7 +199,11 @@ impl Drop for Inner {
 /// * `stop_container` sends SIGTERM to the process group, then SIGKILL after the timeout.
 ///   Exit codes follow the shell: a signal death is `128 + signal`.
 /// * When the main process exits, whatever it left in its group is killed, as in a container.
-/// * Every sandbox gets the node's IP (no network isolation).
+/// * By default every sandbox gets the node's IP (no network isolation); with
+///   [`ProcessRuntimeBuilder::network`] each pod gets its own network namespace (and with
+///   CNI its own IP), which its processes enter with `nsenter`.
+/// * With [`ProcessRuntimeBuilder::cgroups`], CPU, memory and pids limits are enforced by
+///   cgroup v1 controllers, and an OOM kill is reported as `OOMKilled`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -204,6 +244,9 @@ impl fmt::Debug for ProcessRuntime {
 pub struct ProcessRuntimeBuilder {
     root: Option<PathBuf>,
     ip: String,
+    cgroups: bool,
+    pids_limit: Option<i64>,
+    network: PodNetwork,
 }
 
 impl ProcessRuntimeBuilder {
@@ -221,6 +264,27 @@ impl ProcessRuntimeBuilder {
         self
     }
 
+    /// Enforces containers' CPU and memory limits (and [`pids_limit`](Self::pids_limit))
+    /// with cgroup v1 controllers, and reports OOM kills as `OOMKilled` (default off; needs
+    /// root).
+    pub fn cgroups(mut self, enabled: bool) -> Self {
+        self.cgroups = enabled;
+        self
+    }
+
+    /// The most processes each container may have (with [`cgroups`](Self::cgroups)).
+    pub fn pids_limit(mut self, max: i64) -> Self {
+        self.pids_limit = Some(max);
+        self
+    }
+
+    /// How pods are networked (default [`PodNetwork::Host`]: the node's network and IP).
+    /// With a network namespace per pod (needs root), each container process enters it.
+    pub fn network(mut self, network: PodNetwork) -> Self {
+        self.network = network;
+        self
+    }
+
     /// Creates the directories and returns the runtime.
     pub fn build(self) -> Result<ProcessRuntime, RuntimeError> {
         let (root, temp) = match self.root {
@@ -234,10 +298,17 @@ impl ProcessRuntimeBuilder {
         };
         std::fs::create_dir_all(root.join("logs"))?;
         std::fs::create_dir_all(root.join("sandboxes"))?;
+        std::fs::create_dir_all(root.join("cni"))?;
+        let cgroups = self
+            .cgroups
+            .then(|| Cgroups::new(&uuid::Uuid::new_v4().simple().to_string()[..12]));
         Ok(ProcessRuntime {
             inner: Arc::new(Inner {
                 root,
                 ip: self.ip,
+                cgroups,
+                pids_limit: self.pids_limit,
+                network: self.network,
                 state: Mutex::new(State::default()),
                 _temp: temp,
             }),
@@ -251,6 +322,9 @@ impl ProcessRuntime {
         ProcessRuntimeBuilder {
             root: None,
             ip: "127.0.0.1".to_string(),
+            cgroups: false,
+            pids_limit: None,
+            network: PodNetwork::Host,
         }
     }
 
@@ -318,7 +392,50 @@ impl ProcessRuntime {
             .get(&c.sandbox_id)
             .map(|s| s.config.hostname.clone())
             .unwrap_or_default();
-        let mut argv = c.config.command.iter().chain(&c.config.args);
+        let netns = state
+            .sandboxes
+            .get(&c.sandbox_id)
+            .and_then(|s| s.netns.as_deref())
+            .map(net::netns_path);
+        let mut words: Vec<String> = c
+            .config
+            .command
+            .iter()
+            .chain(&c.config.args)
+            .cloned()
+            .collect();
+        if words.is_empty() {
+            return Err("no command".into());
+        }
+        if let Some(cgroups) = &self.inner.cgroups {
+            let r = &c.config.resources;
+            let procs = cgroups
+                .prepare_process(
+                    container_id,
+                    r.memory_limit_bytes,
+                    r.cpu_limit_milli,
+                    self.inner.pids_limit,
+                )
+                .map_err(|e| format!("creating cgroups: {e}"))?;
+            // The process joins its cgroups itself, before exec: nothing it runs escapes them.
+            let joins: Vec<String> = procs
+                .iter()
+                .map(|p| format!("echo $$ > '{}'", p.display()))
+                .collect();
+            let script = format!("{} && exec \"$@\"", joins.join(" && "));
+            words.splice(0..0, ["sh".into(), "-c".into(), script, "sh".into()]);
+        }
+        if let Some(netns) = netns {
+            words.splice(
+                0..0,
+                [
+                    "nsenter".into(),
+                    format!("--net={}", netns.display()),
+                    "--".into(),
+                ],
+            );
+        }
+        let mut argv = words.iter();
         let program = argv.next().ok_or("no command")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -362,6 +479,29 @@ impl ProcessRuntime {
         tokio::time::timeout(timeout, rx.wait_for(|exited| *exited))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Releases a sandbox's network (CNI lease, namespace); the namespace stays recorded
+    /// until it is gone, so a failed or cancelled call leaves it to a retry or to `Drop`.
+    async fn release_network(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
+        let netns = self
+            .state()
+            .sandboxes
+            .get(sandbox_id)
+            .and_then(|s| s.netns.clone());
+        let Some(netns) = netns else { return Ok(()) };
+        if let PodNetwork::Cni(cni) = &self.inner.network {
+            let path = net::netns_path(&netns);
+            let ipam = self.inner.root.join("cni");
+            if let Err(e) = net::cni_del(cni, &ipam, sandbox_id, &path).await {
+                tracing::warn!(sandbox = sandbox_id, error = %e, "CNI DEL failed");
+            }
+        }
+        net::delete_netns(&netns).await?;
+        if let Some(s) = self.state().sandboxes.get_mut(sandbox_id) {
+            s.netns = None;
+        }
+        Ok(())
     }
 
     async fn force_stop_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
@@ -411,31 +551,78 @@ impl Runtime for ProcessRuntime {
         let id = new_id();
         let dir = self.inner.root.join("sandboxes").join(&id);
         tokio::fs::create_dir_all(&dir).await?;
+        let netns = match self.inner.network {
+            PodNetwork::Host => None,
+            _ => Some(format!("kp-{}", &id[..16])),
+        };
+        // Recorded before the namespace exists, so a cancelled call leaves it findable.
         self.state().sandboxes.insert(
             id.clone(),
             Sandbox {
                 config: config.clone(),
-                state: SandboxState::Ready,
+                state: SandboxState::NotReady,
                 created_at: SystemTime::now(),
                 dir,
+                netns: netns.clone(),
+                ip: None,
             },
         );
-        Ok(id)
+        let ip = match &netns {
+            None => Ok(Some(self.inner.ip.clone())),
+            Some(name) => match net::create_netns(name).await {
+                Err(e) => Err(e),
+                Ok(path) => match &self.inner.network {
+                    PodNetwork::Cni(cni) => {
+                        net::cni_add(cni, &self.inner.root.join("cni"), &id, &path)
+                            .await
+                            .map(Some)
+                    }
+                    _ => Ok(None),
+                },
+            },
+        };
+        match ip {
+            Ok(ip) => {
+                if let Some(s) = self.state().sandboxes.get_mut(&id) {
+                    s.state = SandboxState::Ready;
+                    s.ip = ip;
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = self.release_network(&id).await;
+                self.state().sandboxes.remove(&id);
+                Err(e)
+            }
+        }
     }
 
     /// Kills every container of the sandbox (SIGKILL) and waits for them. Unknown IDs are
     /// [`RuntimeError::NotFound`].
     async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
-        self.force_stop_sandbox(sandbox_id).await
+        self.force_stop_sandbox(sandbox_id).await?;
+        self.release_network(sandbox_id).await
     }
 
     /// Kills and removes the sandbox, its containers, their logs and its directory. Unknown
     /// IDs are fine (CRI removal is idempotent).
     async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<(), RuntimeError> {
-        match self.force_stop_sandbox(sandbox_id).await {
+        match self.stop_pod_sandbox(sandbox_id).await {
             Ok(()) => {}
             Err(RuntimeError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
+        }
+        if let Some(cgroups) = &self.inner.cgroups {
+            let ids: Vec<String> = self
+                .state()
+                .containers
+                .iter()
+                .filter(|(_, c)| c.sandbox_id == sandbox_id)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                cgroups.remove(&id);
+            }
         }
         let (dir, logs) = {
             let mut state = self.state();
@@ -474,7 +661,7 @@ impl Runtime for ProcessRuntime {
             metadata: s.config.metadata.clone(),
             state: s.state,
             created_at: s.created_at,
-            ip: Some(self.inner.ip.clone()),
+            ip: s.ip.clone(),
             labels: s.config.labels.clone(),
         })
     }
@@ -489,7 +676,7 @@ impl Runtime for ProcessRuntime {
                 metadata: s.config.metadata.clone(),
                 state: s.state,
                 created_at: s.created_at,
-                ip: Some(self.inner.ip.clone()),
+                ip: s.ip.clone(),
                 labels: s.config.labels.clone(),
             })
             .collect())
@@ -646,6 +833,9 @@ impl Runtime for ProcessRuntime {
             Err(e) => return Err(e),
         }
         let removed = self.state().containers.remove(container_id);
+        if let Some(cgroups) = &self.inner.cgroups {
+            cgroups.remove(container_id);
+        }
         if let Some(c) = removed {
             remove_file_if_exists(&c.log_path).await?;
         }
@@ -710,7 +900,7 @@ impl Runtime for ProcessRuntime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
-        let (env, cwd, hostname) = {
+        let (env, cwd, hostname, netns) = {
             let state = self.state();
             let c = state
                 .containers
@@ -730,9 +920,24 @@ impl Runtime for ProcessRuntime {
             let hostname = sandbox
                 .map(|s| s.config.hostname.clone())
                 .unwrap_or_default();
-            (c.config.env.clone(), cwd, hostname)
+            let netns = sandbox
+                .and_then(|s| s.netns.as_deref())
+                .map(net::netns_path);
+            (c.config.env.clone(), cwd, hostname, netns)
         };
-        let (program, args) = cmd
+        let mut words = cmd.to_vec();
+        if let Some(netns) = netns {
+            // Into the pod's network, like the container itself.
+            words.splice(
+                0..0,
+                [
+                    "nsenter".into(),
+                    format!("--net={}", netns.display()),
+                    "--".into(),
+                ],
+            );
+        }
+        let (program, args) = words
             .split_first()
             .ok_or_else(|| RuntimeError::InvalidArgument("empty exec command".into()))?;
         let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());

@@ -56,7 +56,7 @@ pub(crate) fn config_json(config: &ContainerConfig, facts: &BundleFacts<'_>) -> 
         let quota = (milli * CPU_PERIOD_US / 1000).max(1000);
         resources["cpu"] = json!({"quota": quota, "period": CPU_PERIOD_US});
     }
-    // Memory is limited on the parent cgroup the runtime owns (see `cgroup.rs`), so the
+    // Memory is limited on the parent cgroup the runtime owns (see `crate::cgroup`), so the
     // runtime can still read the OOM evidence after runc removes the container's own cgroup.
 
     json!({

@@ -4,10 +4,9 @@
 //! is its image's directory, shared read-only (with a private tmpfs `/tmp`). Each container
 //! runs under a foreground `runc run`, whose exit status is the container's: that is how exit
 //! codes are known without a shim. A pod's sandbox is a network namespace its containers join
-//! (see [`crate::net`]); limits go through cgroups (see [`cgroup`]).
+//! (see [`crate::net`]); limits go through cgroups (see [`crate::cgroup`]).
 
 mod bundle;
-mod cgroup;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,9 +24,9 @@ use kube_core::runtime::{
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use crate::cgroup::Cgroups;
 use crate::net::{self, CniConfig, PodNetwork};
 use bundle::BundleFacts;
-use cgroup::Cgroups;
 
 /// How long to wait for a container to die after SIGKILL before reporting failure.
 const KILL_WAIT: Duration = Duration::from_secs(10);

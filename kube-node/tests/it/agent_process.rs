@@ -139,3 +139,70 @@ async fn deletion_runs_pre_stop_then_sigterm_within_the_grace_period() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn privileged_process_pods_get_cgroup_limits_and_their_own_ips() {
+    if !crate::common::require("nsenter") {
+        return;
+    }
+    let runtime = ProcessRuntime::builder()
+        .cgroups(true)
+        .pids_limit(64)
+        .network(kube_node::PodNetwork::Cni(kube_node::CniConfig {
+            bridge: "kn-test-proc".into(),
+            subnet: "10.216.0.0/24".into(),
+            name: "kn-test-proc".into(),
+            ..Default::default()
+        }))
+        .build()
+        .unwrap();
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let pods = cluster.pods();
+    let server = |name: &str| {
+        pod(
+            name,
+            "Always",
+            serde_json::json!([{"name": "c", "image": "ignored", "command": ["sh", "-c",
+                format!("while true; do echo {name} | busybox nc -l -p 8080; done")]}]),
+        )
+    };
+    pods.create(&server("a")).await.unwrap();
+    pods.create(&server("b")).await.unwrap();
+    let mut hog = pod(
+        "hog",
+        "Never",
+        serde_json::json!([{"name": "c", "image": "ignored", "command": ["sh", "-c",
+            "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"],
+            "resources": {"limits": {"memory": "20Mi"}}}]),
+    );
+    hog.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+    pods.create(&hog).await.unwrap();
+
+    let ip = |p: kube_core::api::Pod| p.status.and_then(|s| s.pod_ip).unwrap();
+    let ip_a = ip(cluster.wait_phase("a", "Running", WAIT).await);
+    let ip_b = ip(cluster.wait_phase("b", "Running", WAIT).await);
+    assert_ne!(ip_a, ip_b);
+    let answers = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        [ip_a, ip_b].map(|ip| {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect((ip.as_str(), 8080)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out.trim().to_string()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers, ["a", "b"]);
+
+    let failed = cluster.wait_phase("hog", "Failed", WAIT).await;
+    let t = crate::common::first_container(&failed)
+        .state
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+    cluster.shutdown().await;
+}

@@ -1,4 +1,5 @@
-//! cgroup v1 bookkeeping for containers run by runc.
+//! cgroup v1 bookkeeping for containers run by runc (and host processes, which the
+//! ProcessRuntime puts in the same layout itself).
 //!
 //! Each container gets `kube-node/<runtime>/<container>` in the memory hierarchy, owned by the
 //! runtime and holding the memory limit, and runc puts the container one level below it
@@ -53,6 +54,47 @@ impl Cgroups {
             std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string())?;
         }
         Ok(format!("/{}/{container_id}/ctr", self.base))
+    }
+
+    /// For a host process: creates the container's cgroups (memory, cpu, pids) with their
+    /// limits, the limits on the parent and the process in the `ctr` leaf (as runc lays it
+    /// out); returns the leaves' `cgroup.procs` files the process must join.
+    pub(crate) fn prepare_process(
+        &self,
+        container_id: &str,
+        memory_limit: Option<i64>,
+        cpu_limit_milli: Option<i64>,
+        pids_limit: Option<i64>,
+    ) -> io::Result<Vec<PathBuf>> {
+        // The memory parent and its limit, as for runc.
+        self.prepare(container_id, memory_limit)?;
+        let mut procs = Vec::new();
+        for ctrl in ["memory", "cpu", "pids"] {
+            let parent = Path::new(CGROUP_ROOT)
+                .join(ctrl)
+                .join(&self.base)
+                .join(container_id);
+            let leaf = parent.join("ctr");
+            std::fs::create_dir_all(&leaf)?;
+            match ctrl {
+                "cpu" => {
+                    if let Some(milli) = cpu_limit_milli.filter(|m| *m > 0) {
+                        const PERIOD_US: i64 = 100_000;
+                        std::fs::write(parent.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
+                        let quota = (milli * PERIOD_US / 1000).max(1000);
+                        std::fs::write(parent.join("cpu.cfs_quota_us"), quota.to_string())?;
+                    }
+                }
+                "pids" => {
+                    if let Some(max) = pids_limit.filter(|m| *m > 0) {
+                        std::fs::write(parent.join("pids.max"), max.to_string())?;
+                    }
+                }
+                _ => {}
+            }
+            procs.push(leaf.join("cgroup.procs"));
+        }
+        Ok(procs)
     }
 
     /// Whether the container's memory limit was hit (charges failed), which with a SIGKILL
