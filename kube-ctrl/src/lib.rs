@@ -4,6 +4,8 @@
 //!   informer caches and its own work queue, as one orchestrator component.
 //! - [`ReplicaSetController`]: keeps `spec.replicas` pods of a ReplicaSet's template.
 //! - [`GarbageCollector`]: deletes objects whose owners are gone.
+//! - [`leader`]: leader election on a coordination/v1 Lease ([`LeaderElector`]), for the
+//!   manager ([`ControllerManager::leader_election`]) or any component ([`LeaderElected`]).
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
 //! ```no_run
@@ -25,11 +27,15 @@
 
 mod endpoints;
 mod gc;
+pub mod leader;
 mod manager;
 mod pods;
 mod replicaset;
 
 pub use endpoints::EndpointsController;
 pub use gc::GarbageCollector;
+pub use leader::{
+    LeaderElected, LeaderElectionConfig, LeaderElectionError, LeaderElector, Leadership,
+};
 pub use manager::ControllerManager;
 pub use replicaset::ReplicaSetController;

@@ -12,6 +12,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::leader::{LeaderElectionConfig, LeaderElector};
+
 /// Runs controllers as one orchestrator component.
 ///
 /// For each controller it subscribes to the shared informers of the kinds the controller
@@ -21,6 +23,7 @@ use tracing::Instrument;
 pub struct ControllerManager {
     controllers: Vec<Arc<dyn Controller>>,
     workers: usize,
+    leader_election: Option<LeaderElectionConfig>,
 }
 
 impl fmt::Debug for ControllerManager {
@@ -35,6 +38,7 @@ impl fmt::Debug for ControllerManager {
                     .collect::<Vec<_>>(),
             )
             .field("workers", &self.workers)
+            .field("leader_election", &self.leader_election)
             .finish()
     }
 }
@@ -51,6 +55,7 @@ impl ControllerManager {
         Self {
             controllers: Vec::new(),
             workers: 2,
+            leader_election: None,
         }
     }
 
@@ -70,6 +75,14 @@ impl ControllerManager {
         self.workers = workers.max(1);
         self
     }
+
+    /// Runs the controllers only while this replica holds the Lease named by `config`, so
+    /// several replicas can run for availability with one acting. After losing the Lease the
+    /// controllers stop and the replica campaigns again; on shutdown it releases the Lease.
+    pub fn leader_election(mut self, config: LeaderElectionConfig) -> Self {
+        self.leader_election = Some(config);
+        self
+    }
 }
 
 #[async_trait::async_trait]
@@ -79,13 +92,31 @@ impl Component for ControllerManager {
     }
 
     async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
-        let mut tasks = JoinSet::new();
-        for controller in self.controllers {
-            tasks.spawn(run_controller(controller, ctx.clone(), self.workers));
-        }
-        while tasks.join_next().await.is_some() {}
+        let Some(config) = self.leader_election.clone() else {
+            run_all(&self.controllers, ctx, self.workers).await;
+            return Ok(());
+        };
+        let elector = LeaderElector::new(ctx.store.clone(), config)?;
+        elector
+            .run(&ctx.shutdown, |leadership| {
+                let ctx = ComponentContext {
+                    shutdown: leadership.token,
+                    ..ctx.clone()
+                };
+                run_all(&self.controllers, ctx, self.workers)
+            })
+            .await;
         Ok(())
     }
+}
+
+/// Runs every controller until `ctx.shutdown` fires.
+async fn run_all(controllers: &[Arc<dyn Controller>], ctx: ComponentContext, workers: usize) {
+    let mut tasks = JoinSet::new();
+    for controller in controllers {
+        tasks.spawn(run_controller(controller.clone(), ctx.clone(), workers));
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Forwards informer events to the queue, mapped to primary keys by `map`.

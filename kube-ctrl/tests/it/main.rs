@@ -3,6 +3,7 @@
 
 mod endpoints;
 mod gc;
+mod leader;
 mod manager;
 mod replicaset;
 mod support;

@@ -29,12 +29,21 @@ pub(crate) fn standard() -> ControllerManager {
 }
 
 /// Polls `check` until it returns `Some`, failing after 10 s with `what`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    eventually_within(what, Duration::from_secs(10), check).await
+}
+
+/// Polls `check` until it returns `Some`, failing after `timeout` with `what`.
+pub(crate) async fn eventually_within<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
             return v;
