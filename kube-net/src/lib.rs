@@ -1,12 +1,20 @@
 //! Service networking: feed a [`Proxy`](kube_core::proxy::Proxy) data plane the cluster's
-//! services.
+//! services, and data planes that carry the traffic.
 //!
 //! - [`ProxyLoop`] implements [`kube_core::orchestrator::Component`]: from the orchestrator's
-//!   shared Service and Endpoints informers it builds the
-//!   [`ServiceTable`](kube_core::proxy::ServiceTable), hands it to any `Arc<dyn Proxy>` in
-//!   full once, then as increments, and resyncs in full after a failure.
+//!   shared Service, EndpointSlice and Endpoints informers it builds the
+//!   [`ServiceTable`](kube_core::proxy::ServiceTable) (ClusterIP and NodePort, TCP and UDP,
+//!   ready endpoints with the serving-terminating fallback, ClientIP affinity, traffic
+//!   policies), hands it to any `Arc<dyn Proxy>` in full once, then as batched increments at
+//!   most every `min_sync_interval`, resyncs in full after a failure, reports
+//!   [`ProxyMetrics`], and calls `Proxy::shutdown` when the orchestrator stops.
+//! - [`UserspaceProxy`]: a tokio L4 proxy listening on ClusterIPs and NodePorts itself (round
+//!   robin or ClientIP affinity, retry on refusal, UDP flows, splice for bulk TCP, draining).
+//! - [`NftProxy`]: an nftables data plane (one table, DNAT with numgen balancing, affinity
+//!   sets, each sync one atomic transaction, removed on shutdown).
 //! - [`MemoryProxy`] implements `Proxy` in memory: a reference data plane for tests and
 //!   examples, which counts how it was fed and can wait for a table or fail on demand.
+//! - [`DnsServer`]: a component answering `<service>.<namespace>.svc.<domain>` A queries.
 //!
 //! # Usage
 //!
@@ -45,6 +53,7 @@
 
 mod cmd;
 mod desired;
+mod dns;
 mod error;
 mod memory;
 mod metrics;
@@ -54,6 +63,7 @@ mod select;
 mod slices;
 mod userspace;
 
+pub use dns::{DnsConfig, DnsServer};
 pub use error::{Error, Result};
 pub use memory::{MemoryProxy, ProxyStats};
 pub use metrics::ProxyMetrics;
@@ -74,6 +84,7 @@ mod assertions {
         send_sync::<ProxyLoopConfig>();
         send_sync::<UserspaceProxy>();
         send_sync::<NftProxy>();
+        send_sync::<DnsServer>();
         send_sync::<Error>();
     }
 }

@@ -61,17 +61,19 @@ struct Plan {
     node_ports: Vec<String>,
     no_endpoints: Vec<String>,
     no_endpoint_node_ports: Vec<String>,
-    /// Endpoint count → `ip . proto . port . slot : ip . port` elements (ClusterIPs).
-    cluster_slots: BTreeMap<usize, Vec<String>>,
-    /// Endpoint count → `proto . port . slot : ip . port` elements (NodePorts).
-    node_port_slots: BTreeMap<usize, Vec<String>>,
+    /// (protocol, endpoint count) → `ip . port . slot : ip . port` elements (ClusterIPs).
+    cluster_slots: BTreeMap<(&'static str, usize), Vec<String>>,
+    /// (protocol, endpoint count) → `port . slot : ip . port` elements (NodePorts).
+    node_port_slots: BTreeMap<(&'static str, usize), Vec<String>>,
     /// Per-service chains, for affinity.
     chains: Vec<Chain>,
 }
 
 impl Plan {
     /// The verdict for a frontend: with affinity a chain of its own; otherwise the shared chain
-    /// for its number of endpoints, with its endpoints added to that chain's map under `key`.
+    /// for its protocol and number of endpoints, with its endpoints added to that chain's map
+    /// under `key` (address and port, or node port; the protocol is implied by the map, which
+    /// keeps the 100,000-element maps smaller and faster to load).
     fn route(
         &mut self,
         key: &str,
@@ -92,17 +94,17 @@ impl Plan {
         }
         let n = endpoints.len();
         let slots = if node_port {
-            self.node_port_slots.entry(n).or_default()
+            self.node_port_slots.entry((protocol, n)).or_default()
         } else {
-            self.cluster_slots.entry(n).or_default()
+            self.cluster_slots.entry((protocol, n)).or_default()
         };
         for (slot, (ip, port)) in endpoints.iter().enumerate() {
             slots.push(format!("{key} . {slot} : {ip} . {port}"));
         }
         if node_port {
-            format!("node_port_lb_{n}")
+            format!("node_port_{protocol}_lb_{n}")
         } else {
-            format!("cluster_lb_{n}")
+            format!("cluster_{protocol}_lb_{n}")
         }
     }
 }
@@ -112,7 +114,7 @@ impl Plan {
 ///
 /// The rule count does not grow with the number of services: a verdict map sends each
 /// ClusterIP (or NodePort) to the chain for its number of endpoints `n`, which DNATs through
-/// one map keyed by `address . protocol . port . (numgen mod n)`. Only services with ClientIP
+/// one map per protocol keyed by `address . port . (numgen mod n)`. Only services with ClientIP
 /// affinity get chains of their own. This keeps a 10,000-service sync to a few large element
 /// lists, which nftables loads fast, instead of tens of thousands of chains.
 pub(crate) fn render(
@@ -135,7 +137,9 @@ pub(crate) fn render(
                 if internal.is_empty() {
                     plan.no_endpoints.push(key);
                 } else {
-                    let chain = plan.route(&key, false, protocol, internal, entry.session_affinity);
+                    let slot_key = format!("{ip} . {}", port.port);
+                    let chain =
+                        plan.route(&slot_key, false, protocol, internal, entry.session_affinity);
                     plan.cluster_ips.push(format!("{key} : goto {chain}"));
                 }
             }
@@ -145,7 +149,9 @@ pub(crate) fn render(
                 if external.is_empty() {
                     plan.no_endpoint_node_ports.push(key);
                 } else {
-                    let chain = plan.route(&key, true, protocol, external, entry.session_affinity);
+                    let slot_key = node_port.to_string();
+                    let chain =
+                        plan.route(&slot_key, true, protocol, external, entry.session_affinity);
                     plan.node_ports.push(format!("{key} : goto {chain}"));
                 }
             }
@@ -192,33 +198,35 @@ pub(crate) fn render(
         + plan.no_endpoint_node_ports.len();
     out.push_str(FIXED_CHAINS);
     rules += 10;
-    for (n, slots) in &plan.cluster_slots {
+    for ((protocol, n), slots) in &plan.cluster_slots {
         let ng = numgen(balancing, *n);
+        let map_name = format!("cluster_{protocol}_endpoints_{n}");
         map(
             &mut out,
-            &format!("cluster_endpoints_{n}"),
-            &format!("typeof ip daddr . meta l4proto . th dport . {ng} : ip daddr . th dport"),
+            &map_name,
+            &format!("typeof ip daddr . th dport . {ng} : ip daddr . th dport"),
             slots,
         );
         let _ = writeln!(
             out,
-            "  chain cluster_lb_{n} {{\n    meta l4proto tcp dnat ip addr . port to ip daddr . meta l4proto . th dport . {ng} map @cluster_endpoints_{n}\n    meta l4proto udp dnat ip addr . port to ip daddr . meta l4proto . th dport . {ng} map @cluster_endpoints_{n}\n  }}"
+            "  chain cluster_{protocol}_lb_{n} {{\n    meta l4proto {protocol} dnat ip addr . port to ip daddr . th dport . {ng} map @{map_name}\n  }}"
         );
-        rules += 2 + slots.len();
+        rules += 1 + slots.len();
     }
-    for (n, slots) in &plan.node_port_slots {
+    for ((protocol, n), slots) in &plan.node_port_slots {
         let ng = numgen(balancing, *n);
+        let map_name = format!("node_port_{protocol}_endpoints_{n}");
         map(
             &mut out,
-            &format!("node_port_endpoints_{n}"),
-            &format!("typeof meta l4proto . th dport . {ng} : ip daddr . th dport"),
+            &map_name,
+            &format!("typeof th dport . {ng} : ip daddr . th dport"),
             slots,
         );
         let _ = writeln!(
             out,
-            "  chain node_port_lb_{n} {{\n    meta l4proto tcp dnat ip addr . port to meta l4proto . th dport . {ng} map @node_port_endpoints_{n}\n    meta l4proto udp dnat ip addr . port to meta l4proto . th dport . {ng} map @node_port_endpoints_{n}\n  }}"
+            "  chain node_port_{protocol}_lb_{n} {{\n    meta l4proto {protocol} dnat ip addr . port to th dport . {ng} map @{map_name}\n  }}"
         );
-        rules += 2 + slots.len();
+        rules += 1 + slots.len();
     }
     for chain in &plan.chains {
         rules += write_chain(&mut out, chain, balancing);

@@ -4,6 +4,7 @@
 // Helpers outside #[test] functions unwrap too: a failing test should panic loudly.
 #![allow(clippy::unwrap_used)]
 
+mod dns;
 mod netns;
 mod nft;
 mod pods;
