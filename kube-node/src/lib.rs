@@ -72,7 +72,7 @@ pub use agent::{NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
 pub use cri::CriRuntime;
 pub use error::{Error, Result};
 pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};
-pub use logs::pod_logs;
+pub use logs::{follow_pod_logs, pod_logs};
 pub use net::{CniConfig, PodNetwork};
 pub use oci::{OciRuntime, OciRuntimeBuilder};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder};

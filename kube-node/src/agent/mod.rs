@@ -142,6 +142,28 @@ impl NodeAgentBuilder {
         self
     }
 
+    /// Sets `cpu` and `memory` capacity from the host (CPUs this process may use, and
+    /// `MemTotal` from `/proc/meminfo`); values the host does not give keep their defaults.
+    pub fn detect_capacity(mut self) -> Self {
+        if let Ok(cpus) = std::thread::available_parallelism() {
+            self.config
+                .capacity
+                .insert("cpu".into(), cpus.get().to_string());
+        }
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let total_kib = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(kib) = total_kib {
+            self.config
+                .capacity
+                .insert("memory".into(), format!("{kib}Ki"));
+        }
+        self
+    }
+
     /// Sets the allocatable amount of one resource (default: its capacity).
     pub fn allocatable(mut self, resource: impl Into<String>, quantity: impl Into<String>) -> Self {
         self.config

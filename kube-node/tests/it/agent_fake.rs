@@ -711,3 +711,14 @@ async fn admission_rejects_what_does_not_fit_the_node() {
     cluster.wait_phase("fifth", "Running", WAIT).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn capacity_can_be_detected_from_the_host() {
+    let fake = FakeRuntime::new();
+    let agent = agent(Arc::new(fake)).detect_capacity().build().unwrap();
+    let capacity = &agent.config().capacity;
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(capacity["cpu"], cpus.to_string());
+    assert!(capacity["memory"].ends_with("Ki"), "{}", capacity["memory"]);
+    assert_eq!(capacity["pods"], "110");
+}

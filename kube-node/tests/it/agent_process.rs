@@ -206,3 +206,37 @@ async fn privileged_process_pods_get_cgroup_limits_and_their_own_ips() {
     assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn followed_logs_stream_until_the_container_exits() {
+    use futures::StreamExt;
+    let runtime = ProcessRuntime::temp().unwrap();
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    cluster
+        .pods()
+        .create(&pod(
+            "talker",
+            "Never",
+            serde_json::json!([{"name": "c", "image": "ignored", "command": ["sh", "-c",
+                "for i in 1 2 3 4; do echo line$i; sleep 0.2; done"]}]),
+        ))
+        .await
+        .unwrap();
+    cluster.wait_phase("talker", "Running", WAIT).await;
+    let stream = kube_node::follow_pod_logs(
+        Arc::new(runtime.clone()),
+        "default".into(),
+        "talker".into(),
+        "c".into(),
+        Default::default(),
+    );
+    let chunks: Vec<_> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
+        .await
+        .expect("the stream ends when the container exits");
+    let text: String = chunks
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.unwrap()).into_owned())
+        .collect();
+    assert_eq!(text, "line1\nline2\nline3\nline4\n");
+    cluster.shutdown().await;
+}
