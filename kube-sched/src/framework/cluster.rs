@@ -14,6 +14,12 @@ use super::node_info::NodeInfo;
 use super::pod_info::PodInfo;
 use crate::error::SchedError;
 
+fn scores_others(pod: &PodInfo) -> bool {
+    !(pod.required_affinity.is_empty()
+        && pod.preferred_affinity.is_empty()
+        && pod.preferred_anti_affinity.is_empty())
+}
+
 /// A PodDisruptionBudget as preemption reads it.
 #[derive(Clone, Debug)]
 pub struct DisruptionBudget {
@@ -46,6 +52,7 @@ pub struct Cluster {
     namespaces: HashMap<String, BTreeMap<String, String>>,
     budgets: BTreeMap<ObjectKey, DisruptionBudget>,
     pods_with_affinity: usize,
+    pods_with_scoring_affinity: usize,
     counts: CountIndex,
 }
 
@@ -114,6 +121,12 @@ impl Cluster {
     /// when none has and the incoming pod has none either).
     pub fn has_pods_with_affinity(&self) -> bool {
         self.pods_with_affinity > 0
+    }
+
+    /// Whether any counted pod has a term that scores other pods (required affinity or any
+    /// preferred term); required anti-affinity alone only filters.
+    pub fn has_pods_with_scoring_affinity(&self) -> bool {
+        self.pods_with_scoring_affinity > 0
     }
 
     /// Whether `key` is assumed (placed by the scheduler, binding not yet confirmed).
@@ -224,6 +237,9 @@ impl Cluster {
         if pod.has_affinity() {
             self.pods_with_affinity += 1;
         }
+        if scores_others(&pod) {
+            self.pods_with_scoring_affinity += 1;
+        }
         self.placement.insert(pod.key.clone(), node.clone());
         match self.by_name.get(&node) {
             Some(&i) => {
@@ -259,6 +275,9 @@ impl Cluster {
         if removed.as_ref().is_some_and(|p| p.has_affinity()) {
             self.pods_with_affinity -= 1;
         }
+        if removed.as_ref().is_some_and(|p| scores_others(p)) {
+            self.pods_with_scoring_affinity -= 1;
+        }
         removed
     }
 
@@ -279,7 +298,7 @@ impl Cluster {
         topology_key: &str,
         pods: PodMatcher,
         nodes: NodeMatcher,
-    ) -> HashMap<String, i64> {
+    ) -> Arc<HashMap<String, i64>> {
         let ns = &self.namespaces;
         self.counts.counts(
             signature,
@@ -293,7 +312,10 @@ impl Cluster {
 
     /// For each distinct required anti-affinity term of existing pods that matches `pod`: the
     /// term's topology key and how many pods hold it per topology value.
-    pub fn existing_anti_affinity(&self, pod: &PodInfo) -> Vec<(String, HashMap<String, i64>)> {
+    pub fn existing_anti_affinity(
+        &self,
+        pod: &PodInfo,
+    ) -> Vec<(String, Arc<HashMap<String, i64>>)> {
         let ns = &self.namespaces;
         self.counts.existing_anti_affinity(pod, &|n| ns.get(n))
     }

@@ -30,7 +30,9 @@ struct Entry {
     topology_key: String,
     pods: PodMatcher,
     nodes: NodeMatcher,
-    counts: HashMap<String, i64>,
+    /// Shared with the cycles reading it; a cycle's copy is dropped before the next change, so
+    /// `Arc::make_mut` does not copy in the steady state.
+    counts: Arc<HashMap<String, i64>>,
 }
 
 /// Existing pods' required anti-affinity terms, grouped by identical term.
@@ -38,7 +40,7 @@ struct Entry {
 struct AntiTerm {
     term: AffinityTerm,
     /// Topology value → pods holding the term there.
-    counts: HashMap<String, i64>,
+    counts: Arc<HashMap<String, i64>>,
 }
 
 #[derive(Clone, Default)]
@@ -95,7 +97,7 @@ impl CountIndex {
         node_ok: NodeMatcher,
         all_nodes: &mut dyn Iterator<Item = &NodeInfo>,
         ns: &dyn Fn(&str) -> Option<&'m BTreeMap<String, String>>,
-    ) -> HashMap<String, i64> {
+    ) -> Arc<HashMap<String, i64>> {
         let mut inner = self.lock();
         if let Some(e) = inner.entries.get(signature) {
             return e.counts.clone();
@@ -114,6 +116,7 @@ impl CountIndex {
         if inner.entries.len() >= MAX_ENTRIES {
             inner.entries.clear();
         }
+        let counts = Arc::new(counts);
         inner.entries.insert(
             signature.to_string(),
             Entry {
@@ -138,7 +141,9 @@ impl CountIndex {
         for e in inner.entries.values_mut() {
             if let Some(value) = node.labels().get(&e.topology_key) {
                 if (e.nodes)(node) && (e.pods)(pod, ns) {
-                    *e.counts.entry(value.clone()).or_default() += delta;
+                    *Arc::make_mut(&mut e.counts)
+                        .entry(value.clone())
+                        .or_default() += delta;
                 }
             }
         }
@@ -151,9 +156,11 @@ impl CountIndex {
                 .entry(term_signature(term))
                 .or_insert_with(|| AntiTerm {
                     term: term.clone(),
-                    counts: HashMap::new(),
+                    counts: Arc::default(),
                 });
-            *t.counts.entry(value.clone()).or_default() += delta;
+            *Arc::make_mut(&mut t.counts)
+                .entry(value.clone())
+                .or_default() += delta;
         }
     }
 
@@ -176,7 +183,7 @@ impl CountIndex {
         &self,
         pod: &PodInfo,
         ns: &dyn Fn(&str) -> Option<&'m BTreeMap<String, String>>,
-    ) -> Vec<(String, HashMap<String, i64>)> {
+    ) -> Vec<(String, Arc<HashMap<String, i64>>)> {
         self.lock()
             .anti_terms
             .values()

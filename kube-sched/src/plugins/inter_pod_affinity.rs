@@ -60,9 +60,13 @@ impl InterPodAffinity {
 const KEY: &str = "InterPodAffinity/filter";
 const SCORE_KEY: &str = "InterPodAffinity/score";
 
-/// Counts per topology pair, nested (key → value → count) so lookups borrow instead of allocating.
+/// Counts per topology pair, nested (key → value → count) so lookups borrow instead of
+/// allocating; `shared` holds the index's maps as they are, without copying them.
 #[derive(Debug, Default)]
-struct TopoCounts(HashMap<String, HashMap<String, i64>>);
+struct TopoCounts(
+    HashMap<String, HashMap<String, i64>>,
+    Vec<(String, Arc<HashMap<String, i64>>)>,
+);
 
 impl TopoCounts {
     fn add(&mut self, node: &NodeInfo, key: &str, n: i64) {
@@ -76,27 +80,29 @@ impl TopoCounts {
         }
     }
 
-    fn add_value(&mut self, key: &str, value: String, n: i64) {
-        if n != 0 {
-            *self
-                .0
-                .entry(key.to_string())
-                .or_default()
-                .entry(value)
-                .or_default() += n;
+    fn add_shared(&mut self, key: &str, counts: Arc<HashMap<String, i64>>) {
+        if counts.values().any(|n| *n != 0) {
+            self.1.push((key.to_string(), counts));
         }
     }
 
     fn get(&self, key: &str, value: &str) -> i64 {
-        self.0
+        let own = self
+            .0
             .get(key)
             .and_then(|m| m.get(value))
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        own + self
+            .1
+            .iter()
+            .filter(|(k, _)| k == key)
+            .filter_map(|(_, m)| m.get(value))
+            .sum::<i64>()
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && self.1.is_empty()
     }
 }
 
@@ -145,20 +151,16 @@ impl PreFilterPlugin for InterPodAffinity {
         let mut counts = Counts::default();
         // Everything below reads the cluster's incremental index: no walk over all pods.
         for (key, per_value) in cluster.existing_anti_affinity(pod) {
-            for (value, n) in per_value {
-                counts.existing_anti.add_value(&key, value, n);
-            }
+            counts.existing_anti.add_shared(&key, per_value);
         }
         let any_node: NodeMatcher = Arc::new(|_: &NodeInfo| true);
         for t in &pod.required_anti_affinity {
             let term = t.clone();
             let matcher: PodMatcher = Arc::new(move |p, ns| term.matches_with(p, ns));
             let signature = format!("term|{t:?}");
-            for (value, n) in
-                cluster.topology_counts(&signature, &t.topology_key, matcher, any_node.clone())
-            {
-                counts.anti.add_value(&t.topology_key, value, n);
-            }
+            let per_value =
+                cluster.topology_counts(&signature, &t.topology_key, matcher, any_node.clone());
+            counts.anti.add_shared(&t.topology_key, per_value);
         }
         if !pod.required_affinity.is_empty() {
             let terms = Arc::new(pod.required_affinity.clone());
@@ -167,11 +169,9 @@ impl PreFilterPlugin for InterPodAffinity {
                 let matcher: PodMatcher =
                     Arc::new(move |p, ns| all.iter().all(|t| t.matches_with(p, ns)));
                 let signature = format!("affinity|{:?}|{}", pod.required_affinity, t.topology_key);
-                for (value, n) in
-                    cluster.topology_counts(&signature, &t.topology_key, matcher, any_node.clone())
-                {
-                    counts.affinity.add_value(&t.topology_key, value, n);
-                }
+                let per_value =
+                    cluster.topology_counts(&signature, &t.topology_key, matcher, any_node.clone());
+                counts.affinity.add_shared(&t.topology_key, per_value);
             }
         }
         // A pod matching its own affinity may go first: with no matching pod anywhere, its
@@ -255,7 +255,7 @@ impl PreScorePlugin for InterPodAffinity {
     ) -> Status {
         let has_preferred =
             !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
-        if !has_preferred && !cluster.has_pods_with_affinity() {
+        if !has_preferred && !cluster.has_pods_with_scoring_affinity() {
             return Status::skip();
         }
         let labels = cluster;

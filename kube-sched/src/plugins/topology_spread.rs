@@ -208,10 +208,8 @@ fn count_domains_indexed(
                     && (!honor_affinity || affinity.matches(n))
                     && (!honor_taints || untolerated(n.taints(), &tolerations).is_none())
             });
-            finish(
-                c,
-                cluster.topology_counts(&signature, &c.topology_key, pods, nodes),
-            )
+            let counts = cluster.topology_counts(&signature, &c.topology_key, pods, nodes);
+            finish(c, Arc::unwrap_or_clone(counts))
         })
         .collect()
 }
