@@ -195,3 +195,117 @@ async fn a_failing_proxy_is_resynced_in_full() {
     );
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn endpoint_slices_take_precedence_over_endpoints_and_fall_back() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube_core::typed::Api;
+
+    use crate::support::slice;
+
+    let cluster = Cluster::new();
+    let running = cluster.start();
+    cluster
+        .services
+        .create(&service("web", "10.96.0.10"))
+        .await
+        .unwrap();
+    cluster
+        .endpoints
+        .create(&endpoints("web", &[["10.0.0.1", "n1"]], &[]))
+        .await
+        .unwrap();
+    let http = |t: &kube_core::proxy::ServiceTable| -> Vec<Endpoint> {
+        t.services
+            .get(&web())
+            .map(|e| e.ports[0].endpoints.clone())
+            .unwrap_or_default()
+    };
+    cluster
+        .applied(|t| http(t) == vec![backend("10.0.0.1", 8080, "n1")])
+        .await;
+
+    // Slices win over Endpoints; a not-ready but terminating (serving) endpoint is kept,
+    // flagged, for the data plane's fallback; a not-ready, not-terminating one is left out.
+    let slices: Api<EndpointSlice> = Api::namespaced(cluster.store.clone(), "default");
+    slices
+        .create(&slice(
+            "web-a",
+            "web",
+            "http",
+            "TCP",
+            9090,
+            &[
+                ("10.0.1.1", "n1", true, false),
+                ("10.0.1.2", "n2", false, true),
+                ("10.0.1.3", "n2", false, false),
+            ],
+        ))
+        .await
+        .unwrap();
+    let mut terminating = backend("10.0.1.2", 9090, "n2");
+    terminating.terminating = true;
+    cluster
+        .applied(|t| http(t) == vec![backend("10.0.1.1", 9090, "n1"), terminating.clone()])
+        .await;
+
+    // Without slices, the Endpoints are used again.
+    slices
+        .delete("web-a", &Preconditions::default())
+        .await
+        .unwrap();
+    cluster
+        .applied(|t| http(t) == vec![backend("10.0.0.1", 8080, "n1")])
+        .await;
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn changes_are_batched_by_the_minimum_sync_interval_and_measured() {
+    use std::time::Duration;
+
+    use kube_core::orchestrator::Orchestrator;
+    use kube_core::workqueue::Backoff;
+    use kube_net::{ProxyLoop, ProxyLoopConfig};
+
+    let cluster = Cluster::new();
+    let proxy_loop = ProxyLoop::with_config(
+        cluster.proxy.clone(),
+        ProxyLoopConfig {
+            backoff: Backoff {
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+            },
+            min_sync_interval: Duration::from_millis(300),
+        },
+    );
+    let metrics = proxy_loop.metrics();
+    let running = Orchestrator::builder()
+        .store(cluster.store.clone())
+        .proxy(proxy_loop)
+        .build()
+        .unwrap()
+        .start();
+    cluster
+        .applied(|_| cluster.proxy.stats().full_syncs == 1)
+        .await;
+    for i in 0..20 {
+        cluster
+            .services
+            .create(&service(&format!("svc-{i}"), &format!("10.96.1.{i}")))
+            .await
+            .unwrap();
+    }
+    cluster.applied(|t| t.services.len() == 20).await;
+    let stats = cluster.proxy.stats();
+    assert!(
+        stats.increments <= 3,
+        "20 quick changes arrive in a few batches, not 20 calls: {stats:?}"
+    );
+    let m = metrics.get();
+    assert_eq!((m.services, m.service_ports, m.endpoints), (20, 40, 0));
+    assert_eq!(m.full_syncs, 1);
+    assert_eq!(m.increments, stats.increments);
+    assert!(m.max_sync_latency >= m.last_sync_latency);
+    running.shutdown().await.unwrap();
+}
