@@ -143,3 +143,111 @@ async fn containerd_runs_pods_with_ips_restarts_logs_and_oom() {
     cluster.shutdown().await;
     containerd.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_liveness_grace_and_agent_restart() {
+    if !require("containerd") || !require("runc") {
+        return;
+    }
+    let containerd = Containerd::start("kn-cri-t2", "10.217.0.0/24").unwrap();
+    let runtime = containerd.runtime().await.unwrap();
+    let store: Arc<dyn kube_core::store::Store> = Arc::new(kube_store::MemStore::new());
+    let first = Cluster::start_with_store(
+        agent(Arc::new(runtime.clone())).build().unwrap(),
+        store.clone(),
+    );
+    let pods = first.pods();
+    pods.create(&pod(
+        "steady",
+        "Always",
+        serde_json::json!([sh("c", "sleep 60")]),
+    ))
+    .await
+    .unwrap();
+    let mut sick = sh(
+        "c",
+        "touch /tmp/healthy; sleep 1; rm /tmp/healthy; sleep 60",
+    );
+    sick["livenessProbe"] = serde_json::json!({
+        "exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1
+    });
+    pods.create(&pod("sick", "Always", serde_json::json!([sick])))
+        .await
+        .unwrap();
+    let mut stubborn = pod(
+        "stubborn",
+        "Always",
+        serde_json::json!([sh("c", "trap '' TERM; while true; do sleep 0.05; done")]),
+    );
+    stubborn
+        .spec
+        .as_mut()
+        .unwrap()
+        .termination_grace_period_seconds = Some(2);
+    pods.create(&stubborn).await.unwrap();
+
+    let before = first_container(&first.wait_phase("steady", "Running", WAIT).await);
+    first.wait_phase("stubborn", "Running", WAIT).await;
+
+    // A failing liveness probe (run through CRI ExecSync) restarts the container.
+    let restarted = eventually(WAIT, "a liveness restart", || async {
+        let p = pods.get("sick").await.ok()?;
+        let restarts = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .restart_count;
+        (restarts >= 1).then_some(p)
+    })
+    .await;
+    assert!(
+        first_container(&restarted)
+            .last_state
+            .unwrap()
+            .terminated
+            .is_some()
+    );
+
+    // The agent restarts; what runs keeps running.
+    first.shutdown().await;
+    let second =
+        Cluster::start_with_store(agent(Arc::new(runtime.clone())).build().unwrap(), store);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = first_container(&second.wait_phase("steady", "Running", WAIT).await);
+    assert_eq!(after.container_id, before.container_id);
+    assert_eq!(after.restart_count, 0);
+
+    // Deletion honours the grace period: SIGTERM is ignored, SIGKILL comes after 2 s.
+    let pods = second.pods();
+    let t0 = std::time::Instant::now();
+    pods.delete("stubborn", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "stubborn's sandbox removed", || async {
+        let sandboxes = runtime.list_pod_sandboxes().await.ok()?;
+        (!sandboxes.iter().any(|s| s.metadata.name == "stubborn")).then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+
+    for name in ["steady", "sick"] {
+        pods.delete(name, &Preconditions::default()).await.unwrap();
+    }
+    eventually(WAIT, "sandboxes removed", || async {
+        runtime
+            .list_pod_sandboxes()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    second.shutdown().await;
+    containerd.stop().await.unwrap();
+}
