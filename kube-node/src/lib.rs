@@ -1,11 +1,11 @@
 //! The node side of the orchestrator: [`NodeAgent`], the kubelet logic, over any
-//! [`Runtime`](kube_core::runtime::Runtime), and two runtimes to drive.
+//! [`Runtime`](kube_core::runtime::Runtime), and four runtimes to drive.
 //!
 //! | type | what |
 //! |---|---|
 //! | [`NodeAgent`] | a [`Component`](kube_core::orchestrator::Component): registers a Node, runs the pods bound to it, reports their status |
 //! | [`FakeRuntime`] | a simulated runtime: configurable exits, start failures, latency; records calls; cheap enough for thousands of pods |
-//! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; no isolation, images ignored |
+//! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; images ignored; optionally cgroup limits and a network namespace (CNI IP) per pod |
 //! | [`CriRuntime`] | a CRI v1 client over a unix socket (containerd, CRI-O) |
 //! | [`OciRuntime`] | real containers through `runc`: local images, a network namespace per pod (CNI optional), cgroup limits, OOMKilled |
 //!
@@ -49,11 +49,32 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # What the agent does not do (yet)
+//! # What the agent does
 //!
-//! No probes (a running container is ready), no volumes, no image pulls, no `envFrom` or
-//! ConfigMap/Secret env sources, no restartable ("sidecar") init containers (they are treated
-//! as ordinary init containers), no eviction, no graceful node shutdown.
+//! Node registration (capacity configured or [detected](NodeAgentBuilder::detect_capacity)),
+//! a `coordination.k8s.io/v1` Lease renewed every heartbeat, admission of bound pods (node
+//! selector, resources against allocatable, host ports), init then app containers,
+//! `restartPolicy` with crash-loop back-off, startup/liveness/readiness probes (exec, httpGet,
+//! tcpSocket), pod phase, conditions and container states with the kubelet's reasons,
+//! graceful termination (preStop, SIGTERM, grace period, SIGKILL), env from literals,
+//! ConfigMaps, Secrets, resource fields and the downward API, emptyDir/configMap/secret/
+//! hostPath volumes, logs by pod and container ([`pod_logs`], with `previous`;
+//! [`follow_pod_logs`]), and adoption of running pods after an agent restart.
+//!
+//! Pod networking for [`OciRuntime`] and [`ProcessRuntime`] is chosen with [`PodNetwork`]:
+//! with [`PodNetwork::Cni`] each pod gets a network namespace and an IP from the CNI bridge
+//! plugin. Test images are built with [`image`] from the host's static busybox.
+//!
+//! # What it does not do (yet)
+//!
+//! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
+//! probes, no downward-API or projected volumes, no restartable ("sidecar") init containers
+//! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
+//! node shutdown, cgroup v1 only. [`OciRuntime`] and [`ProcessRuntime`] keep their state in
+//! memory: a new agent in the same process adopts their pods, a new process does not (CRI
+//! runtimes keep state themselves, so [`CriRuntime`] does). [`ProcessRuntime`] ignores volume
+//! mounts. Dead containers are collected per container (the last exited instance is kept for
+//! `previous` logs), not by age or count.
 
 #![forbid(unsafe_code)]
 
