@@ -3,6 +3,7 @@
 //! - [`ControllerManager`]: runs any number of [`kube_core::Controller`]s, each over shared
 //!   informer caches and its own work queue, as one orchestrator component.
 //! - [`ReplicaSetController`]: keeps `spec.replicas` pods of a ReplicaSet's template.
+//! - [`DeploymentController`]: rolls a Deployment's template out through ReplicaSets.
 //! - [`GarbageCollector`]: deletes objects whose owners are gone.
 //! - [`leader`]: leader election on a coordination/v1 Lease ([`LeaderElector`]), for the
 //!   manager ([`ControllerManager::leader_election`]) or any component ([`LeaderElected`]).
@@ -25,6 +26,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod deployment;
 mod endpoints;
 mod gc;
 pub mod leader;
@@ -32,6 +34,7 @@ mod manager;
 mod pods;
 mod replicaset;
 
+pub use deployment::DeploymentController;
 pub use endpoints::EndpointsController;
 pub use gc::GarbageCollector;
 pub use leader::{

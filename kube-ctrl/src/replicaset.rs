@@ -11,7 +11,7 @@ use kube_core::selector::Selector;
 use kube_core::store::{ListOptions, Preconditions};
 use kube_core::typed::Api;
 
-use crate::pods::{is_active, is_ready, phase};
+use crate::pods::{availability, is_active, is_ready, phase};
 
 /// Most pods created or deleted in one reconcile; the rest follow in the next ones, so one
 /// huge scale-up cannot monopolize the store.
@@ -19,7 +19,8 @@ const BURST: usize = 500;
 
 /// Reconciles ReplicaSets: creates pods from the template or deletes surplus pods until the
 /// number of active pods equals `spec.replicas`, adopts matching orphan pods, and reports
-/// `status` (replicas, ready, available, fully labeled, observed generation).
+/// `status` (replicas, ready, available — ready for `spec.minReadySeconds` — fully labeled,
+/// observed generation).
 ///
 /// It lists pods from the store (not a cache) on every reconcile, so pods it just created are
 /// always counted and it never over-creates.
@@ -166,6 +167,20 @@ impl Controller for ReplicaSetController {
         // below trigger another pass that reports them.
         let label_selector = Selector::from_labels(&template_labels);
         let ready = active.iter().filter(|p| is_ready(p)).count();
+        // Available means ready for minReadySeconds; check again when the next pod gets there.
+        let now = std::time::SystemTime::now();
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let mut available = 0;
+        let mut next_available: Option<Duration> = None;
+        for pod in &active {
+            match availability(pod, min_ready, now) {
+                (true, _) => available += 1,
+                (false, Some(wait)) => {
+                    next_available = Some(next_available.map_or(wait, |n| n.min(wait)));
+                }
+                (false, None) => {}
+            }
+        }
         let fully_labeled = active
             .iter()
             .filter(|p| {
@@ -180,7 +195,7 @@ impl Controller for ReplicaSetController {
         let status = ReplicaSetStatus {
             replicas: as_i32(active.len()),
             ready_replicas: Some(as_i32(ready)),
-            available_replicas: Some(as_i32(ready)),
+            available_replicas: Some(as_i32(available)),
             fully_labeled_replicas: Some(as_i32(fully_labeled)),
             observed_generation: rs.metadata.generation,
             conditions: old.conditions.clone(),
@@ -217,6 +232,10 @@ impl Controller for ReplicaSetController {
         if observed != want {
             // More to do than one burst allowed, or waiting for our own writes to show up.
             return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        if let Some(wait) = next_available {
+            // Whole seconds on the wire: wait past the boundary.
+            return Ok(Action::requeue(wait + Duration::from_millis(100)));
         }
         Ok(Action::await_change())
     }

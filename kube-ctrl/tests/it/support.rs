@@ -55,3 +55,37 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Marks every pod scheduled, running and ready shortly after it appears, as a node agent
+/// would. Abort the handle to stop it.
+pub(crate) fn fake_kubelet(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube_core::typed::Api;
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::all(store.clone());
+        loop {
+            for pod in pods.list(&Default::default()).await.unwrap().items {
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready"));
+                if ready {
+                    continue;
+                }
+                let ns = pod.metadata.namespace.clone().unwrap();
+                let name = pod.metadata.name.clone().unwrap();
+                let api: Api<Pod> = Api::namespaced(store.clone(), &ns);
+                let patch = serde_json::json!({
+                    "spec": {"nodeName": "node-1"},
+                    "status": {"phase": "Running", "podIP": "10.0.0.1",
+                        "conditions": [{"type": "Ready", "status": "True",
+                            "lastTransitionTime": kube_core::object::now()}]}
+                });
+                // The pod may be gone already.
+                let _ = api.patch_merge(&name, &patch).await;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+}
