@@ -153,3 +153,165 @@ pub fn oci_archive(rootfs: &Path, images: &[ArchiveImage], out: &Path) -> io::Re
     archive.into_inner()?;
     Ok(())
 }
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Unpacks image `reference` from an OCI image-layout tar (as [`oci_archive`] writes, or
+/// `skopeo`/`buildah` export) into the directory `dest`: its layers in order, whiteouts
+/// applied. The image is the manifest annotated with `reference` as
+/// `io.containerd.image.name` or `org.opencontainers.image.ref.name`, or the only one.
+pub fn unpack_oci_archive(archive: &Path, reference: &str, dest: &Path) -> io::Result<()> {
+    use std::io::Read;
+    // Small test images: reading the archive into memory keeps blob lookup simple.
+    let mut files = std::collections::HashMap::new();
+    let mut tar = tar::Archive::new(std::fs::File::open(archive)?);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        files.insert(path, data);
+    }
+    let json = |path: &str| -> io::Result<serde_json::Value> {
+        let data = files
+            .get(path)
+            .ok_or_else(|| invalid(format!("{path} is missing from the archive")))?;
+        serde_json::from_slice(data).map_err(|e| invalid(format!("{path}: {e}")))
+    };
+    let blob = |digest: &str| format!("blobs/{}", digest.replacen(':', "/", 1));
+    let index = json("index.json")?;
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let tag = reference.rsplit_once(':').map_or("latest", |(_, t)| t);
+    let names = |m: &serde_json::Value| {
+        let a = &m["annotations"];
+        [
+            a["io.containerd.image.name"].as_str().map(str::to_string),
+            a["org.opencontainers.image.ref.name"]
+                .as_str()
+                .map(str::to_string),
+        ]
+    };
+    let chosen = manifests
+        .iter()
+        .find(|m| names(m)[0].as_deref() == Some(reference))
+        .or_else(|| {
+            manifests
+                .iter()
+                .find(|m| matches!(names(m)[1].as_deref(), Some(n) if n == reference || n == tag))
+        })
+        .or(if manifests.len() == 1 {
+            manifests.first()
+        } else {
+            None
+        })
+        .ok_or_else(|| invalid(format!("no image {reference:?} in {}", archive.display())))?;
+    let digest = chosen["digest"].as_str().unwrap_or_default();
+    let manifest = json(&blob(digest))?;
+    std::fs::create_dir_all(dest)?;
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        let digest = layer["digest"].as_str().unwrap_or_default();
+        let data = files
+            .get(&blob(digest))
+            .ok_or_else(|| invalid(format!("layer {digest} is missing")))?;
+        let media = layer["mediaType"].as_str().unwrap_or_default();
+        let reader: Box<dyn Read> = if media.contains("gzip") {
+            Box::new(flate2::read::GzDecoder::new(&data[..]))
+        } else {
+            Box::new(&data[..])
+        };
+        apply_layer(reader, dest)?;
+    }
+    Ok(())
+}
+
+/// Extracts one layer over `dest`, applying OCI whiteouts (`.wh.<name>` deletes `<name>`,
+/// `.wh..wh..opq` empties its directory).
+fn apply_layer(reader: impl io::Read, dest: &Path) -> io::Result<()> {
+    let mut layer = tar::Archive::new(reader);
+    layer.set_preserve_permissions(true);
+    for entry in layer.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            continue;
+        }
+        match name.as_deref() {
+            Some(".wh..wh..opq") => {
+                for child in std::fs::read_dir(dest.join(&parent))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    remove_any(&child.path())?;
+                }
+            }
+            Some(n) if n.starts_with(".wh.") => {
+                remove_any(&dest.join(&parent).join(&n[4..]))?;
+            }
+            _ => {
+                // `unpack_in` refuses paths that would land outside `dest`.
+                entry.unpack_in(dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    let result = match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_round_trips_to_a_root_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::write(rootfs.join("bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
+        std::os::unix::fs::symlink("hello", rootfs.join("bin/hi")).unwrap();
+        let archive = dir.path().join("image.tar");
+        let image = |name: &str| ArchiveImage {
+            name: name.into(),
+            cmd: vec!["hello".into()],
+        };
+        oci_archive(
+            &rootfs,
+            &[image("example.com/a:1"), image("example.com/b:2")],
+            &archive,
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        unpack_oci_archive(&archive, "example.com/b:2", &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("bin/hello")).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("bin/hi")).unwrap(),
+            Path::new("hello")
+        );
+        assert!(unpack_oci_archive(&archive, "example.com/c:3", &dir.path().join("x")).is_err());
+    }
+}

@@ -212,6 +212,7 @@ pub struct OciRuntimeBuilder {
     root: Option<PathBuf>,
     runc: PathBuf,
     images: HashMap<String, PathBuf>,
+    archives: Vec<(String, PathBuf)>,
     network: PodNetwork,
     host_ip: String,
 }
@@ -233,6 +234,17 @@ impl OciRuntimeBuilder {
     /// Registers an image: `reference` (e.g. `busybox`) runs with `rootfs` as its root.
     pub fn image(mut self, reference: impl Into<String>, rootfs: impl Into<PathBuf>) -> Self {
         self.images.insert(reference.into(), rootfs.into());
+        self
+    }
+
+    /// Registers an image from an OCI image-layout tar: `reference` is unpacked (see
+    /// [`crate::image::unpack_oci_archive`]) under the runtime's root when it is built.
+    pub fn image_archive(
+        mut self,
+        reference: impl Into<String>,
+        archive: impl Into<PathBuf>,
+    ) -> Self {
+        self.archives.push((reference.into(), archive.into()));
         self
     }
 
@@ -277,15 +289,26 @@ impl OciRuntimeBuilder {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        for dir in ["logs", "bundles", "runc", "cni"] {
+        for dir in ["logs", "bundles", "runc", "cni", "images"] {
             std::fs::create_dir_all(root.join(dir))?;
+        }
+        let mut images = self.images;
+        for (i, (reference, archive)) in self.archives.iter().enumerate() {
+            let dest = root.join("images").join(i.to_string());
+            crate::image::unpack_oci_archive(archive, reference, &dest).map_err(|e| {
+                RuntimeError::Failed {
+                    operation: "new",
+                    message: format!("unpacking {reference} from {}: {e}", archive.display()),
+                }
+            })?;
+            images.insert(reference.clone(), dest);
         }
         let runtime_id = new_id();
         Ok(OciRuntime {
             inner: Arc::new(Inner {
                 root,
                 runc: self.runc,
-                images: self.images,
+                images,
                 network: self.network,
                 host_ip: self.host_ip,
                 cgroups: Cgroups::new(&runtime_id[..12]),
@@ -303,6 +326,7 @@ impl OciRuntime {
             root: None,
             runc: PathBuf::from("runc"),
             images: HashMap::new(),
+            archives: Vec::new(),
             network: PodNetwork::default(),
             host_ip: "127.0.0.1".into(),
         }
@@ -323,13 +347,25 @@ impl OciRuntime {
         self.inner.state()
     }
 
+    /// The image's root, matching references as Docker normalizes them (`busybox`,
+    /// `busybox:latest` and `docker.io/library/busybox:latest` are one image).
     fn rootfs(&self, image: &str) -> Option<&PathBuf> {
-        let images = &self.inner.images;
-        images
-            .get(image)
-            .or_else(|| images.get(image.strip_suffix(":latest")?))
-            .or_else(|| images.get(&format!("{image}:latest")))
-            .or_else(|| images.get(image.strip_prefix("docker.io/library/")?))
+        let normalize = |r: &str| {
+            let r = r.strip_prefix("docker.io/library/").unwrap_or(r);
+            let r = r.strip_prefix("docker.io/").unwrap_or(r);
+            let last = r.rsplit('/').next().unwrap_or(r);
+            if last.contains(':') || last.contains('@') {
+                r.to_string()
+            } else {
+                format!("{r}:latest")
+            }
+        };
+        let wanted = normalize(image);
+        self.inner
+            .images
+            .iter()
+            .find(|(name, _)| normalize(name) == wanted)
+            .map(|(_, dir)| dir)
     }
 
     fn runc(&self) -> Command {

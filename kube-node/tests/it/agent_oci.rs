@@ -465,3 +465,40 @@ async fn a_missing_config_map_holds_the_container_with_create_container_config_e
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn runc_runs_an_image_from_an_oci_archive() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.tar");
+    kube_node::image::oci_archive(
+        &busybox(dir.path()),
+        &[kube_node::image::ArchiveImage {
+            name: "docker.io/library/busybox:1.35".into(),
+            cmd: vec!["sh".into()],
+        }],
+        &archive,
+    )
+    .unwrap();
+    let runtime = OciRuntime::builder()
+        .root_dir(dir.path().join("oci"))
+        .image_archive("docker.io/library/busybox:1.35", &archive)
+        .build()
+        .unwrap();
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let mut p = pod(
+        "archived",
+        "Never",
+        serde_json::json!([sh("echo from the archive")]),
+    );
+    p.spec.as_mut().unwrap().containers[0].image = Some("busybox:1.35".into());
+    cluster.pods().create(&p).await.unwrap();
+    cluster.wait_phase("archived", "Succeeded", WAIT).await;
+    assert_eq!(
+        logs(&runtime, "archived", false).await,
+        "from the archive\n"
+    );
+    cluster.shutdown().await;
+}
