@@ -303,3 +303,28 @@ async fn typed_api_round_trips_and_merge_patches() {
     let pods: Api<Pod> = Api::namespaced(s, "default");
     assert!(pods.get_opt("none").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_the_history_is_told_to_relist() {
+    let s: Arc<dyn Store> = Arc::new(MemStore::with_config(StoreConfig::default().history(10)));
+    let mut slow = s
+        .watch(&GroupKind::POD, None, &WatchOptions::from_revision(0))
+        .await
+        .unwrap();
+    // Writers do not wait for the watcher that reads nothing...
+    for i in 0..50 {
+        s.create(pod(&format!("p{i}"), json!({}))).await.unwrap();
+    }
+    // ...which, once it reads, learns it fell behind the retained history.
+    match tokio::time::timeout(Duration::from_secs(5), slow.next())
+        .await
+        .unwrap()
+    {
+        Some(Err(StoreError::TooOld {
+            requested: 0,
+            oldest: 40,
+        })) => {}
+        other => panic!("expected TooOld, got {other:?}"),
+    }
+    assert!(slow.next().await.is_none(), "the stream ends after TooOld");
+}
