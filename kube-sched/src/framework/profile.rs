@@ -326,16 +326,17 @@ impl Profile {
         out
     }
 
-    /// Filters nodes until enough are feasible; returns the feasible ones, the rejections
-    /// seen, and how many nodes were evaluated.
-    #[allow(clippy::type_complexity)]
+    /// Filters nodes until enough are feasible; returns the feasible ones, the rejected ones
+    /// (their statuses are dropped: they matter only if nothing fits, and then are recomputed,
+    /// which keeps the common path free of a large per-cycle allocation), and how many nodes
+    /// were evaluated.
     fn find_feasible<'c>(
         &self,
         state: &CycleState,
         pod: &PodInfo,
         cluster: &'c Cluster,
         allowed: Option<&HashSet<String>>,
-    ) -> (Vec<&'c NodeInfo>, Vec<(&'c NodeInfo, Status)>, usize) {
+    ) -> (Vec<&'c NodeInfo>, Vec<&'c NodeInfo>, usize) {
         let all = cluster.nodes();
         let narrowed: Option<Vec<&NodeInfo>> = allowed.map(|set| {
             let mut v: Vec<&NodeInfo> = set.iter().filter_map(|n| cluster.node(n)).collect();
@@ -369,7 +370,7 @@ impl Profile {
                 if status.is_success() {
                     feasible.push(node);
                 } else {
-                    failures.push((node, status));
+                    failures.push(node);
                 }
             }
         }
@@ -392,7 +393,7 @@ impl Profile {
                             break;
                         }
                     }
-                    Some(status) => failures.push((node, status)),
+                    Some(_) => failures.push(node),
                 }
             }
         }
@@ -513,7 +514,7 @@ impl Profile {
         if feasible.is_empty() {
             let mut statuses: NodeStatuses = failures
                 .into_iter()
-                .map(|(n, s)| (n.name().to_string(), s))
+                .map(|n| (n.name().to_string(), self.run_filters(state, pod, n)))
                 .collect();
             if let Some(e) = statuses.values().find(|s| s.code() == Code::Error) {
                 let mut err = fit_error(NodeStatuses::new());
