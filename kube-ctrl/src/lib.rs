@@ -4,6 +4,8 @@
 //!   informer caches and its own work queue, as one orchestrator component.
 //! - [`ReplicaSetController`]: keeps `spec.replicas` pods of a ReplicaSet's template.
 //! - [`DeploymentController`]: rolls a Deployment's template out through ReplicaSets.
+//! - [`NodeLifecycleController`]: taints silent nodes and evicts their pods after their
+//!   tolerations, so their controllers recreate them elsewhere.
 //! - [`GarbageCollector`]: deletes objects whose owners are gone.
 //! - [`leader`]: leader election on a coordination/v1 Lease ([`LeaderElector`]), for the
 //!   manager ([`ControllerManager::leader_election`]) or any component ([`LeaderElected`]).
@@ -31,6 +33,7 @@ mod endpoints;
 mod gc;
 pub mod leader;
 mod manager;
+pub mod node_lifecycle;
 mod pods;
 mod replicaset;
 
@@ -41,4 +44,5 @@ pub use leader::{
     LeaderElected, LeaderElectionConfig, LeaderElectionError, LeaderElector, Leadership,
 };
 pub use manager::ControllerManager;
+pub use node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;

@@ -6,5 +6,6 @@ mod endpoints;
 mod gc;
 mod leader;
 mod manager;
+mod node_lifecycle;
 mod replicaset;
 mod support;
