@@ -74,6 +74,32 @@ pub(crate) async fn mark_unschedulable(
     .await
 }
 
+/// Records `status.nominatedNodeName` on the still-unbound pod (preemption made room there).
+pub(crate) async fn nominate(
+    store: &Arc<dyn Store>,
+    key: &ObjectKey,
+    uid: Option<&str>,
+    node: &str,
+) -> Result<Written, StoreError> {
+    modify(store, key, uid, |pod| {
+        if current_node(pod).is_some() {
+            return Edit::Gone;
+        }
+        if pod
+            .field("status.nominatedNodeName")
+            .and_then(|v| v.as_str().map(str::to_string))
+            == Some(node.to_string())
+        {
+            return Edit::AlreadySo;
+        }
+        with_object(&mut pod.data, "status", |status| {
+            status.insert("nominatedNodeName".into(), Value::from(node));
+        });
+        Edit::Write
+    })
+    .await
+}
+
 fn current_node(pod: &DynamicObject) -> Option<String> {
     pod.field("spec.nodeName")
         .and_then(|v| v.as_str().map(str::to_string))

@@ -14,6 +14,7 @@ use kube_core::object::ObjectKey;
 use kube_core::scheduler::Snapshot;
 
 use super::pod_state::{bound_node, is_terminal, needs_scheduling};
+use crate::framework::{Cluster, PodInfo};
 
 /// What a cache change means for the work queue.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub(crate) struct SchedulerCache {
     /// Pods this scheduler has bound (with `spec.nodeName` set) whose binding the informer has
     /// not delivered yet.
     assumed: HashMap<ObjectKey, Arc<Pod>>,
+    /// The same nodes and counted pods as the framework's incremental cache, for framework
+    /// loops: each change updates one node's aggregates, no cycle rebuilds anything.
+    cluster: Cluster,
 }
 
 impl SchedulerCache {
@@ -48,7 +52,18 @@ impl SchedulerCache {
             bound: HashMap::new(),
             pending: HashMap::new(),
             assumed: HashMap::new(),
+            cluster: Cluster::new(),
         }
+    }
+
+    /// The incremental cluster cache (bound and assumed pods).
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Stops counting a pod in the cluster cache (a preemption victim being deleted).
+    pub(crate) fn evict(&mut self, key: &ObjectKey) {
+        self.cluster.remove_pod(key);
     }
 
     /// Applies a pod informer event.
@@ -59,6 +74,7 @@ impl SchedulerCache {
         let was_pending = self.pending.remove(&key);
         let pod: Pod = match (event, object.to_typed()) {
             (InformerEvent::Deleted(_), _) => {
+                self.cluster.remove_pod(&key);
                 let was_assumed = self.assumed.remove(&key).is_some();
                 return if held_resources || was_assumed {
                     Requeue::AllPending
@@ -76,6 +92,9 @@ impl SchedulerCache {
         if bound_node(&pod).is_some() {
             // The informer caught up with a binding (ours or anyone's).
             self.assumed.remove(&key);
+            if let Err(e) = self.cluster.set_pod(pod.clone()) {
+                tracing::debug!(pod = %key, error = %e, "bound pod not counted in the cluster cache");
+            }
             if is_terminal(&pod) {
                 return if held_resources {
                     Requeue::AllPending
@@ -108,6 +127,7 @@ impl SchedulerCache {
         match event {
             InformerEvent::Deleted(_) => {
                 self.nodes.remove(&name);
+                self.cluster.remove_node(&name);
                 Requeue::Nothing
             }
             InformerEvent::Applied(_) => {
@@ -118,6 +138,7 @@ impl SchedulerCache {
                         return Requeue::Nothing;
                     }
                 };
+                self.cluster.set_node(node.clone());
                 let old = self.nodes.insert(name, Arc::new(node.clone()));
                 // Heartbeats change only conditions; re-trying every pending pod on each one
                 // would be wasted work.
@@ -163,11 +184,16 @@ impl SchedulerCache {
         if let Some(spec) = &mut pod.spec {
             spec.node_name = Some(node.to_string());
         }
-        self.assumed.insert(key, Arc::new(pod));
+        let pod = Arc::new(pod);
+        if let Ok(info) = PodInfo::new(pod.clone()) {
+            self.cluster.assume(Arc::new(info), node);
+        }
+        self.assumed.insert(key, pod);
     }
 
     /// Stops counting an assumed pod (its binding failed or the pod is gone).
     pub(crate) fn forget(&mut self, key: &ObjectKey) {
+        self.cluster.forget(key);
         self.assumed.remove(key);
     }
 }

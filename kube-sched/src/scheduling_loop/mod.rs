@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use bind::Written;
+
+use crate::framework::{Framework, PodInfo};
 use cache::{Requeue, SchedulerCache};
 
 /// How a [`SchedulingLoop`] runs.
@@ -103,7 +105,26 @@ impl Default for SchedulingConfig {
 /// ```
 pub struct SchedulingLoop {
     scheduler: Arc<dyn Scheduler>,
+    framework: Option<Arc<Framework>>,
     config: SchedulingConfig,
+}
+
+/// Stands in for the scheduler's name when a [`Framework`] decides.
+struct ProfileName(String);
+
+impl Scheduler for ProfileName {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn schedule(
+        &self,
+        _: &k8s_openapi::api::core::v1::Pod,
+        _: &kube_core::scheduler::Snapshot,
+    ) -> Result<String, ScheduleError> {
+        Err(ScheduleError::Internal(
+            "decisions are made by the framework".into(),
+        ))
+    }
 }
 
 impl fmt::Debug for SchedulingLoop {
@@ -123,7 +144,27 @@ impl SchedulingLoop {
 
     /// A loop around `scheduler` with `config`.
     pub fn with_config(scheduler: Arc<dyn Scheduler>, config: SchedulingConfig) -> Self {
-        Self { scheduler, config }
+        Self {
+            scheduler,
+            framework: None,
+            config,
+        }
+    }
+
+    /// A loop deciding with `framework`'s profile for pods of `scheduler_name`. It reads an
+    /// incrementally maintained [`Cluster`](crate::framework::Cluster) (no snapshot is rebuilt
+    /// per pod), reports failures with Kubernetes' full message (preemption included), and
+    /// preempts: victims are deleted and the pod gets `status.nominatedNodeName`.
+    pub fn with_framework(
+        framework: Arc<Framework>,
+        scheduler_name: impl Into<String>,
+        config: SchedulingConfig,
+    ) -> Self {
+        Self {
+            scheduler: Arc::new(ProfileName(scheduler_name.into())),
+            framework: Some(framework),
+            config,
+        }
     }
 
     /// The configuration.
@@ -150,6 +191,7 @@ impl Component for SchedulingLoop {
             cache: Mutex::new(SchedulerCache::new(self.scheduler.name())),
             queue: WorkQueue::new(self.config.backoff),
             scheduler: self.scheduler,
+            framework: self.framework,
             store: ctx.store.clone(),
             record_events: self.config.record_events,
             leader: self.config.leader.clone(),
@@ -187,6 +229,78 @@ impl Component for SchedulingLoop {
     }
 }
 
+/// Why a pod was not placed, and what preemption decided.
+struct Failure {
+    reason: &'static str,
+    message: String,
+    /// Nominated node and victims (key, uid).
+    preempt: Option<(String, Vec<(ObjectKey, Option<String>)>)>,
+}
+
+impl Failure {
+    fn from_error(e: &ScheduleError) -> Self {
+        let reason = if matches!(e, ScheduleError::Unschedulable { .. }) {
+            "Unschedulable"
+        } else {
+            "SchedulerError"
+        };
+        Self {
+            reason,
+            message: failed_scheduling_message(e),
+            preempt: None,
+        }
+    }
+}
+
+/// A decision by the framework over the incremental cluster cache.
+fn decide_with_framework(
+    fw: &Framework,
+    cache: &mut SchedulerCache,
+    pod: &Arc<k8s_openapi::api::core::v1::Pod>,
+) -> Result<String, Failure> {
+    let error = |message: String| Failure {
+        reason: "SchedulerError",
+        message,
+        preempt: None,
+    };
+    let info = PodInfo::new(pod.clone()).map_err(|e| error(e.to_string()))?;
+    let profile = fw.profile_for(&info).map_err(|e| error(e.to_string()))?;
+    match profile.schedule(cache.cluster(), &info) {
+        Ok(result) => Ok(result.node),
+        Err(fit) => {
+            let reason = if fit.error.is_some() {
+                "SchedulerError"
+            } else {
+                "Unschedulable"
+            };
+            let preempt = fit
+                .post_filter
+                .as_ref()
+                .filter(|pf| pf.status.is_success())
+                .and_then(|pf| {
+                    let victims: Vec<_> = pf
+                        .victims
+                        .iter()
+                        .map(|v| (v.key.clone(), v.uid().map(str::to_string)))
+                        .collect();
+                    Some((pf.nominated_node.clone()?, victims))
+                });
+            if let Some((_, victims)) = &preempt {
+                // Stop counting the victims now, so the next cycles do not preempt for them
+                // again; their deletion events confirm it.
+                for (victim, _) in victims {
+                    cache.evict(victim);
+                }
+            }
+            Err(Failure {
+                reason,
+                message: fit.to_string(),
+                preempt,
+            })
+        }
+    }
+}
+
 /// The `FailedScheduling` text in Kubernetes' wording: "0/5 nodes are available: 3 Insufficient
 /// cpu, 2 node(s) had untolerated taint {…}." (each reason counted over nodes, sorted).
 fn failed_scheduling_message(e: &ScheduleError) -> String {
@@ -212,6 +326,7 @@ fn failed_scheduling_message(e: &ScheduleError) -> String {
 struct Shared {
     name: String,
     scheduler: Arc<dyn Scheduler>,
+    framework: Option<Arc<Framework>>,
     store: Arc<dyn Store>,
     cache: Mutex<SchedulerCache>,
     queue: WorkQueue<ObjectKey>,
@@ -292,7 +407,13 @@ impl Shared {
                 // Bound, deleted, or no longer ours since it was queued.
                 return Outcome::Done;
             };
-            let decision = self.scheduler.schedule(&pod, &cache.snapshot());
+            let decision = match &self.framework {
+                Some(fw) => decide_with_framework(fw, &mut cache, &pod),
+                None => self
+                    .scheduler
+                    .schedule(&pod, &cache.snapshot())
+                    .map_err(|e| Failure::from_error(&e)),
+            };
             if let Ok(node) = &decision {
                 cache.assume(key.clone(), &pod, node);
             }
@@ -301,18 +422,43 @@ impl Shared {
         let uid = pod.metadata.uid.as_deref();
         match decision {
             Ok(node) => self.bind(key, uid, &node).await,
-            Err(e) => {
-                let message = failed_scheduling_message(&e);
-                let reason = if matches!(e, ScheduleError::Unschedulable { .. }) {
-                    tracing::debug!(%message, "pod does not fit");
-                    "Unschedulable"
+            Err(failure) => {
+                if let Some((node, victims)) = &failure.preempt {
+                    self.preempt(key, uid, node, victims).await;
+                }
+                if failure.reason == "SchedulerError" {
+                    tracing::warn!(message = %failure.message, "could not schedule pod");
                 } else {
-                    tracing::warn!(%message, "could not schedule pod");
-                    "SchedulerError"
-                };
-                self.report_failure(key, uid, reason, &message).await;
+                    tracing::debug!(message = %failure.message, "pod does not fit");
+                }
+                self.report_failure(key, uid, failure.reason, &failure.message)
+                    .await;
                 Outcome::Retry
             }
+        }
+    }
+
+    /// Deletes preemption victims (guarded by uid) and nominates the node for the pod.
+    async fn preempt(
+        &self,
+        key: &ObjectKey,
+        uid: Option<&str>,
+        node: &str,
+        victims: &[(ObjectKey, Option<String>)],
+    ) {
+        for (victim, victim_uid) in victims {
+            let pre = match victim_uid {
+                Some(uid) => kube_core::store::Preconditions::uid(uid.clone()),
+                None => kube_core::store::Preconditions::default(),
+            };
+            match self.store.delete(&GroupKind::POD, victim, &pre).await {
+                Ok(_) => tracing::debug!(%victim, node, "preempted pod"),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(%victim, error = %e, "could not preempt pod"),
+            }
+        }
+        if let Err(e) = bind::nominate(&self.store, key, uid, node).await {
+            tracing::warn!(error = %e, "could not write nominatedNodeName");
         }
     }
 

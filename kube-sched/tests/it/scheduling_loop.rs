@@ -207,3 +207,59 @@ async fn unschedulable_pod_is_bound_once_a_fitting_node_appears() {
     assert_eq!(scheduled_condition(&p).unwrap().status, "True");
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn framework_loop_preempts_and_binds_the_higher_priority_pod() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let framework = Arc::new(kube_sched::framework::Framework::new());
+    let running = Orchestrator::builder()
+        .store(store.clone())
+        .scheduler(SchedulingLoop::with_framework(
+            framework,
+            "default-scheduler",
+            SchedulingConfig {
+                backoff: Backoff {
+                    base: Duration::from_millis(50),
+                    max: Duration::from_millis(200),
+                },
+                ..SchedulingConfig::default()
+            },
+        ))
+        .build()
+        .unwrap()
+        .start();
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
+    let nodes: Api<Node> = Api::all(store);
+    nodes
+        .create(&node("n1", "1", "8Gi", "110", json!({})))
+        .await
+        .unwrap();
+    create(
+        &pods,
+        pod("low", json!({"cpu": "800m"}), json!({"priority": 1})),
+    )
+    .await;
+    eventually("low bound", WAIT, || async {
+        node_of(&pods.get("low").await.unwrap())
+    })
+    .await;
+    create(
+        &pods,
+        pod("high", json!({"cpu": "800m"}), json!({"priority": 100})),
+    )
+    .await;
+    let high = eventually("high bound", WAIT, || async {
+        let p = pods.get("high").await.unwrap();
+        node_of(&p).is_some().then_some(p)
+    })
+    .await;
+    assert_eq!(node_of(&high).as_deref(), Some("n1"));
+    assert!(pods.get("low").await.is_err(), "the victim was deleted");
+    assert_eq!(
+        high.status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref()),
+        Some("n1")
+    );
+    running.shutdown().await.unwrap();
+}
