@@ -229,12 +229,15 @@ impl Component for SchedulingLoop {
     }
 }
 
+/// A pod to evict: its key and uid.
+type Victim = (ObjectKey, Option<String>);
+
 /// Why a pod was not placed, and what preemption decided.
 struct Failure {
     reason: &'static str,
     message: String,
     /// Nominated node and victims (key, uid).
-    preempt: Option<(String, Vec<(ObjectKey, Option<String>)>)>,
+    preempt: Option<(String, Vec<Victim>)>,
 }
 
 impl Failure {
@@ -439,13 +442,7 @@ impl Shared {
     }
 
     /// Deletes preemption victims (guarded by uid) and nominates the node for the pod.
-    async fn preempt(
-        &self,
-        key: &ObjectKey,
-        uid: Option<&str>,
-        node: &str,
-        victims: &[(ObjectKey, Option<String>)],
-    ) {
+    async fn preempt(&self, key: &ObjectKey, uid: Option<&str>, node: &str, victims: &[Victim]) {
         for (victim, victim_uid) in victims {
             let pre = match victim_uid {
                 Some(uid) => kube_core::store::Preconditions::uid(uid.clone()),
