@@ -9,6 +9,9 @@
 //! - [`GarbageCollector`]: deletes objects whose owners are gone.
 //! - [`leader`]: leader election on a coordination/v1 Lease ([`LeaderElector`]), for the
 //!   manager ([`ControllerManager::leader_election`]) or any component ([`LeaderElected`]).
+//! - [`deletion`]: foreground and orphan propagation ([`deletion::delete`],
+//!   [`DeletionFinalizer`]).
+//! - [`NamespaceController`]: deleting a namespace deletes its contents, then the namespace.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
 //! ```no_run
@@ -28,15 +31,18 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod deletion;
 pub mod deployment;
 mod endpoints;
 mod gc;
 pub mod leader;
 mod manager;
+mod namespace;
 pub mod node_lifecycle;
 mod pods;
 mod replicaset;
 
+pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;
 pub use endpoints::EndpointsController;
 pub use gc::GarbageCollector;
@@ -44,5 +50,6 @@ pub use leader::{
     LeaderElected, LeaderElectionConfig, LeaderElectionError, LeaderElector, Leadership,
 };
 pub use manager::ControllerManager;
+pub use namespace::{NAMESPACE_FINALIZER, NamespaceController, delete_namespace};
 pub use node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;

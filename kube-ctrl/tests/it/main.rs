@@ -1,6 +1,7 @@
 //! Integration tests of kube-ctrl's controllers over an in-memory store.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod cascade;
 mod deployment;
 mod endpoints;
 mod gc;

@@ -1,0 +1,212 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube_core::GroupKind;
+use kube_core::object::ObjectKey;
+use kube_core::store::{Store, WatchEvent, WatchOptions};
+use kube_core::typed::Api;
+use kube_ctrl::deletion::{self, Propagation};
+use kube_ctrl::{
+    ControllerManager, DeletionFinalizer, GarbageCollector, NamespaceController,
+    ReplicaSetController, delete_namespace,
+};
+use serde_json::json;
+
+use crate::support::{eventually, start};
+
+fn manager() -> ControllerManager {
+    ControllerManager::new()
+        .with(ReplicaSetController::new())
+        .with(GarbageCollector::new(GroupKind::POD).owner(GroupKind::REPLICA_SET))
+        .with(DeletionFinalizer::new(GroupKind::REPLICA_SET).dependent(GroupKind::POD))
+        .with(NamespaceController::new())
+}
+
+fn replica_set(namespace: &str) -> ReplicaSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}]}}}
+    }))
+    .unwrap()
+}
+
+/// Revisions of deletions of `kind` objects from `revision` on, collected in the background.
+fn deletions(
+    store: &Arc<dyn Store>,
+    kind: GroupKind,
+    revision: u64,
+) -> tokio::sync::mpsc::UnboundedReceiver<(String, u64)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = store.clone();
+    tokio::spawn(async move {
+        let mut stream = store
+            .watch(&kind, None, &WatchOptions::from_revision(revision))
+            .await
+            .unwrap();
+        while let Some(Ok(event)) = stream.next().await {
+            if let WatchEvent::Deleted(o) = event {
+                let _ = tx.send((o.key().name, o.revision().unwrap()));
+            }
+        }
+    });
+    rx
+}
+
+fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, u64)>) -> Vec<u64> {
+    let mut out = Vec::new();
+    while let Ok((_, r)) = rx.try_recv() {
+        out.push(r);
+    }
+    out
+}
+
+async fn with_two_pods(store: &Arc<dyn Store>) -> (Api<ReplicaSet>, Api<Pod>) {
+    let sets: Api<ReplicaSet> = Api::namespaced(store.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
+    sets.create(&replica_set("default")).await.unwrap();
+    eventually("2 pods", || async {
+        (pods.list(&Default::default()).await.unwrap().items.len() == 2).then_some(())
+    })
+    .await;
+    (sets, pods)
+}
+
+#[tokio::test]
+async fn cascading_deletion_in_all_three_modes() {
+    let (store, running) = start(manager());
+    let key = ObjectKey::namespaced("default", "web");
+
+    for mode in [
+        Propagation::Foreground,
+        Propagation::Background,
+        Propagation::Orphan,
+    ] {
+        let (sets, pods) = with_two_pods(&store).await;
+        let from = store.current_revision().await.unwrap();
+        let mut rs_deleted = deletions(&store, GroupKind::REPLICA_SET, from);
+        let mut pods_deleted = deletions(&store, GroupKind::POD, from);
+        deletion::delete(&store, &GroupKind::REPLICA_SET, &key, mode)
+            .await
+            .unwrap();
+        eventually("owner gone", || async {
+            sets.get_opt("web").await.unwrap().is_none().then_some(())
+        })
+        .await;
+        match mode {
+            Propagation::Orphan => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let left = pods.list(&Default::default()).await.unwrap().items;
+                assert_eq!(left.len(), 2, "orphans kept");
+                assert!(left.iter().all(|p| {
+                    p.metadata
+                        .owner_references
+                        .clone()
+                        .unwrap_or_default()
+                        .is_empty()
+                }));
+                for p in left {
+                    pods.delete(p.metadata.name.as_deref().unwrap(), &Default::default())
+                        .await
+                        .unwrap();
+                }
+            }
+            _ => {
+                eventually("dependents gone", || async {
+                    pods.list(&Default::default())
+                        .await
+                        .unwrap()
+                        .items
+                        .is_empty()
+                        .then_some(())
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let owner = drain(&mut rs_deleted);
+                let dependents = drain(&mut pods_deleted);
+                assert_eq!((owner.len(), dependents.len()), (1, 2), "{mode:?}");
+                if mode == Propagation::Foreground {
+                    assert!(dependents.iter().all(|d| *d < owner[0]), "dependents first");
+                } else {
+                    assert!(dependents.iter().all(|d| *d > owner[0]), "owner first");
+                }
+            }
+        }
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents_then_itself() {
+    let (store, running) = start(manager());
+    let namespaces: Api<Namespace> = Api::all(store.clone());
+    namespaces
+        .create(&serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
+        .await
+        .unwrap();
+    let sets: Api<ReplicaSet> = Api::namespaced(store.clone(), "team");
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "team");
+    let maps: Api<ConfigMap> = Api::namespaced(store.clone(), "team");
+    sets.create(&replica_set("team")).await.unwrap();
+    maps.create(&serde_json::from_value(json!({"metadata": {"name": "cfg"}})).unwrap())
+        .await
+        .unwrap();
+    // Something in another namespace must survive.
+    let others: Api<ConfigMap> = Api::namespaced(store.clone(), "default");
+    others
+        .create(&serde_json::from_value(json!({"metadata": {"name": "keep"}})).unwrap())
+        .await
+        .unwrap();
+    eventually("2 pods", || async {
+        (pods.list(&Default::default()).await.unwrap().items.len() == 2).then_some(())
+    })
+    .await;
+    let from = store.current_revision().await.unwrap();
+    let mut ns_deleted = deletions(&store, GroupKind::from_static("", "Namespace"), from);
+    let mut pods_deleted = deletions(&store, GroupKind::POD, from);
+
+    delete_namespace(&store, "team").await.unwrap();
+    eventually("namespace gone", || async {
+        namespaces
+            .get_opt("team")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        sets.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        pods.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        maps.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(others.get_opt("keep").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ns = drain(&mut ns_deleted);
+    let pod_revisions = drain(&mut pods_deleted);
+    assert!(!pod_revisions.is_empty());
+    assert!(
+        pod_revisions.iter().all(|p| *p < ns[0]),
+        "contents before the namespace"
+    );
+    running.shutdown().await.unwrap();
+}
