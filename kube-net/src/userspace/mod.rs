@@ -113,7 +113,8 @@ struct State {
 /// - UDP keeps one flow per client address, closed after an idle timeout.
 /// - Connections to an endpoint that goes away are drained: they go on for
 ///   [`UserspaceConfig::drain_timeout`], while new ones go elsewhere.
-/// - [`Proxy::shutdown`] closes every listener and connection and removes the addresses it added.
+/// - [`Proxy::shutdown`] closes every listener and connection and removes the addresses it added;
+///   the proxy serves nothing afterwards (make a new one to start again).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

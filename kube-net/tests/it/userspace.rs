@@ -412,3 +412,41 @@ fn show_lo(netns: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[tokio::test]
+async fn unprivileged_mode_serves_cluster_ips_on_configured_local_addresses() {
+    let cluster = Cluster::new();
+    let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
+        node_addresses: vec![],
+        cluster_ips: ClusterIpBinding::Addresses(vec!["127.27.0.1".parse().unwrap()]),
+        ..UserspaceConfig::default()
+    }));
+    let running = cluster.start_with(proxy.clone());
+    let _a = Pod::start("pod-a", "127.27.0.2", 8080).await;
+    // The ClusterIP itself is not local (and need not be): its port is served on 127.27.0.1.
+    cluster
+        .services
+        .create(&service_spec(
+            "web",
+            json!({"clusterIP": "10.96.0.30", "ports": [{"name": "http", "port": 8081, "targetPort": 8080}]}),
+        ))
+        .await
+        .unwrap();
+    cluster
+        .endpoints
+        .create(&crate::support::endpoints_on(
+            "web",
+            &[["127.27.0.2", "node-a"]],
+            "http",
+            8080,
+        ))
+        .await
+        .unwrap();
+    let local = addr("127.27.0.1:8081");
+    eventually("served on the local address", || async {
+        ask(local).await.as_deref() == Ok("pod-a")
+    })
+    .await;
+    assert_eq!(proxy.listening().await, vec![(Protocol::Tcp, local)]);
+    running.shutdown().await.unwrap();
+}
