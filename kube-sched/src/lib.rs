@@ -10,10 +10,32 @@
 //! - [`plugins`]: NodeName, NodeUnschedulable, NodeResourcesFit, NodeResourcesBalancedAllocation,
 //!   NodeAffinity, TaintToleration, NodePorts, InterPodAffinity, PodTopologySpread,
 //!   ImageLocality, DefaultPreemption.
+//! - [`queue`]: the scheduling queue (priority order, 1 s → 10 s backoff, unschedulable pods
+//!   parked until a cluster event); [`binding`]: the store write the loop binds with.
 //! - [`DefaultScheduler`] implements [`kube_core::scheduler::Scheduler`] with the default profile.
 //! - [`SchedulingLoop`] implements [`kube_core::orchestrator::Component`]: it watches pods and
-//!   nodes through the orchestrator's shared informers, runs any `Arc<dyn Scheduler>` on each
-//!   pending pod, and writes the binding.
+//!   nodes through the orchestrator's shared informers, decides for each pending pod, and binds
+//!   while the next decision is made. [`SchedulingLoop::new`] runs any `Arc<dyn Scheduler>` on a
+//!   snapshot built per pod; [`SchedulingLoop::with_framework`] decides over the incremental
+//!   cache and preempts. [`SchedulingConfig::leader`] gates scheduling on leadership (a hook:
+//!   leader election itself is not provided yet).
+//!
+//! # Performance
+//!
+//! `cargo bench -p kube-sched --bench scheduling -- --workload basic` runs scheduler_perf-style
+//! workloads (`basic`, `node-affinity`, `pod-anti-affinity`, `topology-spread`, `preemption`)
+//! from queue to binding in a `MemStore`. Filters stop after `percentageOfNodesToScore`
+//! (Kubernetes' adaptive default); filter and score fan out over rayon for larger node sets;
+//! topology counts for spread and pod affinity come from an index kept up to date per pod
+//! change.
+//!
+//! # Not yet
+//!
+//! PreFilter AddPod/RemovePod extensions (preemption's what-if checks reuse the cycle's
+//! affinity and spread counts), per-plugin queueing hints (any node or pod event requeues every
+//! parked pod), the `pods/binding` subresource (the loop writes `spec.nodeName`), Services and
+//! workloads as the source of default spread selectors (pods with a controller owner are grouped
+//! by their labels instead), and per-extension-point enable/disable in profiles.
 //!
 //! # Embedding
 //!

@@ -36,7 +36,8 @@ use cache::{Requeue, SchedulerCache};
 #[derive(Clone, Debug)]
 pub struct SchedulingConfig {
     /// Concurrent workers. Decisions are always made one at a time (so they see each other's
-    /// assumed pods); more workers only overlap the store writes. Default 1.
+    /// assumed pods); more workers overlap the binding writes with the next decisions
+    /// (assume-then-bind). Default 4.
     pub workers: usize,
     /// Retry delays for a pod that did not fit or whose binding failed. Default 1 s doubling to
     /// 10 s, Kubernetes' pod backoff.
@@ -64,7 +65,7 @@ const FOLLOWER_RECHECK: Duration = Duration::from_secs(1);
 impl Default for SchedulingConfig {
     fn default() -> Self {
         Self {
-            workers: 1,
+            workers: 4,
             backoff: Backoff {
                 base: Duration::from_secs(1),
                 max: Duration::from_secs(10),
