@@ -13,6 +13,7 @@ mod lease;
 mod node_status;
 mod pod_status;
 mod pod_sync;
+mod pressure;
 mod probe;
 mod spec;
 mod volumes;
@@ -82,6 +83,9 @@ pub struct NodeAgentConfig {
     /// Where pod volumes live (`<root>/<pod uid>/volumes/<name>`). Default: a temporary
     /// directory removed with the agent; set it for volumes to survive an agent restart.
     pub root_dir: Option<std::path::PathBuf>,
+    /// Whether the MemoryPressure, DiskPressure and PIDPressure conditions are measured on
+    /// the host (default false: always False, as for simulated nodes).
+    pub host_pressure: bool,
 }
 
 impl NodeAgentConfig {
@@ -103,6 +107,7 @@ impl NodeAgentConfig {
             crash_backoff_max: Duration::from_secs(300),
             default_grace_period: Duration::from_secs(30),
             root_dir: None,
+            host_pressure: false,
         }
     }
 
@@ -218,6 +223,14 @@ impl NodeAgentBuilder {
     /// Where pod volumes live (default: a temporary directory removed with the agent).
     pub fn root_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.config.root_dir = Some(dir.into());
+        self
+    }
+
+    /// Measures MemoryPressure, DiskPressure and PIDPressure on the host at each heartbeat
+    /// (kubelet default thresholds: memory available < 100Mi, filesystem available < 10%;
+    /// and PIDs in use > 90%). Default off.
+    pub fn host_pressure(mut self, enabled: bool) -> Self {
+        self.config.host_pressure = enabled;
         self
     }
 

@@ -112,7 +112,41 @@ impl Agent {
             system_uuid: String::new(),
         });
         let mut conditions = status.conditions.take().unwrap_or_default();
-        for (type_, cond_status, reason, message) in CONDITIONS {
+        let pressure = if self.config.host_pressure {
+            super::pressure::measure(&self.pods_dir)
+        } else {
+            super::pressure::Pressure::default()
+        };
+        let current = CONDITIONS.map(|(type_, cond_status, reason, message)| {
+            let short = match type_ {
+                "MemoryPressure" => pressure.memory,
+                "DiskPressure" => pressure.disk,
+                "PIDPressure" => pressure.pid,
+                _ => false,
+            };
+            match (short, type_) {
+                (true, "MemoryPressure") => (
+                    type_,
+                    "True",
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                ),
+                (true, "DiskPressure") => (
+                    type_,
+                    "True",
+                    "KubeletHasDiskPressure",
+                    "kubelet has disk pressure",
+                ),
+                (true, _) => (
+                    type_,
+                    "True",
+                    "KubeletHasInsufficientPID",
+                    "kubelet has insufficient PID available",
+                ),
+                (false, _) => (type_, cond_status, reason, message),
+            }
+        });
+        for (type_, cond_status, reason, message) in current {
             let transition = conditions
                 .iter()
                 .find(|c| c.type_ == type_ && c.status == cond_status)

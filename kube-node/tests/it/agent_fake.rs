@@ -722,3 +722,25 @@ async fn capacity_can_be_detected_from_the_host() {
     assert!(capacity["memory"].ends_with("Ki"), "{}", capacity["memory"]);
     assert_eq!(capacity["pods"], "110");
 }
+
+#[tokio::test]
+async fn host_pressure_conditions_are_reported() {
+    let fake = FakeRuntime::new();
+    let cluster = Cluster::start(agent(Arc::new(fake)).host_pressure(true).build().unwrap());
+    let nodes = cluster.nodes();
+    let node = eventually(WAIT, "node registered", || async {
+        nodes.get(NODE).await.ok()
+    })
+    .await;
+    let conditions = node.status.unwrap().conditions.unwrap();
+    for type_ in ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"] {
+        let c = conditions.iter().find(|c| c.type_ == type_).unwrap();
+        assert!(["True", "False"].contains(&c.status.as_str()), "{c:?}");
+        assert!(
+            c.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("Kubelet"))
+        );
+    }
+    cluster.shutdown().await;
+}
