@@ -344,6 +344,20 @@ async fn nft_sync_10k_ms() -> Option<f64> {
         stats.rules,
         stats.script_bytes / 1024
     );
+    // One endpoint of one service replaced: an increment of a few elements.
+    let key = ObjectKey::namespaced("bench", "svc-0");
+    if let Some(mut entry) = table.services.get(&key).cloned() {
+        entry.ports[0].endpoints[0].ip = IpAddr::from([10, 200, 0, 1]);
+        let started = Instant::now();
+        let change = kube_core::proxy::TableChange::Upsert(key, entry);
+        if proxy.apply(&[change]).await.is_ok() {
+            println!(
+                "nft: one endpoint changed in {:.1} ms ({} bytes sent)",
+                started.elapsed().as_secs_f64() * 1e3,
+                proxy.stats().await.script_bytes
+            );
+        }
+    }
     let _ = proxy.shutdown().await;
     Some(median(times))
 }

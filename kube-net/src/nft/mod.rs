@@ -1,5 +1,6 @@
 //! [`NftProxy`]: a [`Proxy`] that programs the kernel with nftables.
 
+mod diff;
 mod render;
 
 use std::time::Instant;
@@ -51,6 +52,8 @@ pub struct NftStats {
 struct State {
     table: ServiceTable,
     stats: NftStats,
+    /// The applied ruleset, split for incremental updates (`None` before the first sync).
+    applied: Option<diff::Parsed>,
 }
 
 /// An nftables data plane: DNAT for ClusterIPs and NodePorts in one dedicated table.
@@ -62,8 +65,11 @@ struct State {
 /// - `sessionAffinity: ClientIP` uses one dynamic set of client addresses per endpoint with the
 ///   service's timeout, as kube-proxy's nftables mode does.
 /// - Ports without endpoints reject new connections at once.
-/// - Every sync replaces the whole table in one `nft -f` transaction: traffic sees the old
+/// - A full sync replaces the whole table in one `nft -f` transaction: traffic sees the old
 ///   rules or the new ones, never a mix; a failed sync leaves the old rules in place.
+///   Increments that only change map and set elements (endpoints coming and going, services
+///   added or removed) are sent as element additions and deletions, also in one transaction;
+///   anything else rewrites the table.
 /// - [`Proxy::shutdown`] deletes the table.
 ///
 /// IPv4 only; no masquerading (traffic from outside the node to remote endpoints needs SNAT,
@@ -131,9 +137,45 @@ impl NftProxy {
             script_bytes: rendered.script.len(),
             apply_time: started.elapsed(),
         };
+        state.applied = Some(diff::parse(&rendered.script));
         state.table = table;
         tracing::debug!(stats = ?state.stats, "nftables table programmed");
         Ok(())
+    }
+}
+
+impl NftProxy {
+    /// Sends only element changes when the structure is unchanged; whether that worked.
+    async fn program_increment(&self, state: &mut State, table: &ServiceTable) -> bool {
+        let Some(old) = state.applied.as_ref() else {
+            return false;
+        };
+        let rendered = self.render(table);
+        let new = diff::parse(&rendered.script);
+        let Some(script) = diff::script(&self.config.table, old, &new) else {
+            return false;
+        };
+        let started = Instant::now();
+        if !script.is_empty() {
+            let result = run(
+                self.config.netns.as_deref(),
+                "nft",
+                &["-f", "-"],
+                Some(&script),
+            )
+            .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "incremental nftables update failed; rewriting");
+                return false;
+            }
+        }
+        state.stats = NftStats {
+            rules: rendered.rules,
+            script_bytes: script.len(),
+            apply_time: started.elapsed(),
+        };
+        state.applied = Some(new);
+        true
     }
 }
 
@@ -146,11 +188,15 @@ impl Proxy for NftProxy {
     }
 
     async fn apply(&self, changes: &[TableChange]) -> Result<(), ProxyError> {
-        // The table is rewritten whole: simple and atomic. The loop's minimum sync interval
-        // bounds how often that happens.
         let mut state = self.state.lock().await;
         let mut table = state.table.clone();
         table.apply(changes);
+        if self.program_increment(&mut state, &table).await {
+            state.table = table;
+            return Ok(());
+        }
+        // Structure changed (a new endpoint count, affinity, …) or the increment failed:
+        // rewrite the whole table, still atomically.
         self.program(&mut state, table).await?;
         Ok(())
     }

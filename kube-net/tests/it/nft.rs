@@ -96,7 +96,7 @@ async fn nftables_dnats_real_traffic_in_a_network_namespace() {
         .await
         .unwrap();
     eventually("three services programmed", || async {
-        proxy.applied().await.unwrap().services.len() == 3
+        proxy.applied().await.unwrap().services.len() >= 3
             && proxy.stats().await.rules > 0
             && proxy
                 .applied()
@@ -151,6 +151,34 @@ async fn nftables_dnats_real_traffic_in_a_network_namespace() {
     let empty = names(&ns, addr("10.96.0.12:80"), 1).await;
     assert!(empty.iter().all(|e| e.contains("refused")), "{empty:?}");
 
+    // A new service whose shape already exists (TCP, two endpoints) is an increment: a few
+    // map elements in one small transaction, not a rewrite of the table.
+    cluster
+        .services
+        .create(&service_spec(
+            "api",
+            json!({"clusterIP": "10.96.0.13", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}),
+        ))
+        .await
+        .unwrap();
+    cluster
+        .endpoints
+        .create(&endpoints("api", &both, &[]))
+        .await
+        .unwrap();
+    eventually("api programmed", || async {
+        proxy.applied().await.unwrap().services.values().any(|e| {
+            e.cluster_ip == Some("10.96.0.13".parse().unwrap()) && e.ports[0].endpoints.len() == 2
+        })
+    })
+    .await;
+    let stats = proxy.stats().await;
+    assert!(stats.script_bytes < 1000, "an increment: {stats:?}");
+    assert_eq!(
+        names(&ns, addr("10.96.0.13:80"), 24).await,
+        set(&["pod-a", "pod-b"])
+    );
+
     // pod-a leaves the endpoints: traffic moves to pod-b only.
     let mut next = dual("web", &[["10.244.0.3", "node-a"]]);
     next.metadata.resource_version = web.metadata.resource_version;
@@ -170,7 +198,7 @@ async fn nftables_dnats_real_traffic_in_a_network_namespace() {
         .await
         .unwrap();
     eventually("web removed", || async {
-        proxy.applied().await.unwrap().services.len() == 2
+        proxy.applied().await.unwrap().services.len() == 3
     })
     .await;
 
