@@ -12,6 +12,7 @@
 //! - [`deletion`]: foreground and orphan propagation ([`deletion::delete`],
 //!   [`DeletionFinalizer`]).
 //! - [`NamespaceController`]: deleting a namespace deletes its contents, then the namespace.
+//! - [`EventRecorder`]: Kubernetes Events, deduplicated and aggregated.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
 //! ```no_run
@@ -34,6 +35,7 @@
 pub mod deletion;
 pub mod deployment;
 mod endpoints;
+pub mod events;
 mod gc;
 pub mod leader;
 mod manager;
@@ -45,6 +47,7 @@ mod replicaset;
 pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;
 pub use endpoints::EndpointsController;
+pub use events::{EventRecorder, EventType};
 pub use gc::GarbageCollector;
 pub use leader::{
     LeaderElected, LeaderElectionConfig, LeaderElectionError, LeaderElector, Leadership,

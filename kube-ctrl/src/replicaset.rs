@@ -11,6 +11,7 @@ use kube_core::selector::Selector;
 use kube_core::store::{ListOptions, Preconditions};
 use kube_core::typed::Api;
 
+use crate::events::{EventRecorder, EventType};
 use crate::pods::{availability, is_active, is_ready, phase};
 
 /// Most pods created or deleted in one reconcile; the rest follow in the next ones, so one
@@ -24,15 +25,23 @@ const BURST: usize = 500;
 ///
 /// It lists pods from the store (not a cache) on every reconcile, so pods it just created are
 /// always counted and it never over-creates.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ReplicaSetController {
-    _private: (),
+    events: EventRecorder,
+}
+
+impl Default for ReplicaSetController {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ReplicaSetController {
     /// A ReplicaSet controller.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            events: EventRecorder::new("replicaset-controller"),
+        }
     }
 }
 
@@ -209,6 +218,17 @@ impl Controller for ReplicaSetController {
                 pods.create(&template).await?;
             }
             tracing::debug!(replicaset = %key, created = missing, "created pods");
+            // One event per burst, not per pod (Kubernetes records one per pod): same
+            // information at a fraction of the writes.
+            self.events
+                .record(
+                    &ctx.store,
+                    &rs,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    format!("Created {missing} pods"),
+                )
+                .await;
         } else if active.len() > want {
             active.sort_by_key(deletion_rank);
             let surplus = (active.len() - want).min(BURST);
@@ -222,6 +242,15 @@ impl Controller for ReplicaSetController {
                 }
             }
             tracing::debug!(replicaset = %key, deleted = surplus, "deleted pods");
+            self.events
+                .record(
+                    &ctx.store,
+                    &rs,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted {surplus} pods"),
+                )
+                .await;
         }
 
         if status != old {

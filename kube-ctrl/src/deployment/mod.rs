@@ -26,6 +26,7 @@ use kube_core::store::{ListOptions, Preconditions, StoreError};
 use kube_core::typed::Api;
 use serde_json::json;
 
+use crate::events::{EventRecorder, EventType};
 use hash::without_hash;
 use rolling::{RsCounts, new_rs_replicas, old_rs_replicas, surge_and_unavailable};
 use status::{condition, set_condition};
@@ -41,15 +42,23 @@ pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 ///
 /// It needs a [`crate::ReplicaSetController`] to run the ReplicaSets, and a
 /// [`crate::GarbageCollector`] for ReplicaSets owned by Deployments to clean up after deletion.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct DeploymentController {
-    _private: (),
+    events: EventRecorder,
+}
+
+impl Default for DeploymentController {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl DeploymentController {
     /// A Deployment controller.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            events: EventRecorder::new("deployment-controller"),
+        }
     }
 }
 
@@ -166,6 +175,8 @@ impl Controller for DeploymentController {
         }
         Sync {
             key,
+            ctx,
+            events: &self.events,
             d: &d,
             deployments: &deployments,
             sets: &sets,
@@ -178,6 +189,8 @@ impl Controller for DeploymentController {
 /// One reconcile of one Deployment.
 struct Sync<'a> {
     key: &'a ObjectKey,
+    ctx: &'a ControllerContext,
+    events: &'a EventRecorder,
     d: &'a Deployment,
     deployments: &'a Api<Deployment>,
     sets: &'a Api<ReplicaSet>,
@@ -220,11 +233,22 @@ impl Sync<'_> {
 
     async fn scale(&self, rs: &mut ReplicaSet, replicas: i32) -> Result<(), StoreError> {
         let name = rs.metadata.name.clone().unwrap_or_default();
+        let before = desired(rs);
         *rs = self
             .sets
             .patch_merge(&name, &json!({"spec": {"replicas": replicas}}))
             .await?;
         tracing::debug!(deployment = %self.key, replicaset = %name, replicas, "scaled");
+        let direction = if replicas > before { "up" } else { "down" };
+        self.events
+            .record(
+                &self.ctx.store,
+                self.d,
+                EventType::Normal,
+                "ScalingReplicaSet",
+                format!("Scaled {direction} replica set {name} from {before} to {replicas}"),
+            )
+            .await;
         Ok(())
     }
 

@@ -27,6 +27,7 @@ use kube_core::store::Preconditions;
 use kube_core::typed::Api;
 use tokio::time::Instant;
 
+use crate::events::{EventRecorder, EventType};
 use crate::pods::is_active;
 use taints::allowed_time;
 
@@ -65,16 +66,23 @@ struct Health {
 
 /// Watches node heartbeats, marks silent nodes `Unknown` with NoExecute taints, and evicts
 /// pods from tainted nodes after their toleration. See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeLifecycleController {
     config: NodeLifecycleConfig,
     health: Mutex<HashMap<String, Health>>,
+    events: EventRecorder,
+}
+
+impl Default for NodeLifecycleController {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl NodeLifecycleController {
     /// A controller with Kubernetes' default timing.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_config(NodeLifecycleConfig::default())
     }
 
     /// A controller with this timing.
@@ -82,6 +90,7 @@ impl NodeLifecycleController {
         Self {
             config,
             health: Mutex::default(),
+            events: EventRecorder::new("node-controller"),
         }
     }
 }
@@ -208,6 +217,19 @@ impl NodeLifecycleController {
         if changed {
             tracing::info!(node = %name, ready, "node health changed");
             node = nodes.replace(&node).await?;
+            let (type_, reason) = match ready.as_str() {
+                "True" => (EventType::Normal, "NodeReady"),
+                _ => (EventType::Warning, "NodeNotReady"),
+            };
+            self.events
+                .record(
+                    &ctx.store,
+                    &node,
+                    type_,
+                    reason,
+                    format!("Node {name} status is now: {reason}"),
+                )
+                .await;
         }
         Ok(Some(node))
     }

@@ -4,6 +4,7 @@
 mod cascade;
 mod deployment;
 mod endpoints;
+mod events;
 mod gc;
 mod leader;
 mod manager;
