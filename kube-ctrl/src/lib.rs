@@ -13,6 +13,7 @@
 //!   [`DeletionFinalizer`]).
 //! - [`NamespaceController`]: deleting a namespace deletes its contents, then the namespace.
 //! - [`EventRecorder`]: Kubernetes Events, deduplicated and aggregated.
+//! - [`ServiceAllocator`]: ClusterIPs and NodePorts for Services, never duplicated.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
 //! ```no_run
@@ -43,6 +44,7 @@ mod namespace;
 pub mod node_lifecycle;
 mod pods;
 mod replicaset;
+mod service_alloc;
 
 pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;
@@ -56,3 +58,4 @@ pub use manager::ControllerManager;
 pub use namespace::{NAMESPACE_FINALIZER, NamespaceController, delete_namespace};
 pub use node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
+pub use service_alloc::{AllocatorError, ServiceAllocator};

@@ -10,4 +10,5 @@ mod leader;
 mod manager;
 mod node_lifecycle;
 mod replicaset;
+mod services;
 mod support;
