@@ -40,6 +40,7 @@ pub mod events;
 mod gc;
 pub mod leader;
 mod manager;
+mod metrics;
 mod namespace;
 pub mod node_lifecycle;
 mod pods;
@@ -55,6 +56,7 @@ pub use leader::{
     LeaderElected, LeaderElectionConfig, LeaderElectionError, LeaderElector, Leadership,
 };
 pub use manager::ControllerManager;
+pub use metrics::{ControllerStats, ManagerMetrics};
 pub use namespace::{NAMESPACE_FINALIZER, NamespaceController, delete_namespace};
 pub use node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;

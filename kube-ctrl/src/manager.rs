@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::leader::{LeaderElectionConfig, LeaderElector};
+use crate::metrics::{Counters, ManagerMetrics};
 
 /// Runs controllers as one orchestrator component.
 ///
@@ -24,6 +25,7 @@ pub struct ControllerManager {
     controllers: Vec<Arc<dyn Controller>>,
     workers: usize,
     leader_election: Option<LeaderElectionConfig>,
+    metrics: ManagerMetrics,
 }
 
 impl fmt::Debug for ControllerManager {
@@ -56,6 +58,7 @@ impl ControllerManager {
             controllers: Vec::new(),
             workers: 2,
             leader_election: None,
+            metrics: ManagerMetrics::default(),
         }
     }
 
@@ -83,6 +86,12 @@ impl ControllerManager {
         self.leader_election = Some(config);
         self
     }
+
+    /// A handle on per-controller metrics (queue depth, reconciles, errors, latency); take it
+    /// before handing the manager to the orchestrator.
+    pub fn metrics(&self) -> ManagerMetrics {
+        self.metrics.clone()
+    }
 }
 
 #[async_trait::async_trait]
@@ -93,7 +102,7 @@ impl Component for ControllerManager {
 
     async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
         let Some(config) = self.leader_election.clone() else {
-            run_all(&self.controllers, ctx, self.workers).await;
+            run_all(&self.controllers, ctx, self.workers, &self.metrics).await;
             return Ok(());
         };
         let elector = LeaderElector::new(ctx.store.clone(), config)?;
@@ -103,7 +112,7 @@ impl Component for ControllerManager {
                     shutdown: leadership.token,
                     ..ctx.clone()
                 };
-                run_all(&self.controllers, ctx, self.workers)
+                run_all(&self.controllers, ctx, self.workers, &self.metrics)
             })
             .await;
         Ok(())
@@ -111,10 +120,21 @@ impl Component for ControllerManager {
 }
 
 /// Runs every controller until `ctx.shutdown` fires.
-async fn run_all(controllers: &[Arc<dyn Controller>], ctx: ComponentContext, workers: usize) {
+async fn run_all(
+    controllers: &[Arc<dyn Controller>],
+    ctx: ComponentContext,
+    workers: usize,
+    metrics: &ManagerMetrics,
+) {
     let mut tasks = JoinSet::new();
     for controller in controllers {
-        tasks.spawn(run_controller(controller.clone(), ctx.clone(), workers));
+        let counters = metrics.counters(controller.name());
+        tasks.spawn(run_controller(
+            controller.clone(),
+            ctx.clone(),
+            workers,
+            counters,
+        ));
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -135,7 +155,12 @@ fn forward(
     });
 }
 
-async fn run_controller(controller: Arc<dyn Controller>, ctx: ComponentContext, workers: usize) {
+async fn run_controller(
+    controller: Arc<dyn Controller>,
+    ctx: ComponentContext,
+    workers: usize,
+    counters: Arc<Counters>,
+) {
     let name = controller.name().to_string();
     let watches = controller.watches();
     let cctx = ControllerContext {
@@ -143,6 +168,7 @@ async fn run_controller(controller: Arc<dyn Controller>, ctx: ComponentContext, 
         informers: ctx.informers.clone(),
     };
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
+    counters.set_queue(queue.clone());
     let mut tasks = JoinSet::new();
     let mut informers: Vec<Informer> = Vec::new();
 
@@ -195,10 +221,13 @@ async fn run_controller(controller: Arc<dyn Controller>, ctx: ComponentContext, 
         let queue = queue.clone();
         let controller = controller.clone();
         let cctx = cctx.clone();
+        let counters = counters.clone();
         pool.spawn(async move {
             while let Some(key) = queue.get().await {
                 let span = tracing::info_span!("reconcile", controller = controller.name(), object = %key);
+                let started = tokio::time::Instant::now();
                 let result = controller.reconcile(&key, &cctx).instrument(span).await;
+                counters.observe(started.elapsed(), result.is_err());
                 match result {
                     Ok(action) => {
                         queue.forget(&key);

@@ -45,7 +45,9 @@ impl Controller for Flaky {
 #[tokio::test]
 async fn failed_reconciles_are_retried_per_error_policy() {
     let flaky = Arc::new(Flaky::default());
-    let (store, running) = start(ControllerManager::new().with_arc(flaky.clone()));
+    let manager = ControllerManager::new().with_arc(flaky.clone());
+    let metrics = manager.metrics();
+    let (store, running) = start(manager);
     let maps: Api<ConfigMap> = Api::namespaced(store, "default");
     maps.create(&serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap())
         .await
@@ -55,5 +57,13 @@ async fn failed_reconciles_are_retried_per_error_policy() {
     })
     .await;
     assert_eq!(flaky.attempts.load(Ordering::SeqCst), 3);
+    let stats = metrics.snapshot();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(
+        (stats[0].name.as_str(), stats[0].reconciles, stats[0].errors),
+        ("flaky", 3, 2)
+    );
+    assert_eq!(stats[0].queue_depth, 0);
+    assert!(stats[0].max_latency >= stats[0].mean_latency);
     running.shutdown().await.unwrap();
 }
