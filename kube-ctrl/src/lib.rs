@@ -14,6 +14,8 @@
 //! - [`NamespaceController`]: deleting a namespace deletes its contents, then the namespace.
 //! - [`EventRecorder`]: Kubernetes Events, deduplicated and aggregated.
 //! - [`ServiceAllocator`]: ClusterIPs and NodePorts for Services, never duplicated.
+//! - [`JobController`]: runs a Job's pods to completion (completions, parallelism,
+//!   backoffLimit, activeDeadlineSeconds).
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
 //! ```no_run
@@ -38,6 +40,7 @@ pub mod deployment;
 mod endpoints;
 pub mod events;
 mod gc;
+pub mod job;
 pub mod leader;
 mod manager;
 mod metrics;
@@ -52,6 +55,7 @@ pub use deployment::DeploymentController;
 pub use endpoints::EndpointsController;
 pub use events::{EventRecorder, EventType};
 pub use gc::GarbageCollector;
+pub use job::JobController;
 pub use leader::{
     LeaderElected, LeaderElectionConfig, LeaderElectionError, LeaderElector, Leadership,
 };

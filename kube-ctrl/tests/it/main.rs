@@ -6,6 +6,7 @@ mod deployment;
 mod endpoints;
 mod events;
 mod gc;
+mod job;
 mod leader;
 mod manager;
 mod node_lifecycle;
