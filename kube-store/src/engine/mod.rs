@@ -164,6 +164,19 @@ impl View for State {
 }
 
 impl State {
+    /// The index in `history` of the first change after `revision`. Revisions in the history are
+    /// consecutive (every write takes the next one; compaction drops from the front), so this is
+    /// arithmetic, not a search.
+    pub(crate) fn history_after(&self, revision: u64) -> usize {
+        match self.history.front() {
+            Some(front) if revision >= front.revision => {
+                usize::try_from(revision + 1 - front.revision)
+                    .map_or(self.history.len(), |i| i.min(self.history.len()))
+            }
+            _ => 0,
+        }
+    }
+
     /// Applies a planned change (which must be at `revision + 1`).
     pub(crate) fn apply(&mut self, change: Change) -> Arc<Change> {
         let objects = self.objects.entry(change.kind.clone()).or_default();
@@ -236,7 +249,7 @@ impl State {
         // later change.
         let mut past: BTreeMap<&ObjectKey, Option<&Arc<DynamicObject>>> = BTreeMap::new();
         if revision < self.revision {
-            let first = self.history.partition_point(|c| c.revision <= revision);
+            let first = self.history_after(revision);
             for change in self.history.range(first..).filter(|c| c.kind == *kind) {
                 past.entry(&change.key).or_insert(change.before.as_ref());
             }

@@ -43,9 +43,7 @@ impl Cursor {
                 oldest: state.compacted,
             });
         }
-        let start = state
-            .history
-            .partition_point(|c| c.revision <= self.position);
+        let start = state.history_after(self.position);
         for change in state.history.range(start..).take(SCAN_BATCH) {
             if change.kind == self.kind {
                 if let Some(event) = self.scope.event(
