@@ -16,6 +16,7 @@
 //! - [`ServiceAllocator`]: ClusterIPs and NodePorts for Services, never duplicated.
 //! - [`JobController`]: runs a Job's pods to completion (completions, parallelism,
 //!   backoffLimit, activeDeadlineSeconds).
+//! - [`DaemonSetController`]: one pod per eligible node, rolling update.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
 //! ```no_run
@@ -35,6 +36,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod daemonset;
 pub mod deletion;
 pub mod deployment;
 mod endpoints;
@@ -50,6 +52,7 @@ mod pods;
 mod replicaset;
 mod service_alloc;
 
+pub use daemonset::DaemonSetController;
 pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;
 pub use endpoints::EndpointsController;

@@ -11,7 +11,7 @@
 //! 300 s for these two taints), so their controllers recreate them elsewhere. The taints go when
 //! heartbeats return.
 
-mod taints;
+pub(crate) mod taints;
 
 pub use taints::{NOT_READY, UNREACHABLE};
 

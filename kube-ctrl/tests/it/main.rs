@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod cascade;
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod events;

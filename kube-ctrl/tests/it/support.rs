@@ -76,8 +76,13 @@ pub(crate) fn fake_kubelet(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()>
                 let ns = pod.metadata.namespace.clone().unwrap();
                 let name = pod.metadata.name.clone().unwrap();
                 let api: Api<Pod> = Api::namespaced(store.clone(), &ns);
+                let node = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_else(|| "node-1".into());
                 let patch = serde_json::json!({
-                    "spec": {"nodeName": "node-1"},
+                    "spec": {"nodeName": node},
                     "status": {"phase": "Running", "podIP": "10.0.0.1",
                         "conditions": [{"type": "Ready", "status": "True",
                             "lastTransitionTime": kube_core::object::now()}]}
