@@ -41,6 +41,7 @@ pub mod deletion;
 pub mod deployment;
 mod endpoints;
 pub mod events;
+mod expectations;
 mod gc;
 pub mod job;
 pub mod leader;

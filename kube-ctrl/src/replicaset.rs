@@ -1,6 +1,7 @@
 //! [`ReplicaSetController`]: keeps `spec.replicas` pods of a ReplicaSet's template running.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
@@ -8,10 +9,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube_core::controller::{Action, Controller, ControllerContext, ReconcileError, Watches};
 use kube_core::object::{GroupKind, ObjectKey, controller_owner_ref, controller_ref};
 use kube_core::selector::Selector;
-use kube_core::store::{ListOptions, Preconditions};
+use kube_core::store::Preconditions;
 use kube_core::typed::Api;
 
 use crate::events::{EventRecorder, EventType};
+use crate::expectations::Expectations;
 use crate::pods::{availability, is_active, is_ready, phase};
 
 /// Most pods created or deleted in one reconcile; the rest follow in the next ones, so one
@@ -23,11 +25,13 @@ const BURST: usize = 500;
 /// `status` (replicas, ready, available — ready for `spec.minReadySeconds` — fully labeled,
 /// observed generation).
 ///
-/// It lists pods from the store (not a cache) on every reconcile, so pods it just created are
-/// always counted and it never over-creates.
+/// It counts pods from the shared cache, and acts for a ReplicaSet only once the cache shows
+/// the pods it last created and deleted (expectations, as Kubernetes), so it never creates or
+/// deletes twice.
 #[derive(Debug, Clone)]
 pub struct ReplicaSetController {
     events: EventRecorder,
+    expectations: Arc<Expectations>,
 }
 
 impl Default for ReplicaSetController {
@@ -41,6 +45,7 @@ impl ReplicaSetController {
     pub fn new() -> Self {
         Self {
             events: EventRecorder::new("replicaset-controller"),
+            expectations: Arc::default(),
         }
     }
 }
@@ -115,6 +120,7 @@ impl Controller for ReplicaSetController {
         let pods: Api<Pod> = Api::namespaced(ctx.store.clone(), namespace);
         let Some(rs) = sets.get_opt(&key.name).await? else {
             // Deleted: its pods are the garbage collector's.
+            self.expectations.forget(key);
             return Ok(Action::await_change());
         };
         if rs.metadata.deletion_timestamp.is_some() {
@@ -143,11 +149,19 @@ impl Controller for ReplicaSetController {
         }
         let uid = rs.metadata.uid.clone().unwrap_or_default();
 
-        let candidates = pods
-            .list(&ListOptions::default().labels(selector.clone()))
-            .await?
-            .items;
+        // Pods come from the shared cache; our own recent writes must show there first.
+        let cache = ctx.informers.informer(&GroupKind::POD);
+        if !self.expectations.satisfied(key, &cache) {
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
+        let candidates: Vec<Pod> = cache
+            .list_namespace(namespace)
+            .iter()
+            .filter(|p| selector.matches_object(p))
+            .filter_map(|p| p.to_typed::<Pod>().ok())
+            .collect();
         let mut owned = Vec::new();
+        let mut adopted_any = false;
         for mut pod in candidates {
             match controller_ref(&pod.metadata) {
                 Some(owner) if owner.uid == uid => owned.push(pod),
@@ -160,7 +174,10 @@ impl Controller for ReplicaSetController {
                             .get_or_insert_with(Vec::new)
                             .push(owner);
                         match pods.replace(&pod).await {
-                            Ok(adopted) => owned.push(adopted),
+                            Ok(adopted) => {
+                                adopted_any = true;
+                                owned.push(adopted);
+                            }
                             Err(e) if e.is_conflict() || e.is_not_found() => {}
                             Err(e) => return Err(e.into()),
                         }
@@ -211,11 +228,17 @@ impl Controller for ReplicaSetController {
             terminating_replicas: None,
         };
         let observed = active.len();
-        if active.len() < want {
+        if adopted_any {
+            // The cache still shows the adopted pods as orphans: wait for it before counting
+            // again, or the next pass could create for pods it already has.
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        } else if active.len() < want {
             let missing = (want - active.len()).min(BURST);
             let template = new_pod(&rs, namespace)?;
             for _ in 0..missing {
-                pods.create(&template).await?;
+                let created = pods.create(&template).await?;
+                self.expectations
+                    .created(key, ObjectKey::from_meta(&created.metadata));
             }
             tracing::debug!(replicaset = %key, created = missing, "created pods");
             // One event per burst, not per pod (Kubernetes records one per pod): same
@@ -234,9 +257,12 @@ impl Controller for ReplicaSetController {
             let surplus = (active.len() - want).min(BURST);
             for pod in active.drain(..surplus) {
                 let name = pod.metadata.name.clone().unwrap_or_default();
-                let pre = Preconditions::uid(pod.metadata.uid.clone().unwrap_or_default());
-                match pods.delete(&name, &pre).await {
-                    Ok(_) => {}
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                match pods.delete(&name, &Preconditions::uid(uid.clone())).await {
+                    Ok(_) => {
+                        self.expectations
+                            .deleted(key, ObjectKey::from_meta(&pod.metadata), uid)
+                    }
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e.into()),
                 }
