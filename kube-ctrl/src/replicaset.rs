@@ -235,10 +235,28 @@ impl Controller for ReplicaSetController {
         } else if active.len() < want {
             let missing = (want - active.len()).min(BURST);
             let template = new_pod(&rs, namespace)?;
-            for _ in 0..missing {
-                let created = pods.create(&template).await?;
-                self.expectations
-                    .created(key, ObjectKey::from_meta(&created.metadata));
+            // Slow start, as Kubernetes: batches of 1, 2, 4, ... created concurrently, stopping
+            // at the first failure so a template the store rejects costs one call, not 500.
+            let mut remaining = missing;
+            let mut batch = 1;
+            while remaining > 0 {
+                let n = batch.min(remaining);
+                let results =
+                    futures::future::join_all((0..n).map(|_| pods.create(&template))).await;
+                let mut failure = None;
+                for result in results {
+                    match result {
+                        Ok(created) => self
+                            .expectations
+                            .created(key, ObjectKey::from_meta(&created.metadata)),
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                if let Some(e) = failure {
+                    return Err(e.into());
+                }
+                remaining -= n;
+                batch *= 2;
             }
             tracing::debug!(replicaset = %key, created = missing, "created pods");
             // One event per burst, not per pod (Kubernetes records one per pod): same
