@@ -30,7 +30,7 @@ impl EndpointsController {
     }
 }
 
-fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32> {
+pub(crate) fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32> {
     match target {
         None => Some(port),
         Some(IntOrString::Int(n)) => Some(*n),

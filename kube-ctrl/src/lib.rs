@@ -17,6 +17,7 @@
 //! - [`JobController`]: runs a Job's pods to completion (completions, parallelism,
 //!   backoffLimit, activeDeadlineSeconds).
 //! - [`DaemonSetController`]: one pod per eligible node, rolling update.
+//! - [`EndpointSliceController`]: discovery/v1 EndpointSlices with ready/serving/terminating.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
 //! ```no_run
@@ -40,6 +41,7 @@ pub mod daemonset;
 pub mod deletion;
 pub mod deployment;
 mod endpoints;
+pub mod endpointslice;
 pub mod events;
 mod expectations;
 mod gc;
@@ -57,6 +59,7 @@ pub use daemonset::DaemonSetController;
 pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;
 pub use endpoints::EndpointsController;
+pub use endpointslice::EndpointSliceController;
 pub use events::{EventRecorder, EventType};
 pub use gc::GarbageCollector;
 pub use job::JobController;

@@ -5,6 +5,7 @@ mod cascade;
 mod daemonset;
 mod deployment;
 mod endpoints;
+mod endpointslice;
 mod events;
 mod gc;
 mod job;
