@@ -12,6 +12,7 @@
 //! - [`deletion`]: foreground and orphan propagation ([`deletion::delete`],
 //!   [`DeletionFinalizer`]).
 //! - [`NamespaceController`]: deleting a namespace deletes its contents, then the namespace.
+//! - [`finalizers`]: add and remove finalizers with conflict retries.
 //! - [`EventRecorder`]: Kubernetes Events, deduplicated and aggregated.
 //! - [`ServiceAllocator`]: ClusterIPs and NodePorts for Services, never duplicated.
 //! - [`JobController`]: runs a Job's pods to completion (completions, parallelism,
@@ -44,6 +45,7 @@ mod endpoints;
 pub mod endpointslice;
 pub mod events;
 mod expectations;
+pub mod finalizers;
 mod gc;
 pub mod job;
 pub mod leader;

@@ -67,3 +67,36 @@ async fn failed_reconciles_are_retried_per_error_policy() {
     assert!(stats[0].max_latency >= stats[0].mean_latency);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn finalizers_are_added_once_and_removed() {
+    use kube_ctrl::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
+    let store: Arc<dyn kube_core::store::Store> = Arc::new(kube_store::MemStore::new());
+    let maps: Api<ConfigMap> = Api::namespaced(store.clone(), "default");
+    maps.create(&serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap())
+        .await
+        .unwrap();
+    let kind = GroupKind::from_static("", "ConfigMap");
+    let key = ObjectKey::namespaced("default", "a");
+    assert!(
+        add_finalizer(&*store, &kind, &key, "example.com/cleanup")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !add_finalizer(&*store, &kind, &key, "example.com/cleanup")
+            .await
+            .unwrap()
+    );
+    let object = store.get(&kind, &key).await.unwrap();
+    assert!(has_finalizer(&object, "example.com/cleanup"));
+    assert!(
+        remove_finalizer(&*store, &kind, &key, "example.com/cleanup")
+            .await
+            .unwrap()
+    );
+    let object = store.get(&kind, &key).await.unwrap();
+    assert!(object.metadata.finalizers.is_none());
+    let gone = ObjectKey::namespaced("default", "gone");
+    assert!(!remove_finalizer(&*store, &kind, &gone, "x").await.unwrap());
+}
