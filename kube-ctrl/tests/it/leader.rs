@@ -335,3 +335,68 @@ async fn only_the_elected_manager_reconciles_and_a_standby_takes_over() {
     );
     b.shutdown().await.unwrap();
 }
+
+/// A component that counts how many instances are running.
+#[derive(Debug)]
+struct Counted(Arc<AtomicU32>, Arc<AtomicU32>);
+
+#[async_trait::async_trait]
+impl kube_core::orchestrator::Component for Counted {
+    fn name(&self) -> String {
+        "counted".into()
+    }
+    async fn run(
+        self: Box<Self>,
+        ctx: kube_core::orchestrator::ComponentContext,
+    ) -> Result<(), kube_core::orchestrator::BoxError> {
+        let now = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.1.fetch_max(now, Ordering::SeqCst);
+        ctx.shutdown.cancelled().await;
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_elected_component_runs_once_across_replicas() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let (running, peak) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let replica = |identity: &str| {
+        let component = kube_ctrl::LeaderElected::new(
+            Counted(running.clone(), peak.clone()),
+            LeaderElectionConfig::new("kube-system", "scheduler", identity)
+                .timing(LEASE, RENEW, RETRY),
+        );
+        Orchestrator::builder()
+            .store(store.clone())
+            .component(component)
+            .build()
+            .unwrap()
+            .start()
+    };
+    let a = replica("a");
+    let b = replica("b");
+    eventually("one running", || async {
+        (running.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "two replicas ran at once");
+    // Whichever leads shuts down; the other takes over.
+    let lease: Lease = Api::namespaced(store.clone(), "kube-system")
+        .get("scheduler")
+        .await
+        .unwrap();
+    let (leader, standby) = if lease.spec.unwrap().holder_identity.as_deref() == Some("a") {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    leader.shutdown().await.unwrap();
+    eventually_within("standby runs", LEASE, || async {
+        (running.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
+    standby.shutdown().await.unwrap();
+}
