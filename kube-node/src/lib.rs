@@ -83,6 +83,7 @@ mod cgroup;
 mod cri;
 mod error;
 mod fake;
+mod files;
 pub mod image;
 mod logs;
 mod net;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use kube_core::runtime::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
-    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
+    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use crate::cgroup::Cgroups;
+use crate::files::{read_log_file, remove_file_if_exists};
 use crate::net::{self, PodNetwork};
 
 /// How long to wait for a process group to die after SIGKILL before reporting failure.
@@ -884,12 +885,7 @@ impl Runtime for ProcessRuntime {
                 .log_path
                 .clone()
         };
-        match tokio::fs::read(&path).await {
-            Ok(log) => Ok(trim_log(&log, options)),
-            // Not started yet: nothing written.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
-            Err(e) => Err(e.into()),
-        }
+        read_log_file(&path, options).await
     }
 
     /// Runs `cmd` as a host process with the container's environment and working directory,
@@ -982,13 +978,5 @@ impl Runtime for ProcessRuntime {
                 })
             }
         }
-    }
-}
-
-async fn remove_file_if_exists(path: &Path) -> Result<(), RuntimeError> {
-    match tokio::fs::remove_file(path).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }

@@ -19,12 +19,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use kube_core::runtime::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
-    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
+    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState,
 };
 use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::cgroup::Cgroups;
+use crate::files::{read_log_file, remove_file_if_exists};
 use crate::net::{self, CniConfig, PodNetwork};
 use bundle::BundleFacts;
 
@@ -788,7 +789,7 @@ impl Runtime for OciRuntime {
         let removed = self.state().containers.remove(container_id);
         self.inner.cgroups.remove(container_id);
         if let Some(c) = removed {
-            remove_path(&c.log_path).await?;
+            remove_file_if_exists(&c.log_path).await?;
             match tokio::fs::remove_dir_all(&c.bundle).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -840,11 +841,7 @@ impl Runtime for OciRuntime {
                 .log_path
                 .clone()
         };
-        match tokio::fs::read(&path).await {
-            Ok(log) => Ok(trim_log(&log, options)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
-            Err(e) => Err(e.into()),
-        }
+        read_log_file(&path, options).await
     }
 
     /// `runc exec`: the command runs in the container's namespaces and cgroups with its
@@ -937,12 +934,4 @@ fn spawn_runc(
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting runc: {e}"))
-}
-
-async fn remove_path(path: &Path) -> Result<(), RuntimeError> {
-    match tokio::fs::remove_file(path).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
