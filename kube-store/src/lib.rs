@@ -39,5 +39,5 @@ mod transition;
 pub use durable::{DurableConfig, DurableStore};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore};
-pub use mem::{MemStore, MemStoreConfig, StoreConfig};
+pub use mem::{MemStore, StoreConfig};
 pub use prepare::{prepare_create, prepare_update};

@@ -73,9 +73,6 @@ impl StoreConfig {
     }
 }
 
-/// Former name of [`StoreConfig`].
-pub type MemStoreConfig = StoreConfig;
-
 /// An in-memory [`Store`]. Cheap to clone; clones share state.
 ///
 /// MVCC: a global revision, a bounded history (by count and age, and [`Store::compact`] on
