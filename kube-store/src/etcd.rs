@@ -139,18 +139,20 @@ fn never_sent(e: &etcd_client::Error) -> bool {
 }
 
 /// Runs `call`, retrying requests that could not reach a member (one endpoint down must not
-/// fail callers while others serve).
-async fn retry_unsent<T, F, Fut>(attempts: usize, mut call: F) -> Result<T, etcd_client::Error>
+/// fail callers while others serve). The client's balancer only learns that a member is gone
+/// after some failed connects, so retries go on, with growing pauses, for up to `budget`.
+async fn retry_unsent<T, F, Fut>(budget: Duration, mut call: F) -> Result<T, etcd_client::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
 {
-    let mut tried = 0;
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut pause = Duration::from_millis(10);
     loop {
         match call().await {
-            Err(e) if never_sent(&e) && tried + 1 < attempts => {
-                tried += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(e) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
             }
             result => return result,
         }
@@ -184,9 +186,9 @@ impl EtcdStore {
         })
     }
 
-    /// Attempts per request: enough to try every member once more.
-    fn attempts(&self) -> usize {
-        self.config.endpoints.len() * 2 + 1
+    /// How long a request may keep retrying members it could not reach.
+    fn retry_budget(&self) -> Duration {
+        self.config.request_timeout
     }
 
     async fn kv_get(
@@ -195,7 +197,7 @@ impl EtcdStore {
         options: Option<GetOptions>,
     ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
         let key: Vec<u8> = key.into();
-        retry_unsent(self.attempts(), || {
+        retry_unsent(self.retry_budget(), || {
             let mut kv = self.kv.clone();
             let (key, options) = (key.clone(), options.clone());
             async move { kv.get(key, options).await }
@@ -204,7 +206,7 @@ impl EtcdStore {
     }
 
     async fn kv_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
-        retry_unsent(self.attempts(), || {
+        retry_unsent(self.retry_budget(), || {
             let mut kv = self.kv.clone();
             let txn = txn.clone();
             async move { kv.txn(txn).await }
