@@ -10,6 +10,15 @@ pub enum Error {
     /// The builder was given a configuration that cannot work (empty node name, bad quantity).
     #[error("invalid node agent configuration: {0}")]
     InvalidConfig(String),
+    /// The kubelet server's address could not be bound.
+    #[error("binding the kubelet server to {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A store request failed.
     #[error("store request failed")]
     Store(#[from] StoreError),

@@ -61,6 +61,15 @@
 //! hostPath volumes, logs by pod and container ([`pod_logs`], with `previous`;
 //! [`follow_pod_logs`]), and adoption of running pods after an agent restart.
 //!
+//! # The kubelet HTTP server
+//!
+//! With [`NodeAgentBuilder::serve`] the agent serves the kubelet's
+//! `GET /containerLogs/{namespace}/{pod}/{container}` (`follow`, `tailLines`, `previous`,
+//! `limitBytes`, `timestamps`) and `GET /healthz` over plain HTTP, and its Node carries
+//! `status.daemonEndpoints.kubeletEndpoint.Port` next to its `InternalIP` address: the API
+//! server's `pods/log` connects to `http://<InternalIP>:<Port>/containerLogs/...`.
+//! [`NodeAgent::kubelet_addr`] is the bound address.
+//!
 //! Pod networking for [`OciRuntime`] and [`ProcessRuntime`] is chosen with [`PodNetwork`]:
 //! with [`PodNetwork::Cni`] each pod gets a network namespace and an IP from the CNI bridge
 //! plugin. Test images are built with [`image`] from the host's static busybox.

@@ -25,13 +25,27 @@ pub async fn pod_logs(
     previous: bool,
     options: &LogOptions,
 ) -> Result<Bytes, RuntimeError> {
-    let instance = find_instance(runtime, namespace, name, container, previous).await?;
+    node_pod_logs(runtime, None, namespace, name, container, previous, options).await
+}
+
+/// [`pod_logs`], among the containers created by the agent of `node` only (all with `None`).
+pub(crate) async fn node_pod_logs(
+    runtime: &dyn Runtime,
+    node: Option<&str>,
+    namespace: &str,
+    name: &str,
+    container: &str,
+    previous: bool,
+    options: &LogOptions,
+) -> Result<Bytes, RuntimeError> {
+    let instance = find_instance(runtime, node, namespace, name, container, previous).await?;
     runtime.container_logs(&instance.id, options).await
 }
 
 /// The container instance `pods/log` reads: the newest, or the one before it.
-async fn find_instance(
+pub(crate) async fn find_instance(
     runtime: &dyn Runtime,
+    node: Option<&str>,
     namespace: &str,
     name: &str,
     container: &str,
@@ -46,6 +60,7 @@ async fn find_instance(
             l.get(labels::POD_NAMESPACE).map(String::as_str) == Some(namespace)
                 && l.get(labels::POD_NAME).map(String::as_str) == Some(name)
                 && l.get(labels::CONTAINER_NAME).map(String::as_str) == Some(container)
+                && node.is_none_or(|n| l.get(labels::NODE_NAME).map(String::as_str) == Some(n))
         })
         .collect();
     // Newest first: the highest attempt, then the latest creation.
@@ -83,17 +98,37 @@ pub fn follow_pod_logs(
     container: String,
     options: LogOptions,
 ) -> BoxStream<'static, Result<Bytes, RuntimeError>> {
+    follow_node_pod_logs(runtime, None, namespace, name, container, options)
+}
+
+/// [`follow_pod_logs`], among the containers created by the agent of `node` only.
+pub(crate) fn follow_node_pod_logs(
+    runtime: Arc<dyn Runtime>,
+    node: Option<String>,
+    namespace: String,
+    name: String,
+    container: String,
+    options: LogOptions,
+) -> BoxStream<'static, Result<Bytes, RuntimeError>> {
     let step = move |state: Follow| {
         let runtime = runtime.clone();
         let (namespace, name, container) = (namespace.clone(), name.clone(), container.clone());
+        let node = node.clone();
         let options = options.clone();
         async move {
             match state {
                 Follow::Done => None,
                 Follow::Start => {
                     let first = async {
-                        let c =
-                            find_instance(&*runtime, &namespace, &name, &container, false).await?;
+                        let c = find_instance(
+                            &*runtime,
+                            node.as_deref(),
+                            &namespace,
+                            &name,
+                            &container,
+                            false,
+                        )
+                        .await?;
                         let full = runtime
                             .container_logs(&c.id, &LogOptions::default())
                             .await?;

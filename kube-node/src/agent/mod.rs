@@ -15,10 +15,12 @@ mod pod_status;
 mod pod_sync;
 mod pressure;
 mod probe;
+mod server;
 mod spec;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -86,6 +88,9 @@ pub struct NodeAgentConfig {
     /// Whether the MemoryPressure, DiskPressure and PIDPressure conditions are measured on
     /// the host (default false: always False, as for simulated nodes).
     pub host_pressure: bool,
+    /// Where the kubelet HTTP server listens (`/containerLogs`, `/healthz`); `None` (the
+    /// default) serves nothing. Port 0 picks a free port.
+    pub kubelet_addr: Option<SocketAddr>,
 }
 
 impl NodeAgentConfig {
@@ -108,6 +113,7 @@ impl NodeAgentConfig {
             default_grace_period: Duration::from_secs(30),
             root_dir: None,
             host_pressure: false,
+            kubelet_addr: None,
         }
     }
 
@@ -234,12 +240,41 @@ impl NodeAgentBuilder {
         self
     }
 
-    /// Checks the configuration and returns the agent.
+    /// Serves the kubelet's HTTP API on `addr` (port 0 picks a free port): container logs at
+    /// `GET /containerLogs/{namespace}/{pod}/{container}` (`follow`, `tailLines`, `previous`,
+    /// `limitBytes`, `timestamps`) and `GET /healthz`. The socket is bound by
+    /// [`build`](Self::build), so [`NodeAgent::kubelet_addr`] is known before the agent runs;
+    /// the Node then reports the port in `status.daemonEndpoints.kubeletEndpoint.Port`, next to
+    /// its `InternalIP` ([`node_ip`](Self::node_ip)), which is where the API server connects:
+    /// bind an unspecified address (`0.0.0.0`) or the node IP itself.
+    ///
+    /// The server is plain HTTP without authentication, like the kubelet's read-only port:
+    /// bind it where only the API server can reach it.
+    pub fn serve(mut self, addr: SocketAddr) -> Self {
+        self.config.kubelet_addr = Some(addr);
+        self
+    }
+
+    /// Checks the configuration, binds the kubelet server's socket (if
+    /// [`serve`](Self::serve) was asked for) and returns the agent.
     pub fn build(self) -> Result<NodeAgent> {
         self.config.validate()?;
+        let kubelet = match self.config.kubelet_addr {
+            None => None,
+            Some(addr) => {
+                let bind = || {
+                    let listener = std::net::TcpListener::bind(addr)?;
+                    listener.set_nonblocking(true)?;
+                    let local = listener.local_addr()?;
+                    Ok::<_, std::io::Error>((listener, local))
+                };
+                Some(bind().map_err(|source| Error::Bind { addr, source })?)
+            }
+        };
         Ok(NodeAgent {
             config: self.config,
             runtime: self.runtime,
+            kubelet,
         })
     }
 }
@@ -269,6 +304,8 @@ impl NodeAgentBuilder {
 pub struct NodeAgent {
     config: NodeAgentConfig,
     runtime: Arc<dyn Runtime>,
+    /// The kubelet server's socket and the address it is bound to.
+    kubelet: Option<(std::net::TcpListener, SocketAddr)>,
 }
 
 impl NodeAgent {
@@ -295,6 +332,13 @@ impl NodeAgent {
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
     }
+
+    /// The address the kubelet HTTP server is bound to (with the port picked when
+    /// [`NodeAgentBuilder::serve`] was given port 0), or `None` when it does not serve.
+    /// Connections are accepted once the agent runs.
+    pub fn kubelet_addr(&self) -> Option<SocketAddr> {
+        self.kubelet.as_ref().map(|(_, addr)| *addr)
+    }
 }
 
 #[async_trait::async_trait]
@@ -303,12 +347,26 @@ impl Component for NodeAgent {
         format!("node-agent/{}", self.config.node_name)
     }
 
-    async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
+    async fn run(mut self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
         let shutdown = ctx.shutdown.clone();
-        let agent = Arc::new(Agent::new(*self, ctx.store.clone()));
+        let listener = self.kubelet.take();
+        let kubelet = server::Kubelet {
+            runtime: self.runtime.clone(),
+            node_name: self.config.node_name.clone(),
+        };
+        let kubelet_port = listener.as_ref().map(|(_, addr)| addr.port());
+        let agent = Arc::new(Agent::new(*self, ctx.store.clone(), kubelet_port));
+        let serve = async {
+            if let Some((listener, addr)) = listener {
+                tracing::info!(%addr, "kubelet server listening");
+                server::serve(listener, kubelet, shutdown.clone()).await;
+            }
+            shutdown.cancelled().await;
+        };
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = agent.run(shutdown.clone()) => {}
+            () = serve => {}
         }
         Ok(())
     }
@@ -337,10 +395,12 @@ pub(crate) struct Agent {
     /// Keeps a default temporary `pods_dir` alive.
     _temp: Option<tempfile::TempDir>,
     boot_id: String,
+    /// The kubelet server's port, published in the Node's `daemonEndpoints`.
+    kubelet_port: Option<u16>,
 }
 
 impl Agent {
-    fn new(agent: NodeAgent, store: Arc<dyn Store>) -> Self {
+    fn new(agent: NodeAgent, store: Arc<dyn Store>, kubelet_port: Option<u16>) -> Self {
         let filter = ListOptions::default().fields(FieldSelector::equals(
             "spec.nodeName",
             agent.config.node_name.clone(),
@@ -379,6 +439,7 @@ impl Agent {
             queue,
             records: Mutex::new(HashMap::new()),
             boot_id: uuid::Uuid::new_v4().to_string(),
+            kubelet_port,
         }
     }
 

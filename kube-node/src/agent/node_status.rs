@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
@@ -96,6 +99,14 @@ impl Agent {
                 address: self.config.node_name.clone(),
             },
         ]);
+        if let Some(port) = self.kubelet_port {
+            // Where the API server reaches the kubelet server (`pods/log`).
+            status.daemon_endpoints = Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(port),
+                }),
+            });
+        }
         status.node_info = Some(NodeSystemInfo {
             architecture: arch().into(),
             boot_id: self.boot_id.clone(),

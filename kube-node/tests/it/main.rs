@@ -8,5 +8,6 @@ mod agent_process;
 mod common;
 mod containerd_env;
 mod fake_runtime;
+mod kubelet_server;
 mod probes;
 mod process_runtime;

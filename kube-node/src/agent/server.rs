@@ -1,0 +1,335 @@
+//! The kubelet's HTTP server: what the API server's `pods/log` proxies to.
+//!
+//! Plain HTTP/1.1 with the kubelet's paths:
+//!
+//! * `GET /containerLogs/{namespace}/{pod}/{container}` with the query parameters `follow`,
+//!   `previous`, `timestamps` (booleans as Go's `strconv.ParseBool` reads them), `tailLines`
+//!   and `limitBytes` (non-negative and positive integers): the container's log as
+//!   `text/plain`. With `follow=true` the response streams what the container writes next,
+//!   until it exits or the client goes away. An unknown pod or container (or no previous
+//!   instance) is 404, a bad parameter 400, both with a one-line message.
+//! * `GET /healthz`: `ok`.
+//!
+//! Each connection is served by a task of the agent; they all end when the agent stops.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kube_core::runtime::{LogOptions, Runtime, RuntimeError};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::logs;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What the server answers from.
+#[derive(Debug, Clone)]
+pub(crate) struct Kubelet {
+    pub(crate) runtime: Arc<dyn Runtime>,
+    /// Only containers this node's agent created are served.
+    pub(crate) node_name: String,
+}
+
+/// Accepts and serves connections until `shutdown`; open connections (followed logs among
+/// them) are cut when it returns.
+pub(crate) async fn serve(
+    listener: std::net::TcpListener,
+    kubelet: Kubelet,
+    shutdown: CancellationToken,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "kubelet server: the listener cannot be used");
+            return;
+        }
+    };
+    let kubelet = Arc::new(kubelet);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let kubelet = kubelet.clone();
+                    connections.spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let kubelet = kubelet.clone();
+                            async move { Ok::<_, Infallible>(kubelet.handle(req).await) }
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "kubelet server connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "kubelet server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// The parameters of `/containerLogs`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LogParams {
+    follow: bool,
+    previous: bool,
+    timestamps: bool,
+    tail_lines: Option<usize>,
+    limit_bytes: Option<usize>,
+}
+
+/// Go's `strconv.ParseBool`, plus an empty value (`?follow`) meaning true.
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("{name}={value:?} is not a boolean")),
+    }
+}
+
+impl LogParams {
+    fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut params = Self::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = percent_decode(name)?;
+            let value = percent_decode(value)?;
+            let int = |min: i64| -> Result<usize, String> {
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| format!("{name}={value:?} must be an integer >= {min}"))
+            };
+            match name.as_str() {
+                "follow" => params.follow = parse_bool(&name, &value)?,
+                "previous" => params.previous = parse_bool(&name, &value)?,
+                "timestamps" => params.timestamps = parse_bool(&name, &value)?,
+                "tailLines" => params.tail_lines = Some(int(0)?),
+                "limitBytes" => params.limit_bytes = Some(int(1)?),
+                "sinceSeconds" | "sinceTime" => {
+                    return Err(format!(
+                        "{name} is not supported: the runtimes keep no time per log line"
+                    ));
+                }
+                // Unknown parameters are ignored, as the kubelet does.
+                _ => {}
+            }
+        }
+        Ok(params)
+    }
+
+    fn options(&self) -> LogOptions {
+        LogOptions {
+            tail_lines: self.tail_lines,
+            limit_bytes: self.limit_bytes,
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space, as in a form-encoded query).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl Kubelet {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {} is not allowed\n", req.method()),
+            );
+        }
+        let path = req.uri().path();
+        if path == "/healthz" {
+            return text(StatusCode::OK, "ok");
+        }
+        let Some(rest) = path.strip_prefix("/containerLogs/") else {
+            return text(StatusCode::NOT_FOUND, format!("no such path: {path}\n"));
+        };
+        let segments: Result<Vec<String>, String> = rest.split('/').map(percent_decode).collect();
+        let (namespace, pod, container) = match segments.as_deref() {
+            Ok([ns, pod, c]) if !ns.is_empty() && !pod.is_empty() && !c.is_empty() => {
+                (ns.clone(), pod.clone(), c.clone())
+            }
+            Ok(_) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "expected /containerLogs/{namespace}/{pod}/{container}\n",
+                );
+            }
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
+        let params = match LogParams::parse(req.uri().query()) {
+            Ok(p) => p,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
+        self.container_logs(namespace, pod, container, params).await
+    }
+
+    async fn container_logs(
+        &self,
+        namespace: String,
+        pod: String,
+        container: String,
+        params: LogParams,
+    ) -> Response<Body> {
+        let node = Some(self.node_name.as_str());
+        let options = params.options();
+        if !params.follow || params.previous {
+            // A previous instance has exited: following it ends at once.
+            return match logs::node_pod_logs(
+                &*self.runtime,
+                node,
+                &namespace,
+                &pod,
+                &container,
+                params.previous,
+                &options,
+            )
+            .await
+            {
+                Ok(log) => text(StatusCode::OK, log),
+                Err(e) => error_response(&e),
+            };
+        }
+        // Look the container up first, so a missing one is a 404 rather than an empty stream.
+        if let Err(e) =
+            logs::find_instance(&*self.runtime, node, &namespace, &pod, &container, false).await
+        {
+            return error_response(&e);
+        }
+        let stream = logs::follow_node_pod_logs(
+            self.runtime.clone(),
+            Some(self.node_name.clone()),
+            namespace.clone(),
+            pod.clone(),
+            container.clone(),
+            options,
+        )
+        .take_while(move |item| {
+            let ok = match item {
+                Ok(_) => true,
+                Err(e) => {
+                    // The status line has gone out: the stream can only end.
+                    tracing::debug!(pod = %format!("{namespace}/{pod}"), %container, error = %e, "followed log ended");
+                    false
+                }
+            };
+            std::future::ready(ok)
+        })
+        .filter_map(|item| std::future::ready(item.ok().map(|b| Ok(Frame::data(b)))));
+        let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+fn error_response(e: &RuntimeError) -> Response<Body> {
+    match e {
+        RuntimeError::NotFound { .. } => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+        RuntimeError::InvalidArgument(_) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        _ => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}\n", crate::agent::error_chain(e)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_log_parameters() {
+        let p = LogParams::parse(Some("follow=true&tailLines=3&previous=0&limitBytes=10&x=y"))
+            .expect("valid");
+        assert_eq!(
+            p,
+            LogParams {
+                follow: true,
+                previous: false,
+                timestamps: false,
+                tail_lines: Some(3),
+                limit_bytes: Some(10),
+            }
+        );
+        assert_eq!(LogParams::parse(None).expect("empty"), LogParams::default());
+        assert!(LogParams::parse(Some("follow")).expect("bare").follow);
+        for bad in [
+            "follow=yes",
+            "tailLines=-1",
+            "tailLines=x",
+            "limitBytes=0",
+            "sinceSeconds=5",
+            "previous=%zz",
+        ] {
+            assert!(
+                LogParams::parse(Some(bad)).is_err(),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(percent_decode("a%2Fb+c").expect("valid"), "a/b c");
+        assert!(percent_decode("%4").is_err());
+    }
+}
