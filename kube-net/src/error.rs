@@ -36,6 +36,9 @@ pub enum Error {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// An address range that is not `address/prefix`.
+    #[error("invalid CIDR {0:?}")]
+    Cidr(String),
     /// Several listeners or addresses failed in one sync; the first error is kept.
     #[error("{count} operations failed in one sync; first: {first}")]
     Many {

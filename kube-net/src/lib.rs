@@ -10,8 +10,9 @@
 //!   [`ProxyMetrics`], and calls `Proxy::shutdown` when the orchestrator stops.
 //! - [`UserspaceProxy`]: a tokio L4 proxy listening on ClusterIPs and NodePorts itself (round
 //!   robin or ClientIP affinity, retry on refusal, UDP flows, splice for bulk TCP, draining).
-//! - [`NftProxy`]: an nftables data plane (one table, DNAT with numgen balancing, affinity
-//!   sets, each sync one atomic transaction, removed on shutdown).
+//! - [`NftProxy`]: an nftables data plane (one `inet` table for IPv4 and IPv6, DNAT with
+//!   numgen balancing, affinity sets, masquerading as kube-proxy does, each sync one atomic
+//!   transaction, removed on shutdown).
 //! - [`MemoryProxy`] implements `Proxy` in memory: a reference data plane for tests and
 //!   examples, which counts how it was fed and can wait for a table or fail on demand.
 //! - [`DnsServer`]: a component answering `<service>.<namespace>.svc.<domain>` A queries.
@@ -67,7 +68,7 @@ pub use dns::{DnsConfig, DnsServer};
 pub use error::{Error, Result};
 pub use memory::{MemoryProxy, ProxyStats};
 pub use metrics::ProxyMetrics;
-pub use nft::{Balancing, NftConfig, NftProxy, NftStats};
+pub use nft::{Balancing, Cidr, NftConfig, NftProxy, NftStats};
 pub use proxy_loop::{ProxyLoop, ProxyLoopConfig, ProxyMetricsHandle};
 pub use userspace::{ClusterIpBinding, ListenerKey, UserspaceConfig, UserspaceProxy};
 

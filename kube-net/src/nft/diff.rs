@@ -81,14 +81,14 @@ pub(crate) fn script(table: &str, old: &Parsed, new: &Parsed) -> Option<String> 
         if !removed.is_empty() {
             let _ = writeln!(
                 out,
-                "delete element ip {table} {name} {{ {} }}",
+                "delete element inet {table} {name} {{ {} }}",
                 removed.join(", ")
             );
         }
         if !added.is_empty() {
             let _ = writeln!(
                 out,
-                "add element ip {table} {name} {{ {} }}",
+                "add element inet {table} {name} {{ {} }}",
                 added.join(", ")
             );
         }
@@ -111,7 +111,7 @@ mod tests {
         let script = script("t", &parse(OLD), &parse(&new)).unwrap();
         assert_eq!(
             script,
-            "delete element ip t m { a, b }\nadd element ip t m { b : 3, c : 4 }\nadd element ip t s { z }\n"
+            "delete element inet t m { a, b }\nadd element inet t m { b : 3, c : 4 }\nadd element inet t s { z }\n"
         );
         assert_eq!(script_same(OLD), Some(String::new()));
         let restructured = OLD.replace("jump d", "jump e");

@@ -1,5 +1,6 @@
 //! [`NftProxy`]: a [`Proxy`] that programs the kernel with nftables.
 
+mod cidr;
 mod diff;
 mod render;
 
@@ -10,12 +11,13 @@ use tokio::sync::Mutex;
 
 use crate::cmd::run;
 use crate::error::Result;
+pub use cidr::Cidr;
 pub use render::Balancing;
 
 /// How an [`NftProxy`] runs.
 #[derive(Clone, Debug)]
 pub struct NftConfig {
-    /// The nftables table it owns (family `ip`). Default `kube-net`.
+    /// The nftables table it owns (family `inet`: IPv4 and IPv6). Default `kube-net`.
     pub table: String,
     /// Program the rules inside this named network namespace (`ip netns exec`), not the
     /// caller's. Default: none.
@@ -24,6 +26,15 @@ pub struct NftConfig {
     pub node_name: Option<String>,
     /// How new connections are spread over endpoints. Default [`Balancing::Random`].
     pub balancing: Balancing,
+    /// The pod network (kube-proxy's `--cluster-cidr`), IPv4 and/or IPv6: ClusterIP traffic
+    /// from outside it is masqueraded, so that replies from an endpoint on another node come
+    /// back through this node. Empty (the default): ClusterIP traffic is not masqueraded.
+    pub pod_cidrs: Vec<Cidr>,
+    /// Masquerade all service traffic (kube-proxy's `--masquerade-all`). Default false.
+    pub masquerade_all: bool,
+    /// The packet mark bit that flags connections for masquerading. Default `0x4000`
+    /// (kube-proxy's).
+    pub masquerade_mark: u32,
 }
 
 impl Default for NftConfig {
@@ -33,6 +44,9 @@ impl Default for NftConfig {
             netns: None,
             node_name: None,
             balancing: Balancing::default(),
+            pod_cidrs: Vec::new(),
+            masquerade_all: false,
+            masquerade_mark: 0x4000,
         }
     }
 }
@@ -72,8 +86,13 @@ struct State {
 ///   anything else rewrites the table.
 /// - [`Proxy::shutdown`] deletes the table.
 ///
-/// IPv4 only; no masquerading (traffic from outside the node to remote endpoints needs SNAT,
-/// which this plane does not add yet).
+/// - IPv4 and IPv6 in one `inet` table: a service's family is its ClusterIP's; its ClusterIP
+///   and NodePorts go to its endpoints of that family, through maps and chains per family.
+/// - Masquerading as kube-proxy does it: NodePort traffic with `externalTrafficPolicy: Cluster`
+///   (whose endpoint may be on another node) and ClusterIP traffic from outside
+///   [`NftConfig::pod_cidrs`] get [`NftConfig::masquerade_mark`] in the service chain, and a
+///   postrouting chain masquerades marked connections, so replies return through this node.
+///   `externalTrafficPolicy: Local` goes only to local endpoints and keeps the client address.
 ///
 /// ```no_run
 /// # async fn demo() {
@@ -113,12 +132,7 @@ impl NftProxy {
     }
 
     fn render(&self, table: &ServiceTable) -> render::Rendered {
-        render::render(
-            &self.config.table,
-            table,
-            self.config.node_name.as_deref(),
-            self.config.balancing,
-        )
+        render::render(table, &self.config)
     }
 
     /// Programs `table` in one transaction; on success it becomes the applied table.
@@ -209,7 +223,9 @@ impl Proxy for NftProxy {
         let mut state = self.state.lock().await;
         let name = &self.config.table;
         // Idempotent: creating the (empty) table first makes the delete always succeed.
-        let script = format!("table ip {name} {{}}\ndelete table ip {name}\n");
+        let script = format!(
+            "table inet {name} {{}}\ndelete table inet {name}\ntable ip {name} {{}}\ndelete table ip {name}\n"
+        );
         run(
             self.config.netns.as_deref(),
             "nft",

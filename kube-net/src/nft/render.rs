@@ -1,12 +1,13 @@
-//! The nftables ruleset text for a service table: one table, replaced as a whole.
+//! The nftables ruleset text for a service table: one `inet` table, replaced as a whole.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use kube_core::proxy::{Endpoint, Protocol, ServiceTable};
 
+use super::NftConfig;
 use crate::select::usable;
 
 /// How a service chain spreads new connections over its endpoints.
@@ -26,12 +27,61 @@ pub(crate) struct Rendered {
     pub(crate) rules: usize,
 }
 
-/// One DNAT destination chain to write.
+/// An address family inside the `inet` table: each has its own maps and chains, because
+/// nftables addresses (and DNAT targets) are typed by family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Family {
+    V4 = 0,
+    V6 = 1,
+}
+
+impl Family {
+    const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    fn of(ip: IpAddr) -> Self {
+        if ip.is_ipv4() { Self::V4 } else { Self::V6 }
+    }
+
+    /// The payload expression's family: `ip daddr`, `ip6 daddr`.
+    fn ip(self) -> &'static str {
+        match self {
+            Self::V4 => "ip",
+            Self::V6 => "ip6",
+        }
+    }
+
+    /// Appended to the names of per-family maps and chains (IPv4 keeps the plain names).
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::V4 => "",
+            Self::V6 => "6",
+        }
+    }
+
+    fn addr_type(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4_addr",
+            Self::V6 => "ipv6_addr",
+        }
+    }
+
+    fn nfproto(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4",
+            Self::V6 => "ipv6",
+        }
+    }
+}
+
+/// One per-service destination chain to write (services with ClientIP affinity).
 struct Chain {
     name: String,
+    family: Family,
     protocol: &'static str,
     endpoints: Vec<(IpAddr, u16)>,
-    affinity: Option<Duration>,
+    timeout: Duration,
+    /// A rule marking the connection for masquerading, written first.
+    mark: Option<String>,
 }
 
 fn proto(p: Protocol) -> Option<&'static str> {
@@ -43,190 +93,304 @@ fn proto(p: Protocol) -> Option<&'static str> {
     }
 }
 
-fn v4(endpoints: Vec<Endpoint>) -> Vec<(IpAddr, u16)> {
+fn of_family(endpoints: Vec<Endpoint>, family: Family) -> Vec<(IpAddr, u16)> {
     endpoints
         .into_iter()
-        .filter(|e| e.ip.is_ipv4())
+        .filter(|e| Family::of(e.ip) == family)
         .map(|e| (e.ip, e.port))
         .collect()
 }
 
+/// Which frontend a route is for: they differ in slot map and in masquerading.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Frontend {
+    ClusterIp,
+    /// A NodePort; `local` for `externalTrafficPolicy: Local` (client address preserved).
+    NodePort {
+        local: bool,
+    },
+}
+
 /// Where a frontend's traffic is sent: endpoints chosen by a shared per-size chain and map, or
-/// a chain of its own (with affinity).
+/// a chain of its own (with affinity). Lists are indexed by [`Family`].
 #[derive(Default)]
 struct Plan {
     /// `ip . proto . port : goto chain` for ClusterIPs.
-    cluster_ips: Vec<String>,
+    cluster_ips: [Vec<String>; 2],
     /// `proto . port : goto chain` for NodePorts.
-    node_ports: Vec<String>,
-    no_endpoints: Vec<String>,
-    no_endpoint_node_ports: Vec<String>,
-    /// (protocol, endpoint count) → `ip . port . slot : ip . port` elements (ClusterIPs).
-    cluster_slots: BTreeMap<(&'static str, usize), Vec<String>>,
-    /// (protocol, endpoint count) → `port . slot : ip . port` elements (NodePorts).
-    node_port_slots: BTreeMap<(&'static str, usize), Vec<String>>,
+    node_ports: [Vec<String>; 2],
+    no_endpoints: [Vec<String>; 2],
+    no_endpoint_node_ports: [Vec<String>; 2],
+    /// (family, protocol, endpoint count) → `ip . port . slot : ip . port` elements.
+    cluster_slots: BTreeMap<(Family, &'static str, usize), Vec<String>>,
+    /// (family, protocol, endpoint count) → `port . slot : ip . port` elements.
+    node_port_slots: BTreeMap<(Family, &'static str, usize), Vec<String>>,
     /// Per-service chains, for affinity.
     chains: Vec<Chain>,
 }
 
+/// The masquerading rules of a configuration.
+struct Masquerade<'a> {
+    config: &'a NftConfig,
+}
+
+impl Masquerade<'_> {
+    fn set_mark(&self) -> String {
+        format!(
+            "meta mark set meta mark | {:#x}",
+            self.config.masquerade_mark
+        )
+    }
+
+    /// The rule that marks ClusterIP traffic of `family` for masquerading: everything with
+    /// `masquerade_all`, else traffic from outside the pod network (none when the pod network
+    /// of that family is not configured), as kube-proxy does.
+    fn cluster_ip(&self, family: Family) -> Option<String> {
+        if self.config.masquerade_all {
+            return Some(self.set_mark());
+        }
+        let cidrs: Vec<String> = self
+            .config
+            .pod_cidrs
+            .iter()
+            .filter(|c| Family::of(c.addr()) == family)
+            .map(ToString::to_string)
+            .collect();
+        if cidrs.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} saddr != {{ {} }} {}",
+            family.ip(),
+            cidrs.join(", "),
+            self.set_mark()
+        ))
+    }
+
+    /// NodePort traffic with the `Cluster` policy may go to another node: always marked, so
+    /// replies come back through this node. `Local` keeps the client's address.
+    fn node_port(&self, local: bool) -> Option<String> {
+        (!local).then(|| self.set_mark())
+    }
+}
+
 impl Plan {
     /// The verdict for a frontend: with affinity a chain of its own; otherwise the shared chain
-    /// for its protocol and number of endpoints, with its endpoints added to that chain's map
-    /// under `key` (address and port, or node port; the protocol is implied by the map, which
-    /// keeps the 100,000-element maps smaller and faster to load).
+    /// for its family, protocol and number of endpoints, with its endpoints added to that
+    /// chain's map under `key` (address and port, or node port; the protocol is implied by the
+    /// map, which keeps the 100,000-element maps smaller and faster to load).
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
+        family: Family,
+        frontend: Frontend,
         key: &str,
-        node_port: bool,
         protocol: &'static str,
         endpoints: Vec<(IpAddr, u16)>,
         affinity: Option<Duration>,
+        masquerade: &Masquerade<'_>,
     ) -> String {
-        if affinity.is_some() {
+        if let Some(timeout) = affinity {
             let name = format!("svc_{}_", self.chains.len());
+            let mark = match frontend {
+                Frontend::ClusterIp => masquerade.cluster_ip(family),
+                Frontend::NodePort { local } => masquerade.node_port(local),
+            };
             self.chains.push(Chain {
                 name: name.clone(),
+                family,
                 protocol,
                 endpoints,
-                affinity,
+                timeout,
+                mark,
             });
             return name;
         }
         let n = endpoints.len();
-        let slots = if node_port {
-            self.node_port_slots.entry((protocol, n)).or_default()
-        } else {
-            self.cluster_slots.entry((protocol, n)).or_default()
-        };
+        let slots = match frontend {
+            Frontend::ClusterIp => &mut self.cluster_slots,
+            Frontend::NodePort { .. } => &mut self.node_port_slots,
+        }
+        .entry((family, protocol, n))
+        .or_default();
         for (slot, (ip, port)) in endpoints.iter().enumerate() {
             slots.push(format!("{key} . {slot} : {ip} . {port}"));
         }
-        if node_port {
-            format!("node_port_{protocol}_lb_{n}")
-        } else {
-            format!("cluster_{protocol}_lb_{n}")
+        let sfx = family.suffix();
+        match frontend {
+            Frontend::ClusterIp => format!("cluster{sfx}_{protocol}_lb_{n}"),
+            Frontend::NodePort { local: false } => format!("node_port{sfx}_{protocol}_lb_{n}"),
+            Frontend::NodePort { local: true } => {
+                format!("node_port{sfx}_{protocol}_lb_{n}_local")
+            }
         }
     }
 }
 
-/// The commands that replace table `name` with the rules for `table`, as one `nft -f` script
-/// (one transaction: either all of it applies or none).
+/// The commands that replace table `inet <config.table>` with the rules for `table`, as one
+/// `nft -f` script (one transaction: either all of it applies or none).
 ///
 /// The rule count does not grow with the number of services: a verdict map sends each
-/// ClusterIP (or NodePort) to the chain for its number of endpoints `n`, which DNATs through
-/// one map per protocol keyed by `address . port . (numgen mod n)`. Only services with ClientIP
-/// affinity get chains of their own. This keeps a 10,000-service sync to a few large element
-/// lists, which nftables loads fast, instead of tens of thousands of chains.
-pub(crate) fn render(
-    name: &str,
-    table: &ServiceTable,
-    node: Option<&str>,
-    balancing: Balancing,
-) -> Rendered {
+/// ClusterIP (or NodePort) to the chain for its family and number of endpoints `n`, which
+/// DNATs through one map per protocol keyed by `address . port . (numgen mod n)`. Only
+/// services with ClientIP affinity get chains of their own. This keeps a 10,000-service sync
+/// to a few large element lists, which nftables loads fast, instead of tens of thousands of
+/// chains.
+///
+/// Masquerading as kube-proxy does it: service chains set a mark bit on connections that need
+/// SNAT (NodePort traffic with the `Cluster` policy; ClusterIP traffic from outside the pod
+/// network), and a postrouting chain masquerades marked packets, clearing the bit.
+pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
+    let node = config.node_name.as_deref();
+    let masquerade = Masquerade { config };
     let mut plan = Plan::default();
     for entry in table.services.values() {
-        // The data plane is IPv4 (`table ip`); IPv6 services are left to another table.
-        let cluster_ip = entry.cluster_ip.filter(IpAddr::is_ipv4);
+        // A service is single-stack here (one ClusterIP): its NodePorts serve that family.
+        let family = entry.cluster_ip.map_or(Family::V4, Family::of);
+        let f = family as usize;
         for port in &entry.ports {
             let Some(protocol) = proto(port.protocol) else {
                 continue;
             };
-            if let Some(ip) = cluster_ip {
-                let internal = v4(usable(&port.endpoints, entry.internal_traffic_local, node));
+            if let Some(ip) = entry.cluster_ip {
+                let internal = of_family(
+                    usable(&port.endpoints, entry.internal_traffic_local, node),
+                    family,
+                );
                 let key = format!("{ip} . {protocol} . {}", port.port);
                 if internal.is_empty() {
-                    plan.no_endpoints.push(key);
+                    plan.no_endpoints[f].push(key);
                 } else {
                     let slot_key = format!("{ip} . {}", port.port);
-                    let chain =
-                        plan.route(&slot_key, false, protocol, internal, entry.session_affinity);
-                    plan.cluster_ips.push(format!("{key} : goto {chain}"));
+                    let chain = plan.route(
+                        family,
+                        Frontend::ClusterIp,
+                        &slot_key,
+                        protocol,
+                        internal,
+                        entry.session_affinity,
+                        &masquerade,
+                    );
+                    plan.cluster_ips[f].push(format!("{key} : goto {chain}"));
                 }
             }
             if let Some(node_port) = port.node_port {
-                let external = v4(usable(&port.endpoints, entry.external_traffic_local, node));
+                let local = entry.external_traffic_local;
+                let external = of_family(usable(&port.endpoints, local, node), family);
                 let key = format!("{protocol} . {node_port}");
                 if external.is_empty() {
-                    plan.no_endpoint_node_ports.push(key);
+                    plan.no_endpoint_node_ports[f].push(key);
                 } else {
-                    let slot_key = node_port.to_string();
-                    let chain =
-                        plan.route(&slot_key, true, protocol, external, entry.session_affinity);
-                    plan.node_ports.push(format!("{key} : goto {chain}"));
+                    let chain = plan.route(
+                        family,
+                        Frontend::NodePort { local },
+                        &node_port.to_string(),
+                        protocol,
+                        external,
+                        entry.session_affinity,
+                        &masquerade,
+                    );
+                    plan.node_ports[f].push(format!("{key} : goto {chain}"));
                 }
             }
         }
     }
+    write(&plan, config, &masquerade)
+}
 
-    let mut out = String::with_capacity(
-        4096 + 64
-            * (plan.cluster_slots.values().map(Vec::len).sum::<usize>() + plan.cluster_ips.len()),
-    );
+fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Rendered {
+    let name = &config.table;
+    let balancing = config.balancing;
+    let elements: usize = plan.cluster_slots.values().map(Vec::len).sum::<usize>()
+        + plan.cluster_ips.iter().map(Vec::len).sum::<usize>();
+    let mut out = String::with_capacity(4096 + 64 * elements);
     // Create-then-delete makes the delete safe when the table does not exist yet; the whole
-    // script is one transaction, so traffic never sees an empty table in between.
+    // script is one transaction, so traffic never sees an empty table in between. An `ip`
+    // table of the same name (left by an IPv4-only version) goes too.
     let _ = writeln!(
         out,
-        "table ip {name} {{}}\ndelete table ip {name}\ntable ip {name} {{"
+        "table ip {name} {{}}\ndelete table ip {name}\n\
+         table inet {name} {{}}\ndelete table inet {name}\ntable inet {name} {{"
     );
-    map(
-        &mut out,
-        "cluster_ips",
-        "type ipv4_addr . inet_proto . inet_service : verdict",
-        &plan.cluster_ips,
-    );
-    map(
-        &mut out,
-        "node_ports",
-        "type inet_proto . inet_service : verdict",
-        &plan.node_ports,
-    );
-    map(
-        &mut out,
-        "no_endpoints",
-        "type ipv4_addr . inet_proto . inet_service",
-        &plan.no_endpoints,
-    );
-    map(
-        &mut out,
-        "no_endpoint_node_ports",
-        "type inet_proto . inet_service",
-        &plan.no_endpoint_node_ports,
-    );
-    let mut rules = plan.cluster_ips.len()
-        + plan.node_ports.len()
-        + plan.no_endpoints.len()
-        + plan.no_endpoint_node_ports.len();
-    out.push_str(FIXED_CHAINS);
-    rules += 10;
-    for ((protocol, n), slots) in &plan.cluster_slots {
-        let ng = numgen(balancing, *n);
-        let map_name = format!("cluster_{protocol}_endpoints_{n}");
+    let mut rules = 0;
+    for family in Family::ALL {
+        let (f, sfx, addr) = (family as usize, family.suffix(), family.addr_type());
         map(
             &mut out,
-            &map_name,
-            &format!("typeof ip daddr . th dport . {ng} : ip daddr . th dport"),
-            slots,
+            &format!("cluster_ips{sfx}"),
+            &format!("type {addr} . inet_proto . inet_service : verdict"),
+            &plan.cluster_ips[f],
         );
-        let _ = writeln!(
-            out,
-            "  chain cluster_{protocol}_lb_{n} {{\n    meta l4proto {protocol} dnat ip addr . port to ip daddr . th dport . {ng} map @{map_name}\n  }}"
+        map(
+            &mut out,
+            &format!("node_ports{sfx}"),
+            "type inet_proto . inet_service : verdict",
+            &plan.node_ports[f],
         );
-        rules += 1 + slots.len();
+        map(
+            &mut out,
+            &format!("no_endpoints{sfx}"),
+            &format!("type {addr} . inet_proto . inet_service"),
+            &plan.no_endpoints[f],
+        );
+        map(
+            &mut out,
+            &format!("no_endpoint_node_ports{sfx}"),
+            "type inet_proto . inet_service",
+            &plan.no_endpoint_node_ports[f],
+        );
+        rules += plan.cluster_ips[f].len()
+            + plan.node_ports[f].len()
+            + plan.no_endpoints[f].len()
+            + plan.no_endpoint_node_ports[f].len();
     }
-    for ((protocol, n), slots) in &plan.node_port_slots {
+    rules += fixed_chains(&mut out, config.masquerade_mark);
+    for ((family, protocol, n), slots) in &plan.cluster_slots {
+        let (ip, sfx) = (family.ip(), family.suffix());
         let ng = numgen(balancing, *n);
-        let map_name = format!("node_port_{protocol}_endpoints_{n}");
+        let map_name = format!("cluster{sfx}_{protocol}_endpoints_{n}");
         map(
             &mut out,
             &map_name,
-            &format!("typeof th dport . {ng} : ip daddr . th dport"),
+            &format!("typeof {ip} daddr . th dport . {ng} : {ip} daddr . th dport"),
             slots,
         );
+        let mark = masquerade.cluster_ip(*family);
+        let _ = writeln!(out, "  chain cluster{sfx}_{protocol}_lb_{n} {{");
+        if let Some(mark) = &mark {
+            let _ = writeln!(out, "    {mark}");
+        }
         let _ = writeln!(
             out,
-            "  chain node_port_{protocol}_lb_{n} {{\n    meta l4proto {protocol} dnat ip addr . port to th dport . {ng} map @{map_name}\n  }}"
+            "    meta l4proto {protocol} dnat {ip} addr . port to {ip} daddr . th dport . {ng} map @{map_name}\n  }}"
         );
-        rules += 1 + slots.len();
+        rules += 1 + usize::from(mark.is_some()) + slots.len();
+    }
+    for ((family, protocol, n), slots) in &plan.node_port_slots {
+        let (ip, sfx) = (family.ip(), family.suffix());
+        let ng = numgen(balancing, *n);
+        let map_name = format!("node_port{sfx}_{protocol}_endpoints_{n}");
+        map(
+            &mut out,
+            &map_name,
+            &format!("typeof th dport . {ng} : {ip} daddr . th dport"),
+            slots,
+        );
+        // Both policies' chains exist for every shape, so switching a service's policy is
+        // an element change (its verdict), not a new structure.
+        for local in [false, true] {
+            let tail = if local { "_local" } else { "" };
+            let _ = writeln!(out, "  chain node_port{sfx}_{protocol}_lb_{n}{tail} {{");
+            if let Some(mark) = masquerade.node_port(local) {
+                let _ = writeln!(out, "    {mark}");
+                rules += 1;
+            }
+            let _ = writeln!(
+                out,
+                "    meta l4proto {protocol} dnat {ip} addr . port to th dport . {ng} map @{map_name}\n  }}"
+            );
+        }
+        rules += 2 + slots.len();
     }
     for chain in &plan.chains {
         rules += write_chain(&mut out, chain, balancing);
@@ -235,37 +399,72 @@ pub(crate) fn render(
     Rendered { script: out, rules }
 }
 
-const FIXED_CHAINS: &str = concat!(
-    "  chain services {\n",
-    "    ip daddr . meta l4proto . th dport vmap @cluster_ips\n",
-    "    fib daddr type local meta l4proto . th dport vmap @node_ports\n",
-    "  }\n",
-    "  chain nat_prerouting {\n",
-    "    type nat hook prerouting priority dstnat; policy accept;\n",
-    "    jump services\n",
-    "  }\n",
-    "  chain nat_output {\n",
-    "    type nat hook output priority -100; policy accept;\n",
-    "    jump services\n",
-    "  }\n",
-    // Services without endpoints refuse at once instead of timing out (as kube-proxy does).
-    "  chain reject_no_endpoints {\n",
-    "    ct state new ip daddr . meta l4proto . th dport @no_endpoints reject\n",
-    "    ct state new fib daddr type local meta l4proto . th dport @no_endpoint_node_ports reject\n",
-    "  }\n",
-    "  chain filter_input {\n",
-    "    type filter hook input priority filter - 1; policy accept;\n",
-    "    jump reject_no_endpoints\n",
-    "  }\n",
-    "  chain filter_forward {\n",
-    "    type filter hook forward priority filter - 1; policy accept;\n",
-    "    jump reject_no_endpoints\n",
-    "  }\n",
-    "  chain filter_output {\n",
-    "    type filter hook output priority filter - 1; policy accept;\n",
-    "    jump reject_no_endpoints\n",
-    "  }\n",
-);
+/// The hooks and the chains every table has; returns their rule count.
+fn fixed_chains(out: &mut String, mark: u32) -> usize {
+    let mut services = String::new();
+    let mut reject = String::new();
+    for family in Family::ALL {
+        let (ip, sfx, nfproto) = (family.ip(), family.suffix(), family.nfproto());
+        let _ = writeln!(
+            services,
+            "    {ip} daddr . meta l4proto . th dport vmap @cluster_ips{sfx}"
+        );
+        let _ = writeln!(
+            services,
+            "    meta nfproto {nfproto} fib daddr type local meta l4proto . th dport vmap @node_ports{sfx}"
+        );
+        let _ = writeln!(
+            reject,
+            "    ct state new {ip} daddr . meta l4proto . th dport @no_endpoints{sfx} reject"
+        );
+        let _ = writeln!(
+            reject,
+            "    ct state new meta nfproto {nfproto} fib daddr type local meta l4proto . th dport @no_endpoint_node_ports{sfx} reject"
+        );
+    }
+    let _ = write!(
+        out,
+        concat!(
+            "  chain services {{\n{services}  }}\n",
+            "  chain nat_prerouting {{\n",
+            "    type nat hook prerouting priority dstnat; policy accept;\n",
+            "    jump services\n",
+            "  }}\n",
+            "  chain nat_output {{\n",
+            "    type nat hook output priority -100; policy accept;\n",
+            "    jump services\n",
+            "  }}\n",
+            // Connections a service chain marked leave with this node's address, so that
+            // replies come back through it to be un-DNATed. The bit is cleared first, as
+            // kube-proxy does, in case the packet passes this hook again (tunnels).
+            "  chain nat_postrouting {{\n",
+            "    type nat hook postrouting priority srcnat; policy accept;\n",
+            "    meta mark & {mark:#x} == 0 return\n",
+            "    meta mark set meta mark ^ {mark:#x}\n",
+            "    masquerade fully-random\n",
+            "  }}\n",
+            // Services without endpoints refuse at once instead of timing out (as kube-proxy
+            // does).
+            "  chain reject_no_endpoints {{\n{reject}  }}\n",
+            "  chain filter_input {{\n",
+            "    type filter hook input priority filter - 1; policy accept;\n",
+            "    jump reject_no_endpoints\n",
+            "  }}\n",
+            "  chain filter_forward {{\n",
+            "    type filter hook forward priority filter - 1; policy accept;\n",
+            "    jump reject_no_endpoints\n",
+            "  }}\n",
+            "  chain filter_output {{\n",
+            "    type filter hook output priority filter - 1; policy accept;\n",
+            "    jump reject_no_endpoints\n",
+            "  }}\n",
+        ),
+        services = services,
+        reject = reject,
+        mark = mark,
+    );
+    19
+}
 
 fn map(out: &mut String, name: &str, ty: &str, elements: &[String]) {
     let kind = if ty.contains(" : ") { "map" } else { "set" };
@@ -286,48 +485,34 @@ fn numgen(balancing: Balancing, n: usize) -> String {
     }
 }
 
-/// Writes a service chain (and, with affinity, one chain and one set per endpoint); returns
+/// Writes a service chain with ClientIP affinity (one chain and one set per endpoint); returns
 /// the number of rules written.
 fn write_chain(out: &mut String, chain: &Chain, balancing: Balancing) -> usize {
     let Chain {
         name,
+        family,
         protocol,
         endpoints,
-        affinity,
+        timeout,
+        mark,
     } = chain;
+    let (ip, addr) = (family.ip(), family.addr_type());
     let n = endpoints.len();
-    let Some(timeout) = affinity else {
-        let _ = writeln!(out, "  chain {name} {{");
-        if let [(ip, port)] = endpoints.as_slice() {
-            let _ = writeln!(out, "    meta l4proto {protocol} dnat ip to {ip}:{port}");
-        } else {
-            let targets: Vec<String> = endpoints
-                .iter()
-                .enumerate()
-                .map(|(i, (ip, port))| format!("{i} : {ip} . {port}"))
-                .collect();
-            let _ = writeln!(
-                out,
-                "    meta l4proto {protocol} dnat ip addr . port to {} map {{ {} }}",
-                numgen(balancing, n),
-                targets.join(", ")
-            );
-        }
-        out.push_str("  }\n");
-        return 1;
-    };
-    // ClientIP affinity the way kube-proxy's nftables mode does it: a dynamic set of client
-    // addresses per endpoint, refreshed by every new connection, checked before balancing.
+    // The way kube-proxy's nftables mode does it: a dynamic set of client addresses per
+    // endpoint, refreshed by every new connection, checked before balancing.
     let secs = timeout.as_secs().max(1);
     for i in 0..n {
         let _ = writeln!(
             out,
-            "  set {name}aff{i} {{\n    type ipv4_addr; flags dynamic,timeout; timeout {secs}s;\n  }}"
+            "  set {name}aff{i} {{\n    type {addr}; flags dynamic,timeout; timeout {secs}s;\n  }}"
         );
     }
     let _ = writeln!(out, "  chain {name} {{");
+    if let Some(mark) = mark {
+        let _ = writeln!(out, "    {mark}");
+    }
     for i in 0..n {
-        let _ = writeln!(out, "    ip saddr @{name}aff{i} goto {name}ep{i}");
+        let _ = writeln!(out, "    {ip} saddr @{name}aff{i} goto {name}ep{i}");
     }
     let targets: Vec<String> = (0..n).map(|i| format!("{i} : goto {name}ep{i}")).collect();
     let _ = writeln!(
@@ -337,11 +522,105 @@ fn write_chain(out: &mut String, chain: &Chain, balancing: Balancing) -> usize {
         targets.join(", ")
     );
     out.push_str("  }\n");
-    for (i, (ip, port)) in endpoints.iter().enumerate() {
+    for (i, (addr, port)) in endpoints.iter().enumerate() {
+        let target = SocketAddr::new(*addr, *port);
         let _ = writeln!(
             out,
-            "  chain {name}ep{i} {{\n    update @{name}aff{i} {{ ip saddr }}\n    meta l4proto {protocol} dnat ip to {ip}:{port}\n  }}"
+            "  chain {name}ep{i} {{\n    update @{name}aff{i} {{ {ip} saddr }}\n    meta l4proto {protocol} dnat {ip} to {target}\n  }}"
         );
     }
-    1 + 3 * n
+    1 + usize::from(mark.is_some()) + 3 * n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_core::object::ObjectKey;
+    use kube_core::proxy::{ServiceEntry, ServicePort};
+
+    fn service(ip: &str, eps: &[(&str, &str)], node_port: u16, local: bool) -> ServiceEntry {
+        ServiceEntry {
+            cluster_ip: Some(ip.parse().unwrap()),
+            ports: vec![ServicePort {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: Some(node_port),
+                endpoints: eps
+                    .iter()
+                    .map(|(ip, node)| Endpoint {
+                        ip: ip.parse().unwrap(),
+                        port: 8080,
+                        node_name: Some((*node).into()),
+                        terminating: false,
+                    })
+                    .collect(),
+            }],
+            external_traffic_local: local,
+            ..ServiceEntry::default()
+        }
+    }
+
+    fn table(entries: Vec<ServiceEntry>) -> ServiceTable {
+        let mut t = ServiceTable::default();
+        for (i, e) in entries.into_iter().enumerate() {
+            t.services
+                .insert(ObjectKey::namespaced("default", format!("s{i}")), e);
+        }
+        t
+    }
+
+    #[test]
+    fn ipv6_services_get_ip6_maps_and_chains() {
+        let t = table(vec![service(
+            "fd00:96::10",
+            &[("fd00:244::2", "a"), ("10.244.0.9", "a")],
+            30080,
+            false,
+        )]);
+        let script = render(&t, &NftConfig::default()).script;
+        assert!(script.contains("table inet kube-net {"), "{script}");
+        assert!(
+            script.contains("elements = { fd00:96::10 . tcp . 80 : goto cluster6_tcp_lb_1 }"),
+            "{script}"
+        );
+        assert!(
+            script.contains("fd00:96::10 . 80 . 0 : fd00:244::2 . 8080"),
+            "{script}"
+        );
+        // The IPv4 endpoint of an IPv6 service is not used.
+        assert!(!script.contains("10.244.0.9"), "{script}");
+        assert!(
+            script.contains("dnat ip6 addr . port to ip6 daddr . th dport"),
+            "{script}"
+        );
+        assert!(script.contains("tcp . 30080 : goto node_port6_tcp_lb_1"));
+    }
+
+    #[test]
+    fn cluster_policy_node_ports_are_marked_local_ones_are_not() {
+        let t = table(vec![
+            service("10.96.0.10", &[("10.244.1.2", "b")], 30080, false),
+            service("10.96.0.11", &[("10.244.0.2", "a")], 30081, true),
+        ]);
+        let config = NftConfig {
+            node_name: Some("a".into()),
+            pod_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            ..NftConfig::default()
+        };
+        let script = render(&t, &config).script;
+        assert!(script.contains("tcp . 30080 : goto node_port_tcp_lb_1,"));
+        assert!(script.contains("tcp . 30081 : goto node_port_tcp_lb_1_local"));
+        assert!(script.contains(
+            "chain node_port_tcp_lb_1 {\n    meta mark set meta mark | 0x4000\n    meta l4proto"
+        ));
+        assert!(script.contains("chain node_port_tcp_lb_1_local {\n    meta l4proto"));
+        assert!(script.contains(
+            "chain cluster_tcp_lb_1 {\n    ip saddr != { 10.244.0.0/16 } meta mark set meta mark | 0x4000\n"
+        ));
+        assert!(script.contains("masquerade fully-random"));
+        // Without a pod network, ClusterIP traffic is not marked.
+        let script = render(&t, &NftConfig::default()).script;
+        assert!(script.contains("chain cluster_tcp_lb_1 {\n    meta l4proto"));
+    }
 }

@@ -63,6 +63,47 @@ impl Netns {
         sh(&argv);
     }
 
+    /// `PROGRAM ARGS…` inside the namespace (`ip netns exec`); must succeed.
+    pub(crate) fn exec(&self, args: &[&str]) {
+        let mut argv = vec!["ip", "netns", "exec", &self.name];
+        argv.extend_from_slice(args);
+        sh(&argv);
+    }
+
+    /// A veth pair: `local` here with `local_addrs`, `remote` in `other` with `remote_addrs`,
+    /// both up (IPv6 addresses without duplicate address detection, usable at once).
+    pub(crate) fn link(
+        &self,
+        local: &str,
+        local_addrs: &[&str],
+        other: &Netns,
+        remote: &str,
+        remote_addrs: &[&str],
+    ) {
+        self.ip(&[
+            "link",
+            "add",
+            local,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            remote,
+            "netns",
+            &other.name,
+        ]);
+        for (ns, dev, addrs) in [(self, local, local_addrs), (other, remote, remote_addrs)] {
+            for a in addrs {
+                if a.contains(':') {
+                    ns.ip(&["addr", "add", a, "dev", dev, "nodad"]);
+                } else {
+                    ns.ip(&["addr", "add", a, "dev", dev]);
+                }
+            }
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+    }
+
     /// `nft ARGS…` inside the namespace; its stdout.
     pub(crate) fn nft(&self, args: &[&str]) -> String {
         let mut argv = vec!["netns", "exec", &self.name, "nft"];

@@ -1,11 +1,12 @@
 //! `NftProxy` behind a `ProxyLoop`, DNATing real traffic inside a network namespace the test
 //! creates (never the host's ruleset).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kube_core::proxy::Proxy;
+use kube_core::object::ObjectKey;
+use kube_core::proxy::{Endpoint, Protocol, Proxy, ServiceEntry, ServicePort, ServiceTable};
 use kube_core::store::Preconditions;
 use kube_net::{NftConfig, NftProxy};
 use serde_json::json;
@@ -120,7 +121,7 @@ async fn nftables_dnats_real_traffic_in_a_network_namespace() {
     })
     .await;
     assert!(
-        ns.nft(&["list", "table", "ip", "kube-net-test"])
+        ns.nft(&["list", "table", "inet", "kube-net-test"])
             .contains("dnat ip"),
         "the table holds DNAT rules"
     );
@@ -223,4 +224,207 @@ fn dual(name: &str, ready: &[[&str; 2]]) -> k8s_openapi::api::core::v1::Endpoint
         ]}]
     }))
     .unwrap()
+}
+
+/// A one-port TCP service (`port` → endpoints at 8080) with an optional NodePort.
+fn entry(cluster_ip: &str, node_port: Option<u16>, endpoints: &[(&str, &str)]) -> ServiceEntry {
+    ServiceEntry {
+        cluster_ip: Some(cluster_ip.parse().unwrap()),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port,
+            endpoints: endpoints
+                .iter()
+                .map(|(ip, node)| Endpoint {
+                    ip: ip.parse().unwrap(),
+                    port: 8080,
+                    node_name: Some((*node).into()),
+                    terminating: false,
+                })
+                .collect(),
+        }],
+        ..ServiceEntry::default()
+    }
+}
+
+fn services(entries: Vec<(&str, ServiceEntry)>) -> ServiceTable {
+    ServiceTable {
+        services: entries
+            .into_iter()
+            .map(|(name, e)| (ObjectKey::namespaced("default", name), e))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// The greeting of `to` asked from inside `ns` (an error string when it fails).
+async fn ask_in(ns: &Netns, to: &str) -> String {
+    let to = addr(to);
+    ns.run(move || ask_blocking(to).unwrap_or_else(|e| format!("error: {e}")))
+        .await
+}
+
+/// Three namespaces as three machines: a client on 10.1.0.0/24, this node routing between it
+/// and the pod network 10.2.0.0/16 (a pod on 10.2.0.0/24, another on 10.2.1.0/24), IPv6 beside
+/// IPv4. The pod greets each connection with the source address it sees.
+#[tokio::test]
+async fn nftables_masquerades_cluster_policy_and_keeps_the_client_address_for_local() {
+    if !tools_present("nftables_masquerades_cluster_policy_and_keeps_the_client_address_for_local")
+    {
+        return;
+    }
+    let (client, node, pod, other_pod) = (Netns::new(), Netns::new(), Netns::new(), Netns::new());
+    node.link(
+        "n0",
+        &["10.1.0.1/24", "fd00:1::1/64"],
+        &client,
+        "c0",
+        &["10.1.0.2/24", "fd00:1::2/64"],
+    );
+    node.link(
+        "n1",
+        &["10.2.0.1/24", "fd00:2::1/64"],
+        &pod,
+        "p0",
+        &["10.2.0.2/24", "fd00:2::2/64"],
+    );
+    node.link("n2", &["10.2.1.1/24"], &other_pod, "q0", &["10.2.1.2/24"]);
+    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    node.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    client.ip(&["route", "add", "default", "via", "10.1.0.1"]);
+    client.ip(&["-6", "route", "add", "default", "via", "fd00:1::1"]);
+    pod.ip(&["route", "add", "default", "via", "10.2.0.1"]);
+    pod.ip(&["-6", "route", "add", "default", "via", "fd00:2::1"]);
+    other_pod.ip(&["route", "add", "default", "via", "10.2.1.1"]);
+    let _pod4 = Pod::start_peer_echo(&pod.name, "10.2.0.2", 8080).await;
+    let _pod6 = Pod::start_peer_echo(&pod.name, "fd00:2::2", 8080).await;
+    // Without the proxy the pod sees the client as it is.
+    assert_eq!(ask_in(&client, "10.2.0.2:8080").await, "10.1.0.2");
+
+    let proxy = NftProxy::new(NftConfig {
+        table: "kube-net-masq".into(),
+        netns: Some(node.name.clone()),
+        node_name: Some("node-a".into()),
+        pod_cidrs: vec![
+            "10.2.0.0/16".parse().unwrap(),
+            "fd00:2::/64".parse().unwrap(),
+        ],
+        ..NftConfig::default()
+    });
+    let mut local = entry("10.96.0.21", Some(30081), &[("10.2.0.2", "node-a")]);
+    local.external_traffic_local = true;
+    let table = services(vec![
+        // The endpoint counts as on another node: replies must come back through this one.
+        (
+            "remote",
+            entry("10.96.0.20", Some(30080), &[("10.2.0.2", "node-b")]),
+        ),
+        ("local", local),
+        (
+            "remote6",
+            entry("fd00:96::20", Some(30082), &[("fd00:2::2", "node-b")]),
+        ),
+    ]);
+    let result = proxy.sync(&table).await;
+    let cleanup = async {
+        proxy.shutdown().await.unwrap();
+        let tables = node.nft(&["list", "tables"]);
+        assert!(!tables.contains("kube-net-masq"), "{tables}");
+    };
+    if let Err(e) = result {
+        cleanup.await;
+        panic!("sync failed: {e} ({:?})", std::error::Error::source(&e));
+    }
+
+    // NodePort, Cluster policy: masqueraded to the node's address towards the pod.
+    assert_eq!(ask_in(&client, "10.1.0.1:30080").await, "10.2.0.1");
+    assert_eq!(ask_in(&client, "[fd00:1::1]:30082").await, "fd00:2::1");
+    // NodePort, Local policy: the pod sees the client.
+    assert_eq!(ask_in(&client, "10.1.0.1:30081").await, "10.1.0.2");
+    // ClusterIP from outside the pod network: masqueraded; from a pod: not.
+    assert_eq!(ask_in(&client, "10.96.0.20:80").await, "10.2.0.1");
+    assert_eq!(ask_in(&client, "[fd00:96::20]:80").await, "fd00:2::1");
+    assert_eq!(ask_in(&other_pod, "10.96.0.20:80").await, "10.2.1.2");
+    cleanup.await;
+}
+
+/// IPv6 ClusterIPs and NodePorts DNAT to IPv6 endpoints (ULA addresses inside a namespace),
+/// beside an IPv4 service in the same table.
+#[tokio::test]
+async fn nftables_dnats_ipv6_services() {
+    if !tools_present("nftables_dnats_ipv6_services") {
+        return;
+    }
+    let ns = Netns::new();
+    ns.ip(&[
+        "link", "add", "pods0", "type", "veth", "peer", "name", "pods1",
+    ]);
+    ns.ip(&["link", "set", "pods1", "up"]);
+    for a in ["fd00:244::2/128", "fd00:244::3/128", "fd00:192::1/128"] {
+        ns.ip(&["addr", "add", a, "dev", "pods0", "nodad"]);
+    }
+    ns.ip(&["addr", "add", "10.244.0.2/32", "dev", "pods0"]);
+    ns.ip(&["link", "set", "pods0", "up"]);
+    ns.ip(&["-6", "route", "add", "fd00:96::/112", "dev", "pods0"]);
+    ns.ip(&["route", "add", "10.96.0.0/12", "dev", "pods0"]);
+    let _a = Pod::start_in(Some(&ns.name), "pod-a", "fd00:244::2", 8080).await;
+    let _b = Pod::start_in(Some(&ns.name), "pod-b", "fd00:244::3", 8080).await;
+    let _c = Pod::start_in(Some(&ns.name), "pod-c", "10.244.0.2", 8080).await;
+
+    let proxy = NftProxy::new(NftConfig {
+        table: "kube-net-v6".into(),
+        netns: Some(ns.name.clone()),
+        ..NftConfig::default()
+    });
+    let mut table = services(vec![
+        (
+            "web6",
+            entry(
+                "fd00:96::10",
+                Some(30080),
+                &[("fd00:244::2", "n"), ("fd00:244::3", "n")],
+            ),
+        ),
+        ("web4", entry("10.96.0.10", None, &[("10.244.0.2", "n")])),
+    ]);
+    let result = proxy.sync(&table).await;
+    let cleanup = async {
+        proxy.shutdown().await.unwrap();
+        let tables = ns.nft(&["list", "tables"]);
+        assert!(!tables.contains("kube-net-v6"), "{tables}");
+    };
+    if let Err(e) = result {
+        cleanup.await;
+        panic!("sync failed: {e} ({:?})", std::error::Error::source(&e));
+    }
+    let listed = ns.nft(&["list", "table", "inet", "kube-net-v6"]);
+    assert!(listed.contains("dnat ip6"), "{listed}");
+
+    assert_eq!(
+        names(&ns, addr("[fd00:96::10]:80"), 24).await,
+        set(&["pod-a", "pod-b"])
+    );
+    assert_eq!(
+        names(&ns, addr("[fd00:192::1]:30080"), 24).await,
+        set(&["pod-a", "pod-b"])
+    );
+    assert_eq!(names(&ns, addr("10.96.0.10:80"), 4).await, set(&["pod-c"]));
+
+    // An endpoint change is an increment of IPv6 elements: pod-a's slot now holds pod-b.
+    let key = ObjectKey::namespaced("default", "web6");
+    let mut web6 = table.services[&key].clone();
+    web6.ports[0].endpoints[0].ip = "fd00:244::3".parse().unwrap();
+    table.services.insert(key.clone(), web6.clone());
+    proxy
+        .apply(&[kube_core::proxy::TableChange::Upsert(key, web6)])
+        .await
+        .unwrap();
+    let stats = proxy.stats().await;
+    assert!(stats.script_bytes < 1000, "an increment: {stats:?}");
+    assert_eq!(
+        names(&ns, addr("[fd00:96::10]:80"), 8).await,
+        set(&["pod-b"])
+    );
+    cleanup.await;
 }

@@ -14,12 +14,15 @@ use tokio::process::{Child, Command};
 const SERVER: &str = r#"
 import socket, sys, threading
 name, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+# With a 4th argument "peer", each TCP connection is greeted with the client's address instead.
+peer = len(sys.argv) > 4 and sys.argv[4] == "peer"
+family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+tcp = socket.socket(family); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 tcp.bind((ip, port)); tcp.listen(128)
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind((ip, port))
-def conn(c):
+udp = socket.socket(family, socket.SOCK_DGRAM); udp.bind((ip, port))
+def conn(c, a):
     try:
-        c.sendall((name + "\n").encode())
+        c.sendall(((a[0] if peer else name) + "\n").encode())
         while True:
             d = c.recv(65536)
             if not d: break
@@ -28,8 +31,8 @@ def conn(c):
     finally: c.close()
 def serve_tcp():
     while True:
-        c, _ = tcp.accept()
-        threading.Thread(target=conn, args=(c,), daemon=True).start()
+        c, a = tcp.accept()
+        threading.Thread(target=conn, args=(c, a), daemon=True).start()
 def serve_udp():
     while True:
         d, a = udp.recvfrom(65536)
@@ -52,6 +55,16 @@ impl Pod {
 
     /// A pod inside network namespace `netns` (when given).
     pub(crate) async fn start_in(netns: Option<&str>, name: &str, ip: &str, port: u16) -> Pod {
+        Self::spawn(netns, name, ip, port, &[]).await
+    }
+
+    /// A pod inside `netns` that greets each TCP connection with the client's address (what
+    /// source address the endpoint sees, after any NAT).
+    pub(crate) async fn start_peer_echo(netns: &str, ip: &str, port: u16) -> Pod {
+        Self::spawn(Some(netns), "peer-echo", ip, port, &["peer"]).await
+    }
+
+    async fn spawn(netns: Option<&str>, name: &str, ip: &str, port: u16, extra: &[&str]) -> Pod {
         let ip: IpAddr = ip.parse().unwrap();
         let mut command = match netns {
             Some(ns) => {
@@ -63,6 +76,7 @@ impl Pod {
         };
         let mut child = command
             .args(["-c", SERVER, name, &ip.to_string(), &port.to_string()])
+            .args(extra)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
