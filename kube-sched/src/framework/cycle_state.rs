@@ -42,4 +42,30 @@ impl CycleState {
     pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
         self.data.get(key)?.downcast_ref()
     }
+
+    /// Changes the value under `key` in place when it is of type `T` (copying it first if a
+    /// clone of this state still shares it, so other copies are unaffected); returns whether
+    /// there was such a value. PreFilter extensions use it on what-if copies of the state.
+    pub fn modify<T: Any + Send + Sync + Clone>(
+        &mut self,
+        key: &'static str,
+        f: impl FnOnce(&mut T),
+    ) -> bool {
+        let Some(slot) = self.data.get_mut(key) else {
+            return false;
+        };
+        if Arc::get_mut(slot).is_none() {
+            let Some(copy) = slot.downcast_ref::<T>().cloned() else {
+                return false;
+            };
+            *slot = Arc::new(copy);
+        }
+        match Arc::get_mut(slot).and_then(|v| v.downcast_mut::<T>()) {
+            Some(value) => {
+                f(value);
+                true
+            }
+            None => false,
+        }
+    }
 }

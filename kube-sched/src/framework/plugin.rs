@@ -113,6 +113,13 @@ impl From<Status> for PreFilterResult {
 }
 
 /// Runs once per pod before filtering: validate, precompute into the [`CycleState`].
+///
+/// A plugin whose PreFilter state depends on the pods already placed (counts for affinity or
+/// spreading) also implements the PreFilter extensions [`add_pod`](Self::add_pod) and
+/// [`remove_pod`](Self::remove_pod), as kube-scheduler's `PreFilterExtensions`: preemption
+/// evaluates "what if these pods were gone" on a copy of the cycle state and calls them for
+/// each pod it removes or puts back, so Filter then sees the counts of that hypothetical
+/// cluster. They are not called for a plugin whose PreFilter said Skip.
 pub trait PreFilterPlugin: Send + Sync {
     /// See [`PreFilterResult`].
     fn pre_filter(
@@ -121,6 +128,32 @@ pub trait PreFilterPlugin: Send + Sync {
         pod: &PodInfo,
         cluster: &Cluster,
     ) -> PreFilterResult;
+
+    /// `to_add` is now counted on `node` (already in `node.pods()`): update what PreFilter
+    /// wrote in `state` for `pod`. The default changes nothing.
+    fn add_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _to_add: &PodInfo,
+        _node: &NodeInfo,
+        _cluster: &Cluster,
+    ) -> Status {
+        Status::success()
+    }
+
+    /// `to_remove` is no longer counted on `node` (already gone from `node.pods()`): update
+    /// what PreFilter wrote in `state` for `pod`. The default changes nothing.
+    fn remove_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _to_remove: &PodInfo,
+        _node: &NodeInfo,
+        _cluster: &Cluster,
+    ) -> Status {
+        Status::success()
+    }
 }
 
 /// Can the pod run on this node? Called for many nodes in parallel.

@@ -14,7 +14,7 @@ use super::cluster::Cluster;
 use super::cycle_state::CycleState;
 use super::fit_error::FitError;
 use super::node_info::NodeInfo;
-use super::plugin::{FilterPlugin, NodeStatuses, PermitDecision, Plugin};
+use super::plugin::{FilterPlugin, NodeStatuses, PermitDecision, Plugin, ScorePlugin};
 use super::pod_info::PodInfo;
 use super::registry::Registry;
 use super::status::{Code, Status};
@@ -287,6 +287,56 @@ impl Profile {
         Ok(allowed)
     }
 
+    /// Runs the PreFilter extensions' `add_pod` (see [`PreFilterPlugin`](super::PreFilterPlugin))
+    /// of the plugins whose PreFilter ran: `to_add` is now counted on `node`.
+    pub fn run_pre_filter_add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        to_add: &PodInfo,
+        node: &NodeInfo,
+        cluster: &Cluster,
+    ) -> Status {
+        self.run_pre_filter_extension(state, |pf, state| {
+            pf.add_pod(state, pod, to_add, node, cluster)
+        })
+    }
+
+    /// Runs the PreFilter extensions' `remove_pod` of the plugins whose PreFilter ran:
+    /// `to_remove` is no longer counted on `node`.
+    pub fn run_pre_filter_remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        to_remove: &PodInfo,
+        node: &NodeInfo,
+        cluster: &Cluster,
+    ) -> Status {
+        self.run_pre_filter_extension(state, |pf, state| {
+            pf.remove_pod(state, pod, to_remove, node, cluster)
+        })
+    }
+
+    fn run_pre_filter_extension(
+        &self,
+        state: &mut CycleState,
+        mut call: impl FnMut(&dyn super::plugin::PreFilterPlugin, &mut CycleState) -> Status,
+    ) -> Status {
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            if i < 64 && state.skip_filter & (1 << i) != 0 {
+                continue;
+            }
+            let Some(pf) = plugin.as_pre_filter() else {
+                continue;
+            };
+            let status = call(pf, state);
+            if !status.is_success() {
+                return status.with_plugin(Arc::clone(&self.names[i]));
+            }
+        }
+        Status::success()
+    }
+
     /// Runs the Filters on one node, stopping at the first rejection.
     pub fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         run_active_filters(&self.active_filters(state), state, pod, node)
@@ -363,14 +413,33 @@ impl Profile {
         let mut processed = 0;
         if !self.parallel || total < PARALLEL_MIN_NODES {
             // One thread: filter node by node and stop as soon as enough fit.
-            while processed < total && feasible.len() < want {
-                let node = get(processed);
-                processed += 1;
-                let status = run_active_filters(filters, state, pod, node);
-                if status.is_success() {
-                    feasible.push(node);
-                } else {
-                    failures.push(node);
+            match &narrowed {
+                Some(v) => {
+                    for &node in v {
+                        if feasible.len() >= want {
+                            break;
+                        }
+                        processed += 1;
+                        if passes(filters, state, pod, node) {
+                            feasible.push(node);
+                        } else {
+                            failures.push(node);
+                        }
+                    }
+                }
+                None => {
+                    let (head, tail) = all.split_at(start);
+                    for node in tail.iter().chain(head) {
+                        if feasible.len() >= want {
+                            break;
+                        }
+                        processed += 1;
+                        if passes(filters, state, pod, node) {
+                            feasible.push(&**node);
+                        } else {
+                            failures.push(&**node);
+                        }
+                    }
                 }
             }
         }
@@ -379,21 +448,17 @@ impl Profile {
                 .max(PARALLEL_MIN_NODES)
                 .min(total - processed);
             let base = processed;
-            let statuses = self.map(round, |j| {
-                let status = run_active_filters(filters, state, pod, get(base + j));
-                (!status.is_success()).then_some(status)
-            });
-            for (j, status) in statuses.into_iter().enumerate() {
+            let fits = self.map(round, |j| passes(filters, state, pod, get(base + j)));
+            for (j, fits) in fits.into_iter().enumerate() {
                 processed = base + j + 1;
                 let node = get(base + j);
-                match status {
-                    None => {
-                        feasible.push(node);
-                        if feasible.len() >= want {
-                            break;
-                        }
+                if fits {
+                    feasible.push(node);
+                    if feasible.len() >= want {
+                        break;
                     }
-                    Some(_) => failures.push(node),
+                } else {
+                    failures.push(node);
                 }
             }
         }
@@ -404,14 +469,14 @@ impl Profile {
         (feasible, failures, processed)
     }
 
-    /// Runs PreScore and Score (with normalization) over `nodes`.
-    pub fn score_nodes(
+    /// Runs every PreScore, recording in `state` which plugins said Skip.
+    fn run_pre_score(
         &self,
         state: &mut CycleState,
         pod: &PodInfo,
         cluster: &Cluster,
         nodes: &[&NodeInfo],
-    ) -> Result<Vec<PluginScores>, Status> {
+    ) -> Result<(), Status> {
         for (i, plugin) in self.plugins.iter().enumerate() {
             let Some(ps) = plugin.as_pre_score() else {
                 continue;
@@ -427,41 +492,104 @@ impl Profile {
                 _ => return Err(status.with_plugin(plugin.name())),
             }
         }
+        Ok(())
+    }
+
+    /// The Score plugins not skipped by PreScore, with their position in the profile.
+    fn active_scorers(
+        &self,
+        state: &CycleState,
+    ) -> impl Iterator<Item = (usize, &dyn ScorePlugin)> {
+        let skip = state.skip_score;
+        self.plugins
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i >= 64 || skip & (1 << i) == 0)
+            .filter_map(|(i, p)| Some((i, p.as_score()?)))
+    }
+
+    /// One plugin's raw scores over `nodes` into `out` (cleared first).
+    fn raw_scores(
+        &self,
+        sp: &dyn ScorePlugin,
+        state: &CycleState,
+        pod: &PodInfo,
+        nodes: &[&NodeInfo],
+        out: &mut Vec<i64>,
+    ) -> Result<(), Status> {
+        out.clear();
+        if self.parallel && nodes.len() >= PARALLEL_MIN_NODES {
+            let raw: Result<Vec<i64>, Status> = nodes
+                .par_iter()
+                .map(|node| sp.score(state, pod, node))
+                .collect();
+            *out = raw?;
+        } else {
+            for node in nodes {
+                out.push(sp.score(state, pod, node)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs PreScore and Score (with normalization) over `nodes`.
+    pub fn score_nodes(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        nodes: &[&NodeInfo],
+    ) -> Result<Vec<PluginScores>, Status> {
+        self.run_pre_score(state, pod, cluster, nodes)?;
         let state = &*state;
         let mut out = Vec::new();
-        for (i, plugin) in self.plugins.iter().enumerate() {
-            if i < 64 && state.skip_score & (1 << i) != 0 {
-                continue;
-            }
-            let Some(sp) = plugin.as_score() else {
-                continue;
-            };
-            let raw: Result<Vec<i64>, Status> =
-                if self.parallel && nodes.len() >= PARALLEL_MIN_NODES {
-                    nodes
-                        .par_iter()
-                        .map(|node| sp.score(state, pod, node))
-                        .collect()
-                } else {
-                    nodes
-                        .iter()
-                        .map(|node| sp.score(state, pod, node))
-                        .collect()
-                };
-            let raw = raw.map_err(|s| s.with_plugin(plugin.name()))?;
+        for (i, sp) in self.active_scorers(state) {
+            let name = self.plugins[i].name();
+            let mut raw = Vec::with_capacity(nodes.len());
+            self.raw_scores(sp, state, pod, nodes, &mut raw)
+                .map_err(|s| s.with_plugin(name))?;
             let mut normalized = raw.clone();
             let status = sp.normalize(state, pod, &mut normalized);
             if !status.is_success() {
-                return Err(status.with_plugin(plugin.name()));
+                return Err(status.with_plugin(name));
             }
             out.push(PluginScores {
-                plugin: plugin.name().to_string(),
+                plugin: name.to_string(),
                 weight: self.weights[i],
                 raw,
                 normalized,
             });
         }
         Ok(out)
+    }
+
+    /// PreScore and Score straight into weighted totals per node: what a cycle needs, without
+    /// keeping each plugin's scores.
+    fn weighted_totals(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        cluster: &Cluster,
+        nodes: &[&NodeInfo],
+    ) -> Result<Vec<i64>, Status> {
+        self.run_pre_score(state, pod, cluster, nodes)?;
+        let state = &*state;
+        let mut totals = vec![0i64; nodes.len()];
+        let mut scores = Vec::with_capacity(nodes.len());
+        for (i, sp) in self.active_scorers(state) {
+            let name = &self.names[i];
+            self.raw_scores(sp, state, pod, nodes, &mut scores)
+                .map_err(|s| s.with_plugin(Arc::clone(name)))?;
+            let status = sp.normalize(state, pod, &mut scores);
+            if !status.is_success() {
+                return Err(status.with_plugin(Arc::clone(name)));
+            }
+            let weight = self.weights[i];
+            for (t, v) in totals.iter_mut().zip(&scores) {
+                *t += v * weight;
+            }
+        }
+        Ok(totals)
     }
 
     /// One scheduling decision (PreFilter, Filter, PostFilter on failure, PreScore, Score),
@@ -544,14 +672,13 @@ impl Profile {
         if feasible.len() == 1 {
             return Ok(result(feasible[0]));
         }
-        let scores = self
-            .score_nodes(state, pod, cluster, &feasible)
+        let totals = self
+            .weighted_totals(state, pod, cluster, &feasible)
             .map_err(|status| {
                 let mut e = fit_error(NodeStatuses::new());
                 e.error = Some(status);
                 Box::new(e)
             })?;
-        let totals = total_scores(&scores, feasible.len());
         let best = self.select(&totals);
         Ok(result(feasible[best]))
     }
@@ -714,6 +841,22 @@ fn run_active_filters(
         }
     }
     Status::success()
+}
+
+/// Whether every active filter accepts `node` (the hot path: no status is kept).
+#[inline]
+fn passes(
+    filters: &[(&Arc<str>, &dyn FilterPlugin)],
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+) -> bool {
+    filters.iter().all(|(_, f)| {
+        matches!(
+            f.filter(state, pod, node).code(),
+            Code::Success | Code::Skip
+        )
+    })
 }
 
 /// Weighted sums per node.

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::node_resources_fit::{ResourceWeight, default_resources, requested_and_allocatable};
+use super::node_resources_fit::{
+    ResourceKind, ResourceWeight, default_resources, requested_and_allocatable, resource_kinds,
+};
 use crate::framework::{
     Cluster, CycleState, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, PreScorePlugin, ScorePlugin,
     Status,
@@ -28,7 +30,8 @@ impl Default for BalancedAllocationArgs {
 /// The NodeResourcesBalancedAllocation plugin.
 #[derive(Clone, Debug)]
 pub struct NodeResourcesBalancedAllocation {
-    args: BalancedAllocationArgs,
+    /// The compared resources, resolved once.
+    kinds: Vec<ResourceKind>,
 }
 
 impl NodeResourcesBalancedAllocation {
@@ -37,7 +40,12 @@ impl NodeResourcesBalancedAllocation {
 
     /// With arguments.
     pub fn new(args: BalancedAllocationArgs) -> Self {
-        Self { args }
+        Self {
+            kinds: resource_kinds(&args.resources)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+        }
     }
 }
 
@@ -56,11 +64,12 @@ impl Plugin for NodeResourcesBalancedAllocation {
 impl PreScorePlugin for NodeResourcesBalancedAllocation {
     fn pre_score(&self, _: &mut CycleState, pod: &PodInfo, _: &Cluster, _: &[&NodeInfo]) -> Status {
         // A pod requesting none of the resources changes no node's balance.
-        let requests_any = self.args.resources.iter().any(|r| match r.name.as_str() {
-            "cpu" => pod.requests.milli_cpu > 0,
-            "memory" => pod.requests.memory > 0,
-            "ephemeral-storage" => pod.requests.ephemeral_storage > 0,
-            other => pod.requests.scalar.get(other).is_some_and(|v| *v > 0),
+        let requests_any = self.kinds.iter().any(|k| match k {
+            ResourceKind::Cpu => pod.requests.milli_cpu > 0,
+            ResourceKind::Memory => pod.requests.memory > 0,
+            ResourceKind::EphemeralStorage => pod.requests.ephemeral_storage > 0,
+            ResourceKind::Pods => false,
+            ResourceKind::Scalar(name) => pod.requests.scalar.get(name).is_some_and(|v| *v > 0),
         });
         if requests_any {
             Status::success()
@@ -74,8 +83,8 @@ impl ScorePlugin for NodeResourcesBalancedAllocation {
     fn score(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
         let mut fractions = [0f64; 8];
         let mut n = 0;
-        for r in &self.args.resources {
-            let (req, alloc) = requested_and_allocatable(&r.name, pod, node, false);
+        for kind in &self.kinds {
+            let (req, alloc) = requested_and_allocatable(kind, pod, node, false);
             if alloc == 0 || n == fractions.len() {
                 continue;
             }

@@ -103,6 +103,10 @@ fn pdb_violating(pods: &[Arc<PodInfo>], cluster: &Cluster) -> Vec<bool> {
         .collect()
 }
 
+/// Kubernetes' `SelectVictimsOnNode`: remove every lower-priority pod (telling the PreFilter
+/// extensions, so affinity and spread counts follow), check that the pod fits, then put pods
+/// back one by one, most important first and PDB-protected ones before others, keeping out only
+/// those whose return would make the pod not fit again.
 fn select_victims(
     state: &CycleState,
     pod: &PodInfo,
@@ -119,11 +123,18 @@ fn select_victims(
     if lower.is_empty() {
         return None;
     }
+    let mut state = state.clone();
     let mut what_if = node.clone();
     for p in &lower {
         what_if.remove_pod(&p.key);
+        if !profile
+            .run_pre_filter_remove_pod(&mut state, pod, p, &what_if, cluster)
+            .is_success()
+        {
+            return None;
+        }
     }
-    if !profile.run_filters(state, pod, &what_if).is_success() {
+    if !profile.run_filters(&state, pod, &what_if).is_success() {
         return None;
     }
     // Most important first, so they are the first to be spared.
@@ -134,8 +145,20 @@ fn select_victims(
     let mut pdb_violations = 0;
     for (p, violates) in bad.into_iter().chain(good) {
         what_if.add_pod(p.clone());
-        if !profile.run_filters(state, pod, &what_if).is_success() {
+        if !profile
+            .run_pre_filter_add_pod(&mut state, pod, &p, &what_if, cluster)
+            .is_success()
+        {
+            return None;
+        }
+        if !profile.run_filters(&state, pod, &what_if).is_success() {
             what_if.remove_pod(&p.key);
+            if !profile
+                .run_pre_filter_remove_pod(&mut state, pod, &p, &what_if, cluster)
+                .is_success()
+            {
+                return None;
+            }
             if violates {
                 pdb_violations += 1;
             }

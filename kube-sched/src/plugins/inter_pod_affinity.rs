@@ -62,7 +62,7 @@ const SCORE_KEY: &str = "InterPodAffinity/score";
 
 /// Counts per topology pair, nested (key → value → count) so lookups borrow instead of
 /// allocating; `shared` holds the index's maps as they are, without copying them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct TopoCounts(
     HashMap<String, HashMap<String, i64>>,
     Vec<(String, Arc<HashMap<String, i64>>)>,
@@ -101,13 +101,17 @@ impl TopoCounts {
             .sum::<i64>()
     }
 
+    /// Whether no topology pair has a non-zero count (what-if removals may have brought some
+    /// back to zero).
     fn is_empty(&self) -> bool {
-        self.0.is_empty() && self.1.is_empty()
+        let zero = |k: &str, v: &str| self.get(k, v) == 0;
+        self.0.iter().all(|(k, m)| m.keys().all(|v| zero(k, v)))
+            && self.1.iter().all(|(k, m)| m.keys().all(|v| zero(k, v)))
     }
 }
 
 /// PreFilter's counts, per topology pair (key, value).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Counts {
     /// Existing pods whose required anti-affinity matches the incoming pod.
     existing_anti: TopoCounts,
@@ -180,6 +184,64 @@ impl PreFilterPlugin for InterPodAffinity {
             && pod.required_affinity.iter().all(|t| t.matches(pod, labels));
         state.write(KEY, (counts, self_match));
         PreFilterResult::success()
+    }
+
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        to_add: &PodInfo,
+        node: &NodeInfo,
+        cluster: &Cluster,
+    ) -> Status {
+        Self::update_counts(state, pod, to_add, node, cluster, 1)
+    }
+
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        to_remove: &PodInfo,
+        node: &NodeInfo,
+        cluster: &Cluster,
+    ) -> Status {
+        Self::update_counts(state, pod, to_remove, node, cluster, -1)
+    }
+}
+
+impl InterPodAffinity {
+    /// PreFilter extension: `other` was added to (`delta` 1) or removed from (-1) `node`.
+    fn update_counts(
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        cluster: &Cluster,
+        delta: i64,
+    ) -> Status {
+        state.modify::<(Counts, bool)>(KEY, |(counts, _)| {
+            for term in &other.required_anti_affinity {
+                if term.matches(pod, cluster) {
+                    counts.existing_anti.add(node, &term.topology_key, delta);
+                }
+            }
+            for t in &pod.required_anti_affinity {
+                if t.matches(other, cluster) {
+                    counts.anti.add(node, &t.topology_key, delta);
+                }
+            }
+            if !pod.required_affinity.is_empty()
+                && pod
+                    .required_affinity
+                    .iter()
+                    .all(|t| t.matches(other, cluster))
+            {
+                for t in &pod.required_affinity {
+                    counts.affinity.add(node, &t.topology_key, delta);
+                }
+            }
+        });
+        Status::success()
     }
 }
 

@@ -100,6 +100,48 @@ pub struct NodeResourcesFitArgs {
 #[derive(Clone, Debug)]
 pub struct NodeResourcesFit {
     args: NodeResourcesFitArgs,
+    /// The scored resources, resolved once (scoring runs per node per cycle).
+    kinds: Vec<(ResourceKind, i64)>,
+}
+
+/// A resource name resolved once, so per-node scoring compares no strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ResourceKind {
+    Cpu,
+    Memory,
+    EphemeralStorage,
+    Pods,
+    Scalar(String),
+}
+
+impl ResourceKind {
+    pub(crate) fn of(name: &str) -> Self {
+        match name {
+            "cpu" => Self::Cpu,
+            "memory" => Self::Memory,
+            "ephemeral-storage" => Self::EphemeralStorage,
+            "pods" => Self::Pods,
+            other => Self::Scalar(other.to_string()),
+        }
+    }
+
+    fn get(&self, r: &Resources) -> i64 {
+        match self {
+            Self::Cpu => r.milli_cpu,
+            Self::Memory => r.memory,
+            Self::EphemeralStorage => r.ephemeral_storage,
+            Self::Pods => r.pods,
+            Self::Scalar(name) => r.scalar.get(name).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Resolves resource names with their weights.
+pub(crate) fn resource_kinds(resources: &[ResourceWeight]) -> Vec<(ResourceKind, i64)> {
+    resources
+        .iter()
+        .map(|r| (ResourceKind::of(&r.name), r.weight))
+        .collect()
 }
 
 impl NodeResourcesFit {
@@ -123,14 +165,15 @@ impl NodeResourcesFit {
                 });
             }
         }
-        Ok(Self { args })
+        let kinds = resource_kinds(strategy_resources(&args.scoring_strategy));
+        Ok(Self { args, kinds })
     }
 
     /// LeastAllocated over cpu and memory (the default).
     pub fn least_allocated() -> Self {
-        Self {
-            args: NodeResourcesFitArgs::default(),
-        }
+        let args = NodeResourcesFitArgs::default();
+        let kinds = resource_kinds(strategy_resources(&args.scoring_strategy));
+        Self { args, kinds }
     }
 
     fn ignored(&self, name: &str) -> bool {
@@ -211,34 +254,34 @@ impl FilterPlugin for NodeResourcesFit {
 
 /// What `resource` the node would have requested with the pod, and its allocatable. CPU and
 /// memory count non-zero requests (defaults for containers without requests).
+#[inline]
 pub(crate) fn requested_and_allocatable(
-    name: &str,
+    kind: &ResourceKind,
     pod: &PodInfo,
     node: &NodeInfo,
     non_zero: bool,
 ) -> (i64, i64) {
-    match (non_zero, name) {
-        (true, "cpu") => (
+    match (non_zero, kind) {
+        (true, ResourceKind::Cpu) => (
             node.non_zero_requested.milli_cpu + pod.non_zero.milli_cpu,
             node.allocatable.milli_cpu,
         ),
-        (true, "memory") => (
+        (true, ResourceKind::Memory) => (
             node.non_zero_requested.memory + pod.non_zero.memory,
             node.allocatable.memory,
         ),
-        _ => {
-            let get = |r: &Resources| match name {
-                "cpu" => r.milli_cpu,
-                "memory" => r.memory,
-                "ephemeral-storage" => r.ephemeral_storage,
-                "pods" => r.pods,
-                other => r.scalar.get(other).copied().unwrap_or(0),
-            };
-            (
-                get(&node.requested) + get(&pod.requests),
-                get(&node.allocatable),
-            )
-        }
+        _ => (
+            kind.get(&node.requested) + kind.get(&pod.requests),
+            kind.get(&node.allocatable),
+        ),
+    }
+}
+
+fn strategy_resources(strategy: &ScoringStrategy) -> &[ResourceWeight] {
+    match strategy {
+        ScoringStrategy::LeastAllocated { resources }
+        | ScoringStrategy::MostAllocated { resources }
+        | ScoringStrategy::RequestedToCapacityRatio { resources, .. } => resources,
     }
 }
 
@@ -263,14 +306,6 @@ fn shape_score(shape: &[ShapePoint], utilization: i64) -> i64 {
 }
 
 impl NodeResourcesFit {
-    fn resources(&self) -> &[ResourceWeight] {
-        match &self.args.scoring_strategy {
-            ScoringStrategy::LeastAllocated { resources }
-            | ScoringStrategy::MostAllocated { resources }
-            | ScoringStrategy::RequestedToCapacityRatio { resources, .. } => resources,
-        }
-    }
-
     /// One resource's score under the strategy.
     fn resource_score(&self, req: i64, cap: i64) -> i64 {
         match &self.args.scoring_strategy {
@@ -302,13 +337,13 @@ impl NodeResourcesFit {
 impl ScorePlugin for NodeResourcesFit {
     fn score(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
         let (mut sum, mut weights) = (0, 0);
-        for r in self.resources() {
-            let (req, alloc) = requested_and_allocatable(&r.name, pod, node, true);
+        for (kind, weight) in &self.kinds {
+            let (req, alloc) = requested_and_allocatable(kind, pod, node, true);
             if alloc == 0 {
                 continue;
             }
-            sum += self.resource_score(req, alloc) * r.weight;
-            weights += r.weight;
+            sum += self.resource_score(req, alloc) * weight;
+            weights += weight;
         }
         Ok(if weights == 0 { 0 } else { sum / weights })
     }

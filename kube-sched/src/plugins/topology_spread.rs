@@ -118,13 +118,13 @@ impl PodTopologySpread {
 }
 
 /// Matching pods per domain for one constraint, and the global minimum.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Domains {
     counts: HashMap<String, i64>,
     min: i64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct SpreadState {
     constraints: Vec<SpreadConstraint>,
     domains: Vec<Domains>,
@@ -299,6 +299,61 @@ impl PreFilterPlugin for PodTopologySpread {
         );
         PreFilterResult::success()
     }
+
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        to_add: &PodInfo,
+        node: &NodeInfo,
+        _: &Cluster,
+    ) -> Status {
+        update_counts(state, pod, to_add, node, 1);
+        Status::success()
+    }
+
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        to_remove: &PodInfo,
+        node: &NodeInfo,
+        _: &Cluster,
+    ) -> Status {
+        update_counts(state, pod, to_remove, node, -1);
+        Status::success()
+    }
+}
+
+/// PreFilter extension: `other` was added to (`delta` 1) or removed from (-1) `node`; its
+/// domain's count changes for every constraint it counts for, and the minimum with it.
+fn update_counts(
+    state: &mut CycleState,
+    pod: &PodInfo,
+    other: &PodInfo,
+    node: &NodeInfo,
+    delta: i64,
+) {
+    if other.namespace() != pod.namespace() || other.terminating() {
+        return;
+    }
+    state.modify::<SpreadState>(KEY, |s| {
+        let affinity = NodeSelectorMatcher::new(pod.spec());
+        for (c, d) in s.constraints.iter().zip(s.domains.iter_mut()) {
+            let counted = c
+                .selector
+                .as_ref()
+                .is_some_and(|sel| sel.matches(other.labels()));
+            if !counted || !eligible(node, &s.constraints, c, pod, &affinity) {
+                continue;
+            }
+            let Some(value) = node.labels().get(&c.topology_key) else {
+                continue;
+            };
+            *d.counts.entry(value.clone()).or_default() += delta;
+            *d = finish(c, std::mem::take(&mut d.counts));
+        }
+    });
 }
 
 impl FilterPlugin for PodTopologySpread {

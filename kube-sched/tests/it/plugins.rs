@@ -693,3 +693,102 @@ fn registry_profiles_and_permit() {
         Err(PlaceError::Invalid(SchedError::UnknownProfile(_)))
     ));
 }
+
+#[test]
+fn preemption_what_if_removes_victims_from_anti_affinity_counts() {
+    // One node, plenty of room, holding a low-priority `app: db` pod. The incoming pod's
+    // required anti-affinity against `app: db` is satisfied only once that pod is gone: the
+    // what-if check must take the victim out of InterPodAffinity's counts (RemovePod).
+    let f = fw();
+    let mut c = Cluster::from_objects([node("n1", "4", json!({}), json!({}))], []).unwrap();
+    let mut low = pod("low-db", "10m", json!({"app": "db"}), prio(0));
+    low.spec.as_mut().unwrap().node_name = Some("n1".into());
+    c.set_pod(low).unwrap();
+    let mut other = pod("low-web", "10m", json!({"app": "web"}), prio(0));
+    other.spec.as_mut().unwrap().node_name = Some("n1".into());
+    c.set_pod(other).unwrap();
+
+    let mut extra = anti("db", "kubernetes.io/hostname");
+    extra["priority"] = json!(10);
+    let placed = f
+        .place(&mut c, pod("high", "10m", json!({"app": "cache"}), extra))
+        .unwrap();
+    assert_eq!(placed.node, "n1");
+    // Only the pod the anti-affinity is about: the other one is put back (AddPod) and fits.
+    assert_eq!(placed.victims.len(), 1);
+    assert_eq!(placed.victims[0].name, "low-db");
+
+    // The reverse direction: an existing low-priority pod's anti-affinity keeps the incoming
+    // pod away until it is preempted.
+    let mut c = Cluster::from_objects([node("n1", "4", json!({}), json!({}))], []).unwrap();
+    let mut hater = pod(
+        "hater",
+        "10m",
+        json!({"app": "x"}),
+        anti("web", "kubernetes.io/hostname"),
+    );
+    hater.spec.as_mut().unwrap().node_name = Some("n1".into());
+    c.set_pod(hater).unwrap();
+    let placed = f
+        .place(&mut c, pod("web", "10m", json!({"app": "web"}), prio(10)))
+        .unwrap();
+    assert_eq!(placed.victims.len(), 1);
+    assert_eq!(placed.victims[0].name, "hater");
+    // Without preemption rights the same pod finds no victim.
+    let mut c = Cluster::from_objects([node("n1", "4", json!({}), json!({}))], []).unwrap();
+    let mut hater = pod(
+        "hater",
+        "10m",
+        json!({"app": "x"}),
+        anti("web", "kubernetes.io/hostname"),
+    );
+    hater.spec.as_mut().unwrap().node_name = Some("n1".into());
+    c.set_pod(hater).unwrap();
+    let msg = fail(
+        &f,
+        &mut c,
+        pod("web", "10m", json!({"app": "web"}), json!({})),
+    );
+    assert!(
+        msg.contains("1 node(s) didn't satisfy existing pods anti-affinity rules"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn preemption_what_if_updates_topology_spread_counts() {
+    // Zone a holds two low-priority `app: web` pods; zone b has no web pod but its only node is
+    // full with a pod of higher priority than the incoming one. maxSkew 1: a third web pod
+    // cannot go to zone a (2+1-0 > 1) and does not fit in zone b. Only evicting web pods in zone
+    // a helps, which the what-if check sees only if the spread counts follow the victims
+    // (RemovePod); putting either back breaks the skew again (AddPod), so both go.
+    let f = fw();
+    let zone = |z: &str| json!({"topology.kubernetes.io/zone": z});
+    let mut c = Cluster::from_objects(
+        [
+            node("a1", "4", zone("a"), json!({})),
+            node("b1", "1", zone("b"), json!({})),
+        ],
+        [],
+    )
+    .unwrap();
+    for (name, on, labels, cpu, priority) in [
+        ("web-1", "a1", json!({"app": "web"}), "10m", 0),
+        ("web-2", "a1", json!({"app": "web"}), "10m", 0),
+        ("filler", "b1", json!({"app": "batch"}), "1", 100),
+    ] {
+        let mut p = pod(name, cpu, labels, prio(priority));
+        p.spec.as_mut().unwrap().node_name = Some(on.into());
+        c.set_pod(p).unwrap();
+    }
+    let extra = json!({"priority": 10, "topologySpreadConstraints": [{"maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "web"}}}]});
+    let placed = f
+        .place(&mut c, pod("web-3", "500m", json!({"app": "web"}), extra))
+        .unwrap();
+    assert_eq!(placed.node, "a1");
+    let mut victims: Vec<&str> = placed.victims.iter().map(|v| v.name.as_str()).collect();
+    victims.sort();
+    assert_eq!(victims, ["web-1", "web-2"]);
+}
