@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod hello;
 
 /// The workspace README's code, compiled as a doc test so it stays true.

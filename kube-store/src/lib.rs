@@ -25,6 +25,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "server")]
+pub mod apiserver;
 mod durable;
 mod engine;
 #[cfg(feature = "etcd")]
@@ -36,6 +38,8 @@ mod paging;
 mod prepare;
 mod transition;
 
+#[cfg(feature = "server")]
+pub use apiserver::{ApiServer, ApiServerComponent, ApiServerConfig, RunningApiServer};
 pub use durable::{DurableConfig, DurableStore};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore};

@@ -1,0 +1,211 @@
+//! An all-in-one cluster: the API server over a store, the scheduler, the controllers, N local
+//! node agents and the proxy, composed with the orchestrator builder. The quickstart example
+//! runs it from the command line; tests start it in-process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kube_core::orchestrator::RunningOrchestrator;
+use kube_core::runtime::Runtime;
+use kube_core::store::Store;
+use kube_core::{GroupKind, Orchestrator};
+use kube_ctrl::{
+    ControllerManager, DaemonSetController, DeletionFinalizer, DeploymentController,
+    EndpointSliceController, EndpointsController, GarbageCollector, JobController,
+    NamespaceController, NodeLifecycleController, ReplicaSetController, ServiceAllocator,
+};
+use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
+use kube_node::{FakeRuntime, NodeAgent, ProcessRuntime};
+use kube_sched::{DefaultScheduler, SchedulingLoop};
+use kube_store::{ApiServer, ApiServerComponent, DurableStore, MemStore};
+use serde_json::json;
+
+/// Which runtime the local nodes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Host processes (`ProcessRuntime`).
+    Process,
+    /// Scripted, nothing runs (`FakeRuntime`).
+    Fake,
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "process" => Ok(Self::Process),
+            "fake" => Ok(Self::Fake),
+            other => anyhow::bail!("unknown runtime {other:?} (expected process or fake)"),
+        }
+    }
+}
+
+/// Where the cluster keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The durable embedded store in `<data-dir>/store`.
+    Durable,
+    /// In memory: lost on exit.
+    Memory,
+}
+
+/// How to run a local cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Address of the API server (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Directory for the store, node state and the kubeconfig.
+    pub data_dir: PathBuf,
+    /// Number of node agents.
+    pub nodes: usize,
+    /// Their runtime.
+    pub runtime: RuntimeKind,
+    /// The store.
+    pub store: StoreKind,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            data_dir: PathBuf::from("kube-parts-data"),
+            nodes: 2,
+            runtime: RuntimeKind::Process,
+            store: StoreKind::Durable,
+        }
+    }
+}
+
+/// A running local cluster.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The API server's address.
+    pub addr: SocketAddr,
+    /// The kubeconfig written for kubectl.
+    pub kubeconfig: PathBuf,
+    /// The store behind the API server.
+    pub store: Arc<dyn Store>,
+    running: RunningOrchestrator,
+}
+
+/// The namespaces every cluster has.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+async fn ensure_namespaces(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    for name in SYSTEM_NAMESPACES {
+        let namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+        }))?;
+        match store.create(namespace).await {
+            Ok(_) => {}
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e).context("creating the system namespaces"),
+        }
+    }
+    Ok(())
+}
+
+fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-parts\n  cluster:\n    server: {server}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: kube-parts\n  context:\n    cluster: kube-parts\n    user: admin\n    namespace: default\ncurrent-context: kube-parts\n"
+    )
+}
+
+fn node_runtime(kind: RuntimeKind, dir: &Path) -> anyhow::Result<Arc<dyn Runtime>> {
+    Ok(match kind {
+        RuntimeKind::Process => Arc::new(
+            ProcessRuntime::new(dir).with_context(|| format!("runtime in {}", dir.display()))?,
+        ),
+        RuntimeKind::Fake => Arc::new(FakeRuntime::new()),
+    })
+}
+
+impl LocalCluster {
+    /// Starts every component and returns once the API server listens.
+    pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let store: Arc<dyn Store> = match config.store {
+            StoreKind::Durable => Arc::new(
+                DurableStore::open(config.data_dir.join("store"))
+                    .context("opening the durable store")?,
+            ),
+            StoreKind::Memory => Arc::new(MemStore::new()),
+        };
+        ensure_namespaces(&store).await?;
+
+        let server = ApiServer::new(store.clone());
+        let (api, addr) = ApiServerComponent::bind(server, config.listen)
+            .with_context(|| format!("binding the API server to {}", config.listen))?;
+        let controllers = ControllerManager::new()
+            .with(ReplicaSetController::new())
+            .with(DeploymentController::new())
+            .with(DaemonSetController::new())
+            .with(JobController::new())
+            .with(EndpointsController::new())
+            .with(EndpointSliceController::new())
+            .with(ServiceAllocator::new())
+            .with(NamespaceController::new())
+            .with(NodeLifecycleController::new())
+            .with(
+                GarbageCollector::new(GroupKind::POD)
+                    .owner(GroupKind::REPLICA_SET)
+                    .owner(GroupKind::new("apps", "DaemonSet"))
+                    .owner(GroupKind::new("batch", "Job")),
+            )
+            .with(
+                GarbageCollector::new(GroupKind::REPLICA_SET)
+                    .owner(GroupKind::new("apps", "Deployment")),
+            )
+            .with(DeletionFinalizer::new(GroupKind::new("apps", "Deployment")))
+            .with(DeletionFinalizer::new(GroupKind::REPLICA_SET));
+        let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
+            node_addresses: vec![config.listen.ip()],
+            cluster_ips: ClusterIpBinding::Off,
+            ..UserspaceConfig::default()
+        }));
+        let mut builder = Orchestrator::builder()
+            .store(store.clone())
+            .component(api)
+            .scheduler(SchedulingLoop::new(Arc::new(DefaultScheduler::new())))
+            .controllers(controllers)
+            .proxy(ProxyLoop::new(proxy))
+            .shutdown_timeout(Duration::from_secs(40));
+        for i in 1..=config.nodes {
+            let name = format!("node-{i}");
+            let dir = config.data_dir.join("nodes").join(&name);
+            let runtime = node_runtime(config.runtime, &dir)?;
+            let agent = NodeAgent::builder(name, runtime)
+                .root_dir(dir.join("agent"))
+                .detect_capacity()
+                .build()
+                .context("configuring a node agent")?;
+            builder = builder.node(agent);
+        }
+        let running = builder.build()?.start();
+        let kubeconfig = config.data_dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_text(addr))
+            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        Ok(Self {
+            addr,
+            kubeconfig,
+            store,
+            running,
+        })
+    }
+
+    /// Stops every component: pods are stopped, the store is closed.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.running.shutdown().await?;
+        Ok(())
+    }
+}
+
+fn kubeconfig_text(addr: SocketAddr) -> String {
+    kubeconfig(&format!("http://{addr}"))
+}

@@ -1,0 +1,259 @@
+//! Defaulting, as Kubernetes' API server applies it on create and update: the fields a client
+//! may leave out get the values Kubernetes gives them (pod `restartPolicy`, `dnsPolicy`,
+//! `terminationGracePeriodSeconds`, container `imagePullPolicy`; deployment strategy and
+//! `revisionHistoryLimit`; service `sessionAffinity`, port protocols and target ports; ...).
+
+use serde_json::{Map, Value, json};
+
+use kube_core::object::DynamicObject;
+
+/// Fills defaults into `object` by its kind.
+pub(crate) fn apply(object: &mut DynamicObject) {
+    let group = object.group_kind().group.to_string();
+    let data = &mut object.data;
+    match (group.as_str(), object.kind.as_str()) {
+        ("", "Pod") => {
+            if let Some(spec) = obj(data, "spec") {
+                pod_spec(spec);
+            }
+            let status = data.entry("status").or_insert_with(|| json!({}));
+            if let Value::Object(status) = status {
+                set(status, "phase", json!("Pending"));
+            }
+        }
+        ("", "Service") => {
+            if let Some(spec) = obj(data, "spec") {
+                service_spec(spec);
+            }
+        }
+        ("", "Namespace") => {
+            let status = data.entry("status").or_insert_with(|| json!({}));
+            if let Value::Object(status) = status {
+                set(status, "phase", json!("Active"));
+            }
+        }
+        ("apps", "Deployment") => {
+            if let Some(spec) = obj(data, "spec") {
+                set(spec, "replicas", json!(1));
+                set(spec, "revisionHistoryLimit", json!(10));
+                set(spec, "progressDeadlineSeconds", json!(600));
+                let strategy = spec
+                    .entry("strategy")
+                    .or_insert_with(|| json!({"type": "RollingUpdate"}));
+                if let Value::Object(strategy) = strategy {
+                    set(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                        let rolling = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
+                        if let Value::Object(rolling) = rolling {
+                            set(rolling, "maxSurge", json!("25%"));
+                            set(rolling, "maxUnavailable", json!("25%"));
+                        }
+                    }
+                }
+                template(spec);
+            }
+        }
+        ("apps", "ReplicaSet") => {
+            if let Some(spec) = obj(data, "spec") {
+                set(spec, "replicas", json!(1));
+                template(spec);
+            }
+        }
+        ("apps", "DaemonSet") => {
+            if let Some(spec) = obj(data, "spec") {
+                set(spec, "revisionHistoryLimit", json!(10));
+                let strategy = spec
+                    .entry("updateStrategy")
+                    .or_insert_with(|| json!({"type": "RollingUpdate"}));
+                if let Value::Object(strategy) = strategy {
+                    set(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                        let rolling = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
+                        if let Value::Object(rolling) = rolling {
+                            set(rolling, "maxUnavailable", json!(1));
+                            set(rolling, "maxSurge", json!(0));
+                        }
+                    }
+                }
+                template(spec);
+            }
+        }
+        ("batch", "Job") => {
+            if let Some(spec) = obj(data, "spec") {
+                set(spec, "parallelism", json!(1));
+                if !spec.contains_key("completions") {
+                    spec.insert("completions".into(), json!(1));
+                }
+                set(spec, "backoffLimit", json!(6));
+                set(spec, "completionMode", json!("NonIndexed"));
+                set(spec, "suspend", json!(false));
+                if let Some(template) = obj(spec, "template") {
+                    if let Some(pod) = obj(template, "spec") {
+                        // Jobs have no default restart policy; validation requires one.
+                        pod_spec(pod);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn obj<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    map.get_mut(key).and_then(Value::as_object_mut)
+}
+
+fn set(map: &mut Map<String, Value>, key: &str, value: Value) {
+    if map.get(key).is_none_or(Value::is_null) {
+        map.insert(key.to_string(), value);
+    }
+}
+
+fn template(spec: &mut Map<String, Value>) {
+    if let Some(template) = obj(spec, "template") {
+        if let Some(pod) = obj(template, "spec") {
+            if !pod.contains_key("restartPolicy") {
+                pod.insert("restartPolicy".into(), json!("Always"));
+            }
+            pod_spec(pod);
+        }
+    }
+}
+
+fn pod_spec(spec: &mut Map<String, Value>) {
+    set(spec, "restartPolicy", json!("Always"));
+    set(spec, "dnsPolicy", json!("ClusterFirst"));
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "schedulerName", json!("default-scheduler"));
+    set(spec, "securityContext", json!({}));
+    set(spec, "enableServiceLinks", json!(true));
+    for list in ["initContainers", "containers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                container_defaults(container);
+            }
+        }
+    }
+}
+
+fn container_defaults(container: &mut Map<String, Value>) {
+    let image = container
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    set(container, "imagePullPolicy", json!(pull_policy(&image)));
+    set(
+        container,
+        "terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
+    set(container, "terminationMessagePolicy", json!("File"));
+    set(container, "resources", json!({}));
+    if let Some(Value::Array(ports)) = container.get_mut("ports") {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set(port, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise (digests included).
+fn pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn service_spec(spec: &mut Map<String, Value>) {
+    set(spec, "type", json!("ClusterIP"));
+    set(spec, "sessionAffinity", json!("None"));
+    let service_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if service_type != "ExternalName" {
+        set(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if matches!(service_type.as_str(), "NodePort" | "LoadBalancer") {
+        set(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if spec.get("sessionAffinity") == Some(&json!("ClientIP")) {
+        set(
+            spec,
+            "sessionAffinityConfig",
+            json!({"clientIP": {"timeoutSeconds": 10800}}),
+        );
+    }
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set(port, "protocol", json!("TCP"));
+            if let Some(number) = port.get("port").cloned() {
+                set(port, "targetPort", number);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(api_version: &str, kind: &str, data: Value) -> DynamicObject {
+        let mut value = data;
+        value["apiVersion"] = json!(api_version);
+        value["kind"] = json!(kind);
+        value["metadata"] = json!({"name": "x"});
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn pods_get_kubernetes_defaults() {
+        let mut pod = object(
+            "v1",
+            "Pod",
+            json!({"spec": {"containers": [
+                {"name": "a", "image": "nginx", "ports": [{"containerPort": 80}]},
+                {"name": "b", "image": "busybox:1.36"},
+            ]}}),
+        );
+        apply(&mut pod);
+        let spec = &pod.data["spec"];
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(spec["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(pod.data["status"]["phase"], "Pending");
+    }
+
+    #[test]
+    fn explicit_values_are_kept() {
+        let mut deploy = object(
+            "apps/v1",
+            "Deployment",
+            json!({"spec": {"replicas": 0, "strategy": {"type": "Recreate"},
+                "template": {"spec": {"containers": []}}}}),
+        );
+        apply(&mut deploy);
+        let spec = &deploy.data["spec"];
+        assert_eq!(spec["replicas"], 0);
+        assert_eq!(spec["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(spec["revisionHistoryLimit"], 10);
+    }
+
+    #[test]
+    fn service_ports_target_their_port() {
+        let mut svc = object("v1", "Service", json!({"spec": {"ports": [{"port": 80}]}}));
+        apply(&mut svc);
+        assert_eq!(svc.data["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc.data["spec"]["sessionAffinity"], "None");
+        assert_eq!(svc.data["spec"]["type"], "ClusterIP");
+    }
+}

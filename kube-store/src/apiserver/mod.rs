@@ -1,0 +1,234 @@
+//! The Kubernetes REST API over any [`Store`]: what kubectl, kube-rs and client-go talk to.
+//!
+//! [`ApiServer`] serves every kind of a [`Registry`] at Kubernetes' paths (`/api/v1/...`,
+//! `/apis/{group}/{version}/...`) with Kubernetes' verbs and semantics: get, list (selectors,
+//! paging, `Table` output), watch (from a `resourceVersion`, bookmarks, timeouts), create,
+//! update, patch (JSON, merge, strategic merge, server-side apply), delete (grace periods,
+//! finalizers, propagation, preconditions) and deletecollection; the `status`, `scale`,
+//! `binding`, `eviction` and `log` subresources; discovery and OpenAPI; defaulting and
+//! validation answered with `Status` objects carrying Kubernetes' codes and reasons.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use kube_store::{ApiServer, MemStore};
+//!
+//! let server = ApiServer::new(Arc::new(MemStore::new()));
+//! let running = server.serve("127.0.0.1:6443".parse()?).await?;
+//! println!("kubectl --server {}", running.url());
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod defaults;
+mod discovery;
+mod handlers;
+mod logs;
+mod openapi;
+mod patch;
+mod request;
+mod status;
+mod table;
+mod validation;
+mod watch;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::Request;
+use axum::response::Response;
+use kube_core::kind::Registry;
+use kube_core::orchestrator::{BoxError, Component, ComponentContext};
+use kube_core::store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of an [`ApiServer`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ApiServerConfig {
+    /// Largest request body accepted; larger ones get 413 without being read. Kubernetes' limit
+    /// is 3 MiB.
+    pub max_body_bytes: usize,
+    /// How long a watch runs when the client gives no `timeoutSeconds`.
+    pub default_watch_timeout: Duration,
+    /// Interval of bookmarks on watches that ask for them.
+    pub bookmark_interval: Duration,
+    /// How long a `pods/log` request waits to connect to the node agent.
+    pub node_connect_timeout: Duration,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 3 * 1024 * 1024,
+            default_watch_timeout: Duration::from_secs(30 * 60),
+            bookmark_interval: Duration::from_secs(60),
+            node_connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Registry,
+    pub(crate) config: ApiServerConfig,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Kubernetes API server over a [`Store`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiServer {
+    inner: Arc<Inner>,
+}
+
+impl ApiServer {
+    /// Serves the builtin kinds over `store`, with default settings.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_config(
+            store,
+            Registry::builtin().clone(),
+            ApiServerConfig::default(),
+        )
+    }
+
+    /// Serves the kinds of `registry` (e.g. the builtin kinds plus the user's own).
+    pub fn with_config(store: Arc<dyn Store>, registry: Registry, config: ApiServerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                config,
+            }),
+        }
+    }
+
+    /// The store behind the server.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The server as an axum [`Router`], to mount in the user's own HTTP server.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .fallback(dispatch)
+            .with_state(self.inner.clone())
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves until [`RunningApiServer::shutdown`].
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<RunningApiServer> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(self.serve_on(listener))
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve_on(&self, listener: TcpListener) -> RunningApiServer {
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let shutdown = CancellationToken::new();
+        let router = self.router();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let result = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "API server stopped");
+            }
+        });
+        RunningApiServer {
+            local_addr,
+            shutdown,
+            task,
+        }
+    }
+}
+
+async fn dispatch(State(inner): State<Arc<Inner>>, request: Request<Body>) -> Response {
+    handlers::handle(&inner, request).await
+}
+
+/// A serving [`ApiServer`].
+#[derive(Debug)]
+pub struct RunningApiServer {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningApiServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://host:port`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stops accepting requests, ends open watches, and waits for the server to stop.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        // Long-lived watches end when their connections do; don't wait on them forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// An [`ApiServer`] as an orchestrator [`Component`], listening on one address.
+#[derive(Debug)]
+pub struct ApiServerComponent {
+    server: ApiServer,
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+}
+
+impl ApiServerComponent {
+    /// Binds `addr` now (so the caller learns the port before the orchestrator starts) and
+    /// serves `server` on it while the orchestrator runs.
+    pub fn bind(server: ApiServer, addr: SocketAddr) -> std::io::Result<(Self, SocketAddr)> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        Ok((
+            Self {
+                server,
+                listener: std::sync::Mutex::new(Some(listener)),
+            },
+            local,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for ApiServerComponent {
+    fn name(&self) -> String {
+        "apiserver".into()
+    }
+
+    async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
+        let listener = self
+            .listener
+            .lock()
+            .map_err(|_| "listener lock poisoned")?
+            .take()
+            .ok_or("the API server component runs once")?;
+        let running = self.server.serve_on(TcpListener::from_std(listener)?);
+        ctx.shutdown.cancelled().await;
+        running.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! `?watch=true`: a stream of JSON watch events (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`,
+//! `ERROR`), one per line, as Kubernetes sends them.
+//!
+//! Without a `resourceVersion` (or with `"0"`) the watch starts with an `ADDED` event for every
+//! current object, then every change after that; with one, it sends every change after it, or
+//! one `ERROR` event with a 410 `Expired` status when that revision is no longer retained.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use kube_core::object::DynamicObject;
+use kube_core::store::{WatchEvent, WatchOptions};
+use serde_json::{Value, json};
+
+use super::handlers::{Ctx, list_options};
+use super::status::{ApiError, ApiResult};
+use super::table::{IncludeObject, table};
+
+/// How each event's object is rendered.
+#[derive(Clone, Copy)]
+struct Render {
+    table: Option<IncludeObject>,
+}
+
+fn encode(
+    kind: &str,
+    event_type: &str,
+    object: &DynamicObject,
+    render: Render,
+    first: bool,
+) -> Bytes {
+    let object = match render.table {
+        Some(include) => table(
+            kind,
+            std::slice::from_ref(object),
+            object.metadata.resource_version.clone(),
+            None,
+            include,
+            first,
+        ),
+        None => serde_json::to_value(object).unwrap_or(Value::Null),
+    };
+    line(&json!({"type": event_type, "object": object}))
+}
+
+fn line(value: &Value) -> Bytes {
+    let mut bytes = value.to_string().into_bytes();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
+    let store = ctx.inner.store.clone();
+    let kind = ctx.kind();
+    let info = ctx.info().clone();
+    let namespace = ctx.target.namespace.clone();
+    let mut filter = list_options(ctx)?;
+    filter.limit = None;
+    filter.continue_token = None;
+    let timeout = ctx
+        .query
+        .number::<u64>("timeoutSeconds")?
+        .map(Duration::from_secs)
+        .unwrap_or(ctx.inner.config.default_watch_timeout);
+    let bookmarks = ctx.query.flag("allowWatchBookmarks")?;
+    let render = Render {
+        table: ctx
+            .wants_table()
+            .then(|| IncludeObject::parse(ctx.query.get("includeObject"))),
+    };
+    let from = ctx.query.resource_version()?;
+
+    // No revision: the current state first (as ADDED), then the changes after it.
+    let (initial, start) = match from {
+        Some(revision) => (Vec::new(), revision),
+        None => {
+            let list = store
+                .list(&kind, namespace.as_deref(), &filter)
+                .await
+                .map_err(|e| ctx.store_error(e))?;
+            (list.items, list.resource_version)
+        }
+    };
+    let mut options = WatchOptions::from_revision(start).filter(filter);
+    if bookmarks {
+        options = options.bookmarks();
+    }
+    let events = match store.watch(&kind, namespace.as_deref(), &options).await {
+        Ok(events) => events,
+        Err(e) => {
+            // Kubernetes answers a too-old revision on a watch with 200 and one ERROR event.
+            let status = ctx.store_error(e);
+            if status.code == StatusCode::GONE {
+                let body = line(&json!({"type": "ERROR", "object": status.to_status()}));
+                return Ok(stream_response(stream::once(async move { body }).boxed()));
+            }
+            return Err(status);
+        }
+    };
+    let kind_name = info.kind.clone();
+    let api_version = info.api_version();
+    let plural = info.plural.clone();
+    let group = info.group.clone();
+    let mut first = true;
+    let initial_events: Vec<Bytes> = initial
+        .iter()
+        .map(|o| {
+            let bytes = encode(&kind_name, "ADDED", o, render, first);
+            first = false;
+            bytes
+        })
+        .collect();
+    let kind_for_events = kind_name.clone();
+    let changes = events
+        .map(move |event| match event {
+            Ok(WatchEvent::Added(o)) => {
+                let b = encode(&kind_for_events, "ADDED", &o, render, first);
+                first = false;
+                Some(b)
+            }
+            Ok(WatchEvent::Modified(o)) => {
+                let b = encode(&kind_for_events, "MODIFIED", &o, render, first);
+                first = false;
+                Some(b)
+            }
+            Ok(WatchEvent::Deleted(o)) => {
+                let b = encode(&kind_for_events, "DELETED", &o, render, first);
+                first = false;
+                Some(b)
+            }
+            Ok(WatchEvent::Bookmark { resource_version }) => Some(line(&json!({
+                "type": "BOOKMARK",
+                "object": {
+                    "kind": kind_for_events,
+                    "apiVersion": api_version,
+                    "metadata": {"resourceVersion": resource_version.to_string()},
+                },
+            }))),
+            Err(e) => {
+                let status = ApiError::from_store(e, &plural, &group);
+                Some(line(
+                    &json!({"type": "ERROR", "object": status.to_status()}),
+                ))
+            }
+        })
+        .take_while(|b| futures::future::ready(b.is_some()))
+        .filter_map(futures::future::ready);
+    let body = stream::iter(initial_events)
+        .chain(changes)
+        .take_until(tokio::time::sleep(timeout));
+    Ok(stream_response(body.boxed()))
+}
+
+fn stream_response(body: futures::stream::BoxStream<'static, Bytes>) -> Response {
+    let body = Body::from_stream(body.map(Ok::<_, Infallible>));
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache, private"),
+        ],
+        body,
+    )
+        .into_response()
+}
