@@ -79,10 +79,17 @@
 //! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
 //! probes, no downward-API or projected volumes, no restartable ("sidecar") init containers
 //! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
-//! node shutdown, cgroup v1 only. [`OciRuntime`] and [`ProcessRuntime`] keep their state in
-//! memory: a new agent in the same process adopts their pods, a new process does not (CRI
-//! runtimes keep state themselves, so [`CriRuntime`] does). [`ProcessRuntime`] ignores volume
-//! mounts. Dead containers are collected per container (the last exited instance is kept for
+//! node shutdown, cgroup v1 only. [`ProcessRuntime`] ignores volume mounts.
+//!
+//! # Agent restarts
+//!
+//! A new agent adopts the pods its runtime reports. [`OciRuntime`] and [`ProcessRuntime`]
+//! record their sandboxes and containers under their root directory (small JSON files,
+//! written atomically), so a runtime built over the same root in a new agent process —
+//! with `keep_on_drop(true)` on the old one, or after it crashed — re-attaches to the
+//! containers still running (by pid and process start time) and reports those that exited
+//! meanwhile (with exit code 137, reason `ContainerStatusUnknown`, when nobody saw how).
+//! CRI runtimes keep state themselves, so [`CriRuntime`] adopts too. Dead containers are collected per container (the last exited instance is kept for
 //! `previous` logs), not by age or count.
 
 #![forbid(unsafe_code)]
@@ -97,6 +104,7 @@ pub mod image;
 mod logs;
 mod net;
 mod oci;
+mod persist;
 mod process;
 
 pub use agent::{NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};

@@ -26,6 +26,10 @@ use tokio::sync::watch;
 use crate::cgroup::Cgroups;
 use crate::files::{read_log_file, remove_file_if_exists};
 use crate::net::{self, PodNetwork};
+use crate::persist::{
+    self, ContainerRecord, ExitRecord, ExitWatcher, ExitsDir, Lifecycle, SandboxRecord, StateDir,
+    Watched,
+};
 
 /// How long to wait for a process group to die after SIGKILL before reporting failure.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -57,12 +61,44 @@ struct Container {
     reason: Option<String>,
     message: Option<String>,
     pid: Option<u32>,
+    /// The process's start time (`/proc/<pid>/stat`), which tells it from a reused pid.
+    pid_start: Option<u64>,
     log_path: PathBuf,
     /// Becomes `true` once the process has exited and been reaped.
     exited: Option<watch::Receiver<bool>>,
 }
 
+impl Sandbox {
+    fn record(&self) -> SandboxRecord {
+        SandboxRecord::new(
+            &self.config,
+            self.state,
+            self.created_at,
+            self.netns.clone(),
+            self.ip.clone(),
+        )
+    }
+}
+
 impl Container {
+    fn record(&self) -> ContainerRecord {
+        ContainerRecord::new(
+            &self.sandbox_id,
+            &self.config,
+            Lifecycle {
+                state: self.state,
+                created_at: self.created_at,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
+                exit_code: self.exit_code,
+                reason: self.reason.clone(),
+                message: self.message.clone(),
+                pid: self.pid,
+                pid_start: self.pid_start,
+            },
+        )
+    }
+
     fn status(&self, id: &str) -> ContainerStatus {
         let mut info = BTreeMap::new();
         if let Some(pid) = self.pid {
@@ -96,6 +132,12 @@ impl Container {
         if self.state != ContainerState::Running {
             return None;
         }
+        if let (Some(pid), Some(start)) = (self.pid, self.pid_start) {
+            // An adopted process is not reaped by this runtime: check it is still the same.
+            if !persist::is_alive(pid, start) {
+                return None;
+            }
+        }
         let pid = i32::try_from(self.pid?).ok()?;
         Some(Pid::from_raw(pid))
     }
@@ -115,6 +157,11 @@ struct Inner {
     pids_limit: Option<i64>,
     network: PodNetwork,
     state: Mutex<State>,
+    /// The records on disk (and the lock on the root).
+    store: StateDir,
+    exits: ExitsDir,
+    /// Whether dropping the runtime leaves its containers running for a successor.
+    keep_on_drop: bool,
     /// Keeps a temporary root alive (and deletes it when the runtime goes).
     _temp: Option<tempfile::TempDir>,
 }
@@ -138,31 +185,86 @@ impl Inner {
                         .is_some_and(|cg| cg.hit_memory_limit(id, l))
                 })
         };
-        let (code, reason, message) = match status {
-            Ok(s) => match (s.code(), s.signal()) {
-                (Some(code), _) => (code, if code == 0 { "Completed" } else { "Error" }, None),
-                // The kernel's OOM killer, within the container's memory cgroup.
-                (None, Some(sig)) if oom(sig) => (128 + sig, "OOMKilled", None),
-                // Killed by a signal: reported as 128 + signal, like a shell and the kubelet.
-                (None, Some(sig)) => (128 + sig, "Error", None),
-                (None, None) => (-1, "Unknown", None),
-            },
-            Err(e) => (
-                -1,
-                "Unknown",
-                Some(format!("waiting for the process failed: {e}")),
-            ),
-        };
+        let exit = describe_exit(status, oom);
         c.state = ContainerState::Exited;
-        c.finished_at = Some(SystemTime::now());
-        c.exit_code = Some(code);
-        c.reason = Some(reason.to_string());
-        c.message = message;
+        c.finished_at = Some(exit.finished_at);
+        c.exit_code = Some(exit.code);
+        c.reason = Some(exit.reason);
+        c.message = exit.message;
+        self.save_container(&state, id);
+    }
+
+    /// An adopted container's process is gone: its exit, if a runtime of this OS process
+    /// recorded it, else unknown. Whatever it left in its group is killed.
+    fn record_adopted_exit(&self, id: &str) {
+        let exit = self.exits.read(id);
+        let mut state = self.state();
+        let Some(c) = state.containers.get_mut(id) else {
+            return;
+        };
+        if let Some(group) = c.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        }
+        let mut life = c.record().lifecycle(None);
+        life.exited(exit);
+        c.state = life.state;
+        c.finished_at = life.finished_at;
+        c.exit_code = life.exit_code;
+        c.reason = life.reason;
+        c.message = life.message;
+        self.save_container(&state, id);
+    }
+
+    /// Writes a container's record (a failure is logged: the container keeps running, and
+    /// only a restarted agent would miss it).
+    fn save_container(&self, state: &State, id: &str) {
+        if let Some(c) = state.containers.get(id) {
+            if let Err(e) = self.store.write_container(id, &c.record()) {
+                tracing::warn!(container = id, error = %e, "persisting the container failed");
+            }
+        }
+    }
+
+    fn save_sandbox(&self, state: &State, id: &str) {
+        if let Some(s) = state.sandboxes.get(id) {
+            if let Err(e) = self.store.write_sandbox(id, &s.record()) {
+                tracing::warn!(sandbox = id, error = %e, "persisting the sandbox failed");
+            }
+        }
+    }
+}
+
+/// How a reaped process ended: exit code (a signal death is 128 + signal, like a shell and
+/// the kubelet) and reason.
+fn describe_exit(status: std::io::Result<ExitStatus>, oom: impl Fn(i32) -> bool) -> ExitRecord {
+    let (code, reason, message) = match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => (code, if code == 0 { "Completed" } else { "Error" }, None),
+            // The kernel's OOM killer, within the container's memory cgroup.
+            (None, Some(sig)) if oom(sig) => (128 + sig, "OOMKilled", None),
+            (None, Some(sig)) => (128 + sig, "Error", None),
+            (None, None) => (-1, "Unknown", None),
+        },
+        Err(e) => (
+            -1,
+            "Unknown",
+            Some(format!("waiting for the process failed: {e}")),
+        ),
+    };
+    ExitRecord {
+        code,
+        reason: reason.to_string(),
+        message,
+        finished_at: SystemTime::now(),
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if self.keep_on_drop {
+            // Left running, recorded on disk, for the next runtime over this root.
+            return;
+        }
         // Nothing may outlive the runtime: kill every process group still running.
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         for (id, c) in &state.containers {
@@ -205,6 +307,13 @@ impl Drop for Inner {
 ///   CNI its own IP), which its processes enter with `nsenter`.
 /// * With [`ProcessRuntimeBuilder::cgroups`], CPU, memory and pids limits are enforced by
 ///   cgroup v1 controllers, and an OOM kill is reported as `OOMKilled`.
+/// * Sandboxes and containers are recorded under `<root>/state/` (see the crate docs on agent
+///   restarts). A runtime built over a root that a dropped (with
+///   [`keep_on_drop`](ProcessRuntimeBuilder::keep_on_drop)) or crashed runtime used adopts
+///   its containers: running ones by pid and process start time (a reused pid is not taken
+///   for them), watched by polling `/proc` since they are not its children; one that exited
+///   unseen reports exit code 137 and reason `ContainerStatusUnknown`. Only one live runtime
+///   may use a root.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -248,9 +357,19 @@ pub struct ProcessRuntimeBuilder {
     cgroups: bool,
     pids_limit: Option<i64>,
     network: PodNetwork,
+    keep_on_drop: bool,
 }
 
 impl ProcessRuntimeBuilder {
+    /// Whether dropping the runtime leaves its containers running (default false: they are
+    /// killed). Needs a [`root_dir`](Self::root_dir): a runtime built later over the same
+    /// root — in a restarted agent process, say — adopts the sandboxes and containers recorded
+    /// there, still running or not (see [`ProcessRuntime`]).
+    pub fn keep_on_drop(mut self, keep: bool) -> Self {
+        self.keep_on_drop = keep;
+        self
+    }
+
     /// Where logs and sandbox directories go (created if missing). Default: a temporary
     /// directory deleted when the runtime is dropped.
     pub fn root_dir(mut self, root: impl Into<PathBuf>) -> Self {
@@ -286,8 +405,14 @@ impl ProcessRuntimeBuilder {
         self
     }
 
-    /// Creates the directories and returns the runtime.
+    /// Creates the directories, adopts what an earlier runtime over the same root recorded,
+    /// and returns the runtime. A root in use by a live runtime is refused.
     pub fn build(self) -> Result<ProcessRuntime, RuntimeError> {
+        if self.keep_on_drop && self.root.is_none() {
+            return Err(RuntimeError::InvalidArgument(
+                "keep_on_drop needs a root_dir: a temporary root goes with the runtime".into(),
+            ));
+        }
         let (root, temp) = match self.root {
             Some(root) => (root, None),
             None => {
@@ -300,21 +425,99 @@ impl ProcessRuntimeBuilder {
         std::fs::create_dir_all(root.join("logs"))?;
         std::fs::create_dir_all(root.join("sandboxes"))?;
         std::fs::create_dir_all(root.join("cni"))?;
-        let cgroups = self
-            .cgroups
-            .then(|| Cgroups::new(&uuid::Uuid::new_v4().simple().to_string()[..12]));
-        Ok(ProcessRuntime {
-            inner: Arc::new(Inner {
-                root,
-                ip: self.ip,
-                cgroups,
-                pids_limit: self.pids_limit,
-                network: self.network,
-                state: Mutex::new(State::default()),
-                _temp: temp,
-            }),
-        })
+        let store = StateDir::open(&root)?;
+        let cgroups = self.cgroups.then(|| Cgroups::new(store.id()));
+        let exits = store.exits();
+        let (state, watched) = adopt(&root, &store);
+        let inner = Arc::new(Inner {
+            root,
+            ip: self.ip,
+            cgroups,
+            pids_limit: self.pids_limit,
+            network: self.network,
+            state: Mutex::new(state),
+            store,
+            exits,
+            keep_on_drop: self.keep_on_drop,
+            _temp: temp,
+        });
+        let weak = Arc::downgrade(&inner);
+        ExitWatcher::spawn(watched, move |id| match weak.upgrade() {
+            Some(inner) => {
+                inner.record_adopted_exit(id);
+                true
+            }
+            None => false,
+        })?;
+        Ok(ProcessRuntime { inner })
     }
+}
+
+/// The sandboxes and containers an earlier runtime recorded under `root`, with running
+/// containers re-attached by pid and start time (and the processes to watch), and those
+/// that exited meanwhile reported so.
+fn adopt(root: &Path, store: &StateDir) -> (State, Vec<Watched>) {
+    let loaded = store.load();
+    let mut state = State::default();
+    let mut watched = Vec::new();
+    for (id, r) in loaded.sandboxes {
+        let sandbox = Sandbox {
+            config: r.config(),
+            state: r.state(),
+            created_at: r.created_at,
+            dir: root.join("sandboxes").join(&id),
+            netns: r.netns,
+            ip: r.ip,
+        };
+        state.sandboxes.insert(id, sandbox);
+    }
+    let exits = store.exits();
+    for (id, r) in loaded.containers {
+        let life = r.lifecycle(exits.read(&id));
+        let mut exited = None;
+        if let (ContainerState::Running, Some(pid), Some(start)) =
+            (life.state, life.pid, life.pid_start)
+        {
+            let (tx, rx) = watch::channel(false);
+            watched.push(Watched {
+                id: id.clone(),
+                pid,
+                start,
+                exited: tx,
+            });
+            exited = Some(rx);
+        }
+        let c = Container {
+            sandbox_id: r.sandbox_id.clone(),
+            config: r.config(),
+            state: life.state,
+            created_at: life.created_at,
+            started_at: life.started_at,
+            finished_at: life.finished_at,
+            exit_code: life.exit_code,
+            reason: life.reason,
+            message: life.message,
+            pid: life.pid,
+            pid_start: life.pid_start,
+            log_path: root.join("logs").join(format!("{id}.log")),
+            exited,
+        };
+        if c.record().state != r.state {
+            if let Err(e) = store.write_container(&id, &c.record()) {
+                tracing::warn!(container = %id, error = %e, "persisting the container failed");
+            }
+        }
+        state.containers.insert(id, c);
+    }
+    if !state.sandboxes.is_empty() || !state.containers.is_empty() {
+        tracing::info!(
+            sandboxes = state.sandboxes.len(),
+            containers = state.containers.len(),
+            running = watched.len(),
+            "adopted what the previous runtime left"
+        );
+    }
+    (state, watched)
 }
 
 impl ProcessRuntime {
@@ -326,6 +529,7 @@ impl ProcessRuntime {
             cgroups: false,
             pids_limit: None,
             network: PodNetwork::Host,
+            keep_on_drop: false,
         }
     }
 
@@ -499,9 +703,11 @@ impl ProcessRuntime {
             }
         }
         net::delete_netns(&netns).await?;
-        if let Some(s) = self.state().sandboxes.get_mut(sandbox_id) {
+        let mut state = self.state();
+        if let Some(s) = state.sandboxes.get_mut(sandbox_id) {
             s.netns = None;
         }
+        self.inner.save_sandbox(&state, sandbox_id);
         Ok(())
     }
 
@@ -513,6 +719,7 @@ impl ProcessRuntime {
                 .get_mut(sandbox_id)
                 .ok_or_else(|| not_found("sandbox", sandbox_id))?;
             sandbox.state = SandboxState::NotReady;
+            self.inner.save_sandbox(&state, sandbox_id);
             state
                 .containers
                 .iter()
@@ -556,18 +763,18 @@ impl Runtime for ProcessRuntime {
             PodNetwork::Host => None,
             _ => Some(format!("kp-{}", &id[..16])),
         };
-        // Recorded before the namespace exists, so a cancelled call leaves it findable.
-        self.state().sandboxes.insert(
-            id.clone(),
-            Sandbox {
-                config: config.clone(),
-                state: SandboxState::NotReady,
-                created_at: SystemTime::now(),
-                dir,
-                netns: netns.clone(),
-                ip: None,
-            },
-        );
+        // Recorded (in memory and on disk) before the namespace exists, so a cancelled call
+        // leaves it findable.
+        let sandbox = Sandbox {
+            config: config.clone(),
+            state: SandboxState::NotReady,
+            created_at: SystemTime::now(),
+            dir,
+            netns: netns.clone(),
+            ip: None,
+        };
+        self.inner.store.write_sandbox(&id, &sandbox.record())?;
+        self.state().sandboxes.insert(id.clone(), sandbox);
         let ip = match &netns {
             None => Ok(Some(self.inner.ip.clone())),
             Some(name) => match net::create_netns(name).await {
@@ -584,15 +791,18 @@ impl Runtime for ProcessRuntime {
         };
         match ip {
             Ok(ip) => {
-                if let Some(s) = self.state().sandboxes.get_mut(&id) {
+                let mut state = self.state();
+                if let Some(s) = state.sandboxes.get_mut(&id) {
                     s.state = SandboxState::Ready;
                     s.ip = ip;
                 }
+                self.inner.save_sandbox(&state, &id);
                 Ok(id)
             }
             Err(e) => {
                 let _ = self.release_network(&id).await;
                 self.state().sandboxes.remove(&id);
+                let _ = self.inner.store.remove_sandbox(&id);
                 Err(e)
             }
         }
@@ -629,13 +839,18 @@ impl Runtime for ProcessRuntime {
             let mut state = self.state();
             let dir = state.sandboxes.remove(sandbox_id).map(|s| s.dir);
             let mut logs = Vec::new();
-            state.containers.retain(|_, c| {
+            let store = &self.inner.store;
+            state.containers.retain(|id, c| {
                 let keep = c.sandbox_id != sandbox_id;
                 if !keep {
                     logs.push(c.log_path.clone());
+                    if let Err(e) = store.remove_container(id) {
+                        tracing::warn!(container = %id, error = %e, "removing the record failed");
+                    }
                 }
                 keep
             });
+            store.remove_sandbox(sandbox_id)?;
             (dir, logs)
         };
         for log in logs {
@@ -707,23 +922,23 @@ impl Runtime for ProcessRuntime {
         }
         let id = new_id();
         let log_path = self.inner.root.join("logs").join(format!("{id}.log"));
-        state.containers.insert(
-            id.clone(),
-            Container {
-                sandbox_id: sandbox_id.to_string(),
-                config: config.clone(),
-                state: ContainerState::Created,
-                created_at: SystemTime::now(),
-                started_at: None,
-                finished_at: None,
-                exit_code: None,
-                reason: None,
-                message: None,
-                pid: None,
-                log_path,
-                exited: None,
-            },
-        );
+        let container = Container {
+            sandbox_id: sandbox_id.to_string(),
+            config: config.clone(),
+            state: ContainerState::Created,
+            created_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            pid: None,
+            pid_start: None,
+            log_path,
+            exited: None,
+        };
+        self.inner.store.write_container(&id, &container.record())?;
+        state.containers.insert(id.clone(), container);
         Ok(id)
     }
 
@@ -766,6 +981,7 @@ impl Runtime for ProcessRuntime {
                 c.exit_code = Some(128);
                 c.reason = Some("StartError".into());
                 c.message = Some(message.clone());
+                self.inner.save_container(&state, container_id);
                 return Err(RuntimeError::Failed {
                     operation: "start_container",
                     message,
@@ -776,10 +992,13 @@ impl Runtime for ProcessRuntime {
         c.state = ContainerState::Running;
         c.started_at = Some(SystemTime::now());
         c.pid = Some(pid);
+        c.pid_start = persist::start_time(pid);
         c.exited = Some(rx);
+        self.inner.save_container(&state, container_id);
         drop(state);
 
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        let exits = self.inner.exits.clone();
         let id = container_id.to_string();
         tokio::spawn(async move {
             let status = child.wait().await;
@@ -787,8 +1006,11 @@ impl Runtime for ProcessRuntime {
             if let Ok(group) = i32::try_from(pid) {
                 let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
             }
-            if let Some(inner) = inner.upgrade() {
-                inner.record_exit(&id, status);
+            match inner.upgrade() {
+                Some(inner) => inner.record_exit(&id, status),
+                // The runtime was dropped leaving its containers to a successor (in this
+                // process): the exit goes where the successor looks.
+                None => exits.write(&id, &describe_exit(status, |_| false)),
             }
             let _ = tx.send(true);
         });
@@ -834,6 +1056,7 @@ impl Runtime for ProcessRuntime {
             Err(e) => return Err(e),
         }
         let removed = self.state().containers.remove(container_id);
+        self.inner.store.remove_container(container_id)?;
         if let Some(cgroups) = &self.inner.cgroups {
             cgroups.remove(container_id);
         }

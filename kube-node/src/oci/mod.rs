@@ -27,6 +27,10 @@ use tokio::sync::watch;
 use crate::cgroup::Cgroups;
 use crate::files::{read_log_file, remove_file_if_exists};
 use crate::net::{self, CniConfig, PodNetwork};
+use crate::persist::{
+    self, ContainerRecord, ExitRecord, ExitWatcher, ExitsDir, Lifecycle, SandboxRecord, StateDir,
+    Watched,
+};
 use bundle::BundleFacts;
 
 /// How long to wait for a container to die after SIGKILL before reporting failure.
@@ -57,11 +61,44 @@ struct Container {
     message: Option<String>,
     bundle: PathBuf,
     log_path: PathBuf,
+    /// The foreground `runc run` and its start time, which stand for the container on disk.
+    runc_pid: Option<u32>,
+    runc_start: Option<u64>,
     /// Becomes `true` once `runc run` has exited (the container is gone).
     exited: Option<watch::Receiver<bool>>,
 }
 
+impl Sandbox {
+    fn record(&self) -> SandboxRecord {
+        SandboxRecord::new(
+            &self.config,
+            self.state,
+            self.created_at,
+            self.netns.clone(),
+            self.ip.clone(),
+        )
+    }
+}
+
 impl Container {
+    fn record(&self) -> ContainerRecord {
+        ContainerRecord::new(
+            &self.sandbox_id,
+            &self.config,
+            Lifecycle {
+                state: self.state,
+                created_at: self.created_at,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
+                exit_code: self.exit_code,
+                reason: self.reason.clone(),
+                message: self.message.clone(),
+                pid: self.runc_pid,
+                pid_start: self.runc_start,
+            },
+        )
+    }
+
     fn status(&self, id: &str) -> ContainerStatus {
         let info = [
             ("logPath", self.log_path.to_string_lossy().into_owned()),
@@ -103,6 +140,11 @@ struct Inner {
     host_ip: String,
     cgroups: Cgroups,
     state: Mutex<State>,
+    /// The records on disk (and the lock on the root).
+    store: StateDir,
+    exits: ExitsDir,
+    /// Whether dropping the runtime leaves its containers running for a successor.
+    keep_on_drop: bool,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -127,33 +169,147 @@ impl Inner {
             .get(id)
             .and_then(|c| c.config.resources.memory_limit_bytes);
         let oom = limit.is_some_and(|l| self.cgroups.hit_memory_limit(id, l));
+        let exit = describe_exit(status, oom);
         let mut state = self.state();
         let Some(c) = state.containers.get_mut(id) else {
             return;
         };
-        let (code, message) = match status {
-            // runc reports a signal death of the container as 128 + signal, like a shell.
-            Ok(s) => (
-                s.code().or(s.signal().map(|sig| 128 + sig)).unwrap_or(-1),
-                None,
-            ),
-            Err(e) => (-1, Some(format!("waiting for runc failed: {e}"))),
-        };
-        let reason = match code {
-            0 => "Completed",
-            137 if oom => "OOMKilled",
-            _ => "Error",
-        };
         c.state = ContainerState::Exited;
-        c.finished_at = Some(SystemTime::now());
-        c.exit_code = Some(code);
-        c.reason = Some(reason.to_string());
-        c.message = message;
+        c.finished_at = Some(exit.finished_at);
+        c.exit_code = Some(exit.code);
+        c.reason = Some(exit.reason);
+        c.message = exit.message;
+        self.save_container(&state, id);
     }
+
+    /// An adopted container's `runc run` is gone: its exit, if a runtime of this OS process
+    /// recorded it, else unknown.
+    fn record_adopted_exit(&self, id: &str) {
+        let exit = self.exits.read(id);
+        let mut state = self.state();
+        let Some(c) = state.containers.get_mut(id) else {
+            return;
+        };
+        let mut life = c.record().lifecycle(None);
+        life.exited(exit);
+        c.state = life.state;
+        c.finished_at = life.finished_at;
+        c.exit_code = life.exit_code;
+        c.reason = life.reason;
+        c.message = life.message;
+        self.save_container(&state, id);
+    }
+
+    /// Writes a container's record (a failure is logged: only a restarted agent would miss
+    /// it).
+    fn save_container(&self, state: &State, id: &str) {
+        if let Some(c) = state.containers.get(id) {
+            if let Err(e) = self.store.write_container(id, &c.record()) {
+                tracing::warn!(container = id, error = %e, "persisting the container failed");
+            }
+        }
+    }
+
+    fn save_sandbox(&self, state: &State, id: &str) {
+        if let Some(s) = state.sandboxes.get(id) {
+            if let Err(e) = self.store.write_sandbox(id, &s.record()) {
+                tracing::warn!(sandbox = id, error = %e, "persisting the sandbox failed");
+            }
+        }
+    }
+}
+
+/// How `runc run` ended: runc reports a signal death of the container as 128 + signal.
+fn describe_exit(status: std::io::Result<ExitStatus>, oom: bool) -> ExitRecord {
+    let (code, message) = match status {
+        Ok(s) => (
+            s.code().or(s.signal().map(|sig| 128 + sig)).unwrap_or(-1),
+            None,
+        ),
+        Err(e) => (-1, Some(format!("waiting for runc failed: {e}"))),
+    };
+    let reason = match code {
+        0 => "Completed",
+        137 if oom => "OOMKilled",
+        _ => "Error",
+    };
+    ExitRecord {
+        code,
+        reason: reason.to_string(),
+        message,
+        finished_at: SystemTime::now(),
+    }
+}
+
+/// The sandboxes and containers an earlier runtime recorded under `root`, running ones
+/// re-attached through their `runc run` (pid and start time), with the processes to watch.
+fn adopt(store: &StateDir) -> (State, Vec<Watched>) {
+    let loaded = store.load();
+    let mut state = State::default();
+    let mut watched = Vec::new();
+    for (id, r) in loaded.sandboxes {
+        let sandbox = Sandbox {
+            config: r.config(),
+            state: r.state(),
+            created_at: r.created_at,
+            netns: r.netns,
+            ip: r.ip,
+        };
+        state.sandboxes.insert(id, sandbox);
+    }
+    let exits = store.exits();
+    for (id, r) in loaded.containers {
+        let life = r.lifecycle(exits.read(&id));
+        let mut exited = None;
+        if let (ContainerState::Running, Some(pid), Some(start)) =
+            (life.state, life.pid, life.pid_start)
+        {
+            let (tx, rx) = watch::channel(false);
+            watched.push(Watched {
+                id: id.clone(),
+                pid,
+                start,
+                exited: tx,
+            });
+            exited = Some(rx);
+        }
+        let c = Container {
+            sandbox_id: r.sandbox_id.clone(),
+            config: r.config(),
+            state: life.state,
+            created_at: life.created_at,
+            started_at: life.started_at,
+            finished_at: life.finished_at,
+            exit_code: life.exit_code,
+            reason: life.reason,
+            message: life.message,
+            bundle: store_root(store).join("bundles").join(&id),
+            log_path: store_root(store).join("logs").join(format!("{id}.log")),
+            runc_pid: life.pid,
+            runc_start: life.pid_start,
+            exited,
+        };
+        if c.record().state != r.state {
+            if let Err(e) = store.write_container(&id, &c.record()) {
+                tracing::warn!(container = %id, error = %e, "persisting the container failed");
+            }
+        }
+        state.containers.insert(id, c);
+    }
+    (state, watched)
+}
+
+/// The runtime root a state directory lives in.
+fn store_root(store: &StateDir) -> PathBuf {
+    store.root().to_path_buf()
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if self.keep_on_drop {
+            // Left running, recorded on disk, for the next runtime over this root.
+            return;
+        }
         // Nothing may outlive the runtime: containers, cgroups, network namespaces.
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         for (id, c) in &state.containers {
@@ -192,6 +348,11 @@ impl Drop for Inner {
 ///   and a container the kernel OOM-kills exits with 137 and reason `OOMKilled`.
 /// * stdout and stderr go to one log file per container; `stop_container` sends SIGTERM, then
 ///   SIGKILL after the timeout. Needs root and `runc` (1.1) on `PATH`.
+/// * Sandboxes and containers are recorded under `<root>/state/`; a runtime built over the
+///   root of a dropped ([`keep_on_drop`](OciRuntimeBuilder::keep_on_drop)) or crashed one
+///   adopts its containers, following each through its `runc run` process (pid and start
+///   time) and its cgroups (the runtime id is kept). A container whose `runc run` ended
+///   unseen reports exit code 137 and reason `ContainerStatusUnknown`.
 #[derive(Clone)]
 pub struct OciRuntime {
     inner: Arc<Inner>,
@@ -216,9 +377,19 @@ pub struct OciRuntimeBuilder {
     archives: Vec<(String, PathBuf)>,
     network: PodNetwork,
     host_ip: String,
+    keep_on_drop: bool,
 }
 
 impl OciRuntimeBuilder {
+    /// Whether dropping the runtime leaves its containers running (default false: they are
+    /// killed). Needs a [`root_dir`](Self::root_dir): a runtime built later over the same
+    /// root — in a restarted agent process, say — adopts the sandboxes and containers recorded
+    /// there, still running or not (see [`OciRuntime`]).
+    pub fn keep_on_drop(mut self, keep: bool) -> Self {
+        self.keep_on_drop = keep;
+        self
+    }
+
     /// Where bundles, logs and runc's state go (created if missing). Default: a temporary
     /// directory deleted when the runtime is dropped.
     pub fn root_dir(mut self, root: impl Into<PathBuf>) -> Self {
@@ -281,6 +452,11 @@ impl OciRuntimeBuilder {
                 message: format!("{} --version failed", self.runc.display()),
             });
         }
+        if self.keep_on_drop && self.root.is_none() {
+            return Err(RuntimeError::InvalidArgument(
+                "keep_on_drop needs a root_dir: a temporary root goes with the runtime".into(),
+            ));
+        }
         let (root, temp) = match self.root {
             Some(root) => (root, None),
             None => {
@@ -304,19 +480,30 @@ impl OciRuntimeBuilder {
             })?;
             images.insert(reference.clone(), dest);
         }
-        let runtime_id = new_id();
-        Ok(OciRuntime {
-            inner: Arc::new(Inner {
-                root,
-                runc: self.runc,
-                images,
-                network: self.network,
-                host_ip: self.host_ip,
-                cgroups: Cgroups::new(&runtime_id[..12]),
-                state: Mutex::new(State::default()),
-                _temp: temp,
-            }),
-        })
+        let store = StateDir::open(&root)?;
+        let (state, watched) = adopt(&store);
+        let inner = Arc::new(Inner {
+            root,
+            runc: self.runc,
+            images,
+            network: self.network,
+            host_ip: self.host_ip,
+            cgroups: Cgroups::new(store.id()),
+            state: Mutex::new(state),
+            exits: store.exits(),
+            store,
+            keep_on_drop: self.keep_on_drop,
+            _temp: temp,
+        });
+        let weak = Arc::downgrade(&inner);
+        ExitWatcher::spawn(watched, move |id| match weak.upgrade() {
+            Some(inner) => {
+                inner.record_adopted_exit(id);
+                true
+            }
+            None => false,
+        })?;
+        Ok(OciRuntime { inner })
     }
 }
 
@@ -330,6 +517,7 @@ impl OciRuntime {
             archives: Vec::new(),
             network: PodNetwork::default(),
             host_ip: "127.0.0.1".into(),
+            keep_on_drop: false,
         }
     }
 
@@ -417,6 +605,7 @@ impl OciRuntime {
                 .get_mut(sandbox_id)
                 .ok_or_else(|| not_found("sandbox", sandbox_id))?;
             sandbox.state = SandboxState::NotReady;
+            self.inner.save_sandbox(&state, sandbox_id);
             state
                 .containers
                 .iter()
@@ -451,9 +640,11 @@ impl OciRuntime {
             }
         }
         net::delete_netns(&netns).await?;
-        if let Some(s) = self.state().sandboxes.get_mut(sandbox_id) {
+        let mut state = self.state();
+        if let Some(s) = state.sandboxes.get_mut(sandbox_id) {
             s.netns = None;
         }
+        self.inner.save_sandbox(&state, sandbox_id);
         Ok(())
     }
 
@@ -506,13 +697,17 @@ impl OciRuntime {
                 c.exit_code = Some(128);
                 c.reason = Some("StartError".into());
                 c.message = Some(message.clone());
+                self.inner.save_container(&state, container_id);
                 return Err(failed("start_container", message));
             }
         };
         let (tx, rx) = watch::channel(false);
         c.state = ContainerState::Running;
         c.started_at = Some(SystemTime::now());
+        c.runc_pid = child.id();
+        c.runc_start = c.runc_pid.and_then(persist::start_time);
         c.exited = Some(rx.clone());
+        self.inner.save_container(&state, container_id);
         Ok((child, tx, rx))
     }
 
@@ -575,30 +770,32 @@ impl Runtime for OciRuntime {
             PodNetwork::Host => None,
             _ => Some(format!("kn-{}", &id[..16])),
         };
-        // Recorded before the namespace exists, so that a cancelled call still leaves it
-        // where removal (or dropping the runtime) finds it.
-        self.state().sandboxes.insert(
-            id.clone(),
-            Sandbox {
-                config: config.clone(),
-                state: SandboxState::NotReady,
-                created_at: SystemTime::now(),
-                netns: netns.clone(),
-                ip: None,
-            },
-        );
+        // Recorded (in memory and on disk) before the namespace exists, so that a cancelled
+        // call still leaves it where removal (or dropping the runtime) finds it.
+        let sandbox = Sandbox {
+            config: config.clone(),
+            state: SandboxState::NotReady,
+            created_at: SystemTime::now(),
+            netns: netns.clone(),
+            ip: None,
+        };
+        self.inner.store.write_sandbox(&id, &sandbox.record())?;
+        self.state().sandboxes.insert(id.clone(), sandbox);
         let ip = match self.setup_network(&id, netns.as_deref()).await {
             Ok(ip) => ip,
             Err(e) => {
                 let _ = self.release_network(&id).await;
                 self.state().sandboxes.remove(&id);
+                let _ = self.inner.store.remove_sandbox(&id);
                 return Err(e);
             }
         };
-        if let Some(s) = self.state().sandboxes.get_mut(&id) {
+        let mut state = self.state();
+        if let Some(s) = state.sandboxes.get_mut(&id) {
             s.state = SandboxState::Ready;
             s.ip = ip;
         }
+        self.inner.save_sandbox(&state, &id);
         Ok(id)
     }
 
@@ -626,6 +823,7 @@ impl Runtime for OciRuntime {
             self.remove_container(&id).await?;
         }
         self.state().sandboxes.remove(sandbox_id);
+        self.inner.store.remove_sandbox(sandbox_id)?;
         Ok(())
     }
 
@@ -706,23 +904,27 @@ impl Runtime for OciRuntime {
             return Err(e.into());
         }
         let log_path = self.inner.root.join("logs").join(format!("{id}.log"));
-        self.state().containers.insert(
-            id.clone(),
-            Container {
-                sandbox_id: sandbox_id.to_string(),
-                config: config.clone(),
-                state: ContainerState::Created,
-                created_at: SystemTime::now(),
-                started_at: None,
-                finished_at: None,
-                exit_code: None,
-                reason: None,
-                message: None,
-                bundle,
-                log_path,
-                exited: None,
-            },
-        );
+        let container = Container {
+            sandbox_id: sandbox_id.to_string(),
+            config: config.clone(),
+            state: ContainerState::Created,
+            created_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            bundle,
+            log_path,
+            runc_pid: None,
+            runc_start: None,
+            exited: None,
+        };
+        if let Err(e) = self.inner.store.write_container(&id, &container.record()) {
+            self.inner.cgroups.remove(&id);
+            return Err(e.into());
+        }
+        self.state().containers.insert(id.clone(), container);
         Ok(id)
     }
 
@@ -731,11 +933,14 @@ impl Runtime for OciRuntime {
     async fn start_container(&self, container_id: &str) -> Result<(), RuntimeError> {
         let (mut child, tx, rx) = self.spawn_locked(container_id)?;
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        let exits = self.inner.exits.clone();
         let id = container_id.to_string();
         tokio::spawn(async move {
             let status = child.wait().await;
-            if let Some(inner) = inner.upgrade() {
-                inner.record_exit(&id, status);
+            match inner.upgrade() {
+                Some(inner) => inner.record_exit(&id, status),
+                // Dropped, leaving its containers to a successor in this process.
+                None => exits.write(&id, &describe_exit(status, false)),
             }
             let _ = tx.send(true);
         });
@@ -787,6 +992,7 @@ impl Runtime for OciRuntime {
             .output()
             .await;
         let removed = self.state().containers.remove(container_id);
+        self.inner.store.remove_container(container_id)?;
         self.inner.cgroups.remove(container_id);
         if let Some(c) = removed {
             remove_file_if_exists(&c.log_path).await?;

@@ -502,3 +502,80 @@ async fn runc_runs_an_image_from_an_oci_archive() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn runc_a_new_runtime_over_the_same_root_adopts_running_containers() {
+    use kube_core::runtime::{ContainerConfig, ContainerState, PodSandboxConfig};
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let build = |keep: bool| {
+        OciRuntime::builder()
+            .root_dir(dir.path().join("oci"))
+            .image("busybox", dir.path().join("busybox"))
+            .keep_on_drop(keep)
+            .build()
+            .expect("runc runtime")
+    };
+    busybox(dir.path());
+    let first = build(true);
+    let cgroup = first.cgroup_parent().to_string();
+    let sandbox = first
+        .run_pod_sandbox(&PodSandboxConfig::default())
+        .await
+        .unwrap();
+    let config = ContainerConfig {
+        name: "c".into(),
+        image: "busybox".into(),
+        command: vec!["sh".into(), "-c".into(), "echo up; exec sleep 30".into()],
+        ..Default::default()
+    };
+    let id = first.create_container(&sandbox, &config).await.unwrap();
+    first.start_container(&id).await.unwrap();
+    eventually(WAIT, "the container logs", || async {
+        let log = first
+            .container_logs(&id, &LogOptions::default())
+            .await
+            .ok()?;
+        (&log[..] == b"up\n").then_some(())
+    })
+    .await;
+    drop(first);
+
+    let second = build(false);
+    assert_eq!(second.cgroup_parent(), cgroup, "the same cgroups");
+    let status = second.container_status(&id).await.unwrap();
+    assert_eq!(status.state, ContainerState::Running, "{status:?}");
+    let exec = second
+        .exec_sync(&id, &["echo".into(), "inside".into()], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(&exec.output[..], b"inside\n", "still the running container");
+    assert_eq!(
+        &second
+            .container_logs(&id, &LogOptions::default())
+            .await
+            .unwrap()[..],
+        b"up\n"
+    );
+    second
+        .stop_container(&id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let stopped = eventually(WAIT, "the exit recorded", || async {
+        let s = second.container_status(&id).await.ok()?;
+        (s.state == ContainerState::Exited).then_some(s)
+    })
+    .await;
+    // PID 1 of the container ignores SIGTERM: SIGKILL after the grace period. The first
+    // runtime's wait task saw it and left the exit for the second: the code is known.
+    assert_eq!(
+        (stopped.exit_code, stopped.reason.as_deref()),
+        (Some(137), Some("Error")),
+        "{stopped:?}"
+    );
+    second.remove_pod_sandbox(&sandbox).await.unwrap();
+    drop(second);
+    assert!(leftover_cgroups(&cgroup).is_empty());
+}

@@ -11,3 +11,4 @@ mod fake_runtime;
 mod kubelet_server;
 mod probes;
 mod process_runtime;
+mod restart_recovery;
