@@ -36,6 +36,8 @@ pub mod local_etcd;
 mod mem;
 mod paging;
 mod prepare;
+#[cfg(feature = "client")]
+mod remote;
 mod transition;
 
 #[cfg(feature = "server")]
@@ -45,3 +47,5 @@ pub use durable::{DurableConfig, DurableStore};
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use mem::{MemStore, StoreConfig};
 pub use prepare::{prepare_create, prepare_update};
+#[cfg(feature = "client")]
+pub use remote::{RemoteError, RemoteStore};

@@ -917,15 +917,17 @@ async fn delete(ctx: &Ctx<'_>, raw: &[u8]) -> ApiResult<Response> {
         Deleted::Gone(object) if ctx.info().kind == "Pod" => {
             object_response(StatusCode::OK, &object)
         }
-        Deleted::Gone(object) => Ok(json_response(
-            StatusCode::OK,
-            &success(json!({
+        Deleted::Gone(object) => {
+            let mut status = success(json!({
                 "name": object.metadata.name,
                 "group": ctx.info().group,
                 "kind": ctx.info().plural,
                 "uid": object.metadata.uid,
-            })),
-        )),
+            }));
+            // The deletion's revision, so clients can order it against watch events.
+            status["metadata"]["resourceVersion"] = json!(object.metadata.resource_version);
+            Ok(json_response(StatusCode::OK, &status))
+        }
     }
 }
 

@@ -48,6 +48,20 @@ pub(crate) async fn etcd() -> Fixture {
     }
 }
 
+/// The API server over a memory store, reached through `RemoteStore`: the client and the
+/// server together must behave as a store.
+#[cfg(all(feature = "server", feature = "client"))]
+pub(crate) async fn remote() -> Fixture {
+    let backend = Arc::new(MemStore::with_config(config()));
+    let server = kube_store::ApiServer::new(backend);
+    let running = server.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let store = kube_store::RemoteStore::new(&running.url()).unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(running),
+    }
+}
+
 macro_rules! suite {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -73,3 +87,7 @@ all_cases!(memory);
 all_cases!(durable);
 #[cfg(feature = "etcd")]
 all_cases!(etcd);
+// Compaction is not part of the Kubernetes API; everything else is.
+#[cfg(all(feature = "server", feature = "client"))]
+suite!(remote: crud, conflicts, watch_order_and_resume, selectors, paging, concurrent_writers,
+    linearizable, bookmarks);
