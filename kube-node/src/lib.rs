@@ -59,7 +59,9 @@
 //! graceful termination (preStop, SIGTERM, grace period, SIGKILL), env from literals,
 //! ConfigMaps, Secrets, resource fields and the downward API, emptyDir/configMap/secret/
 //! hostPath volumes, logs by pod and container ([`pod_logs`], with `previous`;
-//! [`follow_pod_logs`]), and adoption of running pods after an agent restart.
+//! [`follow_pod_logs`]), garbage collection of dead containers by the kubelet's policy
+//! ([`ContainerGcPolicy`]: minimum age, dead instances per container, dead containers per
+//! node), and adoption of running pods after an agent restart.
 //!
 //! # The kubelet HTTP server
 //!
@@ -107,7 +109,7 @@ mod oci;
 mod persist;
 mod process;
 
-pub use agent::{NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
+pub use agent::{ContainerGcPolicy, NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
 pub use cri::CriRuntime;
 pub use error::{Error, Result};
 pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};

@@ -9,6 +9,7 @@
 
 mod admission;
 mod backoff;
+mod gc;
 mod lease;
 mod node_status;
 mod pod_status;
@@ -36,6 +37,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+pub use gc::ContainerGcPolicy;
 use pod_sync::PodRecord;
 
 /// Labels the agent puts on sandboxes and containers, so it can recover which pod they belong
@@ -91,6 +93,9 @@ pub struct NodeAgentConfig {
     /// Where the kubelet HTTP server listens (`/containerLogs`, `/healthz`); `None` (the
     /// default) serves nothing. Port 0 picks a free port.
     pub kubelet_addr: Option<SocketAddr>,
+    /// Which dead containers are removed, and how often the node is swept (the kubelet's
+    /// defaults: one dead instance kept per container, no node limit, every minute).
+    pub container_gc: ContainerGcPolicy,
 }
 
 impl NodeAgentConfig {
@@ -114,6 +119,7 @@ impl NodeAgentConfig {
             root_dir: None,
             host_pressure: false,
             kubelet_addr: None,
+            container_gc: ContainerGcPolicy::default(),
         }
     }
 
@@ -129,6 +135,9 @@ impl NodeAgentConfig {
         }
         if self.heartbeat_interval.is_zero() || self.resync_interval.is_zero() {
             return invalid("heartbeat and resync intervals must be positive".into());
+        }
+        if self.container_gc.period.is_zero() {
+            return invalid("the container GC period must be positive".into());
         }
         if self.workers == 0 {
             return invalid("at least one worker is needed".into());
@@ -237,6 +246,12 @@ impl NodeAgentBuilder {
     /// and PIDs in use > 90%). Default off.
     pub fn host_pressure(mut self, enabled: bool) -> Self {
         self.config.host_pressure = enabled;
+        self
+    }
+
+    /// The dead-container garbage collection policy (see [`ContainerGcPolicy`]).
+    pub fn container_gc(mut self, policy: ContainerGcPolicy) -> Self {
+        self.config.container_gc = policy;
         self
     }
 
@@ -465,6 +480,7 @@ impl Agent {
 
         tasks.spawn(self.clone().event_loop());
         tasks.spawn(self.clone().resync_loop());
+        tasks.spawn(self.clone().gc_loop());
         for _ in 0..self.config.workers {
             tasks.spawn(self.clone().worker());
         }

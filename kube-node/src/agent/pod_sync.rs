@@ -682,12 +682,9 @@ impl Agent {
                 return Ok(());
             }
         }
-        // Keep the container that just exited (for `lastState` and logs); older ones go.
-        for old in history.iter().skip(1) {
-            if old.state == ContainerState::Exited {
-                ignore_not_found(self.runtime.remove_container(&old.id).await)?;
-            }
-        }
+        // The container's older instances go by the GC policy (by default the one that just
+        // exited stays, for `lastState` and `previous` logs).
+        self.remove_planned(history).await?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ mod agent_fake;
 mod agent_oci;
 mod agent_process;
 mod common;
+mod container_gc;
 mod containerd_env;
 mod fake_runtime;
 mod kubelet_server;
