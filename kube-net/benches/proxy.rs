@@ -47,13 +47,16 @@ fn main() {
     }
     let backend: SocketAddr = BACKEND.parse().unwrap();
     let vip: SocketAddr = VIP.parse().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(serve_backend("0.0.0.0:18080".parse().unwrap()));
-    });
+    std::thread::Builder::new()
+        .name("backend".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(serve_backend("0.0.0.0:18080".parse().unwrap()));
+        })
+        .unwrap();
     // Knobs for exploring (defaults are what the final line reports).
     let workers: usize = std::env::var("KUBE_NET_BENCH_WORKERS")
         .ok()
@@ -79,50 +82,100 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `KUBE_NET_BENCH_PHASES=lat,bulk,conn` (the default: all) picks the phases to run, for
+    // profiling one of them; a phase not run prints `NA`.
+    let phases = std::env::var("KUBE_NET_BENCH_PHASES").unwrap_or_else(|_| "lat,bulk,conn".into());
+    let runs: usize = std::env::var("KUBE_NET_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNS);
+    let load_before = load_average();
     client.block_on(async {
-        let (mut d, mut p) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            d.push(p99_us(backend).await);
-            p.push(p99_us(vip).await);
+        // Every phase warms both paths up first (connections, listener and runtime threads,
+        // page cache of the backend's buffers), then alternates direct and proxied runs with
+        // the same client load, and takes the median of each.
+        let mut line = BTreeMap::new();
+        if phases.contains("lat") {
+            let _ = p99_us(backend, 200).await;
+            let _ = p99_us(vip, 200).await;
+            let (mut d, mut p) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                d.push(p99_us(backend, 1000).await);
+                p.push(p99_us(vip, 1000).await);
+            }
+            let (lat_d, lat_p) = (median(d), median(p));
+            println!("p99 µs at 2000 req/s: direct {lat_d:.0}, proxied {lat_p:.0}");
+            line.insert("added_p99_us", format!("{:.0}", (lat_p - lat_d).max(0.0)));
         }
-        let (lat_d, lat_p) = (median(d), median(p));
-        println!("p99 µs at 2000 req/s: direct {lat_d:.0}, proxied {lat_p:.0}");
-
         // Latency runs first, on a proxy that has not just moved gigabytes: on this shared
         // 2-core machine, after the bulk and connection-rate phases the proxy thread loses
         // wakeup races to other load and p99 turns into scheduler ticks (~4 ms) instead of
         // proxy cost.
-        // Warm up both paths.
-        let _ = bulk(backend, 32 << 20).await;
-        let _ = bulk(vip, 32 << 20).await;
-
-        let (mut d, mut p) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            d.push(bulk(backend, BULK_BYTES).await);
-            p.push(bulk(vip, BULK_BYTES).await);
+        if phases.contains("bulk") {
+            let _ = bulk(backend, 32 << 20).await;
+            let _ = bulk(vip, 32 << 20).await;
+            let (mut d, mut p) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                d.push(bulk(backend, BULK_BYTES).await);
+                p.push(bulk(vip, BULK_BYTES).await);
+            }
+            let (bulk_d, bulk_p) = (median(d), median(p));
+            println!("bulk MB/s: direct {bulk_d:.0}, proxied {bulk_p:.0}");
+            line.insert("bulk_ratio", format!("{:.2}", bulk_p / bulk_d));
         }
-        let (bulk_d, bulk_p) = (median(d), median(p));
-        println!("bulk MB/s: direct {bulk_d:.0}, proxied {bulk_p:.0}");
-
-        let (mut d, mut p) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            d.push(conn_rate(backend).await);
-            p.push(conn_rate(vip).await);
+        if phases.contains("conn") {
+            let window = Duration::from_millis(
+                std::env::var("KUBE_NET_BENCH_CONN_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(400),
+            );
+            let _ = conn_rate(backend, Duration::from_millis(100)).await;
+            let _ = conn_rate(vip, Duration::from_millis(100)).await;
+            let (mut d, mut p) = (Vec::new(), Vec::new());
+            // CPU time (all of it: user, kernel, softirq work done on the thread's behalf)
+            // per connection, by thread: a figure the machine's other load hardly changes.
+            let (mut cpu_d, mut cpu_p) = (CpuTimes::default(), CpuTimes::default());
+            for _ in 0..runs {
+                let before = CpuTimes::now();
+                let (rate, n) = conn_rate(backend, window).await;
+                cpu_d.add(&CpuTimes::now().since(&before), n);
+                d.push(rate);
+                let before = CpuTimes::now();
+                let (rate, n) = conn_rate(vip, window).await;
+                cpu_p.add(&CpuTimes::now().since(&before), n);
+                p.push(rate);
+            }
+            let (conn_d, conn_p) = (median(d), median(p));
+            println!("connections/s: direct {conn_d:.0}, proxied {conn_p:.0}");
+            println!(
+                "CPU µs per connection: direct {} ; proxied {} ; CPU-bound ratio {:.2}",
+                cpu_d.per_conn(),
+                cpu_p.per_conn(),
+                cpu_d.total_per_conn() / cpu_p.total_per_conn()
+            );
+            line.insert("conn_ratio", format!("{:.2}", conn_p / conn_d));
         }
-        let (conn_d, conn_p) = (median(d), median(p));
-        println!("connections/s: direct {conn_d:.0}, proxied {conn_p:.0}");
 
         let nft = if std::env::args().any(|a| a == "--no-nft") {
             None
         } else {
             nft_sync_10k_ms().await
         };
+        if let Some(ms) = nft {
+            line.insert("nft_sync_10k_ms", format!("{ms:.0}"));
+        }
         println!(
-            "bulk_ratio={:.2} conn_ratio={:.2} added_p99_us={:.0} nft_sync_10k_ms={}",
-            bulk_p / bulk_d,
-            conn_p / conn_d,
-            (lat_p - lat_d).max(0.0),
-            nft.map_or("NA".to_string(), |ms| format!("{ms:.0}"))
+            "load average (1, 5, 15 min): before {load_before}, after {}",
+            load_average()
+        );
+        let figure = |k: &str| line.get(k).cloned().unwrap_or_else(|| "NA".into());
+        println!(
+            "bulk_ratio={} conn_ratio={} added_p99_us={} nft_sync_10k_ms={}",
+            figure("bulk_ratio"),
+            figure("conn_ratio"),
+            figure("added_p99_us"),
+            figure("nft_sync_10k_ms"),
         );
     });
     proxy_rt.block_on(proxy.shutdown()).unwrap();
@@ -134,20 +187,24 @@ fn proxy_runtime(workers: usize) -> (tokio::runtime::Handle, Option<tokio::runti
     if workers > 0 {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
+            .thread_name("proxy")
             .enable_all()
             .build()
             .unwrap();
         return (rt.handle().clone(), Some(rt));
     }
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tx.send(rt.handle().clone()).unwrap();
-        rt.block_on(std::future::pending::<()>());
-    });
+    std::thread::Builder::new()
+        .name("proxy".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            tx.send(rt.handle().clone()).unwrap();
+            rt.block_on(std::future::pending::<()>());
+        })
+        .unwrap();
     (rx.recv().unwrap(), None)
 }
 
@@ -250,10 +307,79 @@ async fn bulk(to: SocketAddr, bytes: u64) -> f64 {
     bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
+/// The machine's load average, as `uptime` shows it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// CPU time used so far by the bench's threads, by role (from `/proc/self/task/*/schedstat`,
+/// nanoseconds on the CPU), and the connections it was spent on.
+#[derive(Clone, Debug, Default)]
+struct CpuTimes {
+    ns: BTreeMap<&'static str, u64>,
+    conns: u64,
+}
+
+impl CpuTimes {
+    fn now() -> Self {
+        let mut ns = BTreeMap::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let role = match comm.trim() {
+                c if c.starts_with("proxy-") => "client",
+                "backend" => "backend",
+                c if c.starts_with("proxy") => "proxy",
+                _ => continue,
+            };
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let on_cpu: u64 = stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            *ns.entry(role).or_insert(0) += on_cpu;
+        }
+        Self { ns, conns: 0 }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        let ns = self
+            .ns
+            .iter()
+            .map(|(k, v)| (*k, v.saturating_sub(before.ns.get(k).copied().unwrap_or(0))))
+            .collect();
+        Self { ns, conns: 0 }
+    }
+
+    fn add(&mut self, run: &Self, conns: u64) {
+        for (k, v) in &run.ns {
+            *self.ns.entry(k).or_insert(0) += v;
+        }
+        self.conns += conns;
+    }
+
+    fn per_conn(&self) -> String {
+        self.ns
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1}", *v as f64 / 1e3 / self.conns.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn total_per_conn(&self) -> f64 {
+        self.ns.values().sum::<u64>() as f64 / 1e3 / self.conns.max(1) as f64
+    }
+}
+
 /// New connections per second (connect, one byte each way, close) with 8 in parallel for
-/// 400 ms.
-async fn conn_rate(to: SocketAddr) -> f64 {
-    let window = Duration::from_millis(400);
+/// `window`, and how many were made.
+async fn conn_rate(to: SocketAddr, window: Duration) -> (f64, u64) {
     let started = Instant::now();
     let workers: Vec<_> = (0..8)
         .map(|_| {
@@ -279,20 +405,21 @@ async fn conn_rate(to: SocketAddr) -> f64 {
     for w in workers {
         total += w.await.unwrap();
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    (total as f64 / started.elapsed().as_secs_f64(), total)
 }
 
-/// p99 round trip in µs of 64-byte echoes sent at 2000/s for 0.5 s on one connection.
-async fn p99_us(to: SocketAddr) -> f64 {
+/// p99 round trip in µs of `samples` 64-byte echoes sent at 2000/s on one connection.
+async fn p99_us(to: SocketAddr, samples: usize) -> f64 {
     let mut s = connect(to).await;
     s.set_nodelay(true).unwrap();
     s.write_all(b"E").await.unwrap();
     let msg = [1u8; 64];
     let mut back = [0u8; 64];
-    let mut samples = Vec::new();
+    let count = samples;
+    let mut samples = Vec::with_capacity(count);
     let mut tick = tokio::time::interval(Duration::from_micros(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for _ in 0..1000 {
+    for _ in 0..count {
         tick.tick().await;
         let t = Instant::now();
         s.write_all(&msg).await.unwrap();

@@ -27,9 +27,13 @@ pub(crate) async fn serve(
     settings: TcpSettings,
     pipes: Arc<PipePool>,
 ) {
+    // One cancellation future for the listener's life, not one per accepted connection.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => break,
+            biased;
+            () = &mut stopped => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
