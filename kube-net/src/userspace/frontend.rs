@@ -14,14 +14,20 @@ use crate::select::Balancer;
 /// Shared by a frontend's listener task and its connections.
 #[derive(Debug)]
 pub(crate) struct Frontend {
-    balancer: Mutex<Balancer>,
-    /// Per endpoint: cancelled to cut its connections, `drain_timeout` after it went away.
-    drains: Mutex<HashMap<SocketAddr, CancellationToken>>,
+    /// One lock for what a new connection needs: picking costs one uncontended lock.
+    inner: Mutex<Inner>,
     /// Cancelled when the whole proxy shuts down; parent of every drain token.
     root: CancellationToken,
     drain_timeout: Duration,
     /// Where drain timers run, so shutdown can wait for them.
     tasks: TaskTracker,
+}
+
+#[derive(Debug)]
+struct Inner {
+    balancer: Balancer,
+    /// Per endpoint: cancelled to cut its connections, `drain_timeout` after it went away.
+    drains: HashMap<SocketAddr, CancellationToken>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -38,8 +44,10 @@ impl Frontend {
         tasks: TaskTracker,
     ) -> Self {
         Self {
-            balancer: Mutex::new(Balancer::new(endpoints, affinity)),
-            drains: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner {
+                balancer: Balancer::new(endpoints, affinity),
+                drains: HashMap::new(),
+            }),
             root,
             drain_timeout,
             tasks,
@@ -53,8 +61,10 @@ impl Frontend {
         client: IpAddr,
         exclude: &[SocketAddr],
     ) -> Option<(SocketAddr, CancellationToken)> {
-        let endpoint = lock(&self.balancer).pick(client, exclude, Instant::now())?;
-        let token = lock(&self.drains)
+        let mut inner = lock(&self.inner);
+        let endpoint = inner.balancer.pick(client, exclude, Instant::now())?;
+        let token = inner
+            .drains
             .entry(endpoint)
             .or_insert_with(|| self.root.child_token())
             .clone();
@@ -63,16 +73,19 @@ impl Frontend {
 
     /// New endpoints and affinity; connections to endpoints that went away are drained.
     pub(crate) fn update(&self, endpoints: Vec<SocketAddr>, affinity: Option<Duration>) {
-        let mut balancer = lock(&self.balancer);
-        let gone: Vec<SocketAddr> = lock(&self.drains)
-            .keys()
-            .filter(|e| !endpoints.contains(e))
-            .copied()
-            .collect();
-        balancer.update(endpoints, affinity);
-        drop(balancer);
-        for endpoint in gone {
-            self.drain(endpoint);
+        let mut inner = lock(&self.inner);
+        let mut gone = Vec::new();
+        inner.drains.retain(|endpoint, token| {
+            let keep = endpoints.contains(endpoint);
+            if !keep {
+                gone.push(token.clone());
+            }
+            keep
+        });
+        inner.balancer.update(endpoints, affinity);
+        drop(inner);
+        for token in gone {
+            self.drain(token);
         }
     }
 
@@ -81,12 +94,9 @@ impl Frontend {
         self.update(Vec::new(), None);
     }
 
-    /// Existing connections to `endpoint` keep going for the drain timeout, then are cut. New
-    /// ones no longer go there (the balancer has forgotten it).
-    fn drain(&self, endpoint: SocketAddr) {
-        let Some(token) = lock(&self.drains).remove(&endpoint) else {
-            return;
-        };
+    /// Existing connections to an endpoint that went away (cut by `token`) keep going for the
+    /// drain timeout, then are cut. New ones no longer go there (the balancer has forgotten it).
+    fn drain(&self, token: CancellationToken) {
         let timeout = self.drain_timeout;
         let root = self.root.clone();
         self.tasks.spawn(async move {
@@ -99,6 +109,6 @@ impl Frontend {
     }
 
     pub(crate) fn endpoints(&self) -> Vec<SocketAddr> {
-        lock(&self.balancer).endpoints().to_vec()
+        lock(&self.inner).balancer.endpoints().to_vec()
     }
 }
