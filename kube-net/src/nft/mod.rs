@@ -93,6 +93,7 @@ struct State {
 ///   [`NftConfig::pod_cidrs`] get [`NftConfig::masquerade_mark`] in the service chain, and a
 ///   postrouting chain masquerades marked connections, so replies return through this node.
 ///   `externalTrafficPolicy: Local` goes only to local endpoints and keeps the client address.
+///   A pod on this node reaching itself through a service (hairpin) is masqueraded too.
 ///
 /// ```no_run
 /// # async fn demo() {

@@ -1,6 +1,6 @@
 //! The nftables ruleset text for a service table: one `inet` table, replaced as a whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -127,6 +127,9 @@ struct Plan {
     node_port_slots: BTreeMap<(Family, &'static str, usize), Vec<String>>,
     /// Per-service chains, for affinity.
     chains: Vec<Chain>,
+    /// `ip . ip` for each endpoint on this node: a pod reaching itself through a service
+    /// ("hairpin") must be masqueraded, or its reply would come from and go to itself.
+    hairpin: [BTreeSet<String>; 2],
 }
 
 /// The masquerading rules of a configuration.
@@ -252,6 +255,15 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
             let Some(protocol) = proto(port.protocol) else {
                 continue;
             };
+            if node.is_some() {
+                for e in port
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.node_name.as_deref() == node)
+                {
+                    plan.hairpin[Family::of(e.ip) as usize].insert(format!("{0} . {0}", e.ip));
+                }
+            }
             if let Some(ip) = entry.cluster_ip {
                 let internal = of_family(
                     usable(&port.endpoints, entry.internal_traffic_local, node),
@@ -339,6 +351,14 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
             "type inet_proto . inet_service",
             &plan.no_endpoint_node_ports[f],
         );
+        let hairpin: Vec<String> = plan.hairpin[f].iter().cloned().collect();
+        map(
+            &mut out,
+            &format!("hairpin{sfx}"),
+            &format!("type {addr} . {addr}"),
+            &hairpin,
+        );
+        rules += hairpin.len();
         rules += plan.cluster_ips[f].len()
             + plan.node_ports[f].len()
             + plan.no_endpoints[f].len()
@@ -403,6 +423,7 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
 fn fixed_chains(out: &mut String, mark: u32) -> usize {
     let mut services = String::new();
     let mut reject = String::new();
+    let mut hairpin = String::new();
     for family in Family::ALL {
         let (ip, sfx, nfproto) = (family.ip(), family.suffix(), family.nfproto());
         let _ = writeln!(
@@ -416,6 +437,10 @@ fn fixed_chains(out: &mut String, mark: u32) -> usize {
         let _ = writeln!(
             reject,
             "    ct state new {ip} daddr . meta l4proto . th dport @no_endpoints{sfx} reject"
+        );
+        let _ = writeln!(
+            hairpin,
+            "    ct status dnat {ip} saddr . {ip} daddr @hairpin{sfx} meta mark set meta mark | {mark:#x}"
         );
         let _ = writeln!(
             reject,
@@ -439,6 +464,7 @@ fn fixed_chains(out: &mut String, mark: u32) -> usize {
             // kube-proxy does, in case the packet passes this hook again (tunnels).
             "  chain nat_postrouting {{\n",
             "    type nat hook postrouting priority srcnat; policy accept;\n",
+            "{hairpin}",
             "    meta mark & {mark:#x} == 0 return\n",
             "    meta mark set meta mark ^ {mark:#x}\n",
             "    masquerade fully-random\n",
@@ -461,9 +487,10 @@ fn fixed_chains(out: &mut String, mark: u32) -> usize {
         ),
         services = services,
         reject = reject,
+        hairpin = hairpin,
         mark = mark,
     );
-    19
+    21
 }
 
 fn map(out: &mut String, name: &str, ty: &str, elements: &[String]) {

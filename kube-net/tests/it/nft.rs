@@ -346,6 +346,9 @@ async fn nftables_masquerades_cluster_policy_and_keeps_the_client_address_for_lo
     assert_eq!(ask_in(&client, "10.96.0.20:80").await, "10.2.0.1");
     assert_eq!(ask_in(&client, "[fd00:96::20]:80").await, "fd00:2::1");
     assert_eq!(ask_in(&other_pod, "10.96.0.20:80").await, "10.2.1.2");
+    // A pod reaching itself through a service (hairpin) is masqueraded too, or its reply
+    // would come from and go to itself.
+    assert_eq!(ask_in(&pod, "10.96.0.21:80").await, "10.2.0.1");
     cleanup.await;
 }
 
