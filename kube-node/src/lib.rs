@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`NodeAgent`] | a [`Component`](kube_core::orchestrator::Component): registers a Node, runs the pods bound to it, reports their status |
 //! | [`FakeRuntime`] | a simulated runtime: configurable exits, start failures, latency; records calls; cheap enough for thousands of pods |
-//! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; images ignored; optionally cgroup limits and a network namespace (CNI IP) per pod |
+//! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; images ignored; volumes bind-mounted in a private mount namespace (or linked, unprivileged: [`VolumeMounts`]); optionally cgroup limits and a network namespace (CNI IP) per pod |
 //! | [`CriRuntime`] | a CRI v1 client over a unix socket (containerd, CRI-O) |
 //! | [`OciRuntime`] | real containers through `runc`: local images, a network namespace per pod (CNI optional), cgroup limits, OOMKilled |
 //!
@@ -81,7 +81,7 @@
 //! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
 //! probes, no downward-API or projected volumes, no restartable ("sidecar") init containers
 //! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
-//! node shutdown, cgroup v1 only. [`ProcessRuntime`] ignores volume mounts.
+//! node shutdown, cgroup v1 only.
 //!
 //! # Agent restarts
 //!
@@ -104,6 +104,7 @@ mod fake;
 mod files;
 pub mod image;
 mod logs;
+mod mounts;
 mod net;
 mod oci;
 mod persist;
@@ -114,6 +115,7 @@ pub use cri::CriRuntime;
 pub use error::{Error, Result};
 pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};
 pub use logs::{follow_pod_logs, pod_logs};
+pub use mounts::VolumeMounts;
 pub use net::{CniConfig, PodNetwork};
 pub use oci::{OciRuntime, OciRuntimeBuilder};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder};

@@ -25,11 +25,15 @@ use tokio::sync::watch;
 
 use crate::cgroup::Cgroups;
 use crate::files::{read_log_file, remove_file_if_exists};
+use crate::mounts::{self, VolumeMounts};
 use crate::net::{self, PodNetwork};
 use crate::persist::{
     self, ContainerRecord, ExitRecord, ExitWatcher, ExitsDir, Lifecycle, SandboxRecord, StateDir,
     Watched,
 };
+
+/// How long `start_container` waits for a container's volumes to be mounted.
+const MOUNT_WAIT: Duration = Duration::from_secs(10);
 
 /// How long to wait for a process group to die after SIGKILL before reporting failure.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -156,6 +160,8 @@ struct Inner {
     cgroups: Option<Cgroups>,
     pids_limit: Option<i64>,
     network: PodNetwork,
+    /// How volume mounts reach processes (resolved: never `Auto`).
+    volume_mounts: VolumeMounts,
     state: Mutex<State>,
     /// The records on disk (and the lock on the root).
     store: StateDir,
@@ -307,6 +313,11 @@ impl Drop for Inner {
 ///   CNI its own IP), which its processes enter with `nsenter`.
 /// * With [`ProcessRuntimeBuilder::cgroups`], CPU, memory and pids limits are enforced by
 ///   cgroup v1 controllers, and an OOM kill is reported as `OOMKilled`.
+/// * Volume mounts: as root, the process runs in a private mount namespace, chrooted into a
+///   view of the host filesystem with each volume bind-mounted at its mount path; without
+///   root, each volume is linked at its mount path under the sandbox's directory (the
+///   default working directory). See [`VolumeMounts`] and
+///   [`ProcessRuntimeBuilder::volume_mounts`].
 /// * Sandboxes and containers are recorded under `<root>/state/` (see the crate docs on agent
 ///   restarts). A runtime built over a root that a dropped (with
 ///   [`keep_on_drop`](ProcessRuntimeBuilder::keep_on_drop)) or crashed runtime used adopts
@@ -358,9 +369,17 @@ pub struct ProcessRuntimeBuilder {
     pids_limit: Option<i64>,
     network: PodNetwork,
     keep_on_drop: bool,
+    volume_mounts: VolumeMounts,
 }
 
 impl ProcessRuntimeBuilder {
+    /// How containers' volume mounts reach their processes (default [`VolumeMounts::Auto`]:
+    /// a private mount namespace as root, symlinks otherwise).
+    pub fn volume_mounts(mut self, mode: VolumeMounts) -> Self {
+        self.volume_mounts = mode;
+        self
+    }
+
     /// Whether dropping the runtime leaves its containers running (default false: they are
     /// killed). Needs a [`root_dir`](Self::root_dir): a runtime built later over the same
     /// root — in a restarted agent process, say — adopts the sandboxes and containers recorded
@@ -435,6 +454,7 @@ impl ProcessRuntimeBuilder {
             cgroups,
             pids_limit: self.pids_limit,
             network: self.network,
+            volume_mounts: self.volume_mounts.resolve(),
             state: Mutex::new(state),
             store,
             exits,
@@ -530,6 +550,7 @@ impl ProcessRuntime {
             pids_limit: None,
             network: PodNetwork::Host,
             keep_on_drop: false,
+            volume_mounts: VolumeMounts::Auto,
         }
     }
 
@@ -550,6 +571,11 @@ impl ProcessRuntime {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state()
+    }
+
+    /// The (empty, on the host) directory a container's private filesystem view is mounted on.
+    fn view_dir(&self, container_id: &str) -> PathBuf {
+        self.inner.root.join("mnt").join(container_id)
     }
 
     /// Sends `signal` to a container's process group; `Ok(false)` if it was not running.
@@ -611,6 +637,29 @@ impl ProcessRuntime {
             .collect();
         if words.is_empty() {
             return Err("no command".into());
+        }
+        if !c.config.mounts.is_empty() {
+            let cwd = c
+                .config
+                .working_dir
+                .as_deref()
+                .map_or_else(|| sandbox_dir.clone(), PathBuf::from);
+            match self.inner.volume_mounts {
+                VolumeMounts::Namespace => {
+                    let view = self.view_dir(container_id);
+                    let ready = ready_file(&view);
+                    let prefix = std::fs::create_dir_all(&view)
+                        .and_then(|()| remove_if_exists(&ready))
+                        .and_then(|()| {
+                            mounts::namespace_prefix(&c.config.mounts, &view, &cwd, &ready)
+                        })
+                        .map_err(|e| format!("preparing volume mounts: {e}"))?;
+                    words.splice(0..0, prefix);
+                }
+                VolumeMounts::Symlinks => mounts::link(&c.config.mounts, &sandbox_dir)
+                    .map_err(|e| format!("linking volumes: {e}"))?,
+                _ => {}
+            }
         }
         if let Some(cgroups) = &self.inner.cgroups {
             let r = &c.config.resources;
@@ -678,6 +727,79 @@ impl ProcessRuntime {
         Ok((child, pid))
     }
 
+    /// Start's locked part: checks, spawns and records the process.
+    #[allow(clippy::type_complexity)]
+    fn spawn_locked(
+        &self,
+        container_id: &str,
+    ) -> Result<
+        (
+            tokio::process::Child,
+            u32,
+            watch::Sender<bool>,
+            watch::Receiver<bool>,
+            Option<PathBuf>,
+        ),
+        RuntimeError,
+    > {
+        let mut state = self.state();
+
+        let c = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
+        if c.state != ContainerState::Created {
+            return Err(RuntimeError::Failed {
+                operation: "start_container",
+                message: format!("container {container_id} is {:?}, not created", c.state),
+            });
+        }
+        if state
+            .sandboxes
+            .get(&c.sandbox_id)
+            .is_none_or(|s| s.state != SandboxState::Ready)
+        {
+            return Err(RuntimeError::Failed {
+                operation: "start_container",
+                message: format!("sandbox {} is not ready", c.sandbox_id),
+            });
+        }
+        // Spawning under the lock keeps start atomic with respect to stop and remove.
+        let spawned = self.spawn(container_id, &mut state);
+        let Some(c) = state.containers.get_mut(container_id) else {
+            return Err(not_found("container", container_id));
+        };
+        let (child, pid) = match spawned {
+            Ok(spawned) => spawned,
+            Err(message) => {
+                let now = SystemTime::now();
+                c.state = ContainerState::Exited;
+                c.started_at = Some(now);
+                c.finished_at = Some(now);
+                c.exit_code = Some(128);
+                c.reason = Some("StartError".into());
+                c.message = Some(message.clone());
+                self.inner.save_container(&state, container_id);
+                return Err(RuntimeError::Failed {
+                    operation: "start_container",
+                    message,
+                });
+            }
+        };
+        let (tx, rx) = watch::channel(false);
+        let rx_ready = rx.clone();
+        let setup = (self.inner.volume_mounts == VolumeMounts::Namespace
+            && !c.config.mounts.is_empty())
+        .then(|| ready_file(&self.view_dir(container_id)));
+        c.state = ContainerState::Running;
+        c.started_at = Some(SystemTime::now());
+        c.pid = Some(pid);
+        c.pid_start = persist::start_time(pid);
+        c.exited = Some(rx);
+        self.inner.save_container(&state, container_id);
+        Ok((child, pid, tx, rx_ready, setup))
+    }
+
     /// Waits until the container's process has been reaped, or `timeout` passes.
     async fn wait_exit(rx: Option<watch::Receiver<bool>>, timeout: Duration) -> bool {
         let Some(mut rx) = rx else { return true };
@@ -735,6 +857,20 @@ impl ProcessRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// Created by a container's mount setup once its volumes are mounted.
+fn ready_file(view: &Path) -> PathBuf {
+    let mut name = view.as_os_str().to_owned();
+    name.push(".ready");
+    PathBuf::from(name)
+}
+
+fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -945,57 +1081,7 @@ impl Runtime for ProcessRuntime {
     /// Spawns the process. If it cannot be spawned, the container is reported exited with code
     /// 128 and reason `StartError` (as containerd does), and an error is returned.
     async fn start_container(&self, container_id: &str) -> Result<(), RuntimeError> {
-        let mut state = self.state();
-        let c = state
-            .containers
-            .get(container_id)
-            .ok_or_else(|| not_found("container", container_id))?;
-        if c.state != ContainerState::Created {
-            return Err(RuntimeError::Failed {
-                operation: "start_container",
-                message: format!("container {container_id} is {:?}, not created", c.state),
-            });
-        }
-        if state
-            .sandboxes
-            .get(&c.sandbox_id)
-            .is_none_or(|s| s.state != SandboxState::Ready)
-        {
-            return Err(RuntimeError::Failed {
-                operation: "start_container",
-                message: format!("sandbox {} is not ready", c.sandbox_id),
-            });
-        }
-        // Spawning under the lock keeps start atomic with respect to stop and remove.
-        let spawned = self.spawn(container_id, &mut state);
-        let Some(c) = state.containers.get_mut(container_id) else {
-            return Err(not_found("container", container_id));
-        };
-        let (mut child, pid) = match spawned {
-            Ok(spawned) => spawned,
-            Err(message) => {
-                let now = SystemTime::now();
-                c.state = ContainerState::Exited;
-                c.started_at = Some(now);
-                c.finished_at = Some(now);
-                c.exit_code = Some(128);
-                c.reason = Some("StartError".into());
-                c.message = Some(message.clone());
-                self.inner.save_container(&state, container_id);
-                return Err(RuntimeError::Failed {
-                    operation: "start_container",
-                    message,
-                });
-            }
-        };
-        let (tx, rx) = watch::channel(false);
-        c.state = ContainerState::Running;
-        c.started_at = Some(SystemTime::now());
-        c.pid = Some(pid);
-        c.pid_start = persist::start_time(pid);
-        c.exited = Some(rx);
-        self.inner.save_container(&state, container_id);
-        drop(state);
+        let (mut child, pid, tx, rx_ready, setup) = self.spawn_locked(container_id)?;
 
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
         let exits = self.inner.exits.clone();
@@ -1014,6 +1100,19 @@ impl Runtime for ProcessRuntime {
             }
             let _ = tx.send(true);
         });
+        if let Some(ready) = setup {
+            // Like a runtime's create-then-start: the command runs once its volumes are
+            // mounted (so an exec probe sees them), or the setup failed and it exited.
+            let deadline = tokio::time::Instant::now() + MOUNT_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                let exited = *rx_ready.borrow();
+                if exited || tokio::fs::try_exists(&ready).await.unwrap_or(false) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let _ = tokio::fs::remove_file(&ready).await;
+        }
         Ok(())
     }
 
@@ -1057,6 +1156,8 @@ impl Runtime for ProcessRuntime {
         }
         let removed = self.state().containers.remove(container_id);
         self.inner.store.remove_container(container_id)?;
+        // Empty on the host: the view was mounted in the container's own namespace.
+        let _ = tokio::fs::remove_dir(self.view_dir(container_id)).await;
         if let Some(cgroups) = &self.inner.cgroups {
             cgroups.remove(container_id);
         }
@@ -1119,7 +1220,7 @@ impl Runtime for ProcessRuntime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
-        let (env, cwd, hostname, netns) = {
+        let (env, cwd, hostname, netns, view_of) = {
             let state = self.state();
             let c = state
                 .containers
@@ -1142,9 +1243,27 @@ impl Runtime for ProcessRuntime {
             let netns = sandbox
                 .and_then(|s| s.netns.as_deref())
                 .map(net::netns_path);
-            (c.config.env.clone(), cwd, hostname, netns)
+            // A container in a mount namespace of its own: the exec joins it and its root.
+            let view_of = (self.inner.volume_mounts == VolumeMounts::Namespace
+                && !c.config.mounts.is_empty())
+            .then_some(c.pid)
+            .flatten();
+            (c.config.env.clone(), cwd, hostname, netns, view_of)
         };
         let mut words = cmd.to_vec();
+        if let Some(pid) = view_of {
+            words.splice(
+                0..0,
+                [
+                    "nsenter".into(),
+                    format!("--target={pid}"),
+                    "--mount".into(),
+                    "--root".into(),
+                    "--wd".into(),
+                    "--".into(),
+                ],
+            );
+        }
         if let Some(netns) = netns {
             // Into the pod's network, like the container itself.
             words.splice(

@@ -12,4 +12,5 @@ mod fake_runtime;
 mod kubelet_server;
 mod probes;
 mod process_runtime;
+mod process_volumes;
 mod restart_recovery;
