@@ -9,9 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kube_core::informer::Informer;
 use kube_core::object::ObjectKey;
 use tokio::time::Instant;
+
+use crate::index::IndexView;
 
 /// After this long, pending expectations are given up on (Kubernetes uses 5 minutes).
 const TTL: Duration = Duration::from_secs(60);
@@ -58,15 +59,17 @@ impl Expectations {
         });
     }
 
-    /// Whether `cache` shows every write recorded for `owner` (clearing what it shows).
-    pub(crate) fn satisfied(&self, owner: &ObjectKey, cache: &Informer) -> bool {
+    /// Whether `index` shows every write recorded for `owner` (clearing what it shows): the
+    /// created objects indexed, the deleted ones gone from its cache.
+    pub(crate) fn satisfied(&self, owner: &ObjectKey, index: &IndexView) -> bool {
         self.with(|m| {
             let Some(p) = m.get_mut(owner) else {
                 return true;
             };
-            p.created.retain(|k| cache.get(k).is_none());
+            p.created.retain(|k| !index.contains(k));
             p.deleted.retain(|k, uid| {
-                cache
+                index
+                    .cache()
                     .get(k)
                     .is_some_and(|o| o.metadata.uid.as_deref() == Some(uid.as_str()))
             });

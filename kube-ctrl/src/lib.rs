@@ -47,6 +47,7 @@ pub mod events;
 mod expectations;
 pub mod finalizers;
 mod gc;
+mod index;
 pub mod job;
 pub mod leader;
 mod manager;

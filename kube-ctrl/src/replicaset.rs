@@ -14,6 +14,7 @@ use kube_core::typed::Api;
 
 use crate::events::{EventRecorder, EventType};
 use crate::expectations::Expectations;
+use crate::index::OwnerIndex;
 use crate::pods::{availability, is_active, is_ready, phase};
 
 /// Most pods created or deleted in one reconcile; the rest follow in the next ones, so one
@@ -32,6 +33,7 @@ const BURST: usize = 500;
 pub struct ReplicaSetController {
     events: EventRecorder,
     expectations: Arc<Expectations>,
+    pods: Arc<OwnerIndex>,
 }
 
 impl Default for ReplicaSetController {
@@ -46,6 +48,7 @@ impl ReplicaSetController {
         Self {
             events: EventRecorder::new("replicaset-controller"),
             expectations: Arc::default(),
+            pods: Arc::new(OwnerIndex::new(GroupKind::POD)),
         }
     }
 }
@@ -149,14 +152,16 @@ impl Controller for ReplicaSetController {
         }
         let uid = rs.metadata.uid.clone().unwrap_or_default();
 
-        // Pods come from the shared cache; our own recent writes must show there first.
-        let cache = ctx.informers.informer(&GroupKind::POD);
-        if !self.expectations.satisfied(key, &cache) {
+        // Pods come from the shared cache, found through the owner index (never a scan of the
+        // namespace); our own recent writes must show there first.
+        let index = self.pods.view(&ctx.informers);
+        if !self.expectations.satisfied(key, &index) {
             return Ok(Action::requeue(Duration::from_millis(100)));
         }
-        let candidates: Vec<Pod> = cache
-            .list_namespace(namespace)
-            .iter()
+        let candidates: Vec<Pod> = index
+            .controlled_by(&uid)
+            .into_iter()
+            .chain(index.uncontrolled(Some(namespace)))
             .filter(|p| selector.matches_object(p))
             .filter_map(|p| p.to_typed::<Pod>().ok())
             .collect();

@@ -16,6 +16,7 @@ mod status;
 pub use hash::{POD_TEMPLATE_HASH, pod_template_hash};
 pub use status::{NEW_RS_AVAILABLE, PROGRESS_DEADLINE_EXCEEDED};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec};
@@ -27,6 +28,7 @@ use kube_core::typed::Api;
 use serde_json::json;
 
 use crate::events::{EventRecorder, EventType};
+use crate::index::OwnerIndex;
 use hash::without_hash;
 use rolling::{RsCounts, new_rs_replicas, old_rs_replicas, surge_and_unavailable};
 use status::{condition, set_condition};
@@ -45,6 +47,7 @@ pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 #[derive(Debug, Clone)]
 pub struct DeploymentController {
     events: EventRecorder,
+    sets: Arc<OwnerIndex>,
 }
 
 impl Default for DeploymentController {
@@ -58,6 +61,7 @@ impl DeploymentController {
     pub fn new() -> Self {
         Self {
             events: EventRecorder::new("deployment-controller"),
+            sets: Arc::new(OwnerIndex::new(GroupKind::REPLICA_SET)),
         }
     }
 }
@@ -177,6 +181,7 @@ impl Controller for DeploymentController {
             key,
             ctx,
             events: &self.events,
+            index: &self.sets,
             d: &d,
             deployments: &deployments,
             sets: &sets,
@@ -191,6 +196,7 @@ struct Sync<'a> {
     key: &'a ObjectKey,
     ctx: &'a ControllerContext,
     events: &'a EventRecorder,
+    index: &'a OwnerIndex,
     d: &'a Deployment,
     deployments: &'a Api<Deployment>,
     sets: &'a Api<ReplicaSet>,
@@ -201,11 +207,29 @@ impl Sync<'_> {
     async fn owned(&self, selector: &Selector) -> Result<Vec<ReplicaSet>, ReconcileError> {
         let uid = self.d.metadata.uid.clone().unwrap_or_default();
         let mut owned = Vec::new();
-        let listed = self
-            .sets
-            .list(&ListOptions::default().labels(selector.clone()))
-            .await?;
-        for mut rs in listed.items {
+        // The owner index names the candidates (ours and matching orphans) without listing
+        // every ReplicaSet; each is then read from the store, so scaling decisions never rest
+        // on a stale cache.
+        let index = self.index.view(&self.ctx.informers);
+        let mut names: Vec<String> = index
+            .controlled_by(&uid)
+            .into_iter()
+            .chain(index.uncontrolled(self.key.namespace.as_deref()))
+            .filter(|rs| selector.matches_object(rs))
+            .filter_map(|rs| rs.metadata.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut listed = Vec::with_capacity(names.len());
+        for name in &names {
+            if let Some(rs) = self.sets.get_opt(name).await? {
+                let labels = rs.metadata.labels.clone().unwrap_or_default();
+                if selector.matches(&labels) {
+                    listed.push(rs);
+                }
+            }
+        }
+        for mut rs in listed {
             match controller_ref(&rs.metadata) {
                 Some(o) if o.uid == uid => owned.push(rs),
                 None if rs.metadata.deletion_timestamp.is_none() => {
