@@ -81,7 +81,8 @@
 //! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
 //! probes, no downward-API or projected volumes, no restartable ("sidecar") init containers
 //! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
-//! node shutdown, cgroup v1 only.
+//! node shutdown. cgroup v2 (a host mounting the unified hierarchy at `/sys/fs/cgroup`) is
+//! implemented but only tested on a fake cgroupfs: the development host has v1 controllers.
 //!
 //! # Agent restarts
 //!

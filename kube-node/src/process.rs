@@ -312,7 +312,8 @@ impl Drop for Inner {
 ///   [`ProcessRuntimeBuilder::network`] each pod gets its own network namespace (and with
 ///   CNI its own IP), which its processes enter with `nsenter`.
 /// * With [`ProcessRuntimeBuilder::cgroups`], CPU, memory and pids limits are enforced by
-///   cgroup v1 controllers, and an OOM kill is reported as `OOMKilled`.
+///   cgroup controllers (v1, or v2 where the host mounts it), and an OOM kill is reported as
+///   `OOMKilled`.
 /// * Volume mounts: as root, the process runs in a private mount namespace, chrooted into a
 ///   view of the host filesystem with each volume bind-mounted at its mount path; without
 ///   root, each volume is linked at its mount path under the sandbox's directory (the
@@ -404,7 +405,7 @@ impl ProcessRuntimeBuilder {
     }
 
     /// Enforces containers' CPU and memory limits (and [`pids_limit`](Self::pids_limit))
-    /// with cgroup v1 controllers, and reports OOM kills as `OOMKilled` (default off; needs
+    /// with cgroup controllers (v1, or v2 where the host has it), and reports OOM kills as `OOMKilled` (default off; needs
     /// root).
     pub fn cgroups(mut self, enabled: bool) -> Self {
         self.cgroups = enabled;

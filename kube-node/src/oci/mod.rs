@@ -526,7 +526,7 @@ impl OciRuntime {
         &self.inner.root
     }
 
-    /// The cgroup (relative to each v1 hierarchy's root) holding this runtime's containers;
+    /// The cgroup (relative to each v1 hierarchy's root, or to the v2 root) holding this runtime's containers;
     /// removed when the runtime is dropped.
     pub fn cgroup_parent(&self) -> &str {
         self.inner.cgroups.base()
