@@ -4,7 +4,7 @@
 //! Time is passed in (`now`), so the queue is deterministic and needs no runtime.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,11 @@ struct Queued {
     place: Where,
     /// Bumped when the pod moves, so stale heap entries are skipped.
     generation: u64,
-    /// An event arrived while it was in flight: do not park it on failure.
+    /// An event arrived while it was in flight (its spec changed): do not park it on failure.
     moved_while_in_flight: bool,
+    /// The queue's move counter when it was popped: a later move-all event means something
+    /// changed while it was in flight (Kubernetes' `moveRequestCycle`).
+    popped_at_move: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -86,7 +89,11 @@ pub struct SchedulingQueue {
     pods: HashMap<ObjectKey, Queued>,
     active: BinaryHeap<ActiveEntry>,
     backoff: BinaryHeap<Reverse<(Instant, u64, ObjectKey)>>,
+    /// Parked pods by when they were parked, so a flush looks only at the ones parked too long.
+    parked: BTreeSet<(Instant, u64, ObjectKey)>,
     seq: u64,
+    /// Bumped by every move-all event.
+    moves: u64,
     initial_backoff: Duration,
     max_backoff: Duration,
 }
@@ -104,7 +111,9 @@ impl SchedulingQueue {
             pods: HashMap::new(),
             active: BinaryHeap::new(),
             backoff: BinaryHeap::new(),
+            parked: BTreeSet::new(),
             seq: 0,
+            moves: 0,
             initial_backoff,
             max_backoff,
         }
@@ -133,11 +142,18 @@ impl SchedulingQueue {
         self.pods.get(key).map(|q| q.place)
     }
 
+    /// Takes `q` out of the parked set if it is there.
+    fn unpark(parked: &mut BTreeSet<(Instant, u64, ObjectKey)>, q: &mut Queued, key: &ObjectKey) {
+        if let Some(at) = q.parked_at.take() {
+            parked.remove(&(at, q.generation, key.clone()));
+        }
+    }
+
     fn push_active(&mut self, key: &ObjectKey) {
         if let Some(q) = self.pods.get_mut(key) {
+            Self::unpark(&mut self.parked, q, key);
             q.generation += 1;
             q.place = Where::Active;
-            q.parked_at = None;
             self.active.push(ActiveEntry {
                 priority: q.pod.priority,
                 added: q.added,
@@ -149,9 +165,9 @@ impl SchedulingQueue {
 
     fn push_backoff(&mut self, key: &ObjectKey, until: Instant) {
         if let Some(q) = self.pods.get_mut(key) {
+            Self::unpark(&mut self.parked, q, key);
             q.generation += 1;
             q.place = Where::Backoff;
-            q.parked_at = None;
             q.backoff_until = Some(until);
             self.backoff
                 .push(Reverse((until, q.generation, key.clone())));
@@ -184,6 +200,7 @@ impl SchedulingQueue {
                         place: Where::Active,
                         generation: 0,
                         moved_while_in_flight: false,
+                        popped_at_move: 0,
                     },
                 );
                 self.push_active(&key);
@@ -193,7 +210,9 @@ impl SchedulingQueue {
 
     /// Forgets a pod (deleted, bound elsewhere, no longer ours).
     pub fn delete(&mut self, key: &ObjectKey) {
-        self.pods.remove(key);
+        if let Some(mut q) = self.pods.remove(key) {
+            Self::unpark(&mut self.parked, &mut q, key);
+        }
     }
 
     fn requeue_after_event(&mut self, key: &ObjectKey, now: Instant) {
@@ -219,18 +238,17 @@ impl SchedulingQueue {
                 self.push_active(&key);
             }
         }
-        let stale: Vec<ObjectKey> = self
-            .pods
-            .iter()
-            .filter(|(_, q)| {
-                q.place == Where::Unschedulable
-                    && q.parked_at
-                        .is_some_and(|t| now.duration_since(t) >= MAX_UNSCHEDULABLE_DURATION)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
-            self.push_active(&key);
+        while let Some((at, generation, key)) = self.parked.first().cloned() {
+            if now.saturating_duration_since(at) < MAX_UNSCHEDULABLE_DURATION {
+                break;
+            }
+            self.parked.pop_first();
+            if let Some(q) = self.pods.get_mut(&key) {
+                if q.generation == generation && q.place == Where::Unschedulable {
+                    q.parked_at = None;
+                    self.push_active(&key);
+                }
+            }
         }
     }
 
@@ -246,6 +264,7 @@ impl SchedulingQueue {
             }
             q.place = Where::InFlight;
             q.moved_while_in_flight = false;
+            q.popped_at_move = self.moves;
             return Some(QueuedPod {
                 pod: q.pod.clone(),
                 attempts: q.attempts,
@@ -263,7 +282,7 @@ impl SchedulingQueue {
 
     /// The popped pod was bound (or given up on): it leaves the queue.
     pub fn done(&mut self, key: &ObjectKey) {
-        self.pods.remove(key);
+        self.delete(key);
     }
 
     /// The popped pod fits nowhere: park it until an event (or, if an event came while it was
@@ -279,12 +298,14 @@ impl SchedulingQueue {
         let until = now + self.backoff_for(backoff);
         if let Some(q) = self.pods.get_mut(key) {
             q.backoff_until = Some(until);
-            if q.moved_while_in_flight {
+            if q.moved_while_in_flight || q.popped_at_move != self.moves {
                 self.push_backoff(key, until);
             } else {
+                Self::unpark(&mut self.parked, q, key);
                 q.generation += 1;
                 q.place = Where::Unschedulable;
                 q.parked_at = Some(now);
+                self.parked.insert((now, q.generation, key.clone()));
             }
         }
     }
@@ -305,19 +326,31 @@ impl SchedulingQueue {
     /// A cluster event (node added or changed, pod deleted) may have made room: every parked
     /// pod goes back, to backoff if its backoff has not passed, else to active.
     pub fn move_all_to_active_or_backoff(&mut self, now: Instant) {
-        let parked: Vec<ObjectKey> = self
-            .pods
-            .iter_mut()
-            .filter_map(|(k, q)| {
-                if q.place == Where::InFlight {
-                    q.moved_while_in_flight = true;
-                }
-                (q.place == Where::Unschedulable).then(|| k.clone())
-            })
+        self.moves += 1;
+        let parked: Vec<ObjectKey> = std::mem::take(&mut self.parked)
+            .into_iter()
+            .map(|(_, _, key)| key)
             .collect();
         for key in parked {
+            if let Some(q) = self.pods.get_mut(&key) {
+                if q.place != Where::Unschedulable {
+                    continue;
+                }
+                q.parked_at = None;
+            }
             self.requeue_after_event(&key, now);
         }
+    }
+
+    /// Pods parked as unschedulable.
+    pub fn parked_len(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Puts a popped pod back after `delay` without counting a failed attempt (e.g. this
+    /// process is not the leader right now).
+    pub fn requeue_after(&mut self, key: &ObjectKey, delay: Duration, now: Instant) {
+        self.push_backoff(key, now + delay);
     }
 }
 

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube_core::object::ObjectKey;
+use kube_core::object::{GroupKind, ObjectKey};
 use kube_core::selector::Selector;
 
 use super::index::{CountIndex, NodeMatcher, PodMatcher};
@@ -31,6 +32,14 @@ pub struct DisruptionBudget {
     pub disruptions_allowed: i32,
 }
 
+/// A workload's pod selector: a ReplicationController's is a label map (merged with the
+/// Services' maps), the others' a label selector (added as requirements).
+#[derive(Clone, Debug)]
+enum Workload {
+    Labels(BTreeMap<String, String>),
+    Selector(Selector),
+}
+
 /// Nodes, the pods counted on each (bound, or assumed by the scheduler while their binding is
 /// in flight), namespaces' labels and disruption budgets.
 ///
@@ -51,6 +60,11 @@ pub struct Cluster {
     image_nodes: HashMap<String, usize>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     budgets: BTreeMap<ObjectKey, DisruptionBudget>,
+    /// Services' selectors, by namespace then name (default spread selectors).
+    services: HashMap<String, BTreeMap<String, BTreeMap<String, String>>>,
+    /// Label selectors of the workloads that can own pods (ReplicaSets, StatefulSets,
+    /// ReplicationControllers), by kind and key (default spread selectors).
+    workloads: HashMap<(GroupKind, ObjectKey), Workload>,
     pods_with_affinity: usize,
     pods_with_scoring_affinity: usize,
     counts: CountIndex,
@@ -355,5 +369,130 @@ impl Cluster {
     /// Removes a PodDisruptionBudget.
     pub fn remove_budget(&mut self, key: &ObjectKey) {
         self.budgets.remove(key);
+    }
+
+    /// Adds or replaces a Service (its selector makes pods it selects spread by default).
+    pub fn set_service(&mut self, service: &Service) {
+        let key = ObjectKey::from_meta(&service.metadata);
+        let selector = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
+        self.services
+            .entry(key.namespace.unwrap_or_default())
+            .or_default()
+            .insert(key.name, selector);
+    }
+
+    /// Removes a Service.
+    pub fn remove_service(&mut self, key: &ObjectKey) {
+        let namespace = key.namespace.as_deref().unwrap_or("");
+        if let Some(services) = self.services.get_mut(namespace) {
+            services.remove(&key.name);
+            if services.is_empty() {
+                self.services.remove(namespace);
+            }
+        }
+    }
+
+    /// Adds or replaces a ReplicaSet (its selector spreads the pods it controls by default).
+    pub fn set_replica_set(&mut self, rs: &ReplicaSet) -> Result<(), SchedError> {
+        let selector = rs.spec.as_ref().map(|s| &s.selector);
+        self.set_workload(GroupKind::REPLICA_SET, &rs.metadata, selector)
+    }
+
+    /// Adds or replaces a StatefulSet (its selector spreads the pods it controls by default).
+    pub fn set_stateful_set(&mut self, ss: &StatefulSet) -> Result<(), SchedError> {
+        let selector = ss.spec.as_ref().map(|s| &s.selector);
+        self.set_workload(GroupKind::of::<StatefulSet>(), &ss.metadata, selector)
+    }
+
+    /// Adds or replaces a ReplicationController (its selector spreads the pods it controls by
+    /// default).
+    pub fn set_replication_controller(&mut self, rc: &ReplicationController) {
+        let key = ObjectKey::from_meta(&rc.metadata);
+        let labels = rc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
+        self.workloads.insert(
+            (GroupKind::of::<ReplicationController>(), key),
+            Workload::Labels(labels),
+        );
+    }
+
+    fn set_workload(
+        &mut self,
+        kind: GroupKind,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    ) -> Result<(), SchedError> {
+        let selector = selector
+            .map(Selector::from_label_selector)
+            .transpose()
+            .map_err(|e| SchedError::InvalidObject(e.to_string()))?
+            .unwrap_or_default();
+        self.workloads.insert(
+            (kind, ObjectKey::from_meta(meta)),
+            Workload::Selector(selector),
+        );
+        Ok(())
+    }
+
+    /// Removes a ReplicaSet, StatefulSet or ReplicationController (`kind` says which).
+    pub fn remove_workload(&mut self, kind: &GroupKind, key: &ObjectKey) {
+        self.workloads.remove(&(kind.clone(), key.clone()));
+    }
+
+    /// The selector default topology spread constraints count pods with, as kube-scheduler's
+    /// `DefaultSelector`: the merged selectors of the Services in the pod's namespace that
+    /// select it, plus the selector of the ReplicationController, ReplicaSet or StatefulSet
+    /// that controls it (its controller owner reference). `None` when that is empty: the pod
+    /// then gets no default constraints.
+    pub fn default_spread_selector(&self, pod: &PodInfo) -> Option<Selector> {
+        let labels = pod.labels();
+        let mut merged: BTreeMap<String, String> = BTreeMap::new();
+        for selector in self
+            .services
+            .get(pod.namespace())
+            .into_iter()
+            .flatten()
+            .map(|(_, s)| s)
+        {
+            if selector.is_empty() || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                continue;
+            }
+            merged.extend(selector.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let mut requirements = Vec::new();
+        let owner = pod
+            .pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        if let Some(owner) = owner {
+            let group = owner
+                .api_version
+                .split_once('/')
+                .map_or("", |(group, _)| group);
+            let kind = GroupKind::new(group.to_string(), owner.kind.clone());
+            let key = ObjectKey::namespaced(pod.namespace(), owner.name.as_str());
+            match self.workloads.get(&(kind, key)) {
+                Some(Workload::Labels(rc)) => {
+                    merged.extend(rc.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                Some(Workload::Selector(selector)) => {
+                    requirements.extend(selector.requirements().iter().cloned());
+                }
+                None => {}
+            }
+        }
+        let mut all = Selector::from_labels(&merged).requirements().to_vec();
+        all.extend(requirements);
+        (!all.is_empty()).then(|| Selector::from_requirements(all))
     }
 }

@@ -2,7 +2,6 @@
 //! and reads in later ones (Filter, Score) during a single scheduling cycle.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -12,7 +11,9 @@ use std::sync::Arc;
 /// a plugin that changes its value writes a new one.
 #[derive(Clone, Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Arc<dyn Any + Send + Sync>>,
+    /// A handful of entries (one per plugin at most), read once per node per Filter and Score
+    /// call: a linear scan beats hashing the key.
+    data: Vec<(&'static str, Arc<dyn Any + Send + Sync>)>,
     /// Plugins (by profile position) whose PreFilter said Skip: their Filter is not run.
     pub(crate) skip_filter: u64,
     /// Plugins whose PreScore said Skip: their Score is not run.
@@ -21,7 +22,7 @@ pub struct CycleState {
 
 impl fmt::Debug for CycleState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.data.keys().collect();
+        let mut keys: Vec<_> = self.data.iter().map(|(k, _)| k).collect();
         keys.sort();
         f.debug_struct("CycleState").field("keys", &keys).finish()
     }
@@ -33,14 +34,26 @@ impl CycleState {
         Self::default()
     }
 
+    #[inline]
+    fn slot(&self, key: &str) -> Option<usize> {
+        self.data
+            .iter()
+            .position(|(k, _)| std::ptr::eq(*k, key) || *k == key)
+    }
+
     /// Stores `value` under `key`, replacing what was there.
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
-        self.data.insert(key, Arc::new(value));
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        match self.slot(key) {
+            Some(i) => self.data[i].1 = value,
+            None => self.data.push((key, value)),
+        }
     }
 
     /// The value under `key` if there is one of type `T`.
+    #[inline]
     pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key)?.downcast_ref()
+        self.data[self.slot(key)?].1.downcast_ref()
     }
 
     /// Changes the value under `key` in place when it is of type `T` (copying it first if a
@@ -51,9 +64,10 @@ impl CycleState {
         key: &'static str,
         f: impl FnOnce(&mut T),
     ) -> bool {
-        let Some(slot) = self.data.get_mut(key) else {
+        let Some(i) = self.slot(key) else {
             return false;
         };
+        let slot = &mut self.data[i].1;
         if Arc::get_mut(slot).is_none() {
             let Some(copy) = slot.downcast_ref::<T>().cloned() else {
                 return false;

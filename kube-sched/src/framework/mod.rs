@@ -24,6 +24,7 @@
 mod cluster;
 mod cycle_state;
 mod explain;
+pub(crate) mod fast_hash;
 mod fit_error;
 mod index;
 mod node_info;

@@ -24,15 +24,32 @@ pub enum Code {
 
 /// A code, the reasons behind it (Kubernetes' wording, counted per node in the
 /// "0/N nodes are available" message) and the plugin that said it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Status {
     code: Code,
-    /// The first reason inline and the rest in `more`: a rejection with one static reason (the
-    /// common case, once per rejected node per cycle) then allocates nothing.
-    reason: Option<Cow<'static, str>>,
-    more: Vec<Cow<'static, str>>,
+    /// The first reason when it is static: a rejection with one static reason (the common case,
+    /// once per rejected node per cycle) allocates nothing.
+    reason: Option<&'static str>,
+    /// Further (or owned) reasons and the plugin, boxed so that a status is two words and
+    /// dropping a reason-less one (every Filter call on a fitting node) is one check.
+    detail: Option<Box<Detail>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Detail {
+    reasons: Vec<Cow<'static, str>>,
     plugin: Option<Arc<str>>,
 }
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+            && self.plugin() == other.plugin()
+            && self.reasons().eq(other.reasons())
+    }
+}
+
+impl Eq for Status {}
 
 impl Status {
     /// A status with `code` and no reason.
@@ -40,8 +57,7 @@ impl Status {
         Self {
             code,
             reason: None,
-            more: Vec::new(),
-            plugin: None,
+            detail: None,
         }
     }
 
@@ -72,33 +88,48 @@ impl Status {
 
     /// Adds a reason.
     pub fn with_reason(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
-        if self.reason.is_none() {
-            self.reason = Some(reason.into());
-        } else {
-            self.more.push(reason.into());
+        let reason = reason.into();
+        let no_owned = self.detail.as_ref().is_none_or(|d| d.reasons.is_empty());
+        match reason {
+            Cow::Borrowed(r) if self.reason.is_none() && no_owned => self.reason = Some(r),
+            reason => self.detail.get_or_insert_default().reasons.push(reason),
         }
         self
     }
 
     /// Records which plugin said this (the framework does it for plugins).
     pub fn with_plugin(mut self, plugin: impl Into<Arc<str>>) -> Self {
-        self.plugin = Some(plugin.into());
+        self.detail.get_or_insert_default().plugin = Some(plugin.into());
         self
     }
 
+    /// Drops the status, inline and without a call when it carries nothing owned (the hot
+    /// path checks millions of reason-less statuses per second).
+    #[inline]
+    pub(crate) fn discard(self) {
+        if self.detail.is_some() {
+            drop(self);
+        } else {
+            // Nothing to free: the code and a `&'static str`.
+            std::mem::forget(self);
+        }
+    }
+
     /// The code.
+    #[inline]
     pub fn code(&self) -> Code {
         self.code
     }
 
     /// The reasons.
     pub fn reasons(&self) -> impl Iterator<Item = &str> {
-        self.reason.iter().chain(&self.more).map(|r| r.as_ref())
+        let more = self.detail.iter().flat_map(|d| d.reasons.iter());
+        self.reason.into_iter().chain(more.map(|r| r.as_ref()))
     }
 
     /// The plugin that produced this status, when known.
     pub fn plugin(&self) -> Option<&str> {
-        self.plugin.as_deref()
+        self.detail.as_ref()?.plugin.as_deref()
     }
 
     /// Whether the code is Success.
@@ -123,10 +154,10 @@ impl Status {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.code)?;
-        if let Some(p) = &self.plugin {
+        if let Some(p) = self.plugin() {
             write!(f, " ({p})")?;
         }
-        if self.reason.is_some() {
+        if self.reasons().next().is_some() {
             let reasons: Vec<&str> = self.reasons().collect();
             write!(f, ": {}", reasons.join(", "))?;
         }

@@ -1,17 +1,15 @@
 //! PodTopologySpread: keep matching pods spread over topology domains (`DoNotSchedule`
 //! constraints filter, `ScheduleAnyway` ones score).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Toleration;
 
 use serde::{Deserialize, Serialize};
 
-use kube_core::selector::Selector;
-
 use super::node_affinity::NodeSelectorMatcher;
 use super::taint_toleration::untolerated;
+use crate::framework::fast_hash::FastMap;
 use crate::framework::{
     Cluster, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, NodeMatcher, Plugin, PodInfo,
     PodMatcher, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, SpreadConstraint,
@@ -40,8 +38,9 @@ pub struct DefaultConstraint {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTopologySpreadArgs {
-    /// Constraints for pods without their own. Kubernetes takes the selector from the Services
-    /// and workloads owning the pod; we count pods with the same controller owner and labels.
+    /// Constraints for pods without their own. They count the pods selected by the Services
+    /// that select the pod and the ReplicaSet, StatefulSet or ReplicationController that
+    /// controls it, as Kubernetes does; a pod selected by none gets no default constraint.
     #[serde(default = "system_defaults")]
     pub default_constraints: Vec<DefaultConstraint>,
 }
@@ -85,22 +84,19 @@ impl PodTopologySpread {
         Self { args }
     }
 
-    /// The pod's constraints, or the defaults when it has none and a controller owns it.
-    fn constraints(&self, pod: &PodInfo) -> Vec<SpreadConstraint> {
+    /// The pod's constraints, or, when it has none, the default constraints counting pods by
+    /// the selectors of the Services and workload that select or control it (kube-scheduler's
+    /// `DefaultPodTopologySpread`; see [`Cluster::default_spread_selector`]).
+    fn constraints(&self, pod: &PodInfo, cluster: &Cluster) -> Vec<SpreadConstraint> {
         if !pod.spread.is_empty() {
             return pod.spread.clone();
         }
-        let owned = pod
-            .pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true));
-        if !owned || pod.labels().is_empty() {
+        if self.args.default_constraints.is_empty() {
             return Vec::new();
         }
-        let selector = Selector::from_labels(pod.labels());
+        let Some(selector) = cluster.default_spread_selector(pod) else {
+            return Vec::new();
+        };
         self.args
             .default_constraints
             .iter()
@@ -120,7 +116,7 @@ impl PodTopologySpread {
 /// Matching pods per domain for one constraint, and the global minimum.
 #[derive(Clone, Debug, Default)]
 struct Domains {
-    counts: HashMap<String, i64>,
+    counts: FastMap<String, i64>,
     min: i64,
 }
 
@@ -179,7 +175,7 @@ fn count_domains_indexed(
         .iter()
         .map(|c| {
             let Some(selector) = c.selector.clone() else {
-                return finish(c, HashMap::new());
+                return finish(c, FastMap::default());
             };
             let honor_affinity = c.honor_node_affinity && !affinity.is_empty();
             let namespace = pod.namespace().to_string();
@@ -209,12 +205,12 @@ fn count_domains_indexed(
                     && (!honor_taints || untolerated(n.taints(), &tolerations).is_none())
             });
             let counts = cluster.topology_counts(&signature, &c.topology_key, pods, nodes);
-            finish(c, Arc::unwrap_or_clone(counts))
+            finish(c, counts.iter().map(|(k, v)| (k.clone(), *v)).collect())
         })
         .collect()
 }
 
-fn finish(c: &SpreadConstraint, counts: HashMap<String, i64>) -> Domains {
+fn finish(c: &SpreadConstraint, counts: FastMap<String, i64>) -> Domains {
     let mut min = counts.values().copied().min().unwrap_or(0);
     if c.min_domains.is_some_and(|m| (counts.len() as i64) < m) {
         min = 0;
@@ -230,8 +226,8 @@ fn count_domains(
     constraints: &[SpreadConstraint],
 ) -> Vec<Domains> {
     let affinity = NodeSelectorMatcher::new(pod.spec());
-    let mut counts: Vec<HashMap<String, i64>> =
-        constraints.iter().map(|_| HashMap::new()).collect();
+    let mut counts: Vec<FastMap<String, i64>> =
+        constraints.iter().map(|_| FastMap::default()).collect();
     for node in nodes {
         for (c, d) in constraints.iter().zip(counts.iter_mut()) {
             if !eligible(node, constraints, c, pod, &affinity) {
@@ -277,7 +273,7 @@ impl PreFilterPlugin for PodTopologySpread {
         cluster: &Cluster,
     ) -> PreFilterResult {
         let constraints: Vec<SpreadConstraint> = self
-            .constraints(pod)
+            .constraints(pod, cluster)
             .into_iter()
             .filter(|c| c.hard)
             .collect();
@@ -390,7 +386,7 @@ impl PreScorePlugin for PodTopologySpread {
         nodes: &[&NodeInfo],
     ) -> Status {
         let constraints: Vec<SpreadConstraint> = self
-            .constraints(pod)
+            .constraints(pod, cluster)
             .into_iter()
             .filter(|c| !c.hard)
             .collect();

@@ -792,3 +792,84 @@ fn preemption_what_if_updates_topology_spread_counts() {
     victims.sort();
     assert_eq!(victims, ["web-1", "web-2"]);
 }
+
+#[test]
+fn default_spread_counts_pods_selected_by_the_pods_services_and_controller() {
+    let f = fw();
+    let zone = |z: &str| json!({"topology.kubernetes.io/zone": z});
+    let mut c = Cluster::from_objects(
+        [
+            node("n1", "4", zone("a"), json!({})),
+            node("n2", "4", zone("b"), json!({})),
+        ],
+        [],
+    )
+    .unwrap();
+    let labels = json!({"app": "web", "tier": "front"});
+    for i in 0..3 {
+        let mut p = pod(&format!("web-{i}"), "10m", labels.clone(), json!({}));
+        p.spec.as_mut().unwrap().node_name = Some("n1".into());
+        c.set_pod(p).unwrap();
+    }
+    let mut busy = pod("busy", "2", json!({"app": "batch"}), json!({}));
+    busy.spec.as_mut().unwrap().node_name = Some("n2".into());
+    c.set_pod(busy).unwrap();
+    let owned = |name: &str| {
+        let mut p = pod(name, "10m", labels.clone(), json!({}));
+        p.metadata.owner_references = Some(vec![
+            serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "web", "uid": "rs-uid", "controller": true}))
+            .unwrap(),
+        ]);
+        p
+    };
+    let target = |c: &Cluster, p: Pod| place(&f, &mut c.clone(), p);
+
+    // Nothing selects the pods: no default constraint, and resources favour the emptier n1
+    // (even for a pod with a controller the cluster does not know).
+    assert_eq!(
+        target(&c, pod("probe", "10m", labels.clone(), json!({}))),
+        "n1"
+    );
+    assert_eq!(target(&c, owned("probe")), "n1");
+    let info = PodInfo::from_pod(pod("probe", "10m", labels.clone(), json!({}))).unwrap();
+    assert!(c.default_spread_selector(&info).is_none());
+
+    // A Service selecting the pod: its selector counts the three web pods on n1, and the
+    // default constraints (hostname maxSkew 3, zone maxSkew 5, ScheduleAnyway) spread to n2.
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}}
+    }))
+    .unwrap();
+    c.set_service(&service);
+    let selector = c.default_spread_selector(&info).unwrap();
+    assert!(selector.matches(&[("app".to_string(), "web".to_string())].into()));
+    assert_eq!(
+        target(&c, pod("probe", "10m", labels.clone(), json!({}))),
+        "n2"
+    );
+    // A Service in another namespace, or one not selecting the pod, does not count.
+    let mut elsewhere = pod("probe", "10m", labels.clone(), json!({}));
+    elsewhere.metadata.namespace = Some("other".into());
+    assert_eq!(target(&c, elsewhere), "n1");
+    c.remove_service(&kube_core::object::ObjectKey::namespaced("default", "web"));
+    assert_eq!(
+        target(&c, pod("probe", "10m", labels.clone(), json!({}))),
+        "n1"
+    );
+
+    // The ReplicaSet controlling the pod: its selector counts them.
+    let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"tier": "front"}}, "template": {}}
+    }))
+    .unwrap();
+    c.set_replica_set(&rs).unwrap();
+    assert_eq!(target(&c, owned("probe")), "n2");
+    // Pods it does not control get no defaults from it.
+    assert_eq!(
+        target(&c, pod("probe", "10m", labels.clone(), json!({}))),
+        "n1"
+    );
+}
