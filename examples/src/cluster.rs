@@ -18,7 +18,7 @@ use kube_ctrl::{
     NamespaceController, NodeLifecycleController, ReplicaSetController, ServiceAllocator,
 };
 use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
-use kube_node::{FakeRuntime, NodeAgent, ProcessRuntime};
+use kube_node::{CniConfig, FakeRuntime, NodeAgent, PodNetwork, ProcessRuntime};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
 use kube_store::{ApiServer, ApiServerComponent, DurableStore, MemStore};
 use serde_json::json;
@@ -116,11 +116,32 @@ fn kubeconfig(server: &str) -> String {
     )
 }
 
-fn node_runtime(kind: RuntimeKind, dir: &Path) -> anyhow::Result<Arc<dyn Runtime>> {
+/// Whether this process runs as root (pods then get their own network namespace and IP, and
+/// cgroup limits).
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The runtime of node `index` (1-based). As root, each node's pods get IPs from a bridge and
+/// subnet of the node's own (`kp<index>`, `10.88.<index>.0/24`), reachable from the host.
+fn node_runtime(kind: RuntimeKind, index: usize, dir: &Path) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match kind {
-        RuntimeKind::Process => Arc::new(
-            ProcessRuntime::new(dir).with_context(|| format!("runtime in {}", dir.display()))?,
-        ),
+        RuntimeKind::Process => {
+            let mut builder = ProcessRuntime::builder().root_dir(dir);
+            if is_root() {
+                builder = builder.cgroups(true).network(PodNetwork::Cni(CniConfig {
+                    bridge: format!("kp{index}"),
+                    subnet: format!("10.88.{index}.0/24"),
+                    name: format!("kube-parts-{index}"),
+                    ..CniConfig::default()
+                }));
+            }
+            Arc::new(
+                builder
+                    .build()
+                    .with_context(|| format!("runtime in {}", dir.display()))?,
+            )
+        }
         RuntimeKind::Fake => Arc::new(FakeRuntime::new()),
     })
 }
@@ -179,9 +200,11 @@ impl LocalCluster {
         for i in 1..=config.nodes {
             let name = format!("node-{i}");
             let dir = config.data_dir.join("nodes").join(&name);
-            let runtime = node_runtime(config.runtime, &dir)?;
+            let runtime = node_runtime(config.runtime, i, &dir.join("runtime"))?;
             let agent = NodeAgent::builder(name, runtime)
                 .root_dir(dir.join("agent"))
+                .node_ip(config.listen.ip().to_string())
+                .serve(SocketAddr::new(config.listen.ip(), 0))
                 .detect_capacity()
                 .build()
                 .context("configuring a node agent")?;
@@ -208,4 +231,69 @@ impl LocalCluster {
 
 fn kubeconfig_text(addr: SocketAddr) -> String {
     kubeconfig(&format!("http://{addr}"))
+}
+
+/// How to run a node agent that joins a cluster over the network.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The API server, `http://host:port`.
+    pub server: String,
+    /// The node's name.
+    pub name: String,
+    /// The node's IP, published in its Node object; its kubelet server listens there.
+    pub node_ip: std::net::IpAddr,
+    /// Where the runtime and agent keep their state.
+    pub root_dir: PathBuf,
+    /// The runtime.
+    pub runtime: RuntimeKind,
+    /// The node's index, choosing its pod subnet (`10.88.<index>.0/24`) as root.
+    pub index: usize,
+}
+
+/// A node agent joined to a remote API server through [`kube_store::RemoteStore`].
+#[derive(Debug)]
+pub struct RemoteNode {
+    running: RunningOrchestrator,
+    /// Where its kubelet server listens (for `kubectl logs`).
+    pub kubelet_addr: Option<SocketAddr>,
+}
+
+impl RemoteNode {
+    /// Connects to the API server and starts the agent.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = Arc::new(kube_store::RemoteStore::new(&config.server)?);
+        store
+            .current_revision()
+            .await
+            .with_context(|| format!("reaching the API server at {}", config.server))?;
+        let runtime = node_runtime(
+            config.runtime,
+            config.index,
+            &config.root_dir.join("runtime"),
+        )?;
+        let agent = NodeAgent::builder(config.name.clone(), runtime)
+            .root_dir(config.root_dir.join("agent"))
+            .node_ip(config.node_ip.to_string())
+            .serve(SocketAddr::new(config.node_ip, 0))
+            .detect_capacity()
+            .build()
+            .context("configuring the node agent")?;
+        let kubelet_addr = agent.kubelet_addr();
+        let running = Orchestrator::builder()
+            .store(store)
+            .node(agent)
+            .shutdown_timeout(Duration::from_secs(40))
+            .build()?
+            .start();
+        Ok(Self {
+            running,
+            kubelet_addr,
+        })
+    }
+
+    /// Stops the agent and its pods.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.running.shutdown().await?;
+        Ok(())
+    }
 }

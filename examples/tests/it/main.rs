@@ -4,4 +4,7 @@
 
 mod custom_parts;
 mod hello_fake;
+mod kube_rs;
+mod kubectl;
+mod multi_process;
 mod own_store;

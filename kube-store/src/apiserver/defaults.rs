@@ -155,6 +155,18 @@ fn container_defaults(container: &mut Map<String, Value>) {
             set(port, "protocol", json!("TCP"));
         }
     }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(probe) = obj(container, probe) {
+            set(probe, "timeoutSeconds", json!(1));
+            set(probe, "periodSeconds", json!(10));
+            set(probe, "successThreshold", json!(1));
+            set(probe, "failureThreshold", json!(3));
+            if let Some(http) = obj(probe, "httpGet") {
+                set(http, "scheme", json!("HTTP"));
+                set(http, "path", json!("/"));
+            }
+        }
+    }
 }
 
 /// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise (digests included).

@@ -1,0 +1,76 @@
+//! A node agent that joins a cluster over the network: run the quickstart (or any control
+//! plane serving the API) somewhere, then this on each node.
+//!
+//! ```sh
+//! cargo run --release --example node_agent -- --server http://10.0.0.1:6443 --name node-7 \
+//!     --node-ip 10.0.0.7 --root-dir /var/lib/kube-parts-node --runtime process
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use examples::cluster::{NodeConfig, RemoteNode, RuntimeKind};
+
+const USAGE: &str = "usage: node_agent --server URL --name NAME [--node-ip IP] [--root-dir DIR] [--runtime process|fake] [--index N]";
+
+fn parse_args() -> anyhow::Result<NodeConfig> {
+    let mut server = None;
+    let mut name = None;
+    let mut config = NodeConfig {
+        server: String::new(),
+        name: String::new(),
+        node_ip: "127.0.0.1".parse()?,
+        root_dir: PathBuf::from("kube-parts-node"),
+        runtime: RuntimeKind::Process,
+        index: 1,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--server" => server = Some(value),
+            "--name" => name = Some(value),
+            "--node-ip" => {
+                config.node_ip = value
+                    .parse()
+                    .with_context(|| format!("--node-ip {value}"))?
+            }
+            "--root-dir" => config.root_dir = PathBuf::from(value),
+            "--runtime" => config.runtime = value.parse()?,
+            "--index" => {
+                config.index = value.parse().with_context(|| format!("--index {value}"))?
+            }
+            other => bail!("unknown flag {other}\n{USAGE}"),
+        }
+    }
+    config.server = server.with_context(|| format!("--server is required\n{USAGE}"))?;
+    config.name = name.with_context(|| format!("--name is required\n{USAGE}"))?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let config = parse_args()?;
+    let name = config.name.clone();
+    let server = config.server.clone();
+    let node = RemoteNode::start(config).await?;
+    println!("node {name} joined {server}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    node.shutdown().await?;
+    Ok(())
+}

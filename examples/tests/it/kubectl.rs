@@ -1,0 +1,247 @@
+//! The preinstalled kubectl against the quickstart cluster (API server, durable store,
+//! scheduler, controllers, two ProcessRuntime nodes, the proxy), as a user drives it:
+//! apply with validation on, get -o wide, get -w, describe, logs, scale, rollout status,
+//! get all, HTTP through the Service's NodePort, delete.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use examples::cluster::{ClusterConfig, LocalCluster, RuntimeKind, StoreKind};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// kubectl, or `None` to skip; under `CI=true` a missing kubectl fails the test.
+pub(crate) fn kubectl_binary() -> Option<PathBuf> {
+    let path = PathBuf::from("/usr/bin/kubectl");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "kubectl is required under CI=true (expected /usr/bin/kubectl)"
+    );
+    eprintln!("skipping: kubectl not installed");
+    None
+}
+
+fn manifests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
+}
+
+struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs kubectl; returns stdout, failing with stderr on a non-zero exit.
+    async fn run(&self, args: &[&str]) -> String {
+        let output = tokio::time::timeout(Duration::from_secs(120), self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    async fn fail(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().await.unwrap();
+        assert!(!output.status.success(), "kubectl {args:?} should fail");
+        String::from_utf8_lossy(&output.stderr).to_string()
+    }
+
+    async fn wait_for(&self, what: &str, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.run(args).await;
+            if done(&out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last output:\n{out}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+async fn http_get(addr: &str) -> std::io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drives_the_quickstart_cluster() {
+    let Some(binary) = kubectl_binary() else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // Two replicas serving :8080 need a network namespace each.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test runs as root under CI=true"
+        );
+        eprintln!("skipping: needs root for pod networking");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A loopback address of its own, so NodePort 30080 cannot collide with a cluster a
+    // developer runs on 127.0.0.1.
+    let cluster = LocalCluster::start(ClusterConfig {
+        listen: "127.0.0.7:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        nodes: 2,
+        runtime: RuntimeKind::Process,
+        store: StoreKind::Durable,
+    })
+    .await
+    .unwrap();
+    let k = Kubectl {
+        binary,
+        kubeconfig: cluster.kubeconfig.clone(),
+    };
+    k.wait_for("two Ready nodes", &["get", "nodes"], |out| {
+        out.matches(" Ready ").count() == 2
+    })
+    .await;
+
+    // Validation is on by default: an unknown field is refused by the server.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  a: b\nbogus: 1\n",
+    )
+    .unwrap();
+    let err = k.fail(&["apply", "-f", bad.to_str().unwrap()]).await;
+    assert!(
+        err.contains("unknown field") && err.contains("bogus"),
+        "{err}"
+    );
+
+    let web = manifests().join("web.yaml");
+    let out = k.run(&["apply", "-f", web.to_str().unwrap()]).await;
+    assert!(
+        out.contains("deployment.apps/web created") && out.contains("service/web created"),
+        "{out}"
+    );
+    k.run(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+
+    let wide = k.run(&["get", "pods", "-o", "wide"]).await;
+    assert!(wide.contains("NOMINATED NODE"), "{wide}");
+    assert_eq!(wide.matches("Running").count(), 2, "{wide}");
+    assert!(wide.contains("10.88."), "pods have their own IPs: {wide}");
+
+    let all = k.run(&["get", "all"]).await;
+    for expected in [
+        "pod/web-",
+        "service/web",
+        "deployment.apps/web",
+        "replicaset.apps/web-",
+    ] {
+        assert!(all.contains(expected), "get all lacks {expected}: {all}");
+    }
+
+    // HTTP through the NodePort reaches both pods.
+    let node_port = format!("{}:30080", cluster.addr.ip());
+    let mut answered = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "NodePort answers from both pods: {answered:?}"
+        );
+        let response = http_get(&node_port).await.unwrap_or_default();
+        if let Some(line) = response.lines().find(|l| l.starts_with("hello from ")) {
+            answered.insert(line.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let pod = wide
+        .lines()
+        .find(|l| l.starts_with("web-"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let described = k.run(&["describe", "pod", &pod]).await;
+    assert!(
+        described.contains("Successfully assigned default/"),
+        "{described}"
+    );
+    assert!(
+        described
+            .lines()
+            .any(|l| l.starts_with("Status:") && l.ends_with("Running")),
+        "{described}"
+    );
+    let logs = k
+        .wait_for("httpd's access log", &["logs", &pod], |out| {
+            out.contains("response:200")
+        })
+        .await;
+    assert!(
+        logs.contains("GET") || logs.contains("response:200"),
+        "{logs}"
+    );
+
+    // Watch while scaling: the new pod appears on the watch.
+    let mut watch = k
+        .command(&["get", "pods", "-w", "--no-headers"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    k.run(&["scale", "deployment", "web", "--replicas=3"]).await;
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut names = std::collections::BTreeSet::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(name) = line.split_whitespace().next() {
+                names.insert(name.to_string());
+            }
+            if names.len() >= 3 {
+                break;
+            }
+        }
+        names
+    })
+    .await
+    .expect("get -w shows the third pod");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let _ = watch.kill().await;
+    k.run(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    let scaled = k.run(&["get", "deployment", "web"]).await;
+    assert!(scaled.contains("3/3"), "{scaled}");
+
+    let out = k.run(&["delete", "-f", web.to_str().unwrap()]).await;
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    k.wait_for("the pods to go", &["get", "pods", "--no-headers"], |out| {
+        out.trim().is_empty()
+    })
+    .await;
+    cluster.shutdown().await.unwrap();
+}
