@@ -30,11 +30,19 @@ use serde_json::json;
 use crate::events::{EventRecorder, EventType};
 use crate::index::OwnerIndex;
 use hash::without_hash;
-use rolling::{RsCounts, new_rs_replicas, old_rs_replicas, surge_and_unavailable};
+use rolling::{
+    ProportionalSize, RsCounts, new_rs_replicas, old_rs_replicas, proportional_sizes,
+    surge_and_unavailable,
+};
 use status::{condition, set_condition};
 
 /// The annotation holding a ReplicaSet's (and its Deployment's) revision number.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// The annotation holding the Deployment's `replicas` when a ReplicaSet was last scaled.
+pub const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-replicas";
+/// The annotation holding the Deployment's `replicas + maxSurge` when a ReplicaSet was last
+/// scaled: the base of proportional scaling.
+pub const MAX_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/max-replicas";
 
 /// Reconciles Deployments (apps/v1) with Kubernetes' semantics: ReplicaSets by pod-template
 /// hash, `RollingUpdate` (maxSurge, maxUnavailable, minReadySeconds copied to the ReplicaSets)
@@ -82,6 +90,58 @@ pub fn revision(rs: &ReplicaSet) -> i64 {
 
 fn desired(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+/// An integer annotation of a ReplicaSet.
+fn int_annotation(rs: &ReplicaSet, name: &str) -> Option<i32> {
+    rs.metadata.annotations.as_ref()?.get(name)?.parse().ok()
+}
+
+/// A Deployment's size limits: `(replicas, maxSurge, maxUnavailable, recreate)`.
+fn limits(spec: &DeploymentSpec) -> (i32, i32, i32, bool) {
+    let replicas = spec.replicas.unwrap_or(1).max(0);
+    let strategy = spec.strategy.clone().unwrap_or_default();
+    let recreate = strategy.type_.as_deref() == Some("Recreate");
+    let rolling = strategy.rolling_update.unwrap_or_default();
+    let (max_surge, max_unavailable) = if recreate {
+        (0, 0)
+    } else {
+        surge_and_unavailable(
+            rolling.max_surge.as_ref(),
+            rolling.max_unavailable.as_ref(),
+            replicas,
+        )
+    };
+    (replicas, max_surge, max_unavailable, recreate)
+}
+
+/// Whether the Deployment was scaled since its active ReplicaSets were (Kubernetes'
+/// `isScalingEvent`): one of them records another `desired-replicas`.
+fn is_scaling_event(replicas: i32, sets: &[&ReplicaSet]) -> bool {
+    sets.iter()
+        .filter(|rs| desired(rs) > 0)
+        .any(|rs| int_annotation(rs, DESIRED_REPLICAS_ANNOTATION).is_some_and(|d| d != replicas))
+}
+
+/// Whether the new ReplicaSet holds the whole Deployment, available.
+fn is_saturated(replicas: i32, rs: &ReplicaSet) -> bool {
+    desired(rs) == replicas
+        && int_annotation(rs, DESIRED_REPLICAS_ANNOTATION) == Some(replicas)
+        && counts(rs).available == replicas
+}
+
+/// The size annotations a ReplicaSet of a Deployment of `replicas` with `max_surge` carries.
+fn size_annotations(replicas: i32, max_surge: i32) -> [(String, String); 2] {
+    [
+        (
+            DESIRED_REPLICAS_ANNOTATION.to_string(),
+            replicas.to_string(),
+        ),
+        (
+            MAX_REPLICAS_ANNOTATION.to_string(),
+            replicas.saturating_add(max_surge).to_string(),
+        ),
+    ]
 }
 
 fn counts(rs: &ReplicaSet) -> RsCounts {
@@ -255,13 +315,38 @@ impl Sync<'_> {
         Ok(owned)
     }
 
-    async fn scale(&self, rs: &mut ReplicaSet, replicas: i32) -> Result<(), StoreError> {
+    /// Sets a ReplicaSet's `spec.replicas`, and its size annotations to the Deployment's
+    /// current size (as Kubernetes' `scaleReplicaSet`); records `ScalingReplicaSet` if the size
+    /// changed. Returns whether it wrote anything.
+    async fn scale(&self, rs: &mut ReplicaSet, replicas: i32) -> Result<bool, StoreError> {
         let name = rs.metadata.name.clone().unwrap_or_default();
         let before = desired(rs);
+        let (d_replicas, max_surge, _, _) = self.d.spec.as_ref().map_or((0, 0, 0, false), limits);
+        let annotations = size_annotations(d_replicas, max_surge);
+        let annotated = annotations.iter().all(|(k, v)| {
+            rs.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .is_some_and(|have| have == v)
+        });
+        if before == replicas && annotated {
+            return Ok(false);
+        }
+        let annotations: serde_json::Map<String, serde_json::Value> = annotations
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::from(v)))
+            .collect();
         *rs = self
             .sets
-            .patch_merge(&name, &json!({"spec": {"replicas": replicas}}))
+            .patch_merge(
+                &name,
+                &json!({"metadata": {"annotations": annotations}, "spec": {"replicas": replicas}}),
+            )
             .await?;
+        if before == replicas {
+            return Ok(true);
+        }
         tracing::debug!(deployment = %self.key, replicaset = %name, replicas, "scaled");
         let direction = if replicas > before { "up" } else { "down" };
         self.events
@@ -273,7 +358,69 @@ impl Sync<'_> {
                 format!("Scaled {direction} replica set {name} from {before} to {replicas}"),
             )
             .await;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Scales the ReplicaSets to a changed `replicas` (or while paused), as Kubernetes' `scale`:
+    /// a single active set (or, with none, the new one or else the newest) takes the whole
+    /// size; a saturated new set means the old ones go; otherwise, in a rolling update, the
+    /// change is shared out in proportion to the sets' sizes.
+    async fn scale_to_size(
+        &self,
+        replicas: i32,
+        max_surge: i32,
+        recreate: bool,
+        new: Option<&mut ReplicaSet>,
+        olds: &mut [ReplicaSet],
+    ) -> Result<bool, ReconcileError> {
+        let mut all: Vec<(bool, &mut ReplicaSet)> = olds
+            .iter_mut()
+            .map(|rs| (false, rs))
+            .chain(new.map(|rs| (true, rs)))
+            .collect();
+        // Oldest first, as the proportions' tie-breaks need.
+        all.sort_by(|(_, a), (_, b)| {
+            (&a.metadata.creation_timestamp, &a.metadata.name)
+                .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
+        });
+        let active: Vec<usize> = (0..all.len()).filter(|&i| desired(all[i].1) > 0).collect();
+        let new_index = all.iter().position(|(is_new, _)| *is_new);
+        let whole = match active.as_slice() {
+            [] => new_index.or(all.len().checked_sub(1)),
+            [one] => Some(*one),
+            _ => None,
+        };
+        if let Some(i) = whole {
+            return Ok(self.scale(all[i].1, replicas).await?);
+        }
+        let mut changed = false;
+        if new_index.is_some_and(|i| is_saturated(replicas, all[i].1)) {
+            for (is_new, rs) in all.iter_mut() {
+                if !*is_new && desired(rs) > 0 {
+                    changed |= self.scale(rs, 0).await?;
+                }
+            }
+            return Ok(changed);
+        }
+        if recreate {
+            return Ok(false);
+        }
+        let status_replicas = self.d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let sizes: Vec<ProportionalSize> = all
+            .iter()
+            .map(|(_, rs)| ProportionalSize {
+                desired: desired(rs),
+                max_replicas: int_annotation(rs, MAX_REPLICAS_ANNOTATION),
+            })
+            .collect();
+        let next = proportional_sizes(replicas, max_surge, status_replicas, &sizes);
+        for ((_, rs), n) in all.iter_mut().zip(next) {
+            // Active sets get the new size annotations even when their size stays.
+            if desired(rs) > 0 || n > 0 {
+                changed |= self.scale(rs, n).await?;
+            }
+        }
+        Ok(changed)
     }
 
     /// Creates the new ReplicaSet. `Ok(None)` means a hash collision was recorded in the
@@ -310,7 +457,11 @@ impl Sync<'_> {
         rs.metadata.name = Some(format!("{}-{hash}", self.key.name));
         rs.metadata.namespace = self.key.namespace.clone();
         rs.metadata.labels = template.metadata.and_then(|m| m.labels);
-        rs.metadata.annotations = Some([(REVISION_ANNOTATION.to_string(), rev.to_string())].into());
+        let (replicas_now, max_surge, _, _) = limits(spec);
+        let mut annotations: std::collections::BTreeMap<String, String> =
+            size_annotations(replicas_now, max_surge).into();
+        annotations.insert(REVISION_ANNOTATION.to_string(), rev.to_string());
+        rs.metadata.annotations = Some(annotations);
         rs.metadata.owner_references = Some(vec![owner.clone()]);
         match self.sets.create(&rs).await {
             Ok(created) => {
@@ -356,20 +507,8 @@ impl Sync<'_> {
         if !selector.matches(&template_labels) {
             return Err(invalid(key, "spec.selector does not match template labels"));
         }
-        let replicas = spec.replicas.unwrap_or(1).max(0);
         let paused = spec.paused == Some(true);
-        let strategy = spec.strategy.clone().unwrap_or_default();
-        let recreate = strategy.type_.as_deref() == Some("Recreate");
-        let rolling = strategy.rolling_update.unwrap_or_default();
-        let (max_surge, max_unavailable) = if recreate {
-            (0, 0)
-        } else {
-            surge_and_unavailable(
-                rolling.max_surge.as_ref(),
-                rolling.max_unavailable.as_ref(),
-                replicas,
-            )
-        };
+        let (replicas, max_surge, max_unavailable, recreate) = limits(&spec);
 
         let all = self.owned(&selector).await?;
         let (mut news, mut olds): (Vec<ReplicaSet>, Vec<ReplicaSet>) =
@@ -384,8 +523,12 @@ impl Sync<'_> {
         let max_old_revision = olds.iter().map(revision).max().unwrap_or(0);
         let mut created_new = false;
         let mut progressed = false;
+        // Scaled (not re-templated) since the sets were last sized: resize them first, as
+        // Kubernetes does, and roll out in later passes.
+        let scaling =
+            !paused && is_scaling_event(replicas, &new.iter().chain(&olds).collect::<Vec<_>>());
 
-        if new.is_none() && !paused {
+        if new.is_none() && !paused && !scaling {
             let all_desired: i32 = olds.iter().map(desired).sum();
             let initial = if recreate {
                 0
@@ -410,15 +553,17 @@ impl Sync<'_> {
             }
         }
 
-        if !paused {
-            if let Some(new) = new.as_mut() {
-                progressed |= if recreate {
-                    self.recreate(replicas, new, &mut olds).await?
-                } else {
-                    self.roll(replicas, max_surge, max_unavailable, new, &mut olds)
-                        .await?
-                };
-            }
+        if paused || scaling {
+            progressed |= self
+                .scale_to_size(replicas, max_surge, recreate, new.as_mut(), &mut olds)
+                .await?;
+        } else if let Some(new) = new.as_mut() {
+            progressed |= if recreate {
+                self.recreate(replicas, new, &mut olds).await?
+            } else {
+                self.roll(replicas, max_surge, max_unavailable, new, &mut olds)
+                    .await?
+            };
         }
 
         self.clean_up_history(&spec, &mut olds).await?;

@@ -9,12 +9,13 @@ use kube_core::GroupKind;
 use kube_core::store::{Store, WatchEvent, WatchOptions};
 use kube_core::typed::Api;
 use kube_ctrl::deployment::{
-    NEW_RS_AVAILABLE, PROGRESS_DEADLINE_EXCEEDED, REVISION_ANNOTATION, revision, rollback,
+    DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, NEW_RS_AVAILABLE,
+    PROGRESS_DEADLINE_EXCEEDED, REVISION_ANNOTATION, revision, rollback,
 };
 use kube_ctrl::{ControllerManager, DeploymentController, ReplicaSetController};
 use serde_json::json;
 
-use crate::support::{eventually, eventually_within, fake_kubelet, start};
+use crate::support::{eventually, eventually_within, fake_kubelet, fake_kubelet_where, start};
 
 fn manager() -> ControllerManager {
     ControllerManager::new()
@@ -291,5 +292,99 @@ async fn a_stuck_rollout_reports_progress_deadline_exceeded() {
         },
     )
     .await;
+    running.shutdown().await.unwrap();
+}
+
+/// `(old, new)` `spec.replicas` once both ReplicaSets exist.
+async fn sizes(store: &Arc<dyn Store>) -> Option<(i32, i32)> {
+    let sets = replica_sets(store).await;
+    let size = |rev| {
+        sets.iter()
+            .find(|rs| revision(rs) == rev)
+            .and_then(|rs| rs.spec.as_ref()?.replicas)
+    };
+    Some((size(1)?, size(2)?))
+}
+
+#[tokio::test]
+async fn scaling_mid_rollout_is_shared_out_proportionally() {
+    let (store, running) = start(manager());
+    // The new image never starts, so the rollout stops part-way.
+    let kubelet = fake_kubelet_where(store.clone(), |p| image(p) != "web:bad");
+    let deployments: Api<Deployment> = Api::namespaced(store.clone(), "default");
+    let strategy =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}});
+    deployments
+        .create(&deployment(10, "web:1", strategy))
+        .await
+        .unwrap();
+    rolled_out(&deployments, 10).await;
+    deployments
+        .patch_merge("web", &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "web:bad"}]}}}}))
+        .await
+        .unwrap();
+    // Kubernetes' documented example: 10 replicas, maxSurge 3, maxUnavailable 2: the rollout
+    // stalls with 8 old and 5 new.
+    eventually("stalled at 8 old + 5 new", || async {
+        (sizes(&store).await? == (8, 5)).then_some(())
+    })
+    .await;
+
+    // Scaled to 15 mid-rollout: 5 more (18 with the surge), 3 to the old set, 2 to the new.
+    deployments
+        .patch_merge("web", &json!({"spec": {"replicas": 15}}))
+        .await
+        .unwrap();
+    eventually("11 old + 7 new", || async {
+        (sizes(&store).await? == (11, 7)).then_some(())
+    })
+    .await;
+    for rs in replica_sets(&store).await {
+        let a = rs.metadata.annotations.unwrap();
+        assert_eq!(a[DESIRED_REPLICAS_ANNOTATION], "15");
+        assert_eq!(a[MAX_REPLICAS_ANNOTATION], "18");
+    }
+    // It stays there: the rollout cannot go on while the new pods are unavailable.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sizes(&store).await, Some((11, 7)));
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
+    eventually("18 pods", || async {
+        (pods.list(&Default::default()).await.unwrap().items.len() == 18).then_some(())
+    })
+    .await;
+
+    // And back to 10: the same shares come off.
+    deployments
+        .patch_merge("web", &json!({"spec": {"replicas": 10}}))
+        .await
+        .unwrap();
+    eventually("8 old + 5 new again", || async {
+        (sizes(&store).await? == (8, 5)).then_some(())
+    })
+    .await;
+    kubelet.abort();
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_deployment_still_scales() {
+    let (store, running) = start(manager());
+    let kubelet = fake_kubelet(store.clone());
+    let deployments: Api<Deployment> = Api::namespaced(store.clone(), "default");
+    deployments
+        .create(&deployment(2, "web:1", json!({"type": "RollingUpdate"})))
+        .await
+        .unwrap();
+    rolled_out(&deployments, 2).await;
+    deployments
+        .patch_merge("web", &json!({"spec": {"paused": true, "replicas": 4}}))
+        .await
+        .unwrap();
+    eventually("scaled while paused", || async {
+        let sets = replica_sets(&store).await;
+        (sets.len() == 1 && sets[0].spec.as_ref()?.replicas == Some(4)).then_some(())
+    })
+    .await;
+    kubelet.abort();
     running.shutdown().await.unwrap();
 }

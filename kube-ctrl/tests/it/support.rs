@@ -59,12 +59,23 @@ where
 /// Marks every pod scheduled, running and ready shortly after it appears, as a node agent
 /// would. Abort the handle to stop it.
 pub(crate) fn fake_kubelet(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+    fake_kubelet_where(store, |_| true)
+}
+
+/// [`fake_kubelet`] for the pods `runs` accepts only; the others stay pending.
+pub(crate) fn fake_kubelet_where(
+    store: Arc<dyn Store>,
+    runs: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     use k8s_openapi::api::core::v1::Pod;
     use kube_core::typed::Api;
     tokio::spawn(async move {
         let pods: Api<Pod> = Api::all(store.clone());
         loop {
             for pod in pods.list(&Default::default()).await.unwrap().items {
+                if !runs(&pod) {
+                    continue;
+                }
                 let ready = pod
                     .status
                     .as_ref()
