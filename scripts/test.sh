@@ -41,7 +41,10 @@ cargo test --workspace --all-features --doc
 step "docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
-step "the main example, end to end with real processes"
+step "the in-process example, end to end with real processes"
 timeout 60 cargo run --quiet --example hello_cluster
+
+step "the quickstart as a new user drives it with kubectl (apply, NodePort, scale, restart, delete)"
+timeout 600 ./scripts/quickstart-smoke.sh
 
 step "all green"

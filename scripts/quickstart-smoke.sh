@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A new user's path through the quickstart, with the real kubectl:
+# start the cluster -> kubectl apply the web app -> pods Running -> HTTP through the Service's
+# NodePort answered by the pods -> kubectl scale -> stop and restart (state kept, pods back)
+# -> kubectl delete -> clean stop with no pod process left.
+# Runs on its own loopback address and data directory; needs root for pod networking.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+addr="${QUICKSTART_ADDR:-127.0.0.9}"
+data="$(mktemp -d)"
+log="$data/quickstart.log"
+export KUBECONFIG="$data/kubeconfig"
+cargo build --quiet --example quickstart
+bin=target/debug/examples/quickstart
+pid=
+
+start() {
+  "$bin" --listen "$addr:6443" --data-dir "$data" --nodes 2 >>"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    kubectl get nodes >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "the quickstart did not come up:"; cat "$log"; exit 1
+}
+stop() {
+  kill -TERM "$pid"
+  wait "$pid"
+}
+fail() { echo "FAILED: $*"; cat "$log"; kill -TERM "$pid" 2>/dev/null || true; exit 1; }
+trap 'kill -TERM "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
+
+curl_web() {
+  for _ in $(seq 50); do
+    out="$(curl -s --max-time 2 "http://$addr:30080/" || true)"
+    [[ "$out" == hello\ from\ web-* ]] && { echo "$out"; return 0; }
+    sleep 0.2
+  done
+  return 1
+}
+
+start
+kubectl apply -f examples/manifests/web.yaml
+kubectl rollout status deployment/web --timeout=120s
+kubectl get pods -o wide
+curl_web || fail "no answer through NodePort 30080"
+kubectl scale deployment web --replicas=3
+kubectl rollout status deployment/web --timeout=120s
+[[ "$(kubectl get deployment web -o jsonpath='{.status.readyReplicas}')" == 3 ]] || fail "not 3 ready"
+
+echo "==> restart: the cluster keeps its state and its pods come back"
+stop
+start
+[[ "$(kubectl get deployment web -o jsonpath='{.spec.replicas}')" == 3 ]] || fail "deployment lost on restart"
+kubectl rollout status deployment/web --timeout=120s
+curl_web || fail "no answer through NodePort 30080 after restart"
+
+kubectl delete -f examples/manifests/web.yaml
+kubectl wait --for=delete pod -l app=web --timeout=60s || true
+[[ -z "$(kubectl get pods --no-headers 2>/dev/null)" ]] || fail "pods left after delete"
+stop
+if pgrep -f "busybox httpd -f -v -p 8080" >/dev/null; then fail "a pod process outlived the cluster"; fi
+echo "quickstart smoke: ok"
