@@ -7,13 +7,24 @@
 //! object goes. Our stores delete immediately and run no finalizers, so [`delete`] does the API
 //! server's part (a marking update) and [`DeletionFinalizer`] the collector's. Background
 //! propagation is a plain delete: [`crate::GarbageCollector`] collects the dependents after.
+//!
+//! Foreground deletion is recursive, as Kubernetes' garbage collector: a dependent that has
+//! dependents of its own is itself deleted in foreground (marked, its dependents deleted first,
+//! then it), so deleting a Deployment in foreground deletes its Pods, then its ReplicaSets, then
+//! it. The owner waits only for dependents whose owner reference sets `blockOwnerDeletion`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use kube_core::controller::{Action, Controller, ControllerContext, ReconcileError, Watches};
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey, now};
 use kube_core::store::{Preconditions, Store, StoreError};
+
+use crate::index::OwnerIndex;
+
+/// Deepest chain of owners a foreground deletion follows (guards against ownership cycles).
+const MAX_DEPTH: usize = 16;
 
 /// The finalizer of a foreground deletion.
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -70,13 +81,44 @@ pub async fn delete(
 /// Completes foreground and orphan deletions of objects of one owner kind: deletes (or
 /// orphans) their dependents of the configured kinds, then deletes the owner.
 ///
-/// The owner is deleted once no dependent of *these* kinds refers to it; add every dependent
-/// kind of the owner kind here.
+/// In a foreground deletion, a dependent with dependents of its own is deleted in foreground
+/// too, recursively, so list every kind of the ownership tree below the owner (for a
+/// Deployment: ReplicaSets *and* Pods). The owner is deleted once no dependent whose owner
+/// reference sets `blockOwnerDeletion` remains; other dependents are deleted without waiting
+/// for them. A dependent already being deleted by someone else (a `deletionTimestamp` without
+/// our `foregroundDeletion` finalizer) is waited for, not deleted again.
 #[derive(Debug, Clone)]
 pub struct DeletionFinalizer {
     owner: GroupKind,
-    dependents: Vec<GroupKind>,
+    dependents: Vec<(GroupKind, Arc<OwnerIndex>)>,
     name: String,
+}
+
+/// Whether `object` has an owner reference to `uid` that blocks the owner's deletion.
+fn blocks(object: &DynamicObject, uid: &str) -> bool {
+    object
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == uid && r.block_owner_deletion == Some(true))
+}
+
+fn has_finalizer(object: &DynamicObject, finalizer: &str) -> bool {
+    object
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == finalizer)
+}
+
+/// Ignores "gone" and "changed meanwhile": the next pass sees the new state.
+fn tolerate(result: Result<(), StoreError>) -> Result<(), StoreError> {
+    match result {
+        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+        other => other,
+    }
 }
 
 impl DeletionFinalizer {
@@ -90,31 +132,73 @@ impl DeletionFinalizer {
         }
     }
 
-    /// Also deletes or orphans dependents of `kind`.
+    /// Also deletes or orphans dependents of `kind` (direct dependents of the owner, or
+    /// dependents of its dependents).
     pub fn dependent(mut self, kind: GroupKind) -> Self {
-        self.dependents.push(kind);
+        let index = Arc::new(OwnerIndex::new(kind.clone()));
+        self.dependents.push((kind, index));
         self
     }
 
+    /// Cached objects of the dependent kinds with an owner reference to `uid`.
     fn dependents_of(
         &self,
         ctx: &ControllerContext,
         uid: &str,
     ) -> Vec<(GroupKind, Arc<DynamicObject>)> {
         let mut found = Vec::new();
-        for kind in &self.dependents {
-            for d in ctx.informers.informer(kind).list() {
-                if d.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.uid == uid)
-                {
-                    found.push((kind.clone(), d));
-                }
+        for (kind, index) in &self.dependents {
+            for d in index.view(&ctx.informers).owned_by(uid) {
+                found.push((kind.clone(), d));
             }
         }
         found
+    }
+
+    /// One pass of a foreground deletion below the object `uid`: deletes its dependents (in
+    /// foreground, recursively, those that have dependents) and returns whether any dependent
+    /// that blocks its deletion is still there.
+    fn delete_dependents<'a>(
+        &'a self,
+        ctx: &'a ControllerContext,
+        uid: String,
+        depth: usize,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut blocked = false;
+            for (kind, dependent) in self.dependents_of(ctx, &uid) {
+                // Until the cache stops showing it, it is there.
+                blocked |= blocks(&dependent, &uid);
+                let being_deleted = dependent.metadata.deletion_timestamp.is_some();
+                let ours = has_finalizer(&dependent, FOREGROUND);
+                if being_deleted && !ours {
+                    // Someone else's deletion (orphaning, or other finalizers): wait for it.
+                    continue;
+                }
+                let key = dependent.key();
+                let dependent_uid = dependent.metadata.uid.clone().unwrap_or_default();
+                let pre = Preconditions::uid(dependent_uid.clone());
+                if !ours && self.dependents_of(ctx, &dependent_uid).is_empty() {
+                    tolerate(ctx.store.delete(&kind, &key, &pre).await.map(|_| ()))?;
+                    continue;
+                }
+                if depth >= MAX_DEPTH {
+                    tracing::warn!(object = %key, kind = %kind, "ownership chain too deep; not following it");
+                    continue;
+                }
+                if !ours {
+                    // It has dependents: it goes in foreground too, after them.
+                    tolerate(delete(&ctx.store, &kind, &key, Propagation::Foreground).await)?;
+                }
+                if !self
+                    .delete_dependents(ctx, dependent_uid, depth + 1)
+                    .await?
+                {
+                    tolerate(ctx.store.delete(&kind, &key, &pre).await.map(|_| ()))?;
+                }
+            }
+            Ok(blocked)
+        })
     }
 }
 
@@ -126,7 +210,7 @@ impl Controller for DeletionFinalizer {
 
     fn watches(&self) -> Watches {
         let mut watches = Watches::primary(self.owner.clone());
-        watches.related = self.dependents.clone();
+        watches.related = self.dependents.iter().map(|(k, _)| k.clone()).collect();
         watches
     }
 
@@ -169,27 +253,20 @@ impl Controller for DeletionFinalizer {
             return Ok(Action::await_change());
         }
         let uid = owner.metadata.uid.clone().unwrap_or_default();
-        let dependents = self.dependents_of(ctx, &uid);
-        for (kind, dependent) in &dependents {
-            let dkey = dependent.key();
-            let result = if orphan {
+        let blocked = if orphan {
+            let dependents = self.dependents_of(ctx, &uid);
+            for (_, dependent) in &dependents {
                 let mut updated = (**dependent).clone();
                 if let Some(refs) = updated.metadata.owner_references.as_mut() {
                     refs.retain(|r| r.uid != uid);
                 }
-                ctx.store.update(updated).await.map(|_| ())
-            } else {
-                let pre = Preconditions::uid(dependent.metadata.uid.clone().unwrap_or_default());
-                ctx.store.delete(kind, &dkey, &pre).await.map(|_| ())
-            };
-            match result {
-                Ok(()) => {}
-                // Gone or changed meanwhile: the next pass sees the new state.
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
+                tolerate(ctx.store.update(updated).await.map(|_| ()))?;
             }
-        }
-        if !dependents.is_empty() {
+            !dependents.is_empty()
+        } else {
+            self.delete_dependents(ctx, uid.clone(), 0).await?
+        };
+        if blocked {
             // Wait until the caches show the dependents gone (or orphaned) before the owner goes.
             return Ok(Action::requeue(Duration::from_millis(50)));
         }
