@@ -379,6 +379,18 @@ impl StateDir {
         remove(&self.path("exits", id))
     }
 
+    /// Forgets every sandbox and container (the runtime tore them all down).
+    pub(crate) fn clear(&self) {
+        for sub in ["sandboxes", "containers", "exits"] {
+            let dir = self.dir.join(sub);
+            for (id, _) in read_all(&dir) {
+                if let Err(e) = remove(&dir.join(format!("{id}.json"))) {
+                    tracing::warn!(record = %id, error = %e, "removing a record failed");
+                }
+            }
+        }
+    }
+
     /// Where a dropped runtime's wait task leaves a container's exit for the next runtime.
     pub(crate) fn exits(&self) -> ExitsDir {
         ExitsDir(Arc::new(self.dir.join("exits")))

@@ -248,9 +248,18 @@ fn adopt(store: &StateDir) -> (State, Vec<Watched>) {
     let mut state = State::default();
     let mut watched = Vec::new();
     for (id, r) in loaded.sandboxes {
+        // A sandbox whose network namespace is gone (a reboot) cannot run containers.
+        let netns_gone = r
+            .netns
+            .as_deref()
+            .is_some_and(|n| !net::netns_path(n).exists());
         let sandbox = Sandbox {
             config: r.config(),
-            state: r.state(),
+            state: if netns_gone {
+                SandboxState::NotReady
+            } else {
+                r.state()
+            },
             created_at: r.created_at,
             netns: r.netns,
             ip: r.ip,
@@ -332,6 +341,8 @@ impl Drop for Inner {
         if let PodNetwork::Cni(cni) = &self.network {
             net::delete_bridge_blocking(&cni.bridge);
         }
+        // Nothing is left to adopt.
+        self.store.clear();
     }
 }
 

@@ -293,4 +293,32 @@ async fn a_new_runtime_over_the_same_root_adopts_running_and_exited_containers()
             .is_empty(),
         "removed containers stay removed"
     );
+
+    // A runtime dropped without keep_on_drop kills its containers: nothing is left to adopt.
+    let sandbox = third
+        .run_pod_sandbox(&PodSandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let id = third
+        .create_container(&sandbox, &sh("doomed", "exec sleep 30"))
+        .await
+        .expect("create");
+    third.start_container(&id).await.expect("start");
+    let pid: u32 = third.container_status(&id).await.expect("status").info["pid"]
+        .parse()
+        .expect("pid");
+    drop(third);
+    eventually(WAIT, "the container killed", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    let fourth = ProcessRuntime::new(root.path()).expect("runtime");
+    assert!(fourth.list_pod_sandboxes().await.expect("list").is_empty());
+    assert!(
+        fourth
+            .list_containers(&Default::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
