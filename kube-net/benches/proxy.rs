@@ -19,7 +19,8 @@
 //!
 //! Knobs for exploring: `KUBE_NET_BENCH_PHASES=lat,bulk,conn` (a subset; others print `NA`),
 //! `KUBE_NET_BENCH_RUNS`, `KUBE_NET_BENCH_CONN_MS`, `KUBE_NET_BENCH_WORKERS` (proxy runtime
-//! workers; 0 for a current-thread runtime), `KUBE_NET_BENCH_SPLICE=0`, `--no-nft`,
+//! workers; 0 for a current-thread runtime), `KUBE_NET_BENCH_ACCEPT_LOOPS`,
+//! `KUBE_NET_BENCH_SPLICE=0`, `--no-nft`,
 //! `--nft-only`, `KUBE_NET_DUMP_NFT=FILE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -85,6 +86,10 @@ fn main() {
         node_addresses: vec![],
         cluster_ips: ClusterIpBinding::Local,
         zero_copy,
+        accept_loops: std::env::var("KUBE_NET_BENCH_ACCEPT_LOOPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
         ..UserspaceConfig::default()
     }));
     proxy_rt

@@ -62,6 +62,10 @@ pub struct UserspaceConfig {
     /// Buffer per direction for plain copying (short exchanges, and everything when not
     /// splicing). Default 16 KiB.
     pub buffer_size: usize,
+    /// Listening sockets (and accept loops) per TCP frontend. With more than one they share
+    /// the address through `SO_REUSEPORT` and the kernel spreads new connections over them,
+    /// so that on a multi-threaded runtime accepting is not one task's job. Default 1.
+    pub accept_loops: usize,
 }
 
 impl Default for UserspaceConfig {
@@ -75,6 +79,7 @@ impl Default for UserspaceConfig {
             udp_idle_timeout: Duration::from_secs(30),
             zero_copy: true,
             buffer_size: 16 * 1024,
+            accept_loops: 1,
         }
     }
 }
@@ -93,7 +98,7 @@ struct FrontendSpec {
 struct Listener {
     frontend: Arc<Frontend>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -290,33 +295,44 @@ impl UserspaceProxy {
             self.tasks.clone(),
         ));
         let stop = self.root.child_token();
-        let task = match protocol {
+        let tasks = match protocol {
             Protocol::Udp => {
                 let std_socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
                 std_socket.set_nonblocking(true).map_err(bind_err)?;
                 let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
-                tokio::spawn(udp::serve(
+                vec![tokio::spawn(udp::serve(
                     socket,
                     frontend.clone(),
                     stop.clone(),
                     self.tasks.clone(),
                     self.config.udp_idle_timeout,
-                ))
+                ))]
             }
             Protocol::Tcp | Protocol::Sctp => {
-                let socket = if addr.is_ipv4() {
-                    TcpSocket::new_v4()
-                } else {
-                    TcpSocket::new_v6()
+                let loops = self.config.accept_loops.max(1);
+                // Every socket is bound before any accept loop starts: a failure leaves nothing
+                // listening.
+                let mut listeners = Vec::with_capacity(loops);
+                for _ in 0..loops {
+                    let socket = if addr.is_ipv4() {
+                        TcpSocket::new_v4()
+                    } else {
+                        TcpSocket::new_v6()
+                    }
+                    .map_err(bind_err)?;
+                    // Rebinding right after a stop must not fail on TIME_WAIT leftovers.
+                    socket.set_reuseaddr(true).map_err(bind_err)?;
+                    // Only when asked: a port shared this way could be joined by another
+                    // process of the same user.
+                    if loops > 1 {
+                        socket.set_reuseport(true).map_err(bind_err)?;
+                    }
+                    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
+                    // syscall per connection saved.
+                    socket.set_nodelay(true).map_err(bind_err)?;
+                    socket.bind(addr).map_err(bind_err)?;
+                    listeners.push(socket.listen(1024).map_err(bind_err)?);
                 }
-                .map_err(bind_err)?;
-                // Rebinding right after a stop must not fail on TIME_WAIT leftovers.
-                socket.set_reuseaddr(true).map_err(bind_err)?;
-                // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one syscall
-                // per connection saved.
-                socket.set_nodelay(true).map_err(bind_err)?;
-                socket.bind(addr).map_err(bind_err)?;
-                let listener = socket.listen(1024).map_err(bind_err)?;
                 let settings = TcpSettings {
                     connect_timeout: self.config.connect_timeout,
                     relay: splice::RelayMode {
@@ -324,21 +340,26 @@ impl UserspaceProxy {
                         buffer: self.config.buffer_size,
                     },
                 };
-                tokio::spawn(tcp::serve(
-                    listener,
-                    frontend.clone(),
-                    stop.clone(),
-                    self.tasks.clone(),
-                    settings,
-                    self.pipes.clone(),
-                ))
+                listeners
+                    .into_iter()
+                    .map(|listener| {
+                        tokio::spawn(tcp::serve(
+                            listener,
+                            frontend.clone(),
+                            stop.clone(),
+                            self.tasks.clone(),
+                            settings,
+                            self.pipes.clone(),
+                        ))
+                    })
+                    .collect()
             }
         };
         tracing::debug!(?protocol, %addr, "listening");
         Ok(Listener {
             frontend,
             stop,
-            task,
+            tasks,
         })
     }
 }
@@ -346,7 +367,9 @@ impl UserspaceProxy {
 /// Closes the listening socket (waiting until it is closed) and drains its connections.
 async fn stop(listener: Listener) {
     listener.stop.cancel();
-    let _ = listener.task.await;
+    for task in listener.tasks {
+        let _ = task.await;
+    }
     listener.frontend.close();
 }
 

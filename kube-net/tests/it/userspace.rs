@@ -450,3 +450,48 @@ async fn unprivileged_mode_serves_cluster_ips_on_configured_local_addresses() {
     assert_eq!(proxy.listening().await, vec![(Protocol::Tcp, local)]);
     running.shutdown().await.unwrap();
 }
+
+/// Several accept loops share a frontend through SO_REUSEPORT: every connection is served, and
+/// after shutdown no socket of the group is left listening (a leftover would accept
+/// connections nobody serves).
+#[tokio::test]
+async fn several_accept_loops_share_a_frontend_and_all_close() {
+    let cluster = Cluster::new();
+    let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
+        node_name: Some("node-a".into()),
+        node_addresses: vec![],
+        accept_loops: 3,
+        ..UserspaceConfig::default()
+    }));
+    let running = cluster.start_with(proxy.clone());
+    let _a = Pod::start("pod-a", "127.26.0.2", 8080).await;
+    cluster
+        .services
+        .create(&service_spec(
+            "web",
+            json!({"clusterIP": "127.26.0.10", "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080}
+            ]}),
+        ))
+        .await
+        .unwrap();
+    cluster
+        .endpoints
+        .create(&crate::support::endpoints_on(
+            "web",
+            &[["127.26.0.2", "node-a"]],
+            "http",
+            8080,
+        ))
+        .await
+        .unwrap();
+    let vip = addr("127.26.0.10:80");
+    eventually("serving", || async { ask(vip).await.is_ok() }).await;
+    assert_eq!(names(vip, 60).await, BTreeSet::from(["pod-a".to_string()]));
+
+    running.shutdown().await.unwrap();
+    for _ in 0..30 {
+        let refused = tokio::net::TcpStream::connect(vip).await;
+        assert!(refused.is_err(), "a listening socket was left behind");
+    }
+}
