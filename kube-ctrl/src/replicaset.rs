@@ -244,37 +244,50 @@ impl Controller for ReplicaSetController {
             // at the first failure so a template the store rejects costs one call, not 500.
             let mut remaining = missing;
             let mut batch = 1;
-            while remaining > 0 {
+            let mut created_names = Vec::new();
+            let mut failure = None;
+            while remaining > 0 && failure.is_none() {
                 let n = batch.min(remaining);
                 let results =
                     futures::future::join_all((0..n).map(|_| pods.create(&template))).await;
-                let mut failure = None;
                 for result in results {
                     match result {
-                        Ok(created) => self
-                            .expectations
-                            .created(key, ObjectKey::from_meta(&created.metadata)),
+                        Ok(created) => {
+                            created_names.push(created.metadata.name.clone().unwrap_or_default());
+                            self.expectations
+                                .created(key, ObjectKey::from_meta(&created.metadata));
+                        }
                         Err(e) => failure = Some(e),
                     }
-                }
-                if let Some(e) = failure {
-                    return Err(e.into());
                 }
                 remaining -= n;
                 batch *= 2;
             }
-            tracing::debug!(replicaset = %key, created = missing, "created pods");
-            // One event per burst, not per pod (Kubernetes records one per pod): same
-            // information at a fraction of the writes.
-            self.events
-                .record(
-                    &ctx.store,
-                    &rs,
-                    EventType::Normal,
-                    "SuccessfulCreate",
-                    format!("Created {missing} pods"),
-                )
-                .await;
+            tracing::debug!(replicaset = %key, created = created_names.len(), "created pods");
+            // One event per pod, as Kubernetes; the recorder folds a flood into one Event.
+            for name in &created_names {
+                self.events
+                    .record(
+                        &ctx.store,
+                        &rs,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        format!("Created pod: {name}"),
+                    )
+                    .await;
+            }
+            if let Some(e) = failure {
+                self.events
+                    .record(
+                        &ctx.store,
+                        &rs,
+                        EventType::Warning,
+                        "FailedCreate",
+                        format!("Error creating: {e}"),
+                    )
+                    .await;
+                return Err(e.into());
+            }
         } else if active.len() > want {
             active.sort_by_key(deletion_rank);
             let surplus = (active.len() - want).min(BURST);
@@ -284,22 +297,33 @@ impl Controller for ReplicaSetController {
                 match pods.delete(&name, &Preconditions::uid(uid.clone())).await {
                     Ok(_) => {
                         self.expectations
-                            .deleted(key, ObjectKey::from_meta(&pod.metadata), uid)
+                            .deleted(key, ObjectKey::from_meta(&pod.metadata), uid);
+                        self.events
+                            .record(
+                                &ctx.store,
+                                &rs,
+                                EventType::Normal,
+                                "SuccessfulDelete",
+                                format!("Deleted pod: {name}"),
+                            )
+                            .await;
                     }
                     Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        self.events
+                            .record(
+                                &ctx.store,
+                                &rs,
+                                EventType::Warning,
+                                "FailedDelete",
+                                format!("Error deleting: {e}"),
+                            )
+                            .await;
+                        return Err(e.into());
+                    }
                 }
             }
             tracing::debug!(replicaset = %key, deleted = surplus, "deleted pods");
-            self.events
-                .record(
-                    &ctx.store,
-                    &rs,
-                    EventType::Normal,
-                    "SuccessfulDelete",
-                    format!("Deleted {surplus} pods"),
-                )
-                .await;
         }
 
         if status != old {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube_core::store::Store;
 use kube_core::typed::Api;
 use kube_ctrl::{EventRecorder, EventType};
@@ -95,14 +95,78 @@ async fn controllers_record_what_they_did() {
     )
     .await
     .unwrap();
-    let event = eventually("SuccessfulCreate event", || async {
-        events(&store)
+    // One event per pod, naming it, as Kubernetes.
+    let created = eventually("a SuccessfulCreate event per pod", || async {
+        let found: Vec<Event> = events(&store)
             .await
             .into_iter()
-            .find(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
+            .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
+            .collect();
+        (found.len() == 2).then_some(found)
     })
     .await;
-    assert_eq!(event.involved_object.kind.as_deref(), Some("ReplicaSet"));
-    assert_eq!(event.message.as_deref(), Some("Created 2 pods"));
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
+    let mut names: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| format!("Created pod: {}", p.metadata.name.unwrap()))
+        .collect();
+    let mut messages: Vec<String> = created.iter().map(|e| e.message.clone().unwrap()).collect();
+    names.sort();
+    messages.sort();
+    assert_eq!(messages, names);
+    assert!(
+        created
+            .iter()
+            .all(|e| e.involved_object.kind.as_deref() == Some("ReplicaSet"))
+    );
+
+    // Scaled to 0: one SuccessfulDelete per pod.
+    sets.patch_merge("web", &json!({"spec": {"replicas": 0}}))
+        .await
+        .unwrap();
+    eventually("a SuccessfulDelete event per pod", || async {
+        let deleted: Vec<String> = events(&store)
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SuccessfulDelete"))
+            .filter_map(|e| e.message)
+            .map(|m| m.replace("Deleted", "Created"))
+            .collect();
+        let mut deleted = deleted;
+        deleted.sort();
+        (deleted == names).then_some(())
+    })
+    .await;
+
+    // Many pods: after AGGREGATE_AFTER distinct messages, they land on one combined Event.
+    sets.patch_merge("web", &json!({"spec": {"replicas": 30}}))
+        .await
+        .unwrap();
+    eventually("30 pods", || async {
+        (pods.list(&Default::default()).await.unwrap().items.len() == 30).then_some(())
+    })
+    .await;
+    let created: Vec<Event> = events(&store)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
+        .collect();
+    // 32 pods created in all (2, then 30 after scaling to 0): 10 Events on their own, the
+    // other 22 counted on one combined Event.
+    assert_eq!(created.len(), 11);
+    let combined = created
+        .iter()
+        .find(|e| {
+            e.message
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("(combined from similar events): Created pod: ")
+        })
+        .unwrap();
+    assert_eq!(combined.count, Some(22));
     running.shutdown().await.unwrap();
 }
