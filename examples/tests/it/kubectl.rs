@@ -245,3 +245,72 @@ async fn kubectl_drives_the_quickstart_cluster() {
     .await;
     cluster.shutdown().await.unwrap();
 }
+
+/// Every preinstalled kubectl minor version (1.27 to 1.33) applies, reads and server-side
+/// applies the web manifest against the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kubectl_version_applies_and_reads() {
+    let Some(_) = kubectl_binary() else {
+        return;
+    };
+    let dir = Path::new("/usr/lib/google-cloud-sdk/bin");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("kubectl.1."))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    if versions.is_empty() {
+        eprintln!(
+            "no versioned kubectl binaries in {}; /usr/bin/kubectl covers the default",
+            dir.display()
+        );
+        return;
+    }
+    let server = kube_store::ApiServer::new(std::sync::Arc::new(kube_store::MemStore::new()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = config_dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let web = manifests().join("web.yaml");
+    let web = web.to_str().unwrap();
+    for binary in versions {
+        let k = Kubectl {
+            binary: binary.clone(),
+            kubeconfig: kubeconfig.clone(),
+        };
+        let out = k.run(&["apply", "-f", web]).await;
+        assert!(
+            out.contains("deployment.apps/web created"),
+            "{binary:?}: {out}"
+        );
+        let again = k.run(&["apply", "-f", web]).await;
+        assert!(
+            again.contains("deployment.apps/web unchanged"),
+            "{binary:?}: {again}"
+        );
+        let out = k.run(&["apply", "--server-side", "-f", web]).await;
+        assert!(out.contains("serverside-applied"), "{binary:?}: {out}");
+        let got = k.run(&["get", "deployments,services", "-o", "wide"]).await;
+        assert!(
+            got.contains("deployment.apps/web") && got.contains("service/web"),
+            "{binary:?}: {got}"
+        );
+        k.run(&["delete", "-f", web, "--wait=false"]).await;
+    }
+}
