@@ -390,6 +390,7 @@ async fn nftables_dnats_ipv6_services() {
             ),
         ),
         ("web4", entry("10.96.0.10", None, &[("10.244.0.2", "n")])),
+        ("empty6", entry("fd00:96::12", None, &[])),
     ]);
     let result = proxy.sync(&table).await;
     let cleanup = async {
@@ -413,6 +414,9 @@ async fn nftables_dnats_ipv6_services() {
         set(&["pod-a", "pod-b"])
     );
     assert_eq!(names(&ns, addr("10.96.0.10:80"), 4).await, set(&["pod-c"]));
+    // No endpoints: refused at once (ICMPv6 port unreachable) rather than hanging.
+    let empty = names(&ns, addr("[fd00:96::12]:80"), 1).await;
+    assert!(empty.iter().all(|e| e.contains("refused")), "{empty:?}");
 
     // An endpoint change is an increment of IPv6 elements: pod-a's slot now holds pod-b.
     let key = ObjectKey::namespaced("default", "web6");
