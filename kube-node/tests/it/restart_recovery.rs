@@ -14,7 +14,7 @@ use kube_core::runtime::{ContainerState, Runtime};
 use kube_core::store::{Preconditions, Store};
 use kube_node::ProcessRuntime;
 
-use crate::common::{Cluster, agent, alive, eventually, first_container, pod};
+use crate::common::{Cluster, agent, alive, busybox, eventually, first_container, pod, require};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// Set (to the test's directory) in the child process.
@@ -321,4 +321,125 @@ async fn a_new_runtime_over_the_same_root_adopts_running_and_exited_containers()
             .expect("list")
             .is_empty()
     );
+}
+
+const RUNC_CHILD_ENV: &str = "KUBE_NODE_RECOVERY_RUNC_CHILD_DIR";
+const RUNC_TEST_NAME: &str = "restart_recovery::runc_pods_survive_an_agent_process_restart";
+
+fn runc_cluster(root: &Path, keep: bool) -> (Cluster, kube_node::OciRuntime, SocketAddr) {
+    let dirs = dirs(root);
+    let runtime = kube_node::OciRuntime::builder()
+        .root_dir(root.join("oci"))
+        .image("busybox", root.join("busybox"))
+        .keep_on_drop(keep)
+        .build()
+        .expect("runc runtime");
+    let store: Arc<dyn Store> =
+        Arc::new(kube_store::DurableStore::open(&dirs.store).expect("durable store"));
+    let agent = agent(Arc::new(runtime.clone()))
+        .root_dir(&dirs.pods)
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .build()
+        .expect("agent");
+    let addr = agent.kubelet_addr().expect("serving");
+    (Cluster::start_with_store(agent, store), runtime, addr)
+}
+
+#[tokio::test]
+async fn runc_pods_survive_an_agent_process_restart() {
+    if let Ok(dir) = std::env::var(RUNC_CHILD_ENV) {
+        // The first agent process: a runc pod running, then exit.
+        let (cluster, _runtime, _) = runc_cluster(Path::new(&dir), true);
+        cluster
+            .pods()
+            .create(&pod(
+                "steady",
+                "Always",
+                serde_json::json!([{"name": "c", "image": "busybox", "command": ["sh", "-c",
+                    "echo hello; exec sleep 60"]}]),
+            ))
+            .await
+            .expect("create");
+        cluster.wait_phase("steady", "Running", WAIT).await;
+        cluster.shutdown().await;
+        return;
+    }
+    if !require("runc") {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    busybox(root.path());
+    let exe = std::env::current_exe().expect("test binary");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(exe)
+            .args([RUNC_TEST_NAME, "--exact", "--nocapture"])
+            .env(RUNC_CHILD_ENV, root.path())
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("the first agent process ends")
+    .expect("the first agent process runs");
+    assert!(
+        out.status.success(),
+        "first agent process failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (cluster, runtime, addr) = runc_cluster(root.path(), false);
+    let before = first_container(&cluster.wait_phase("steady", "Running", WAIT).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = first_container(&cluster.wait_phase("steady", "Running", WAIT).await);
+    assert_eq!(
+        after.container_id, before.container_id,
+        "the same container"
+    );
+    assert_eq!(after.restart_count, 0);
+    let id = after
+        .container_id
+        .as_deref()
+        .and_then(|id| id.split_once("://"))
+        .map(|(_, id)| id.to_string())
+        .expect("container id");
+    let exec = runtime
+        .exec_sync(&id, &["echo".into(), "inside".into()], WAIT)
+        .await
+        .expect("exec in the adopted container");
+    assert_eq!(&exec.output[..], b"inside\n");
+    let log = tokio::time::timeout(WAIT, async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(
+                b"GET /containerLogs/default/steady/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .expect("request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        response
+    })
+    .await
+    .expect("a response");
+    assert!(log.ends_with("\r\n\r\nhello\n"), "{log}");
+    cluster
+        .pods()
+        .delete("steady", &Preconditions::default())
+        .await
+        .expect("delete");
+    eventually(WAIT, "the adopted container removed", || async {
+        runtime
+            .list_containers(&Default::default())
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
 }
