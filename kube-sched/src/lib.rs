@@ -11,31 +11,37 @@
 //!   NodeAffinity, TaintToleration, NodePorts, InterPodAffinity, PodTopologySpread,
 //!   ImageLocality, DefaultPreemption.
 //! - [`queue`]: the scheduling queue (priority order, 1 s → 10 s backoff, unschedulable pods
-//!   parked until a cluster event); [`binding`]: the store write the loop binds with.
+//!   parked until a cluster event); [`binding`]: the pluggable [`Binder`](binding::Binder)
+//!   the loop binds with ([`StoreBinder`](binding::StoreBinder) by default,
+//!   [`BindingSubresource`](binding::BindingSubresource) for `pods/binding` semantics).
 //! - [`DefaultScheduler`] implements [`kube_core::scheduler::Scheduler`] with the default profile.
 //! - [`SchedulingLoop`] implements [`kube_core::orchestrator::Component`]: it watches pods and
-//!   nodes through the orchestrator's shared informers, decides for each pending pod, and binds
-//!   while the next decision is made. [`SchedulingLoop::new`] runs any `Arc<dyn Scheduler>` on a
-//!   snapshot built per pod; [`SchedulingLoop::with_framework`] decides over the incremental
-//!   cache and preempts. [`SchedulingConfig::leader`] gates scheduling on leadership (a hook:
-//!   leader election itself is not provided yet).
+//!   nodes (and Services and ReplicaSets, for default spread selectors) through the
+//!   orchestrator's shared informers, queues pending pods in the [`queue`] by priority, decides
+//!   for each, and binds while the next decision is made. [`SchedulingLoop::new`] runs any
+//!   `Arc<dyn Scheduler>` on a snapshot built per pod; [`SchedulingLoop::with_framework`]
+//!   decides over the incremental cache and preempts. [`SchedulingConfig::leader`] gates
+//!   scheduling on leadership (a hook: leader election itself is not provided yet).
 //!
 //! # Performance
 //!
 //! `cargo bench -p kube-sched --bench scheduling -- --workload basic` runs scheduler_perf-style
 //! workloads (`basic`, `node-affinity`, `pod-anti-affinity`, `topology-spread`, `preemption`)
 //! from queue to binding in a `MemStore`. Filters stop after `percentageOfNodesToScore`
-//! (Kubernetes' adaptive default); filter and score fan out over rayon for larger node sets;
-//! topology counts for spread and pod affinity come from an index kept up to date per pod
-//! change.
+//! (Kubernetes' adaptive default); filter and score fan out over rayon when its pool has at
+//! least 4 threads (on fewer, one thread is faster); topology counts for spread and pod
+//! affinity come from an index kept up to date per pod change; a pod is parsed once when it is
+//! queued, and the per-node hot path (filters, scores, cycle state reads, statuses) allocates
+//! nothing.
 //!
 //! # Not yet
 //!
-//! PreFilter AddPod/RemovePod extensions (preemption's what-if checks reuse the cycle's
-//! affinity and spread counts), per-plugin queueing hints (any node or pod event requeues every
-//! parked pod), the `pods/binding` subresource (the loop writes `spec.nodeName`), Services and
-//! workloads as the source of default spread selectors (pods with a controller owner are grouped
-//! by their labels instead), and per-extension-point enable/disable in profiles.
+//! Per-plugin queueing hints (any node event or freeing pod event moves every parked pod),
+//! StatefulSets and ReplicationControllers as default spread selectors in the loop (the
+//! [`Cluster`](framework::Cluster) takes them; the loop watches Services and ReplicaSets
+//! only), the Reserve/Permit/PreBind/Bind plugin points in the loop (they run in
+//! [`Framework::place`](framework::Framework::place)), and per-extension-point enable/disable
+//! in profiles.
 //!
 //! # Embedding
 //!
@@ -109,5 +115,6 @@ mod assertions {
         send_sync::<framework::Framework>();
         send_sync::<framework::Cluster>();
         let _object_safe: Option<std::sync::Arc<dyn framework::Plugin>> = None;
+        let _binder: Option<std::sync::Arc<dyn binding::Binder>> = None;
     }
 }

@@ -44,10 +44,7 @@ pub(crate) async fn bind(
             Some(_) => return Edit::Gone,
             None => {}
         }
-        with_object(&mut pod.data, "spec", |spec| {
-            spec.insert("nodeName".into(), Value::from(node));
-        });
-        set_pod_scheduled(pod, true, None, None);
+        set_node(pod, node);
         Edit::Write
     })
     .await
@@ -100,7 +97,16 @@ pub(crate) async fn nominate(
     .await
 }
 
-fn current_node(pod: &DynamicObject) -> Option<String> {
+/// Sets `spec.nodeName` and `PodScheduled=True`.
+pub(crate) fn set_node(pod: &mut DynamicObject, node: &str) {
+    with_object(&mut pod.data, "spec", |spec| {
+        spec.insert("nodeName".into(), Value::from(node));
+    });
+    set_pod_scheduled(pod, true, None, None);
+}
+
+/// The pod's `spec.nodeName`, if set.
+pub(crate) fn current_node(pod: &DynamicObject) -> Option<String> {
     pod.field("spec.nodeName")
         .and_then(|v| v.as_str().map(str::to_string))
         .filter(|n| !n.is_empty())

@@ -8,9 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube_core::informer::InformerEvent;
-use kube_core::object::ObjectKey;
+use kube_core::object::{GroupKind, ObjectKey};
 use kube_core::scheduler::Snapshot;
 
 use super::pod_state::{bound_node, is_terminal, needs_scheduling};
@@ -23,8 +24,8 @@ pub(crate) enum Requeue {
     Nothing,
     /// This pending pod is new or its spec changed: try it.
     Pod(ObjectKey),
-    /// Room may have appeared (a node was added or changed, a pod freed resources): try every
-    /// pending pod again.
+    /// Room may have appeared (a node was added or changed, a pod freed resources): move the
+    /// parked pods back to be tried again.
     AllPending,
 }
 
@@ -165,11 +166,6 @@ impl SchedulerCache {
         self.pending.get(key).cloned()
     }
 
-    /// Every pending pod's key.
-    pub(crate) fn pending_keys(&self) -> Vec<ObjectKey> {
-        self.pending.keys().cloned().collect()
-    }
-
     /// The cluster for one decision: nodes, bound pods and assumed pods.
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot::new(
@@ -179,16 +175,70 @@ impl SchedulerCache {
     }
 
     /// Counts `pod` on `node` until the informer shows it bound (or it is forgotten).
-    pub(crate) fn assume(&mut self, key: ObjectKey, pod: &Pod, node: &str) {
+    /// `parsed` is the pod already parsed, if at hand (it is reused, not parsed again).
+    pub(crate) fn assume(
+        &mut self,
+        key: ObjectKey,
+        pod: &Pod,
+        parsed: Option<&PodInfo>,
+        node: &str,
+    ) {
         let mut pod = pod.clone();
         if let Some(spec) = &mut pod.spec {
             spec.node_name = Some(node.to_string());
         }
         let pod = Arc::new(pod);
-        if let Ok(info) = PodInfo::new(pod.clone()) {
+        let info = match parsed {
+            Some(parsed) => Some(PodInfo {
+                pod: pod.clone(),
+                ..parsed.clone()
+            }),
+            None => PodInfo::new(pod.clone()).ok(),
+        };
+        if let Some(info) = info {
             self.cluster.assume(Arc::new(info), node);
         }
         self.assumed.insert(key, pod);
+    }
+
+    /// Whether `key` is a pod this scheduler should place (including one assumed, whose
+    /// binding the informer has not shown yet).
+    pub(crate) fn is_pending(&self, key: &ObjectKey) -> bool {
+        self.pending.contains_key(key)
+    }
+
+    /// Applies a Service informer event (default spread selectors).
+    pub(crate) fn apply_service(&mut self, event: &InformerEvent) -> Requeue {
+        let object = event.object();
+        match (event, object.to_typed::<Service>()) {
+            (InformerEvent::Deleted(_), _) => self.cluster.remove_service(&object.key()),
+            (InformerEvent::Applied(_), Ok(service)) => self.cluster.set_service(&service),
+            (InformerEvent::Applied(_), Err(e)) => {
+                tracing::debug!(service = %object.key(), error = %e, "service does not decode");
+            }
+        }
+        Requeue::Nothing
+    }
+
+    /// Applies a ReplicaSet informer event (default spread selectors).
+    pub(crate) fn apply_replica_set(&mut self, event: &InformerEvent) -> Requeue {
+        let object = event.object();
+        let key = object.key();
+        match (event, object.to_typed::<ReplicaSet>()) {
+            (InformerEvent::Deleted(_), _) => {
+                self.cluster.remove_workload(&GroupKind::REPLICA_SET, &key);
+            }
+            (InformerEvent::Applied(_), Ok(rs)) => {
+                if let Err(e) = self.cluster.set_replica_set(&rs) {
+                    tracing::debug!(replica_set = %key, error = %e, "selector not usable");
+                    self.cluster.remove_workload(&GroupKind::REPLICA_SET, &key);
+                }
+            }
+            (InformerEvent::Applied(_), Err(e)) => {
+                tracing::debug!(replica_set = %key, error = %e, "replica set does not decode");
+            }
+        }
+        Requeue::Nothing
     }
 
     /// Stops counting an assumed pod (its binding failed or the pod is gone).
@@ -233,7 +283,7 @@ mod tests {
         );
         let pending = cache.pending_pod(&key).unwrap();
 
-        cache.assume(key.clone(), &pending, "n1");
+        cache.assume(key.clone(), &pending, None, "n1");
         assert!(
             cache.pending_pod(&key).is_none(),
             "an assumed pod is not scheduled twice"
@@ -247,7 +297,7 @@ mod tests {
         assert_eq!(cache.apply_pod(&applied(pod(Some("n1")))), Requeue::Nothing);
         assert!(cache.assumed.is_empty());
         assert_eq!(cache.snapshot().node("n1").unwrap().pods.len(), 1);
-        assert!(cache.pending_keys().is_empty());
+        assert!(!cache.is_pending(&key));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube_core::object::{DynamicObject, now};
+use kube_core::object::now;
 use kube_core::store::Store;
 use kube_core::typed::Api;
 
@@ -18,13 +18,13 @@ pub(crate) const WARNING: &str = "Warning";
 pub(crate) async fn record(
     store: &Arc<dyn Store>,
     component: &str,
-    pod: &DynamicObject,
+    pod: &ObjectMeta,
     type_: &str,
     reason: &str,
     message: String,
 ) {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.namespace.clone().unwrap_or_default();
+    let name = pod.name.clone().unwrap_or_default();
     let time = now();
     let event = Event {
         metadata: ObjectMeta {
@@ -38,8 +38,8 @@ pub(crate) async fn record(
             kind: Some("Pod".into()),
             name: Some(name),
             namespace: Some(namespace.clone()),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
+            uid: pod.uid.clone(),
+            resource_version: pod.resource_version.clone(),
             ..ObjectReference::default()
         },
         reason: Some(reason.into()),

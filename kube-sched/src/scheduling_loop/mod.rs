@@ -1,10 +1,12 @@
 //! [`SchedulingLoop`]: the component that finds unbound pods, asks a [`Scheduler`] where they
 //! go, and binds them.
 //!
-//! Pipeline: shared Pod and Node informers → [`cache`] (typed mirror plus assumed pods) → a
-//! [`WorkQueue`] of pod keys → workers, each running one scheduling cycle (snapshot, decide,
-//! assume; serialized so decisions see each other) and then a binding write ([`bind`]) that may
-//! overlap with the next cycle.
+//! Pipeline: shared Pod and Node informers (and Services and ReplicaSets, for default spread
+//! selectors) → [`cache`] (typed mirror plus assumed pods) → the [`SchedulingQueue`] (active
+//! pods by priority then age, per-pod backoff, unschedulable pods parked until a cluster event
+//! or the periodic flush) → workers, each running one scheduling cycle (decide and assume,
+//! serialized so decisions see each other) and then the [`Binder`]'s write, which may overlap
+//! with the next cycle.
 
 pub(crate) mod bind;
 mod cache;
@@ -14,14 +16,15 @@ mod pod_state;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube_core::informer::InformerEvent;
 use kube_core::object::{GroupKind, ObjectKey};
 use kube_core::orchestrator::{BoxError, Component, ComponentContext};
 use kube_core::scheduler::{ScheduleError, Scheduler};
 use kube_core::store::Store;
-use kube_core::workqueue::{Backoff, WorkQueue};
+use kube_core::workqueue::Backoff;
+use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +32,9 @@ use tracing::Instrument;
 
 use bind::Written;
 
+use crate::binding::{BindOutcome, Binder, StoreBinder};
 use crate::framework::{Framework, PodInfo};
+use crate::queue::SchedulingQueue;
 use cache::{Requeue, SchedulerCache};
 
 /// How a [`SchedulingLoop`] runs.
@@ -61,6 +66,9 @@ impl fmt::Debug for LeaderGate {
 
 /// How long a follower waits before looking at a pod again.
 const FOLLOWER_RECHECK: Duration = Duration::from_secs(1);
+/// How often the queue is flushed (backoff pods whose time came, pods parked too long) even
+/// when nothing else happens.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for SchedulingConfig {
     fn default() -> Self {
@@ -87,8 +95,13 @@ impl Default for SchedulingConfig {
 ///   pod's resourceVersion (re-read on conflict; a deleted pod is dropped) and records a
 ///   `Scheduled` Event;
 /// - when nothing fits, sets `PodScheduled=False` (reason `Unschedulable`, with the message)
-///   and retries with backoff, or at once when a node is added or changes or a pod frees
-///   resources.
+///   and parks the pod until a cluster event may have made room (a node added or changed, a
+///   pod deleted or finished); it is then retried once its backoff (1 s doubling to 10 s by
+///   default) has passed, or after 5 minutes without such an event.
+///
+/// Pending pods wait in a [`SchedulingQueue`]: higher `spec.priority` first, then oldest.
+/// Binding goes through a [`Binder`] ([`StoreBinder`] unless
+/// [`with_binder`](Self::with_binder) says otherwise).
 ///
 /// ```no_run
 /// # async fn demo(store: std::sync::Arc<dyn kube_core::store::Store>) -> Result<(), kube_core::OrchestratorError> {
@@ -107,6 +120,7 @@ impl Default for SchedulingConfig {
 pub struct SchedulingLoop {
     scheduler: Arc<dyn Scheduler>,
     framework: Option<Arc<Framework>>,
+    binder: Arc<dyn Binder>,
     config: SchedulingConfig,
 }
 
@@ -132,6 +146,7 @@ impl fmt::Debug for SchedulingLoop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SchedulingLoop")
             .field("scheduler", &self.scheduler.name())
+            .field("binder", &self.binder)
             .field("config", &self.config)
             .finish()
     }
@@ -148,6 +163,7 @@ impl SchedulingLoop {
         Self {
             scheduler,
             framework: None,
+            binder: Arc::new(StoreBinder),
             config,
         }
     }
@@ -164,8 +180,17 @@ impl SchedulingLoop {
         Self {
             scheduler: Arc::new(ProfileName(scheduler_name.into())),
             framework: Some(framework),
+            binder: Arc::new(StoreBinder),
             config,
         }
+    }
+
+    /// Binds with `binder` instead of [`StoreBinder`] (e.g.
+    /// [`BindingSubresource`](crate::binding::BindingSubresource), or a client of an API
+    /// server's `pods/binding`).
+    pub fn with_binder(mut self, binder: Arc<dyn Binder>) -> Self {
+        self.binder = binder;
+        self
     }
 
     /// The configuration.
@@ -190,25 +215,39 @@ impl Component for SchedulingLoop {
         let shared = Arc::new(Shared {
             name: self.scheduler.name().to_string(),
             cache: Mutex::new(SchedulerCache::new(self.scheduler.name())),
-            queue: WorkQueue::new(self.config.backoff),
+            queue: Mutex::new(SchedulingQueue::new(
+                self.config.backoff.base,
+                self.config.backoff.max,
+            )),
+            wake: Notify::new(),
             scheduler: self.scheduler,
             framework: self.framework,
+            binder: self.binder,
             store: ctx.store.clone(),
             record_events: self.config.record_events,
             leader: self.config.leader.clone(),
         });
 
         // Nodes first, so the first pods are not judged against an empty cluster. A new
-        // subscription starts with every cached object, which `try_recv` drains.
+        // subscription starts with every cached object, which `try_recv` drains. Services and
+        // ReplicaSets (default spread selectors) are not waited for: pods are not held up by
+        // kinds a store may not serve.
         let mut node_events = nodes.subscribe();
         let mut pod_events = pods.subscribe();
+        let mut service_events = ctx.informers.informer(&GroupKind::SERVICE).subscribe();
+        let mut replica_set_events = ctx.informers.informer(&GroupKind::REPLICA_SET).subscribe();
         shared.drain(&mut node_events, SchedulerCache::apply_node);
+        shared.drain(&mut service_events, SchedulerCache::apply_service);
+        shared.drain(&mut replica_set_events, SchedulerCache::apply_replica_set);
         shared.drain(&mut pod_events, SchedulerCache::apply_pod);
 
+        let stop = ctx.shutdown.child_token();
         let mut workers = JoinSet::new();
         for _ in 0..self.config.workers.max(1) {
-            workers.spawn(shared.clone().work(ctx.shutdown.clone()));
+            workers.spawn(shared.clone().work(stop.clone()));
         }
+        let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(scheduler = %shared.name, "scheduling loop started");
         loop {
             tokio::select! {
@@ -221,9 +260,19 @@ impl Component for SchedulingLoop {
                     Some(event) => shared.on_event(&event, SchedulerCache::apply_node),
                     None => break,
                 },
+                Some(event) = service_events.recv() => {
+                    shared.on_event(&event, SchedulerCache::apply_service);
+                }
+                Some(event) = replica_set_events.recv() => {
+                    shared.on_event(&event, SchedulerCache::apply_replica_set);
+                }
+                _ = flush.tick() => {
+                    shared.queue().flush(Instant::now());
+                    shared.wake.notify_waiters();
+                }
             }
         }
-        shared.queue.shut_down();
+        stop.cancel();
         while workers.join_next().await.is_some() {}
         tracing::info!(scheduler = %shared.name, "scheduling loop stopped");
         Ok(())
@@ -256,18 +305,24 @@ impl Failure {
     }
 }
 
-/// A decision by the framework over the incremental cluster cache.
+/// A decision by the framework over the incremental cluster cache. `info` is the queue's
+/// parsed pod, used when it is still the cache's version of the pod.
 fn decide_with_framework(
     fw: &Framework,
     cache: &mut SchedulerCache,
     pod: &Arc<k8s_openapi::api::core::v1::Pod>,
+    info: &Arc<PodInfo>,
 ) -> Result<String, Failure> {
     let error = |message: String| Failure {
         reason: "SchedulerError",
         message,
         preempt: None,
     };
-    let info = PodInfo::new(pod.clone()).map_err(|e| error(e.to_string()))?;
+    let info = if Arc::ptr_eq(&info.pod, pod) {
+        info.clone()
+    } else {
+        Arc::new(PodInfo::new(pod.clone()).map_err(|e| error(e.to_string()))?)
+    };
     let profile = fw.profile_for(&info).map_err(|e| error(e.to_string()))?;
     match profile.schedule(cache.cluster(), &info) {
         Ok(result) => Ok(result.node),
@@ -331,19 +386,50 @@ struct Shared {
     name: String,
     scheduler: Arc<dyn Scheduler>,
     framework: Option<Arc<Framework>>,
+    binder: Arc<dyn Binder>,
     store: Arc<dyn Store>,
     cache: Mutex<SchedulerCache>,
-    queue: WorkQueue<ObjectKey>,
+    queue: Mutex<SchedulingQueue>,
+    /// Wakes idle workers when the queue may have a pod for them.
+    wake: Notify,
     record_events: bool,
     leader: Option<LeaderGate>,
 }
 
 /// How one pod's turn ended.
 enum Outcome {
-    /// Nothing more to do for it.
+    /// Nothing more to do for it (bound, gone, or no longer ours).
     Done,
-    /// Try again after its backoff.
+    /// It fits nowhere: park it until a cluster event.
+    Unschedulable,
+    /// Try again after its backoff (an error, or a failed binding).
     Retry,
+}
+
+/// The queue's entry for a pending pod: parsed once here, reused by the cycles. A pod that
+/// does not parse is queued by priority alone; its cycle reports why it cannot be scheduled.
+fn queue_entry(pod: &Arc<k8s_openapi::api::core::v1::Pod>) -> Arc<PodInfo> {
+    match PodInfo::new(pod.clone()) {
+        Ok(info) => Arc::new(info),
+        Err(_) => {
+            // A different allocation than the cache's pod, so the cycle re-parses it and
+            // reports the error.
+            let copy = Arc::new((**pod).clone());
+            Arc::new(PodInfo {
+                key: ObjectKey::from_meta(&copy.metadata),
+                requests: Default::default(),
+                non_zero: Default::default(),
+                priority: copy.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+                ports: Vec::new(),
+                required_affinity: Vec::new(),
+                required_anti_affinity: Vec::new(),
+                preferred_affinity: Vec::new(),
+                preferred_anti_affinity: Vec::new(),
+                spread: Vec::new(),
+                pod: copy,
+            })
+        }
+    }
 }
 
 impl Shared {
@@ -351,6 +437,11 @@ impl Shared {
         // The cache is rebuilt from informer events; a panicked holder cannot leave it worse
         // than stale, so keep going.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue(&self) -> MutexGuard<'_, SchedulingQueue> {
+        // Every queue operation leaves it consistent before it can panic.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn drain(
@@ -368,43 +459,86 @@ impl Shared {
         event: &InformerEvent,
         apply: fn(&mut SchedulerCache, &InformerEvent) -> Requeue,
     ) {
-        let keys = {
+        let now = Instant::now();
+        {
             let mut cache = self.cache();
-            match apply(&mut cache, event) {
-                Requeue::Nothing => Vec::new(),
-                Requeue::Pod(key) => vec![key],
-                Requeue::AllPending => cache.pending_keys(),
+            let requeue = apply(&mut cache, event);
+            let mut queue = self.queue();
+            match requeue {
+                Requeue::Nothing => {}
+                Requeue::Pod(key) => {
+                    if let Some(pod) = cache.pending_pod(&key) {
+                        queue.add(queue_entry(&pod), now);
+                    }
+                }
+                Requeue::AllPending => queue.move_all_to_active_or_backoff(now),
             }
-        };
-        for key in keys {
-            self.queue.add(key);
+            if event.object().group_kind() == GroupKind::POD {
+                // A pod bound, deleted or handed to another scheduler leaves the queue; one
+                // being scheduled right now is finished by its worker.
+                let key = event.object().key();
+                if !cache.is_pending(&key)
+                    && queue
+                        .position(&key)
+                        .is_some_and(|w| w != crate::queue::Where::InFlight)
+                {
+                    queue.delete(&key);
+                }
+            }
         }
+        self.wake.notify_waiters();
     }
 
-    async fn work(self: Arc<Self>, shutdown: CancellationToken) {
-        while let Some(key) = self.queue.get().await {
+    async fn work(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = {
+                let now = Instant::now();
+                let mut queue = self.queue();
+                queue.pop(now).ok_or_else(|| queue.next_ready_in(now))
+            };
+            let queued = match next {
+                Ok(queued) => queued,
+                Err(ready_in) => {
+                    let wait = ready_in.unwrap_or(FLUSH_INTERVAL).min(FLUSH_INTERVAL);
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = &mut notified => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            };
+            let key = queued.pod.key.clone();
             if self.leader.as_ref().is_some_and(|gate| !(gate.0)()) {
                 // Not the leader: leave the pod to the one that is, and look again later.
-                self.queue.add_after(key.clone(), FOLLOWER_RECHECK);
-                self.queue.done(&key);
+                self.queue()
+                    .requeue_after(&key, FOLLOWER_RECHECK, Instant::now());
                 continue;
             }
             let span = tracing::debug_span!("schedule", pod = %key, scheduler = %self.name);
             let outcome = tokio::select! {
-                () = shutdown.cancelled() => None,
-                outcome = self.schedule_one(&key).instrument(span) => Some(outcome),
+                () = stop.cancelled() => return,
+                outcome = self.schedule_one(&queued.pod).instrument(span) => outcome,
             };
-            match outcome {
-                Some(Outcome::Done) => self.queue.forget(&key),
-                Some(Outcome::Retry) => self.queue.add_rate_limited(key.clone()),
-                None => {}
+            let now = Instant::now();
+            {
+                let mut queue = self.queue();
+                match outcome {
+                    Outcome::Done => queue.done(&key),
+                    Outcome::Unschedulable => queue.unschedulable(&key, now),
+                    Outcome::Retry => queue.retry(&key, now),
+                }
             }
-            self.queue.done(&key);
+            self.wake.notify_waiters();
         }
     }
 
     /// One pod's turn: decide (under the cache lock, so decisions see each other), then write.
-    async fn schedule_one(&self, key: &ObjectKey) -> Outcome {
+    async fn schedule_one(&self, info: &Arc<PodInfo>) -> Outcome {
+        let key = &info.key;
         let (pod, decision) = {
             let mut cache = self.cache();
             let Some(pod) = cache.pending_pod(key) else {
@@ -412,32 +546,35 @@ impl Shared {
                 return Outcome::Done;
             };
             let decision = match &self.framework {
-                Some(fw) => decide_with_framework(fw, &mut cache, &pod),
+                Some(fw) => decide_with_framework(fw, &mut cache, &pod, info),
                 None => self
                     .scheduler
                     .schedule(&pod, &cache.snapshot())
                     .map_err(|e| Failure::from_error(&e)),
             };
             if let Ok(node) = &decision {
-                cache.assume(key.clone(), &pod, node);
+                let parsed = Arc::ptr_eq(&info.pod, &pod).then_some(&**info);
+                cache.assume(key.clone(), &pod, parsed, node);
             }
             (pod, decision)
         };
         let uid = pod.metadata.uid.as_deref();
         match decision {
-            Ok(node) => self.bind(key, uid, &node).await,
+            Ok(node) => self.bind(key, &pod, &node).await,
             Err(failure) => {
                 if let Some((node, victims)) = &failure.preempt {
                     self.preempt(key, uid, node, victims).await;
                 }
-                if failure.reason == "SchedulerError" {
+                let outcome = if failure.reason == "SchedulerError" {
                     tracing::warn!(message = %failure.message, "could not schedule pod");
+                    Outcome::Retry
                 } else {
                     tracing::debug!(message = %failure.message, "pod does not fit");
-                }
+                    Outcome::Unschedulable
+                };
                 self.report_failure(key, uid, failure.reason, &failure.message)
                     .await;
-                Outcome::Retry
+                outcome
             }
         }
     }
@@ -460,16 +597,22 @@ impl Shared {
         }
     }
 
-    async fn bind(&self, key: &ObjectKey, uid: Option<&str>, node: &str) -> Outcome {
-        match bind::bind(&self.store, key, uid, node).await {
-            Ok(Written::Updated(pod)) => {
+    async fn bind(
+        &self,
+        key: &ObjectKey,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        node: &str,
+    ) -> Outcome {
+        let uid = pod.metadata.uid.as_deref();
+        match self.binder.bind(&self.store, key, uid, node).await {
+            Ok(BindOutcome::Bound) => {
                 tracing::debug!(node, "bound pod");
                 if self.record_events {
                     let message = format!("Successfully assigned {key} to {node}");
                     events::record(
                         &self.store,
                         &self.name,
-                        &pod,
+                        &pod.metadata,
                         events::NORMAL,
                         "Scheduled",
                         message,
@@ -480,8 +623,15 @@ impl Shared {
             }
             // Bound to this node already (a retried write that had landed): the informer will
             // show it and release the assumption.
-            Ok(Written::AlreadySo) => Outcome::Done,
-            Ok(Written::Gone) => {
+            Ok(BindOutcome::AlreadyBound) => Outcome::Done,
+            Ok(BindOutcome::Gone) => {
+                self.cache().forget(key);
+                Outcome::Done
+            }
+            // Gone, or bound by someone else (`pods/binding` says Conflict): the informer
+            // shows what happened; a pod that still needs a node comes back through it.
+            Err(e) if e.is_not_found() || e.is_conflict() => {
+                tracing::debug!(node, error = %e, "pod not bound: gone or bound elsewhere");
                 self.cache().forget(key);
                 Outcome::Done
             }
@@ -507,7 +657,7 @@ impl Shared {
                 events::record(
                     &self.store,
                     &self.name,
-                    &pod,
+                    &pod.metadata,
                     events::WARNING,
                     "FailedScheduling",
                     message.to_string(),
