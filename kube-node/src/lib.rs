@@ -67,9 +67,9 @@
 //!
 //! With [`NodeAgentBuilder::serve`] the agent serves the kubelet's
 //! `GET /containerLogs/{namespace}/{pod}/{container}` (`follow`, `tailLines`, `previous`,
-//! `limitBytes`, `timestamps`) and `GET /healthz` over plain HTTP, and its Node carries
-//! `status.daemonEndpoints.kubeletEndpoint.Port` next to its `InternalIP` address: the API
-//! server's `pods/log` connects to `http://<InternalIP>:<Port>/containerLogs/...`.
+//! `limitBytes`; not `timestamps=true`: lines carry no times) and `GET /healthz` over plain
+//! HTTP, and its Node carries `status.daemonEndpoints.kubeletEndpoint.Port` next to its
+//! `InternalIP` address: the API server's `pods/log` connects to `http://<InternalIP>:<Port>/containerLogs/...`.
 //! [`NodeAgent::kubelet_addr`] is the bound address.
 //!
 //! Pod networking for [`OciRuntime`] and [`ProcessRuntime`] is chosen with [`PodNetwork`]:

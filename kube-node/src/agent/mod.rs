@@ -257,7 +257,7 @@ impl NodeAgentBuilder {
 
     /// Serves the kubelet's HTTP API on `addr` (port 0 picks a free port): container logs at
     /// `GET /containerLogs/{namespace}/{pod}/{container}` (`follow`, `tailLines`, `previous`,
-    /// `limitBytes`, `timestamps`) and `GET /healthz`. The socket is bound by
+    /// `limitBytes`; `timestamps=false`: lines carry no times) and `GET /healthz`. The socket is bound by
     /// [`build`](Self::build), so [`NodeAgent::kubelet_addr`] is known before the agent runs;
     /// the Node then reports the port in `status.daemonEndpoints.kubeletEndpoint.Port`, next to
     /// its `InternalIP` ([`node_ip`](Self::node_ip)), which is where the API server connects:

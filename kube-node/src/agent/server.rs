@@ -5,7 +5,9 @@
 //! * `GET /containerLogs/{namespace}/{pod}/{container}` with the query parameters `follow`,
 //!   `previous`, `timestamps` (booleans as Go's `strconv.ParseBool` reads them), `tailLines`
 //!   and `limitBytes` (non-negative and positive integers): the container's log as
-//!   `text/plain`. With `follow=true` the response streams what the container writes next,
+//!   `text/plain`. The runtimes keep no time per log line, so `timestamps=true`,
+//!   `sinceSeconds` and `sinceTime` are refused (400) rather than ignored; other unknown
+//!   parameters are ignored, as the kubelet does. With `follow=true` the response streams what the container writes next,
 //!   until it exits or the client goes away. An unknown pod or container (or no previous
 //!   instance) is 404, a bad parameter 400, both with a one-line message.
 //! * `GET /healthz`: `ok`.
@@ -91,7 +93,6 @@ pub(crate) async fn serve(
 struct LogParams {
     follow: bool,
     previous: bool,
-    timestamps: bool,
     tail_lines: Option<usize>,
     limit_bytes: Option<usize>,
 }
@@ -123,7 +124,13 @@ impl LogParams {
             match name.as_str() {
                 "follow" => params.follow = parse_bool(&name, &value)?,
                 "previous" => params.previous = parse_bool(&name, &value)?,
-                "timestamps" => params.timestamps = parse_bool(&name, &value)?,
+                "timestamps" if parse_bool(&name, &value)? => {
+                    return Err(
+                        "timestamps=true is not supported: the runtimes keep no time per log line"
+                            .into(),
+                    );
+                }
+                "timestamps" => {}
                 "tailLines" => params.tail_lines = Some(int(0)?),
                 "limitBytes" => params.limit_bytes = Some(int(1)?),
                 "sinceSeconds" | "sinceTime" => {
@@ -305,7 +312,6 @@ mod tests {
             LogParams {
                 follow: true,
                 previous: false,
-                timestamps: false,
                 tail_lines: Some(3),
                 limit_bytes: Some(10),
             }
@@ -318,6 +324,7 @@ mod tests {
             "tailLines=x",
             "limitBytes=0",
             "sinceSeconds=5",
+            "timestamps=true",
             "previous=%zz",
         ] {
             assert!(

@@ -138,6 +138,7 @@ async fn the_node_publishes_the_kubelet_endpoint_and_logs_are_served() {
         "/containerLogs/default/web/c?tailLines=-1",
         "/containerLogs/default/web/c?follow=maybe",
         "/containerLogs/default/web/c?limitBytes=0",
+        "/containerLogs/default/web/c?timestamps=true",
     ] {
         let (status, body) = get_text(addr, bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
