@@ -20,7 +20,8 @@
 //! Knobs for exploring: `KUBE_NET_BENCH_PHASES=lat,bulk,conn` (a subset; others print `NA`),
 //! `KUBE_NET_BENCH_RUNS`, `KUBE_NET_BENCH_CONN_MS`, `KUBE_NET_BENCH_WORKERS` (proxy runtime
 //! workers; 0 for a current-thread runtime), `KUBE_NET_BENCH_ACCEPT_LOOPS`,
-//! `KUBE_NET_BENCH_SPLICE=0`, `--no-nft`,
+//! `KUBE_NET_BENCH_SPLICE=0`, `KUBE_NET_BENCH_RELAY=threads` (a naive blocking relay instead
+//! of the proxy, for reference), `--no-nft`,
 //! `--nft-only`, `KUBE_NET_DUMP_NFT=FILE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -95,6 +96,17 @@ fn main() {
     proxy_rt
         .block_on(proxy.sync(&one_service(vip, BACKEND_VIA_PROXY.parse().unwrap())))
         .unwrap();
+
+    // `KUBE_NET_BENCH_RELAY=threads`: measure a naive relay instead of the proxy (blocking
+    // sockets, one thread per direction of each connection), a reference for what the
+    // machine's scheduler allows a third hop.
+    let vip = if std::env::var("KUBE_NET_BENCH_RELAY").as_deref() == Ok("threads") {
+        let at: SocketAddr = "127.0.0.5:18082".parse().unwrap();
+        thread_relay(at, BACKEND_VIA_PROXY.parse().unwrap());
+        at
+    } else {
+        vip
+    };
 
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -206,6 +218,37 @@ fn main() {
         );
     });
     proxy_rt.block_on(proxy.shutdown()).unwrap();
+}
+
+/// A relay with blocking sockets and a thread per direction of each connection.
+fn thread_relay(listen: SocketAddr, to: SocketAddr) {
+    use std::net::Shutdown;
+    let listener = std::net::TcpListener::bind(listen).unwrap();
+    let spawn = |f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name("relay".into())
+            .spawn(f)
+            .unwrap();
+    };
+    spawn(Box::new(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(upstream) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = upstream.set_nodelay(true);
+            let (client2, upstream2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            spawn(Box::new(move || {
+                let _ = std::io::copy(&mut &client, &mut &upstream);
+                let _ = upstream.shutdown(Shutdown::Write);
+            }));
+            spawn(Box::new(move || {
+                let _ = std::io::copy(&mut &upstream2, &mut &client2);
+                let _ = client2.shutdown(Shutdown::Write);
+            }));
+        }
+    }));
 }
 
 /// A handle to run the proxy on; with `workers == 0` a current-thread runtime driven by a
@@ -361,7 +404,7 @@ impl CpuTimes {
             let role = match comm.trim() {
                 c if c.starts_with("proxy-") => "client",
                 "backend" => "backend",
-                c if c.starts_with("proxy") => "proxy",
+                c if c.starts_with("proxy") || c == "relay" => "proxy",
                 _ => continue,
             };
             let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
