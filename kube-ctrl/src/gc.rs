@@ -1,9 +1,13 @@
 //! [`GarbageCollector`]: deletes objects whose owners are all gone.
 
+use std::sync::Arc;
+
 use kube_core::controller::{Action, Controller, ControllerContext, ReconcileError, Watches};
 use kube_core::kind::Registry;
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::store::{Preconditions, StoreError};
+
+use crate::index::OwnerIndex;
 
 /// Collects dependents of one kind (e.g. Pods) whose owners (e.g. ReplicaSets) no longer exist,
 /// as Kubernetes' garbage collector does with background propagation: a dependent all of whose
@@ -17,6 +21,8 @@ pub struct GarbageCollector {
     dependent: GroupKind,
     owners: Vec<GroupKind>,
     name: String,
+    /// Dependents by owner UID, so an owner's change does not scan every dependent.
+    index: Arc<OwnerIndex>,
 }
 
 impl GarbageCollector {
@@ -24,6 +30,7 @@ impl GarbageCollector {
     pub fn new(dependent: GroupKind) -> Self {
         let name = format!("garbage-collector-{}", dependent.kind.to_ascii_lowercase());
         Self {
+            index: Arc::new(OwnerIndex::new(dependent.clone())),
             dependent,
             owners: Vec::new(),
             name,
@@ -94,17 +101,10 @@ impl Controller for GarbageCollector {
         let Some(uid) = owner.metadata.uid.as_deref() else {
             return Vec::new();
         };
-        ctx.informers
-            .informer(&self.dependent)
-            .list()
+        self.index
+            .view(&ctx.informers)
+            .owned_by(uid)
             .iter()
-            .filter(|d| {
-                d.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.uid == uid)
-            })
             .map(|d| d.key())
             .collect()
     }
