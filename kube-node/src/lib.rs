@@ -69,20 +69,13 @@
 //! `GET /containerLogs/{namespace}/{pod}/{container}` (`follow`, `tailLines`, `previous`,
 //! `limitBytes`; not `timestamps=true`: lines carry no times) and `GET /healthz` over plain
 //! HTTP, and its Node carries `status.daemonEndpoints.kubeletEndpoint.Port` next to its
-//! `InternalIP` address: the API server's `pods/log` connects to `http://<InternalIP>:<Port>/containerLogs/...`.
-//! [`NodeAgent::kubelet_addr`] is the bound address.
+//! `InternalIP` address: the API server's `pods/log` connects to
+//! `http://<InternalIP>:<Port>/containerLogs/...`. [`NodeAgent::kubelet_addr`] is the bound
+//! address.
 //!
 //! Pod networking for [`OciRuntime`] and [`ProcessRuntime`] is chosen with [`PodNetwork`]:
 //! with [`PodNetwork::Cni`] each pod gets a network namespace and an IP from the CNI bridge
 //! plugin. Test images are built with [`image`] from the host's static busybox.
-//!
-//! # What it does not do (yet)
-//!
-//! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
-//! probes, no downward-API or projected volumes, no restartable ("sidecar") init containers
-//! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
-//! node shutdown. cgroup v2 (a host mounting the unified hierarchy at `/sys/fs/cgroup`) is
-//! implemented but only tested on a fake cgroupfs: the development host has v1 controllers.
 //!
 //! # Agent restarts
 //!
@@ -92,8 +85,17 @@
 //! with `keep_on_drop(true)` on the old one, or after it crashed — re-attaches to the
 //! containers still running (by pid and process start time) and reports those that exited
 //! meanwhile (with exit code 137, reason `ContainerStatusUnknown`, when nobody saw how).
-//! CRI runtimes keep state themselves, so [`CriRuntime`] adopts too. Dead containers are collected per container (the last exited instance is kept for
-//! `previous` logs), not by age or count.
+//! CRI runtimes keep state themselves, so [`CriRuntime`] adopts too.
+//!
+//! # What it does not do (yet)
+//!
+//! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
+//! probes, no downward-API or projected volumes, no restartable ("sidecar") init containers
+//! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
+//! node shutdown. The kubelet server has no TLS or authentication and serves only logs and
+//! health (no exec, attach, port-forward, `/pods` or stats). cgroup v2 (a host mounting the
+//! unified hierarchy at `/sys/fs/cgroup`) is implemented but only tested on a fake cgroupfs:
+//! the development host has v1 controllers.
 
 #![forbid(unsafe_code)]
 
