@@ -36,9 +36,11 @@ impl CycleState {
 
     #[inline]
     fn slot(&self, key: &str) -> Option<usize> {
+        // Keys are string constants, usually the very same one: compare addresses first.
         self.data
             .iter()
-            .position(|(k, _)| std::ptr::eq(*k, key) || *k == key)
+            .position(|(k, _)| std::ptr::eq(*k, key))
+            .or_else(|| self.data.iter().position(|(k, _)| *k == key))
     }
 
     /// Stores `value` under `key`, replacing what was there.
