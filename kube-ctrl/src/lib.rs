@@ -21,6 +21,27 @@
 //! - [`EndpointSliceController`]: discovery/v1 EndpointSlices with ready/serving/terminating.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
 //!
+//! # Performance
+//!
+//! Controllers find dependents through owner indexes (pods by owning ReplicaSet, ReplicaSets by
+//! owning Deployment, dependents by owner for the garbage collector and foreground deletion),
+//! kept from the shared informers, so a reconcile costs what its own objects cost, never a scan
+//! of the cluster. `cargo bench -p kube-ctrl --bench controllers` brings N Deployments of 3
+//! replicas to availability over FakeRuntime node agents, MemStore and kube-sched's incremental
+//! scheduler (2 shared cores, load average ≈ 5):
+//!
+//! | deployments / nodes | plain MemStore | `BENCH_WATCH_CACHE=1` |
+//! |---|---|---|
+//! | 300 / 30 | 1.56 s, 88 MB | 1.89 s, 91 MB |
+//! | 2000 / 200 | 51.9 s, 516 MB | 9.0 s, 509 MB |
+//! | 10000 / 1000 | 512 available after 400 s (stopped) | 237.9 s, 2230 MB |
+//!
+//! With a plain MemStore the large runs are bound by the store, not the controllers: each node
+//! agent's `spec.nodeName` watch reads every change of every kind and evaluates its field
+//! selector (`DynamicObject::field` clones the pod's `spec` to read one string), so every write
+//! costs O(nodes); at 1000 nodes that is 95% of the CPU. `BENCH_WATCH_CACHE=1` puts a watch
+//! cache in front of the store that routes pod changes by node, as kube-apiserver's does.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_core::OrchestratorError> {
 //! use std::sync::Arc;
