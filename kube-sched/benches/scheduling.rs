@@ -8,7 +8,9 @@
 //! `MemStore`) is not timed. Timed: from the first measured pod entering the scheduling queue
 //! to the last one bound in the store. One thread schedules (filter/score may fan out over
 //! rayon's pool), one thread binds, so the next pod is scheduled while the last one binds.
-//! `p99_ms` is the 99th percentile of pop-from-queue → bound-in-store per pod.
+//! `p99_ms` is the 99th percentile of pop-from-queue → bound-in-store per pod. `--sequential`
+//! and `--parallel` force filtering and scoring on one thread or across rayon's pool (default:
+//! across the pool when it has at least 4 threads).
 //!
 //! The last line printed is
 //! `workload=W nodes=N init_pods=I pods=P pods_per_sec=<x> p99_ms=<x>`.
@@ -156,6 +158,7 @@ fn main() {
         num("--pods", dp),
     );
     let sequential = args.iter().any(|a| a == "--sequential");
+    let parallel = args.iter().any(|a| a == "--parallel");
 
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let mut cluster = Cluster::new();
@@ -185,6 +188,8 @@ fn main() {
     }
     let framework = if sequential {
         Framework::new().sequential()
+    } else if parallel {
+        Framework::new().parallel()
     } else {
         Framework::new()
     };
@@ -280,9 +285,15 @@ fn main() {
         .copied()
         .unwrap_or_default();
     eprintln!(
-        "scheduled={scheduled} failed={failed} preemptions={preemptions} elapsed={elapsed:.3}s scheduling_loop={:.3}s parallel={}",
+        "scheduled={scheduled} failed={failed} preemptions={preemptions} elapsed={elapsed:.3}s scheduling_loop={:.3}s mode={}",
         scheduling_done.as_secs_f64(),
-        !sequential
+        if sequential {
+            "sequential"
+        } else if parallel {
+            "parallel"
+        } else {
+            "default (parallel with 4+ rayon threads)"
+        }
     );
     println!(
         "workload={} nodes={nodes} init_pods={init_pods} pods={pods} pods_per_sec={:.0} p99_ms={:.2}",
