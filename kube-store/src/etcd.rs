@@ -70,6 +70,11 @@ impl EtcdConfig {
 #[derive(Clone)]
 pub struct EtcdStore {
     kv: Client,
+    /// One client per member, for requests that failed to reach a member: the balanced
+    /// client keeps picking a dead member until its connection is marked down, so a retry
+    /// goes to the next member directly.
+    members: Arc<Vec<Client>>,
+    next_member: Arc<std::sync::atomic::AtomicUsize>,
     watcher: Client,
     config: EtcdConfig,
 }
@@ -143,14 +148,16 @@ fn never_sent(e: &etcd_client::Error) -> bool {
 /// after some failed connects, so retries go on, with growing pauses, for up to `budget`.
 async fn retry_unsent<T, F, Fut>(budget: Duration, mut call: F) -> Result<T, etcd_client::Error>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
 {
     let deadline = tokio::time::Instant::now() + budget;
     let mut pause = Duration::from_millis(10);
+    let mut attempt = 0;
     loop {
-        match call().await {
+        match call(attempt).await {
             Err(e) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
+                attempt += 1;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
@@ -176,14 +183,39 @@ impl EtcdStore {
         .await
         .map_err(backend)?;
         // Watches are long-lived: no per-request deadline, but they fail when there is no leader.
+        let mut members = Vec::new();
+        for endpoint in &config.endpoints {
+            // Lazily connected: a member that is down now is simply skipped later.
+            if let Ok(client) = Client::connect(
+                [endpoint.as_str()],
+                Some(options.clone().with_timeout(config.request_timeout)),
+            )
+            .await
+            {
+                members.push(client);
+            }
+        }
         let watcher = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(backend)?;
         Ok(Self {
             kv,
+            members: Arc::new(members),
+            next_member: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             watcher,
             config,
         })
+    }
+
+    /// The balanced client first; after a failed attempt, the members in turn.
+    fn client_for(&self, attempt: usize) -> Client {
+        if attempt == 0 || self.members.is_empty() {
+            return self.kv.clone();
+        }
+        let i = self
+            .next_member
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.members[i % self.members.len()].clone()
     }
 
     /// How long a request may keep retrying members it could not reach.
@@ -197,8 +229,8 @@ impl EtcdStore {
         options: Option<GetOptions>,
     ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
         let key: Vec<u8> = key.into();
-        retry_unsent(self.retry_budget(), || {
-            let mut kv = self.kv.clone();
+        retry_unsent(self.retry_budget(), |attempt| {
+            let mut kv = self.client_for(attempt);
             let (key, options) = (key.clone(), options.clone());
             async move { kv.get(key, options).await }
         })
@@ -206,8 +238,8 @@ impl EtcdStore {
     }
 
     async fn kv_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
-        retry_unsent(self.retry_budget(), || {
-            let mut kv = self.kv.clone();
+        retry_unsent(self.retry_budget(), |attempt| {
+            let mut kv = self.client_for(attempt);
             let txn = txn.clone();
             async move { kv.txn(txn).await }
         })
@@ -243,9 +275,7 @@ impl EtcdStore {
         key: &ObjectKey,
     ) -> Result<Option<KeyValue>, StoreError> {
         let mut response = self
-            .kv
-            .clone()
-            .get(self.key(kind, key), None)
+            .kv_get(self.key(kind, key), None)
             .await
             .map_err(backend)?;
         Ok(response.take_kvs().into_iter().next())

@@ -48,4 +48,4 @@ pub use etcd::{EtcdConfig, EtcdStore};
 pub use mem::{MemStore, StoreConfig};
 pub use prepare::{prepare_create, prepare_update};
 #[cfg(feature = "client")]
-pub use remote::{RemoteError, RemoteStore};
+pub use remote::{RemoteAuth, RemoteError, RemoteStore};

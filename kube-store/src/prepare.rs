@@ -27,6 +27,17 @@ fn validate_name(name: &str) -> Result<(), StoreError> {
     }
 }
 
+/// RBAC objects are named like `system:node` or `system:discovery`: any name that is a valid
+/// path segment (Kubernetes' `ValidatePathSegmentName`).
+fn validate_path_segment(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+        return Err(StoreError::Invalid(format!(
+            "metadata.name {name:?}: may not be '.' or '..' and may not contain '/' or '%'"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks kind and scope, and fills in what the store owns on create. The name is generated
 /// from `generateName` when empty (`taken` says whether a candidate name is in use).
 pub fn prepare_create(
@@ -71,7 +82,12 @@ pub fn prepare_create(
         };
         object.metadata.name = Some(name);
     }
-    validate_name(object.metadata.name.as_deref().unwrap_or(""))?;
+    let name = object.metadata.name.as_deref().unwrap_or("");
+    if info.group == "rbac.authorization.k8s.io" {
+        validate_path_segment(name)?;
+    } else {
+        validate_name(name)?;
+    }
     object.api_version = info.api_version();
     object.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
     object.metadata.creation_timestamp = Some(now());

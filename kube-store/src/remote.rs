@@ -54,12 +54,36 @@ pub struct RemoteError {
     pub message: String,
 }
 
+/// How a [`RemoteStore`] proves who it is and whom it trusts over HTTPS.
+#[derive(Clone, Default)]
+pub struct RemoteAuth {
+    /// The CA that signed the server's certificate, PEM.
+    pub ca_pem: Option<String>,
+    /// A client certificate and key, PEM (CN = user, O = groups).
+    pub client_cert: Option<(String, String)>,
+    /// A bearer token.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for RemoteAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteAuth")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 /// A [`Store`] backed by a Kubernetes API server.
 #[derive(Clone)]
 pub struct RemoteStore {
     base: Arc<str>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     registry: Registry,
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl fmt::Debug for RemoteStore {
@@ -75,29 +99,83 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 }
 
 impl RemoteStore {
-    /// A store for the server at `url` (`http://host:port`), serving the builtin kinds.
+    /// A store for the server at `url` (`http://host:port`, or `https://` trusting the
+    /// platform's roots; see [`RemoteStore::with_auth`]), serving the builtin kinds.
     pub fn new(url: &str) -> Result<Self, StoreError> {
         Self::with_registry(url, Registry::builtin().clone())
     }
 
     /// A store for the server at `url`, resolving kinds to REST paths with `registry`.
     pub fn with_registry(url: &str, registry: Registry) -> Result<Self, StoreError> {
+        Self::connect(url, registry, RemoteAuth::default())
+    }
+
+    /// A store for the server at `url` (`https://` or `http://`) with credentials.
+    pub fn with_auth(url: &str, auth: RemoteAuth) -> Result<Self, StoreError> {
+        Self::connect(url, Registry::builtin().clone(), auth)
+    }
+
+    fn connect(url: &str, registry: Registry, auth: RemoteAuth) -> Result<Self, StoreError> {
         let base = url.trim_end_matches('/');
-        if !base.starts_with("http://") {
+        if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(StoreError::Invalid(format!(
-                "API server URL must be http://host:port, got {url:?}"
+                "API server URL must be http(s)://host:port, got {url:?}"
             )));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let invalid =
+            |what: &str, e: &dyn fmt::Display| StoreError::Invalid(format!("{what}: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &auth.ca_pem {
+            use rustls::pki_types::pem::PemObject;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                let cert = cert.map_err(|e| invalid("CA certificate", &e))?;
+                roots.add(cert).map_err(|e| invalid("CA certificate", &e))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("TLS", &e))?
+            .with_root_certificates(roots);
+        let tls = match &auth.client_cert {
+            Some((cert, key)) => {
+                use rustls::pki_types::pem::PemObject;
+                let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid("client certificate", &e))?;
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                    .map_err(|e| invalid("client key", &e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| invalid("client certificate", &e))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        let authorization = match &auth.token {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|e| invalid("token", &e))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             base: Arc::from(base),
             client,
             registry,
+            authorization,
         })
     }
 
@@ -128,6 +206,9 @@ impl RemoteStore {
             .header(hyper::header::ACCEPT, "application/json");
         if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization.clone());
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

@@ -113,6 +113,9 @@ pub(crate) fn subresources(info: &KindInfo) -> Vec<(&'static str, &'static str, 
     if matches!(info.kind.as_str(), "ReplicaSet" | "Deployment") {
         subs.push(("scale", "Scale", update));
     }
+    if info.kind == "ServiceAccount" && info.group.is_empty() {
+        subs.push(("token", "TokenRequest", json!(["create"])));
+    }
     if info.kind == "Pod" && info.group.is_empty() {
         subs.push(("binding", "Binding", json!(["create"])));
         subs.push(("eviction", "Eviction", json!(["create"])));

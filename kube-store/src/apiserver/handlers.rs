@@ -13,6 +13,8 @@ use kube_core::store::{ListOptions, Preconditions, StoreError};
 use serde_json::{Value, json};
 
 use super::Inner;
+use super::access::{self, RequestUser};
+use super::auth::{self, UserInfo};
 use super::patch::{PatchType, apply_patch};
 use super::request::{ApiPath, Query, Target, not_found_path, parse_path};
 use super::status::{ApiError, ApiResult, success};
@@ -58,6 +60,20 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         }
         _ => {}
     }
+    let user = request
+        .extensions()
+        .get::<RequestUser>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(UserInfo::anonymous_admin);
+    if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed("only POST is served here"));
+        }
+        let (parts, body) = request.into_parts();
+        let raw = read_limited(inner, &parts.headers, body).await?;
+        let review = decode(&header_str(&parts.headers, header::CONTENT_TYPE), &raw)?;
+        return access::self_subject_access_review(inner, &user, review).await;
+    }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
         return openapi::v3_group_version(&inner.registry, gv)
             .map(|doc| json_response(StatusCode::OK, &doc))
@@ -98,6 +114,7 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         target,
         query,
         headers,
+        user,
     };
     match (
         method,
@@ -117,6 +134,9 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         (Method::POST, false, None) => create(&ctx, read_body(&ctx, body).await?).await,
         (Method::POST, true, Some("binding")) => bind(&ctx, read_body(&ctx, body).await?).await,
         (Method::POST, true, Some("eviction")) => evict(&ctx, read_body(&ctx, body).await?).await,
+        (Method::POST, true, Some("token")) if ctx.info().kind == "ServiceAccount" => {
+            token_request(&ctx, read_body(&ctx, body).await?).await
+        }
         (Method::PUT, true, None | Some("status")) => {
             let body = read_body(&ctx, body).await?;
             replace(&ctx, body).await
@@ -161,6 +181,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) target: Target,
     pub(crate) query: Query,
     pub(crate) headers: HeaderMap,
+    /// Who asks (an administrator when the server is not secure).
+    pub(crate) user: UserInfo,
 }
 
 impl Ctx<'_> {
@@ -228,8 +250,12 @@ async fn health(inner: &Arc<Inner>) -> ApiResult<Response> {
 
 /// Reads the body up to the size limit; a larger body is refused with 413 without reading it.
 async fn read_raw(ctx: &Ctx<'_>, body: Body) -> ApiResult<bytes::Bytes> {
-    let limit = ctx.inner.config.max_body_bytes;
-    let declared = header_str(&ctx.headers, header::CONTENT_LENGTH)
+    read_limited(ctx.inner, &ctx.headers, body).await
+}
+
+async fn read_limited(inner: &Inner, headers: &HeaderMap, body: Body) -> ApiResult<bytes::Bytes> {
+    let limit = inner.config.max_body_bytes;
+    let declared = header_str(headers, header::CONTENT_LENGTH)
         .parse::<usize>()
         .ok();
     if declared.is_some_and(|n| n > limit) {
@@ -457,6 +483,9 @@ async fn create(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         return Err(ApiError::method_not_allowed("POST is for collections"));
     }
     let object = prepare_new(ctx, to_object(body)?)?;
+    if let Err(message) = auth::admit_node_create(&ctx.user, &object) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message));
+    }
     if ctx.dry_run() {
         return object_response(StatusCode::CREATED, &object);
     }
@@ -1211,4 +1240,48 @@ async fn evict(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         .unwrap_or_default();
     delete_one(ctx, &key, &delete_options(ctx, raw.as_bytes())?).await?;
     Ok(json_response(StatusCode::CREATED, &success(json!({}))))
+}
+
+/// `serviceaccounts/{name}/token` (TokenRequest): a signed token bound to the account.
+async fn token_request(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
+    let Some(security) = &ctx.inner.security else {
+        return Err(ApiError::bad_request(
+            "this server does not authenticate, so it issues no tokens",
+        ));
+    };
+    let account = ctx
+        .inner
+        .store
+        .get(&ctx.kind(), &ctx.key())
+        .await
+        .map_err(|e| ctx.store_error(e))?;
+    let seconds = body["spec"]["expirationSeconds"]
+        .as_u64()
+        .unwrap_or(3600)
+        .clamp(600, 86_400 * 2);
+    let audiences: Vec<String> = body["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let claims = auth::TokenClaims {
+        namespace: account.metadata.namespace.clone().unwrap_or_default(),
+        name: account.metadata.name.clone().unwrap_or_default(),
+        uid: account.metadata.uid.clone().unwrap_or_default(),
+    };
+    let (token, expires) =
+        security
+            .signer
+            .issue(&claims, &audiences, std::time::Duration::from_secs(seconds));
+    let answer = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "metadata": {"name": claims.name, "namespace": claims.namespace},
+        "spec": {"audiences": audiences, "expirationSeconds": seconds},
+        "status": {"token": token, "expirationTimestamp": kube_core::object::to_time(expires)},
+    });
+    Ok(json_response(StatusCode::CREATED, &answer))
 }

@@ -20,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
+pub mod auth;
 mod defaults;
 mod discovery;
 mod handlers;
@@ -27,6 +29,7 @@ mod logs;
 mod openapi;
 mod patch;
 mod request;
+mod serve;
 mod status;
 mod table;
 mod validation;
@@ -61,6 +64,16 @@ pub struct ApiServerConfig {
     pub bookmark_interval: Duration,
     /// How long a `pods/log` request waits to connect to the node agent.
     pub node_connect_timeout: Duration,
+    /// Requests (other than watches) served at once; more get 429 with `Retry-After`
+    /// (Kubernetes' `--max-requests-inflight`).
+    pub max_inflight: usize,
+    /// Of those, how many one user may hold, so a client that floods the server leaves room
+    /// for the others; more get 429.
+    pub max_inflight_per_user: usize,
+    /// Watches one user may hold open; more get 429.
+    pub max_watches_per_user: usize,
+    /// How long a request (other than a watch or a log stream) may run before 504.
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiServerConfig {
@@ -70,6 +83,10 @@ impl Default for ApiServerConfig {
             default_watch_timeout: Duration::from_secs(30 * 60),
             bookmark_interval: Duration::from_secs(60),
             node_connect_timeout: Duration::from_secs(5),
+            max_inflight: 400,
+            max_inflight_per_user: 100,
+            max_watches_per_user: 1000,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -78,6 +95,9 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) registry: Registry,
     pub(crate) config: ApiServerConfig,
+    pub(crate) security: Option<auth::Security>,
+    pub(crate) limits: access::Limits,
+    pub(crate) audit: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 impl fmt::Debug for Inner {
@@ -105,13 +125,41 @@ impl ApiServer {
         )
     }
 
-    /// Serves the kinds of `registry` (e.g. the builtin kinds plus the user's own).
+    /// Serves the kinds of `registry` (e.g. the builtin kinds plus the user's own), without
+    /// authentication: every request acts as an administrator. For tests and embedding on
+    /// loopback; anything reachable by others wants [`ApiServer::secure`].
     pub fn with_config(store: Arc<dyn Store>, registry: Registry, config: ApiServerConfig) -> Self {
+        Self::build(store, registry, config, None)
+    }
+
+    /// Serves over TLS with authentication (client certificates, bearer tokens,
+    /// ServiceAccount tokens; anonymous requests get 401), authorization (the node authorizer,
+    /// then RBAC; denials get 403) and, if configured, an audit log. Serving creates the
+    /// bootstrap RBAC policy (`cluster-admin` for `system:masters`; discovery and
+    /// `SelfSubjectAccessReview` for every authenticated user) if it is missing.
+    pub fn secure(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        config: ApiServerConfig,
+        security: auth::Security,
+    ) -> Self {
+        Self::build(store, registry, config, Some(security))
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        config: ApiServerConfig,
+        security: Option<auth::Security>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 registry,
+                limits: access::Limits::new(config.max_inflight),
                 config,
+                audit: None,
+                security,
             }),
         }
     }
@@ -131,41 +179,72 @@ impl ApiServer {
     /// Binds `addr` (port 0 picks a free port) and serves until [`RunningApiServer::shutdown`].
     pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<RunningApiServer> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(self.serve_on(listener))
+        self.serve_on(listener).await
     }
 
-    /// Serves on an already bound listener.
-    pub fn serve_on(&self, listener: TcpListener) -> RunningApiServer {
-        let local_addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let shutdown = CancellationToken::new();
-        let router = self.router();
-        let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let result = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(error) = result {
-                tracing::error!(%error, "API server stopped");
+    /// Serves on an already bound listener: HTTPS when the server is secure, else HTTP.
+    pub async fn serve_on(&self, listener: TcpListener) -> std::io::Result<RunningApiServer> {
+        let local_addr = listener.local_addr()?;
+        let mut server = self.clone();
+        if let Some(security) = &server.inner.security {
+            for object in auth::bootstrap_policy() {
+                let object = serde_json::from_value(object).map_err(std::io::Error::other)?;
+                match server.inner.store.create(object).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_already_exists() => {}
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
             }
-        });
-        RunningApiServer {
+            if let Some(path) = &security.audit_log {
+                // The writer needs a runtime, so it starts with the first serve.
+                let mut inner = Inner {
+                    store: server.inner.store.clone(),
+                    registry: server.inner.registry.clone(),
+                    config: server.inner.config.clone(),
+                    security: server.inner.security.clone(),
+                    limits: access::Limits::new(server.inner.config.max_inflight),
+                    audit: None,
+                };
+                inner.audit = Some(access::audit_writer(path.clone()));
+                server = Self {
+                    inner: Arc::new(inner),
+                };
+            }
+        }
+        let tls = server
+            .inner
+            .security
+            .as_ref()
+            .map(|s| tokio_rustls::TlsAcceptor::from(s.tls.clone()));
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(serve::accept_loop(listener, tls, server.router(), stop));
+        Ok(RunningApiServer {
             local_addr,
+            scheme: if server.inner.security.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             shutdown,
             task,
-        }
+        })
     }
 }
 
 async fn dispatch(State(inner): State<Arc<Inner>>, request: Request<Body>) -> Response {
-    handlers::handle(&inner, request).await
+    let guarded = inner.clone();
+    access::guard(&guarded, request, async move |request| {
+        handlers::handle(&inner, request).await
+    })
+    .await
 }
 
 /// A serving [`ApiServer`].
 #[derive(Debug)]
 pub struct RunningApiServer {
     local_addr: SocketAddr,
+    scheme: &'static str,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -176,9 +255,9 @@ impl RunningApiServer {
         self.local_addr
     }
 
-    /// `http://host:port`, for clients.
+    /// `http://host:port` (or `https://` when secure), for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme, self.local_addr)
     }
 
     /// Stops accepting requests, ends open watches, and waits for the server to stop.
@@ -226,7 +305,10 @@ impl Component for ApiServerComponent {
             .map_err(|_| "listener lock poisoned")?
             .take()
             .ok_or("the API server component runs once")?;
-        let running = self.server.serve_on(TcpListener::from_std(listener)?);
+        let running = self
+            .server
+            .serve_on(TcpListener::from_std(listener)?)
+            .await?;
         ctx.shutdown.cancelled().await;
         running.shutdown().await;
         Ok(())

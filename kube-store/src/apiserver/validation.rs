@@ -63,6 +63,9 @@ pub(crate) fn validate(
     let name = object.metadata.name.as_deref().unwrap_or_default();
     let name_check = if name_is_label(&info.kind) {
         dns1123_label(name)
+    } else if info.group == "rbac.authorization.k8s.io" {
+        // RBAC names are path segments (`system:discovery`); the store checks them.
+        Ok(())
     } else {
         dns1123_subdomain(name)
     };

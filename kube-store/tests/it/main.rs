@@ -9,3 +9,5 @@ mod durable;
 mod etcd;
 mod machinery;
 mod mem;
+#[cfg(all(feature = "server", feature = "client"))]
+mod security;

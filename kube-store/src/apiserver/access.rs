@@ -1,0 +1,460 @@
+//! What happens to every request before and after its handler: authentication (401),
+//! authorization (403), limits (429 with `Retry-After` when too many requests or watches are in
+//! flight, 504 when a request runs too long), and the audit log.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::Inner;
+use super::auth::{self, Attributes, UserInfo};
+use super::request::{ApiPath, Query, parse_path};
+use super::status::ApiError;
+
+/// Where a request came from: its address and, over TLS, the verified client certificate.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Peer {
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) client_cert: Option<Arc<Vec<u8>>>,
+}
+
+/// The authenticated user of a request, for handlers that need it (admission, reviews).
+#[derive(Clone, Debug)]
+pub(crate) struct RequestUser(pub(crate) UserInfo);
+
+/// Counters behind the limits.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    inflight: Semaphore,
+    watches: Mutex<HashMap<String, usize>>,
+    per_user: Mutex<HashMap<String, usize>>,
+}
+
+impl Limits {
+    pub(crate) fn new(max_inflight: usize) -> Self {
+        Self {
+            inflight: Semaphore::new(max_inflight),
+            watches: Mutex::new(HashMap::new()),
+            per_user: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// One of a user's in-flight request slots.
+struct UserSlot<'a> {
+    limits: &'a Limits,
+    user: String,
+}
+
+impl Drop for UserSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.limits.per_user.lock() {
+            if let Some(count) = counts.get_mut(&self.user) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(&self.user);
+                }
+            }
+        }
+    }
+}
+
+/// Holds one of a user's watch slots until the watch ends.
+#[derive(Debug)]
+pub(crate) struct WatchSlot {
+    inner: Arc<Inner>,
+    user: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        if let Ok(mut watches) = self.inner.limits.watches.lock() {
+            if let Some(count) = watches.get_mut(&self.user) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    watches.remove(&self.user);
+                }
+            }
+        }
+    }
+}
+
+fn too_many(message: &str) -> ApiError {
+    let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
+    error.retry_after = Some(1);
+    error
+}
+
+/// The request's verb and target as RBAC sees them.
+pub(crate) fn attributes(inner: &Inner, method: &Method, path: &str, query: &Query) -> Attributes {
+    let non_resource = || Attributes {
+        verb: method.as_str().to_ascii_lowercase(),
+        resource_request: false,
+        path: path.to_string(),
+        ..Attributes::default()
+    };
+    if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" {
+        return Attributes {
+            verb: "create".into(),
+            api_group: "authorization.k8s.io".into(),
+            resource: "selfsubjectaccessreviews".into(),
+            resource_request: true,
+            path: path.to_string(),
+            ..Attributes::default()
+        };
+    }
+    let Ok(ApiPath::Resource(target)) = parse_path(&inner.registry, path) else {
+        return non_resource();
+    };
+    let watch = query.flag("watch").unwrap_or(false);
+    let verb = match (method.as_str(), target.name.is_some()) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    };
+    Attributes {
+        verb: verb.into(),
+        api_group: target.info.group.clone(),
+        resource: target.info.plural.clone(),
+        subresource: target.subresource.clone(),
+        // A namespace's own name is its namespace too, as Kubernetes treats it.
+        namespace: target.namespace.clone().or_else(|| {
+            (target.info.kind == "Namespace")
+                .then(|| target.name.clone())
+                .flatten()
+        }),
+        name: target.name.clone(),
+        resource_request: true,
+        path: path.to_string(),
+    }
+}
+
+/// Runs a request through authentication, authorization, limits and the audit log.
+pub(crate) async fn guard(
+    inner: &Arc<Inner>,
+    mut request: Request<Body>,
+    handler: impl AsyncFnOnce(Request<Body>) -> Response,
+) -> Response {
+    let started = Instant::now();
+    let received = SystemTime::now();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let path = uri.path().to_string();
+    let query = Query::parse(uri.query());
+    let peer = request
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .unwrap_or_default();
+    let attrs = attributes(inner, &method, &path, &query);
+
+    let user = match &inner.security {
+        None => Ok(UserInfo::anonymous_admin()),
+        Some(security) => {
+            let authorization = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match auth::authenticate(
+                security,
+                inner.store.as_ref(),
+                peer.client_cert.as_deref().map(Vec::as_slice),
+                authorization.as_deref(),
+            )
+            .await
+            {
+                Ok(Some(user)) => Ok(user),
+                Ok(None) => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "Unauthorized",
+                )),
+                Err(e) => Err(ApiError::internal(format!("authenticating: {e}"))),
+            }
+        }
+    };
+    match user {
+        Err(e) => {
+            let response = e.into_response();
+            audit(
+                inner,
+                &attrs,
+                None,
+                &peer,
+                &method,
+                &uri,
+                response.status(),
+                received,
+                started,
+            );
+            response
+        }
+        Ok(user) => {
+            let decision = if inner.security.is_some() {
+                auth::authorize(inner.store.as_ref(), &user, &attrs).await
+            } else {
+                Ok(true)
+            };
+            let response = match decision {
+                Ok(true) => {
+                    limited(
+                        inner,
+                        request_with_user(&mut request, &user),
+                        &user,
+                        &attrs,
+                        handler,
+                    )
+                    .await
+                }
+                Ok(false) => {
+                    let mut e = ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        attrs.forbidden_message(&user),
+                    );
+                    e.details = Some(
+                        json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}),
+                    );
+                    e.into_response()
+                }
+                Err(e) => ApiError::internal(format!("authorizing: {e}")).into_response(),
+            };
+            audit(
+                inner,
+                &attrs,
+                Some(&user),
+                &peer,
+                &method,
+                &uri,
+                response.status(),
+                received,
+                started,
+            );
+            response
+        }
+    }
+}
+
+fn request_with_user(request: &mut Request<Body>, user: &UserInfo) -> Request<Body> {
+    request.extensions_mut().insert(RequestUser(user.clone()));
+    std::mem::take(request)
+}
+
+async fn limited(
+    inner: &Arc<Inner>,
+    request: Request<Body>,
+    user: &UserInfo,
+    attrs: &Attributes,
+    handler: impl AsyncFnOnce(Request<Body>) -> Response,
+) -> Response {
+    if attrs.verb == "watch" {
+        let slot = {
+            let Ok(mut watches) = inner.limits.watches.lock() else {
+                return ApiError::internal("watch counter poisoned").into_response();
+            };
+            let count = watches.entry(user.name.clone()).or_default();
+            if *count >= inner.config.max_watches_per_user {
+                return too_many(&format!(
+                    "too many watches open for user {} (limit {})",
+                    user.name, inner.config.max_watches_per_user
+                ))
+                .into_response();
+            }
+            *count += 1;
+            WatchSlot {
+                inner: inner.clone(),
+                user: user.name.clone(),
+            }
+        };
+        let response = handler(request).await;
+        // The slot is released when the watch's body is dropped (the stream ended).
+        let (parts, body) = response.into_parts();
+        let stream = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _held = &slot;
+            chunk
+        });
+        return Response::from_parts(parts, Body::from_stream(stream));
+    }
+    // A user may hold only its share of the slots, so one client's flood leaves room for
+    // the others (a coarse form of Kubernetes' API priority and fairness).
+    let _user_slot = {
+        let Ok(mut counts) = inner.limits.per_user.lock() else {
+            return ApiError::internal("request counter poisoned").into_response();
+        };
+        let count = counts.entry(user.name.clone()).or_default();
+        if *count >= inner.config.max_inflight_per_user {
+            return too_many("too many requests in flight for this user, please try again later")
+                .into_response();
+        }
+        *count += 1;
+        UserSlot {
+            limits: &inner.limits,
+            user: user.name.clone(),
+        }
+    };
+    let Ok(_permit) = inner.limits.inflight.try_acquire() else {
+        return too_many("too many requests in flight, please try again later").into_response();
+    };
+    let timeout = inner.config.request_timeout;
+    // Logs follow and stream; they are bounded by the client, not by the request timeout.
+    if attrs.subresource.as_deref() == Some("log") {
+        return handler(request).await;
+    }
+    match tokio::time::timeout(timeout, handler(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!("the request did not complete within {timeout:?}"),
+        )
+        .into_response(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    inner: &Inner,
+    attrs: &Attributes,
+    user: Option<&UserInfo>,
+    peer: &Peer,
+    method: &Method,
+    uri: &axum::http::Uri,
+    code: StatusCode,
+    received: SystemTime,
+    started: Instant,
+) {
+    let Some(sender) = &inner.audit else {
+        return;
+    };
+    let time = |t: SystemTime| kube_core::object::to_time(t).0.to_string();
+    let mut event = json!({
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": uuid::Uuid::new_v4().to_string(),
+        "stage": "ResponseComplete",
+        "requestURI": uri.to_string(),
+        "verb": if attrs.verb.is_empty() { method.as_str().to_ascii_lowercase() } else { attrs.verb.clone() },
+        "user": match user {
+            Some(u) => json!({"username": u.name, "groups": u.groups}),
+            None => json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}),
+        },
+        "sourceIPs": peer.addr.map(|a| vec![a.ip().to_string()]).unwrap_or_default(),
+        "responseStatus": {"metadata": {}, "code": code.as_u16()},
+        "requestReceivedTimestamp": time(received),
+        "stageTimestamp": time(SystemTime::now()),
+        "latencyMicros": started.elapsed().as_micros() as u64,
+    });
+    if attrs.resource_request {
+        event["objectRef"] = json!({
+            "resource": attrs.resource,
+            "namespace": attrs.namespace,
+            "name": attrs.name,
+            "apiGroup": attrs.api_group,
+            "subresource": attrs.subresource,
+        });
+    }
+    // Never block a request on the log: a full queue drops the line and counts it.
+    let _ = sender.try_send(event.to_string());
+}
+
+/// Starts the audit writer: JSON lines appended to `path`.
+pub(crate) fn audit_writer(path: std::path::PathBuf) -> tokio::sync::mpsc::Sender<String> {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<String>(65_536);
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await;
+        let mut file = match file {
+            Ok(f) => tokio::io::BufWriter::new(f),
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "cannot open the audit log");
+                return;
+            }
+        };
+        while let Some(line) = receiver.recv().await {
+            let mut batch = line;
+            batch.push('\n');
+            while let Ok(more) = receiver.try_recv() {
+                batch.push_str(&more);
+                batch.push('\n');
+            }
+            if file.write_all(batch.as_bytes()).await.is_err() || file.flush().await.is_err() {
+                tracing::error!(path = %path.display(), "writing the audit log failed");
+            }
+        }
+    });
+    sender
+}
+
+/// The response to `POST selfsubjectaccessreviews`: may the asking user do this?
+pub(crate) async fn self_subject_access_review(
+    inner: &Arc<Inner>,
+    user: &UserInfo,
+    review: serde_json::Value,
+) -> Result<Response, ApiError> {
+    let spec = &review["spec"];
+    let attrs = if let Some(r) = spec.get("resourceAttributes") {
+        let text = |k: &str| {
+            r.get(k)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Attributes {
+            verb: text("verb").unwrap_or_default(),
+            api_group: text("group").unwrap_or_default(),
+            resource: text("resource").unwrap_or_default(),
+            subresource: text("subresource"),
+            name: text("name"),
+            namespace: text("namespace"),
+            resource_request: true,
+            path: String::new(),
+        }
+    } else if let Some(n) = spec.get("nonResourceAttributes") {
+        Attributes {
+            verb: n["verb"].as_str().unwrap_or_default().to_string(),
+            path: n["path"].as_str().unwrap_or_default().to_string(),
+            resource_request: false,
+            ..Attributes::default()
+        }
+    } else {
+        return Err(ApiError::bad_request(
+            "a SelfSubjectAccessReview needs resourceAttributes or nonResourceAttributes",
+        ));
+    };
+    let allowed = if inner.security.is_some() {
+        auth::authorize(inner.store.as_ref(), user, &attrs)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    } else {
+        true
+    };
+    let mut answer = review.clone();
+    answer["apiVersion"] = json!("authorization.k8s.io/v1");
+    answer["kind"] = json!("SelfSubjectAccessReview");
+    answer["status"] = json!({"allowed": allowed, "reason": if allowed { "allowed by the authorizer" } else { "" }});
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response())
+}

@@ -1,0 +1,265 @@
+//! Who is asking, and may they: authentication (client certificates, bearer tokens from a
+//! static file, ServiceAccount tokens the server signs; anonymous refused), authorization (the
+//! node authorizer, then RBAC), and what a request asks to do (its attributes).
+
+mod node;
+pub mod pki;
+mod rbac;
+mod tokens;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use kube_core::object::{GroupKind, ObjectKey};
+use kube_core::store::{Store, StoreError};
+use serde_json::json;
+
+pub use pki::{CertPair, Pki, PkiError};
+pub use tokens::TokenSigner;
+
+pub(crate) use node::admit_create as admit_node_create;
+pub(crate) use tokens::TokenClaims;
+
+/// An authenticated user: name and groups, as Kubernetes' `UserInfo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user name (`kubernetes-admin`, `system:node:node-1`,
+    /// `system:serviceaccount:default:robot`).
+    pub name: String,
+    /// Groups, `system:authenticated` included.
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    fn new(name: impl Into<String>, mut groups: Vec<String>) -> Self {
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        Self {
+            name: name.into(),
+            groups,
+        }
+    }
+
+    /// The user the API server's own components act as when security is off.
+    pub(crate) fn anonymous_admin() -> Self {
+        Self::new("system:admin", vec!["system:masters".into()])
+    }
+}
+
+/// What a request asks to do, as RBAC sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Attributes {
+    pub(crate) verb: String,
+    pub(crate) api_group: String,
+    pub(crate) resource: String,
+    pub(crate) subresource: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    /// False for non-resource URLs such as `/healthz`.
+    pub(crate) resource_request: bool,
+    pub(crate) path: String,
+}
+
+impl Attributes {
+    /// Kubernetes' wording of a denial:
+    /// `pods "web" is forbidden: User "u" cannot get resource "pods" in API group "" in the
+    /// namespace "default"`.
+    pub(crate) fn forbidden_message(&self, user: &UserInfo) -> String {
+        if !self.resource_request {
+            return format!(
+                "forbidden: User \"{}\" cannot {} path \"{}\"",
+                user.name, self.verb, self.path
+            );
+        }
+        let resource = match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource),
+            None => self.resource.clone(),
+        };
+        let object = match &self.name {
+            Some(name) => format!("{resource} \"{name}\" is forbidden"),
+            None => format!("{resource} is forbidden"),
+        };
+        let scope = match &self.namespace {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".into(),
+        };
+        format!(
+            "{object}: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\"{scope}",
+            user.name, self.verb, self.api_group
+        )
+    }
+}
+
+/// How the server authenticates and authorizes: TLS material, the token file, the
+/// ServiceAccount token signer, and the audit log.
+#[derive(Clone, Debug)]
+pub struct Security {
+    pub(crate) tls: Arc<rustls::ServerConfig>,
+    pub(crate) static_tokens: HashMap<String, UserInfo>,
+    pub(crate) signer: TokenSigner,
+    pub(crate) audit_log: Option<std::path::PathBuf>,
+}
+
+impl Security {
+    /// TLS with `tls`, tokens signed by `signer`, no static tokens and no audit log.
+    pub fn new(tls: Arc<rustls::ServerConfig>, signer: TokenSigner) -> Self {
+        Self {
+            tls,
+            static_tokens: HashMap::new(),
+            signer,
+            audit_log: None,
+        }
+    }
+
+    /// Reads a static token file: CSV lines `token,user,uid,"group1,group2"` (Kubernetes'
+    /// `--token-auth-file` format).
+    pub fn token_file(mut self, path: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let mut fields = split_csv(line).into_iter();
+            let (Some(token), Some(user)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let _uid = fields.next();
+            let groups = fields
+                .next()
+                .map(|g| {
+                    g.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.static_tokens
+                .insert(token, UserInfo::new(user, groups));
+        }
+        Ok(self)
+    }
+
+    /// Adds one static bearer token for `user` in `groups`.
+    pub fn token(mut self, token: impl Into<String>, user: &str, groups: &[&str]) -> Self {
+        self.static_tokens.insert(
+            token.into(),
+            UserInfo::new(user, groups.iter().map(|g| g.to_string()).collect()),
+        );
+        self
+    }
+
+    /// Writes an audit log (JSON lines, metadata level) to `path`.
+    pub fn audit_log(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
+    }
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    fields.push(current);
+    fields
+}
+
+/// Identifies the user from a verified client certificate or a bearer token; `None` is
+/// anonymous (refused with 401).
+pub(crate) async fn authenticate(
+    security: &Security,
+    store: &dyn Store,
+    client_cert: Option<&[u8]>,
+    authorization: Option<&str>,
+) -> Result<Option<UserInfo>, StoreError> {
+    if let Some(token) = authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+    {
+        if let Some(user) = security.static_tokens.get(token) {
+            return Ok(Some(user.clone()));
+        }
+        if let Some(claims) = security.signer.verify(token) {
+            // Bound to an account that still exists, with the same UID.
+            let key = ObjectKey::namespaced(claims.namespace.clone(), claims.name.clone());
+            return match store.get(&GroupKind::new("", "ServiceAccount"), &key).await {
+                Ok(account) if account.metadata.uid.as_deref() == Some(claims.uid.as_str()) => {
+                    Ok(Some(UserInfo::new(
+                        format!("system:serviceaccount:{}:{}", claims.namespace, claims.name),
+                        vec![
+                            "system:serviceaccounts".into(),
+                            format!("system:serviceaccounts:{}", claims.namespace),
+                        ],
+                    )))
+                }
+                Ok(_) => Ok(None),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        return Ok(None);
+    }
+    if let Some(der) = client_cert {
+        if let Some((user, groups)) = pki::subject(der) {
+            return Ok(Some(UserInfo::new(user, groups)));
+        }
+    }
+    Ok(None)
+}
+
+/// Decides a request: the node authorizer for nodes, then RBAC.
+pub(crate) async fn authorize(
+    store: &dyn Store,
+    user: &UserInfo,
+    attributes: &Attributes,
+) -> Result<bool, StoreError> {
+    if let Some(decision) = node::authorize(store, user, attributes).await? {
+        return Ok(decision);
+    }
+    rbac::authorize(store, user, attributes).await
+}
+
+/// Objects every secured cluster starts with: `cluster-admin` for `system:masters`, and what
+/// every authenticated user may do (discovery, health, `SelfSubjectAccessReview`).
+pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
+    let rbac = "rbac.authorization.k8s.io/v1";
+    vec![
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "cluster-admin"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                      {"nonResourceURLs": ["*"], "verbs": ["*"]}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "cluster-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "system:discovery"},
+            "rules": [{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz",
+                        "/openapi", "/openapi/*", "/version", "/version/"], "verbs": ["get"]}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "system:discovery"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:discovery"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "system:basic-user"},
+            "rules": [{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "system:basic-user"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:basic-user"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "view"},
+            "rules": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io", "policy"],
+                "resources": ["pods", "pods/log", "services", "endpoints", "configmaps", "replicasets", "deployments",
+                    "daemonsets", "jobs", "endpointslices", "poddisruptionbudgets", "events", "namespaces"],
+                "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "edit"},
+            "rules": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io", "policy"],
+                "resources": ["pods", "pods/log", "pods/eviction", "services", "endpoints", "configmaps", "secrets",
+                    "replicasets", "replicasets/scale", "deployments", "deployments/scale", "daemonsets", "jobs",
+                    "endpointslices", "poddisruptionbudgets", "events", "serviceaccounts"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]}]}),
+    ]
+}
