@@ -280,7 +280,7 @@ impl TestClusterBuilder {
             ));
         }
         let running = orchestrator.build()?.start();
-        let nodes = Nodes::new(store.clone(), self.settings)?;
+        let nodes = Nodes::new(store.clone(), self.settings).await?;
         for i in 1..=self.nodes {
             nodes.add(format!("node-{i}"))?;
         }

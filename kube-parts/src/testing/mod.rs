@@ -65,6 +65,7 @@ mod nodes;
 mod partition;
 mod runtime;
 mod wait;
+mod watch_cache;
 
 pub use builder::{ConfigureNode, TestClusterBuilder};
 pub use cluster::TestCluster;
