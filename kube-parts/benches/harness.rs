@@ -5,6 +5,10 @@
 //! `BENCH_NODES=.. BENCH_PODS=..`, and `BENCH_RUNTIME=current_thread` for the runtime
 //! `#[tokio::test]` uses (default: multi-threaded). The last line is
 //! `nodes=.. ready_ms=.. pods=.. pods_running_ms=..`.
+//!
+//! Measured (2 cores shared with other builds, load average ≈ 4.3): multi-threaded
+//! `nodes=1000 ready_ms=177..348 pods=1000 pods_running_ms=1616..3050`; current-thread
+//! `ready_ms=150 pods_running_ms=3985`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::{Duration, Instant};

