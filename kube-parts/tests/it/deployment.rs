@@ -101,3 +101,41 @@ async fn scripted_containers_fail_as_told() {
     assert!(!conditions::is_pod_ready(&pod));
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn nodes_can_be_added_and_deployments_deleted() {
+    let cluster = TestCluster::builder().nodes(1).start().await.unwrap();
+    cluster.add_node("extra").unwrap();
+    assert!(matches!(
+        cluster.add_node("extra"),
+        Err(kube_parts::testing::HarnessError::NodeExists(_))
+    ));
+    let ready = cluster.wait_until_nodes_ready(2).await.unwrap();
+    assert_eq!(ready.len(), 2);
+    assert_eq!(cluster.node_names(), ["node-1", "extra"]);
+
+    cluster
+        .api::<Deployment>("default")
+        .create(&crate::deployment("gone", 2, None))
+        .await
+        .unwrap();
+    cluster
+        .wait_until_pods_running("default", "app=gone", 2)
+        .await
+        .unwrap();
+    cluster
+        .api::<Deployment>("default")
+        .delete("gone", &Default::default())
+        .await
+        .unwrap();
+    cluster
+        .wait_until_deleted::<Deployment>(Some("default"), "gone")
+        .await
+        .unwrap();
+    // Garbage collection takes the ReplicaSet and its pods.
+    cluster
+        .wait_for::<Pod>(Some("default"), <[Pod]>::is_empty, cluster.wait_timeout())
+        .await
+        .unwrap();
+    cluster.shutdown().await.unwrap();
+}
