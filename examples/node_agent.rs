@@ -2,28 +2,41 @@
 //! plane serving the API) somewhere, then this on each node.
 //!
 //! ```sh
-//! cargo run --release --example node_agent -- --server http://10.0.0.1:6443 --name node-7 \
+//! cargo run --release --example node_agent -- --server https://10.0.0.1:6443 --name node-7 \
+//!     --ca pki/ca.crt --cert pki/node-7.crt --key pki/node-7.key \
 //!     --node-ip 10.0.0.7 --root-dir /var/lib/kube-parts-node --runtime process
+//! ```
+//!
+//! The node's certificate names it `system:node:node-7` in group `system:nodes`, so the API
+//! server's node authorizer lets it change only its own Node, Lease and pods;
+//! `examples::cluster::credentials` issues one from the quickstart's data directory.
+//!
+//! ```text
 //! ```
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use examples::cluster::{NodeConfig, RemoteNode, RuntimeKind};
+use kube_store::RemoteAuth;
 
-const USAGE: &str = "usage: node_agent --server URL --name NAME [--node-ip IP] [--root-dir DIR] [--runtime process|fake] [--index N]";
+const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|fake] [--index N]";
 
 fn parse_args() -> anyhow::Result<NodeConfig> {
     let mut server = None;
     let mut name = None;
     let mut config = NodeConfig {
         server: String::new(),
+        auth: RemoteAuth::default(),
         name: String::new(),
         node_ip: "127.0.0.1".parse()?,
         root_dir: PathBuf::from("kube-parts-node"),
         runtime: RuntimeKind::Process,
         index: 1,
     };
+    let (mut cert, mut key) = (None, None);
+    let read =
+        |path: &str| std::fs::read_to_string(path).with_context(|| format!("reading {path}"));
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
@@ -46,10 +59,17 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
             "--index" => {
                 config.index = value.parse().with_context(|| format!("--index {value}"))?
             }
+            "--ca" => config.auth.ca_pem = Some(read(&value)?),
+            "--cert" => cert = Some(read(&value)?),
+            "--key" => key = Some(read(&value)?),
+            "--token" => config.auth.token = Some(value),
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
     config.server = server.with_context(|| format!("--server is required\n{USAGE}"))?;
+    if let (Some(cert), Some(key)) = (cert, key) {
+        config.auth.client_cert = Some((cert, key));
+    }
     config.name = name.with_context(|| format!("--name is required\n{USAGE}"))?;
     Ok(config)
 }

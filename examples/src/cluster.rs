@@ -20,7 +20,10 @@ use kube_ctrl::{
 use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
 use kube_node::{CniConfig, FakeRuntime, NodeAgent, PodNetwork, ProcessRuntime};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
-use kube_store::{ApiServer, ApiServerComponent, DurableStore, MemStore};
+use kube_store::apiserver::auth::{Pki, Security, TokenSigner};
+use kube_store::{
+    ApiServer, ApiServerComponent, ApiServerConfig, DurableStore, MemStore, RemoteAuth,
+};
 use serde_json::json;
 
 /// Which runtime the local nodes use.
@@ -110,10 +113,40 @@ async fn ensure_namespaces(store: &Arc<dyn Store>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kubeconfig(server: &str) -> String {
+/// A kubeconfig for `server` that trusts the cluster CA and authenticates with a client
+/// certificate (files in the PKI directory).
+fn kubeconfig_yaml(server: &str, pki: &Path, user: &str) -> String {
+    let ca = pki.join("ca.crt");
+    let cert = pki.join(format!("{user}.crt"));
+    let key = pki.join(format!("{user}.key"));
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-parts\n  cluster:\n    server: {server}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: kube-parts\n  context:\n    cluster: kube-parts\n    user: admin\n    namespace: default\ncurrent-context: kube-parts\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-parts\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {user}\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: kube-parts\n  context:\n    cluster: kube-parts\n    user: {user}\n    namespace: default\ncurrent-context: kube-parts\n",
+        ca.display(),
+        cert.display(),
+        key.display()
     )
+}
+
+/// The cluster's PKI directory under a data directory.
+pub fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
+}
+
+/// Credentials for a component or user of the cluster whose data directory is `data_dir`:
+/// the CA, and a client certificate for `user` in `groups` (issued at first use).
+pub fn credentials(
+    data_dir: &Path,
+    file: &str,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<RemoteAuth> {
+    let pki = Pki::load_or_create(pki_dir(data_dir))?;
+    let pair = pki.client(file, user, groups)?;
+    Ok(RemoteAuth {
+        ca_pem: Some(pki.ca_pem().to_string()),
+        client_cert: Some((pair.cert_pem, pair.key_pem)),
+        token: None,
+    })
 }
 
 /// Whether this process runs as root (pods then get their own network namespace and IP, and
@@ -160,7 +193,23 @@ impl LocalCluster {
         };
         ensure_namespaces(&store).await?;
 
-        let server = ApiServer::new(store.clone());
+        // TLS and authentication: certificates are generated at first start and kept.
+        let pki = Pki::load_or_create(pki_dir(&config.data_dir)).context("the cluster PKI")?;
+        let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        hosts.push(config.listen.ip().to_string());
+        let serving = pki.serving("apiserver", &hosts)?;
+        pki.client("admin", "kubernetes-admin", &["system:masters"])?;
+        let security = Security::new(
+            pki.server_config(&serving)?,
+            TokenSigner::load_or_create(&pki_dir(&config.data_dir).join("sa.key"))?,
+        )
+        .audit_log(config.data_dir.join("audit.log"));
+        let server = ApiServer::secure(
+            store.clone(),
+            kube_core::kind::Registry::builtin().clone(),
+            ApiServerConfig::default(),
+            security,
+        );
         let (api, addr) = ApiServerComponent::bind(server, config.listen)
             .with_context(|| format!("binding the API server to {}", config.listen))?;
         let controllers = ControllerManager::new()
@@ -212,8 +261,15 @@ impl LocalCluster {
         }
         let running = builder.build()?.start();
         let kubeconfig = config.data_dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_text(addr))
-            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(
+                &format!("https://{addr}"),
+                &pki_dir(&config.data_dir),
+                "admin",
+            ),
+        )
+        .with_context(|| format!("writing {}", kubeconfig.display()))?;
         Ok(Self {
             addr,
             kubeconfig,
@@ -229,15 +285,14 @@ impl LocalCluster {
     }
 }
 
-fn kubeconfig_text(addr: SocketAddr) -> String {
-    kubeconfig(&format!("http://{addr}"))
-}
-
 /// How to run a node agent that joins a cluster over the network.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// The API server, `http://host:port`.
+    /// The API server, `https://host:port`.
     pub server: String,
+    /// The CA to trust and the node's credentials (a client certificate for
+    /// `system:node:<name>` in `system:nodes`, see [`credentials`]).
+    pub auth: RemoteAuth,
     /// The node's name.
     pub name: String,
     /// The node's IP, published in its Node object; its kubelet server listens there.
@@ -261,7 +316,10 @@ pub struct RemoteNode {
 impl RemoteNode {
     /// Connects to the API server and starts the agent.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> = Arc::new(kube_store::RemoteStore::new(&config.server)?);
+        let store: Arc<dyn Store> = Arc::new(kube_store::RemoteStore::with_auth(
+            &config.server,
+            config.auth.clone(),
+        )?);
         store
             .current_revision()
             .await

@@ -237,6 +237,46 @@ async fn kubectl_drives_the_quickstart_cluster() {
     let scaled = k.run(&["get", "deployment", "web"]).await;
     assert!(scaled.contains("3/3"), "{scaled}");
 
+    // Over TLS with the generated kubeconfig; `auth can-i` and a ServiceAccount token made
+    // by `kubectl create token`.
+    assert_eq!(
+        k.run(&["auth", "can-i", "delete", "nodes"]).await.trim(),
+        "yes"
+    );
+    // (`kubectl create serviceaccount/rolebinding` send protobuf, which the server does not
+    // decode; apply sends JSON.)
+    let robot = dir.path().join("robot.yaml");
+    std::fs::write(
+        &robot,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: robot\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: robot-view\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: view\nsubjects:\n- kind: ServiceAccount\n  name: robot\n  namespace: default\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", robot.to_str().unwrap()]).await;
+    let token = k
+        .run(&["create", "token", "robot"])
+        .await
+        .trim()
+        .to_string();
+    let as_robot = |verb: &'static str| {
+        let token = format!("--token={token}");
+        let k = &k;
+        async move {
+            let output = k
+                .command(&[&token, "auth", "can-i", verb, "pods"])
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(as_robot("list").await, "yes");
+    assert_eq!(as_robot("delete").await, "no");
+    let denied = k.fail(&["--token", &token, "delete", "pod", &pod]).await;
+    assert!(
+        denied.contains("forbidden") && denied.contains("system:serviceaccount:default:robot"),
+        "{denied}"
+    );
+
     let out = k.run(&["delete", "-f", web.to_str().unwrap()]).await;
     assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
     k.wait_for("the pods to go", &["get", "pods", "--no-headers"], |out| {

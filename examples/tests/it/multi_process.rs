@@ -1,7 +1,7 @@
 //! One cluster across three OS processes: the control plane (API server, store, scheduler,
 //! controllers) in one, and a node agent in each of two others, joined over HTTP through
-//! `RemoteStore`. A Deployment's pods run on both remote nodes as real processes, and go when
-//! it is deleted.
+//! `RemoteStore` over TLS, each node with its own `system:node:<name>` certificate. A
+//! Deployment's pods run on both remote nodes as real processes, and go when it is deleted.
 //!
 //! The child processes are this test binary again, started with `KUBE_PARTS_ROLE` set, running
 //! [`role_child`].
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use examples::cluster::{
-    ClusterConfig, LocalCluster, NodeConfig, RemoteNode, RuntimeKind, StoreKind,
+    ClusterConfig, LocalCluster, NodeConfig, RemoteNode, RuntimeKind, StoreKind, credentials,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -43,14 +43,24 @@ async fn role_child() {
             })
             .await
             .unwrap();
-            println!("READY http://{}", cluster.addr);
+            println!("READY https://{}", cluster.addr);
             wait_for_stdin_close().await;
             cluster.shutdown().await.unwrap();
         }
         "node" => {
+            let name = std::env::var("KUBE_PARTS_NODE").unwrap();
+            let control_plane = std::env::var("KUBE_PARTS_CP_DIR").unwrap();
+            let auth = credentials(
+                std::path::Path::new(&control_plane),
+                &format!("node-{name}"),
+                &format!("system:node:{name}"),
+                &["system:nodes"],
+            )
+            .unwrap();
             let node = RemoteNode::start(NodeConfig {
                 server: std::env::var("KUBE_PARTS_SERVER").unwrap(),
-                name: std::env::var("KUBE_PARTS_NODE").unwrap(),
+                auth,
+                name,
                 node_ip: "127.0.0.1".parse().unwrap(),
                 root_dir: dir.into(),
                 runtime: RuntimeKind::Process,
@@ -136,13 +146,24 @@ async fn control_plane_and_node_agents_in_separate_processes_run_pods() {
         let (child, _) = spawn(
             "node",
             &dir.path().join(name),
-            &[("KUBE_PARTS_SERVER", &url), ("KUBE_PARTS_NODE", name)],
+            &[
+                ("KUBE_PARTS_SERVER", &url),
+                ("KUBE_PARTS_NODE", name),
+                ("KUBE_PARTS_CP_DIR", dir.path().join("cp").to_str().unwrap()),
+            ],
         )
         .await;
         nodes.push(child);
     }
 
-    let store: Arc<dyn Store> = Arc::new(RemoteStore::new(&url).unwrap());
+    let admin = credentials(
+        &dir.path().join("cp"),
+        "admin",
+        "kubernetes-admin",
+        &["system:masters"],
+    )
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(RemoteStore::with_auth(&url, admin).unwrap());
     let deployments: Api<Deployment> = Api::namespaced(store.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
     let deployment: Deployment = serde_json::from_value(json!({

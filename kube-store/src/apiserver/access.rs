@@ -458,3 +458,107 @@ pub(crate) async fn self_subject_access_review(
     )
         .into_response())
 }
+
+/// Reads the fields of a protobuf message: (field number, wire value). Only varints and
+/// length-delimited fields occur in the messages decoded here.
+fn protobuf_fields(mut bytes: &[u8]) -> Option<Vec<(u64, ProtoValue<'_>)>> {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut fields = Vec::new();
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes)?;
+        let value = match key & 7 {
+            0 => ProtoValue::Varint(varint(&mut bytes)?),
+            2 => {
+                let len = usize::try_from(varint(&mut bytes)?).ok()?;
+                let (data, rest) = (bytes.get(..len)?, bytes.get(len..)?);
+                bytes = rest;
+                ProtoValue::Bytes(data)
+            }
+            _ => return None,
+        };
+        fields.push((key >> 3, value));
+    }
+    Some(fields)
+}
+
+#[derive(Clone, Copy)]
+enum ProtoValue<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn proto_message(bytes: &[u8], field: u64) -> Option<&[u8]> {
+    protobuf_fields(bytes)?
+        .into_iter()
+        .find_map(|(n, v)| match v {
+            ProtoValue::Bytes(b) if n == field => Some(b),
+            _ => None,
+        })
+}
+
+fn proto_string(bytes: &[u8], field: u64) -> Option<String> {
+    proto_message(bytes, field).map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// A `SelfSubjectAccessReview` sent as Kubernetes protobuf (`k8s\0` + `runtime.Unknown`), as
+/// kubectl's typed clients send it, decoded to its JSON form.
+pub(crate) fn decode_protobuf_review(body: &[u8]) -> Option<serde_json::Value> {
+    let unknown = body.strip_prefix(b"k8s\0")?;
+    let review = proto_message(unknown, 2)?;
+    let spec = proto_message(review, 2).unwrap_or_default();
+    let mut out = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {}});
+    if let Some(r) = proto_message(spec, 1) {
+        let names = [
+            "namespace",
+            "verb",
+            "group",
+            "version",
+            "resource",
+            "subresource",
+            "name",
+        ];
+        let mut attributes = serde_json::Map::new();
+        for (i, name) in names.iter().enumerate() {
+            if let Some(value) = proto_string(r, i as u64 + 1) {
+                attributes.insert((*name).into(), json!(value));
+            }
+        }
+        out["spec"]["resourceAttributes"] = serde_json::Value::Object(attributes);
+    } else if let Some(n) = proto_message(spec, 2) {
+        out["spec"]["nonResourceAttributes"] = json!({
+            "path": proto_string(n, 1).unwrap_or_default(),
+            "verb": proto_string(n, 2).unwrap_or_default(),
+        });
+    }
+    Some(out)
+}
+
+/// The `spec.expirationSeconds` of a protobuf `TokenRequest`, if any.
+pub(crate) fn protobuf_token_request(body: &[u8]) -> serde_json::Value {
+    let expiration = body
+        .strip_prefix(b"k8s\0")
+        .and_then(|unknown| proto_message(unknown, 2))
+        .and_then(|request| proto_message(request, 2))
+        .and_then(protobuf_fields)
+        .and_then(|fields| {
+            fields.into_iter().find_map(|(n, v)| match v {
+                ProtoValue::Varint(seconds) if n == 4 => Some(seconds),
+                _ => None,
+            })
+        });
+    match expiration {
+        Some(seconds) => json!({"spec": {"expirationSeconds": seconds}}),
+        None => json!({"spec": {}}),
+    }
+}

@@ -71,7 +71,14 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         }
         let (parts, body) = request.into_parts();
         let raw = read_limited(inner, &parts.headers, body).await?;
-        let review = decode(&header_str(&parts.headers, header::CONTENT_TYPE), &raw)?;
+        let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
+        let review = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+            access::decode_protobuf_review(&raw).ok_or_else(|| {
+                ApiError::bad_request("undecodable protobuf SelfSubjectAccessReview")
+            })?
+        } else {
+            decode(&content_type, &raw)?
+        };
         return access::self_subject_access_review(inner, &user, review).await;
     }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
@@ -135,7 +142,16 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         (Method::POST, true, Some("binding")) => bind(&ctx, read_body(&ctx, body).await?).await,
         (Method::POST, true, Some("eviction")) => evict(&ctx, read_body(&ctx, body).await?).await,
         (Method::POST, true, Some("token")) if ctx.info().kind == "ServiceAccount" => {
-            token_request(&ctx, read_body(&ctx, body).await?).await
+            let content_type = header_str(&ctx.headers, header::CONTENT_TYPE);
+            let raw = read_raw(&ctx, body).await?;
+            let request = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+                access::protobuf_token_request(&raw)
+            } else if raw.is_empty() {
+                json!({"spec": {}})
+            } else {
+                decode(&content_type, &raw)?
+            };
+            token_request(&ctx, request).await
         }
         (Method::PUT, true, None | Some("status")) => {
             let body = read_body(&ctx, body).await?;
