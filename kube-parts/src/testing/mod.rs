@@ -3,7 +3,7 @@
 //! Neither Kubernetes (envtest needs real binaries, KWOK a real API server) nor kube-rs (no
 //! fake client) gives a test a running cluster; here one starts in milliseconds:
 //! an in-memory store, the scheduler, every built-in controller, N node agents on simulated
-//! runtimes ([`FakeRuntime`](kube_node::FakeRuntime): nothing is executed, containers run
+//! runtimes ([`FakeRuntime`]: nothing is executed, containers run
 //! until stopped or as scripted) and an in-memory service proxy.
 //!
 //! | concern | API |
