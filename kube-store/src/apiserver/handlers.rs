@@ -253,8 +253,9 @@ pub(crate) fn json_response(code: StatusCode, value: &Value) -> Response {
 }
 
 fn object_response(code: StatusCode, object: &DynamicObject) -> ApiResult<Response> {
-    let value = serde_json::to_value(object).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json_response(code, &value))
+    // Straight from the object to bytes, without an intermediate JSON tree.
+    let body = serde_json::to_vec(object).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((code, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn health(inner: &Arc<Inner>) -> ApiResult<Response> {

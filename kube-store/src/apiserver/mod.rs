@@ -98,6 +98,7 @@ pub(crate) struct Inner {
     pub(crate) security: Option<auth::Security>,
     pub(crate) limits: access::Limits,
     pub(crate) audit: Option<tokio::sync::mpsc::Sender<String>>,
+    pub(crate) encoded: Arc<watch::EncodedEvents>,
 }
 
 impl fmt::Debug for Inner {
@@ -160,6 +161,7 @@ impl ApiServer {
                 config,
                 audit: None,
                 security,
+                encoded: Arc::default(),
             }),
         }
     }
@@ -204,6 +206,7 @@ impl ApiServer {
                     security: server.inner.security.clone(),
                     limits: access::Limits::new(server.inner.config.max_inflight),
                     audit: None,
+                    encoded: Arc::default(),
                 };
                 inner.audit = Some(access::audit_writer(path.clone()));
                 server = Self {

@@ -27,25 +27,81 @@ struct Render {
     table: Option<IncludeObject>,
 }
 
+/// Watch events encoded once and shared by every watcher that sends the same change (as
+/// Kubernetes' watch cache does): with many watchers, encoding per watcher dominates.
+#[derive(Debug, Default)]
+pub(crate) struct EncodedEvents {
+    entries: std::sync::Mutex<EncodedEntries>,
+}
+
+#[derive(Debug, Default)]
+struct EncodedEntries {
+    by_change: std::collections::HashMap<(u64, &'static str), Bytes>,
+    order: std::collections::VecDeque<(u64, &'static str)>,
+}
+
+/// How many encoded changes are kept: enough for every watcher to catch up on a burst.
+const ENCODED_CAPACITY: usize = 4096;
+
+impl EncodedEvents {
+    fn get_or_encode(&self, event_type: &'static str, object: &DynamicObject) -> Bytes {
+        let Some(revision) = object.revision() else {
+            return plain(event_type, object);
+        };
+        let key = (revision, event_type);
+        if let Ok(entries) = self.entries.lock() {
+            if let Some(bytes) = entries.by_change.get(&key) {
+                return bytes.clone();
+            }
+        }
+        let bytes = plain(event_type, object);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.by_change.insert(key, bytes.clone()).is_none() {
+                entries.order.push_back(key);
+                while entries.order.len() > ENCODED_CAPACITY {
+                    if let Some(old) = entries.order.pop_front() {
+                        entries.by_change.remove(&old);
+                    }
+                }
+            }
+        }
+        bytes
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    object: &'a DynamicObject,
+}
+
+/// `{"type":..,"object":..}\n`, serialized straight from the object.
+fn plain(event_type: &str, object: &DynamicObject) -> Bytes {
+    let mut bytes = serde_json::to_vec(&Event { event_type, object }).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
 fn encode(
+    cache: &EncodedEvents,
     kind: &str,
-    event_type: &str,
+    event_type: &'static str,
     object: &DynamicObject,
     render: Render,
     first: bool,
 ) -> Bytes {
-    let object = match render.table {
-        Some(include) => table(
+    match render.table {
+        Some(include) => line(&json!({"type": event_type, "object": table(
             kind,
             std::slice::from_ref(object),
             object.metadata.resource_version.clone(),
             None,
             include,
             first,
-        ),
-        None => serde_json::to_value(object).unwrap_or(Value::Null),
-    };
-    line(&json!({"type": event_type, "object": object}))
+        )})),
+        None => cache.get_or_encode(event_type, object),
+    }
 }
 
 fn line(value: &Value) -> Bytes {
@@ -56,6 +112,7 @@ fn line(value: &Value) -> Bytes {
 
 pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let store = ctx.inner.store.clone();
+    let cache = ctx.inner.encoded.clone();
     let kind = ctx.kind();
     let info = ctx.info().clone();
     let namespace = ctx.target.namespace.clone();
@@ -110,7 +167,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let initial_events: Vec<Bytes> = initial
         .iter()
         .map(|o| {
-            let bytes = encode(&kind_name, "ADDED", o, render, first);
+            let bytes = encode(&cache, &kind_name, "ADDED", o, render, first);
             first = false;
             bytes
         })
@@ -119,17 +176,17 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let changes = events
         .map(move |event| match event {
             Ok(WatchEvent::Added(o)) => {
-                let b = encode(&kind_for_events, "ADDED", &o, render, first);
+                let b = encode(&cache, &kind_for_events, "ADDED", &o, render, first);
                 first = false;
                 Some(b)
             }
             Ok(WatchEvent::Modified(o)) => {
-                let b = encode(&kind_for_events, "MODIFIED", &o, render, first);
+                let b = encode(&cache, &kind_for_events, "MODIFIED", &o, render, first);
                 first = false;
                 Some(b)
             }
             Ok(WatchEvent::Deleted(o)) => {
-                let b = encode(&kind_for_events, "DELETED", &o, render, first);
+                let b = encode(&cache, &kind_for_events, "DELETED", &o, render, first);
                 first = false;
                 Some(b)
             }
