@@ -562,7 +562,18 @@ async fn list_phase(running: &RunningApiServer, store: &Arc<dyn Store>, args: &A
 fn start_server(runtime: &tokio::runtime::Runtime) -> (RunningApiServer, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let running = runtime
-        .block_on(ApiServer::new(store.clone()).serve("127.0.0.1:0".parse().expect("addr")))
+        .block_on(async {
+            // The bench writes to a namespace it does not create.
+            let mut config = kube_store::ApiServerConfig::default();
+            config.namespace_lifecycle = false;
+            ApiServer::with_config(
+                store.clone(),
+                kube_core::kind::Registry::builtin().clone(),
+                config,
+            )
+            .serve("127.0.0.1:0".parse().expect("addr"))
+            .await
+        })
         .expect("serve");
     (running, store)
 }

@@ -15,7 +15,13 @@ use kube_store::{ApiServer, MemStore, RunningApiServer};
 use serde_json::json;
 
 async fn server_and_client() -> (RunningApiServer, Client) {
-    let running = ApiServer::new(Arc::new(MemStore::new()))
+    let store: Arc<dyn kube_core::store::Store> = Arc::new(MemStore::new());
+    let ns = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+    )
+    .unwrap();
+    store.create(ns).await.unwrap();
+    let running = ApiServer::new(store)
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -195,4 +201,108 @@ async fn a_kube_rs_controller_reconciles_through_our_server() {
     }
     assert!(reconciles.load(Ordering::SeqCst) >= 3);
     controller.abort();
+}
+
+/// A kube client over TLS from a kubeconfig with a bearer token.
+async fn client_with_token(url: &str, ca: &std::path::Path, token: &str) -> Client {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
+        ca.display()
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+    let config =
+        Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_works_with_a_service_account_token_and_its_rbac_limits() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use kube_store::apiserver::auth::{Pki, Security, TokenSigner};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(dir.path()).unwrap();
+    let serving = pki
+        .serving("apiserver", &["127.0.0.1".into(), "localhost".into()])
+        .unwrap();
+    let security = Security::new(
+        pki.server_config(&serving).unwrap(),
+        TokenSigner::load_or_create(&dir.path().join("sa.key")).unwrap(),
+    )
+    .token("admin-token", "admin", &["system:masters"]);
+    let store: Arc<dyn kube_core::store::Store> = Arc::new(MemStore::new());
+    for name in ["default", "kube-system"] {
+        let ns = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+        .unwrap();
+        store.create(ns).await.unwrap();
+    }
+    let running = ApiServer::secure(
+        store,
+        kube_core::kind::Registry::builtin().clone(),
+        kube_store::ApiServerConfig::default(),
+        security,
+    )
+    .serve("127.0.0.1:0".parse().unwrap())
+    .await
+    .unwrap();
+    let url = running.url();
+    let ca = dir.path().join("ca.crt");
+
+    let admin = client_with_token(&url, &ca, "admin-token").await;
+    let accounts: Api<ServiceAccount> = Api::default_namespaced(admin.clone());
+    let robot: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &robot)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "robot-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::default_namespaced(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let request = accounts
+        .create_token_request("robot", &PostParams::default(), &TokenRequest::default())
+        .await
+        .unwrap();
+    let token = request.status.unwrap().token;
+
+    let as_robot = client_with_token(&url, &ca, &token).await;
+    let pods: Api<Pod> = Api::default_namespaced(as_robot.clone());
+    pods.list(&ListParams::default()).await.unwrap();
+    let forbidden = |e: kube::Error| match e {
+        kube::Error::Api(status) => status.code == 403,
+        _ => false,
+    };
+    let other: Api<Pod> = Api::namespaced(as_robot.clone(), "kube-system");
+    assert!(
+        forbidden(other.list(&ListParams::default()).await.unwrap_err()),
+        "view is bound in default only"
+    );
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+    .unwrap();
+    assert!(
+        forbidden(pods.create(&PostParams::default(), &pod).await.unwrap_err()),
+        "view cannot create"
+    );
+    let anonymous = client_with_token(&url, &ca, "not-a-token").await;
+    match Api::<Pod>::default_namespaced(anonymous)
+        .list(&ListParams::default())
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
 }

@@ -313,7 +313,12 @@ async fn every_kubectl_version_applies_and_reads() {
         );
         return;
     }
-    let server = kube_store::ApiServer::new(std::sync::Arc::new(kube_store::MemStore::new()))
+    let store: std::sync::Arc<dyn kube_core::store::Store> =
+        std::sync::Arc::new(kube_store::MemStore::new());
+    let ns = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .unwrap();
+    store.create(ns).await.unwrap();
+    let server = kube_store::ApiServer::new(store)
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

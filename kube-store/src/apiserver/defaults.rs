@@ -15,6 +15,12 @@ pub(crate) fn apply(object: &mut DynamicObject) {
         ("", "Pod") => {
             if let Some(spec) = obj(data, "spec") {
                 pod_spec(spec);
+                // ServiceAccount admission: a pod runs as its namespace's `default` account
+                // unless it names one.
+                set(spec, "serviceAccountName", json!("default"));
+                if let Some(account) = spec.get("serviceAccountName").cloned() {
+                    set(spec, "serviceAccount", account);
+                }
             }
             let status = data.entry("status").or_insert_with(|| json!({}));
             if let Value::Object(status) = status {

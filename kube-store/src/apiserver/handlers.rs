@@ -503,6 +503,7 @@ async fn create(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
     if let Err(message) = auth::admit_node_create(&ctx.user, &object) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message));
     }
+    admit_namespace(ctx, &object).await?;
     if ctx.dry_run() {
         return object_response(StatusCode::CREATED, &object);
     }
@@ -760,6 +761,7 @@ async fn apply_create(ctx: &Ctx<'_>, applied: Value) -> ApiResult<Response> {
     let mut object = to_object(applied.clone())?;
     record_apply(ctx, &mut object, &applied)?;
     let object = prepare_new(ctx, object)?;
+    admit_namespace(ctx, &object).await?;
     if ctx.dry_run() {
         return object_response(StatusCode::CREATED, &object);
     }
@@ -1301,4 +1303,52 @@ async fn token_request(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         "status": {"token": token, "expirationTimestamp": kube_core::object::to_time(expires)},
     });
     Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// Namespace lifecycle: no creation in a namespace that does not exist or is terminating.
+async fn admit_namespace(ctx: &Ctx<'_>, object: &DynamicObject) -> ApiResult<()> {
+    if !ctx.inner.config.namespace_lifecycle || !ctx.info().namespaced {
+        return Ok(());
+    }
+    let Some(namespace) = object.metadata.namespace.clone() else {
+        return Ok(());
+    };
+    match ctx
+        .inner
+        .store
+        .get(
+            &GroupKind::new("", "Namespace"),
+            &ObjectKey::cluster(namespace.clone()),
+        )
+        .await
+    {
+        Ok(ns) => {
+            let terminating = ns.metadata.deletion_timestamp.is_some()
+                || ns
+                    .field("status.phase")
+                    .and_then(|p| p.as_str().map(str::to_string))
+                    .as_deref()
+                    == Some("Terminating");
+            if terminating {
+                let mut e = ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    format!(
+                        "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                        ctx.info().plural,
+                        object.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                );
+                e.details = Some(
+                    json!({"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]}),
+                );
+                return Err(e);
+            }
+            Ok(())
+        }
+        Err(e) if e.is_not_found() => Err(ApiError::not_found(format!(
+            "namespaces \"{namespace}\" not found"
+        ))),
+        Err(e) => Err(ApiError::from_store(e, "namespaces", "")),
+    }
 }

@@ -74,6 +74,9 @@ pub struct ApiServerConfig {
     pub max_watches_per_user: usize,
     /// How long a request (other than a watch or a log stream) may run before 504.
     pub request_timeout: Duration,
+    /// Namespace lifecycle admission: objects may be created only in a namespace that exists
+    /// and is not terminating (default true).
+    pub namespace_lifecycle: bool,
 }
 
 impl Default for ApiServerConfig {
@@ -87,6 +90,7 @@ impl Default for ApiServerConfig {
             max_inflight_per_user: 100,
             max_watches_per_user: 1000,
             request_timeout: Duration::from_secs(60),
+            namespace_lifecycle: true,
         }
     }
 }

@@ -21,8 +21,17 @@ struct Server {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
+async fn namespace(store: &Arc<dyn Store>, name: &str) {
+    let ns = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )
+    .unwrap();
+    store.create(ns).await.unwrap();
+}
+
 async fn server() -> Server {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    namespace(&store, "default").await;
     let running = ApiServer::new(store.clone())
         .serve("127.0.0.1:0".parse().unwrap())
         .await
@@ -771,4 +780,46 @@ async fn discovery_and_tables_for_kubectl() {
     );
     assert_eq!(table["rows"][0]["cells"][0], "p");
     assert_eq!(table["rows"][0]["cells"][6], "n1");
+}
+
+#[tokio::test]
+async fn objects_are_created_only_in_namespaces_that_exist_and_are_not_terminating() {
+    let s = server().await;
+    let (code, status) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/nowhere/configmaps",
+            Some(config_map("a")),
+        )
+        .await;
+    assert_eq!(code, 404);
+    assert_eq!(status["message"], "namespaces \"nowhere\" not found");
+    namespace(&s.store, "leaving").await;
+    let (code, _) = s
+        .call(
+            Method::DELETE,
+            "/api/v1/namespaces/leaving",
+            Some(json!({"propagationPolicy": "Foreground"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, status) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/leaving/configmaps",
+            Some(config_map("a")),
+        )
+        .await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("because it is being terminated")
+    );
+    let (_, created) = s.call(Method::POST, PODS, Some(pod("sa", None))).await;
+    assert_eq!(
+        created["spec"]["serviceAccountName"], "default",
+        "ServiceAccount defaulting"
+    );
 }

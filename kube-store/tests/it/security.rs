@@ -38,6 +38,13 @@ async fn secure(config: ApiServerConfig) -> Secure {
     .token("alice-token", "alice", &["devs"])
     .audit_log(&audit);
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    for name in ["default", "kube-system"] {
+        let ns = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+        .unwrap();
+        store.create(ns).await.unwrap();
+    }
     let running = ApiServer::secure(
         store,
         kube_core::kind::Registry::builtin().clone(),

@@ -53,7 +53,14 @@ pub(crate) async fn etcd() -> Fixture {
 #[cfg(all(feature = "server", feature = "client"))]
 pub(crate) async fn remote() -> Fixture {
     let backend = Arc::new(MemStore::with_config(config()));
-    let server = kube_store::ApiServer::new(backend);
+    // The cases write to namespaces they never create.
+    let mut api = kube_store::ApiServerConfig::default();
+    api.namespace_lifecycle = false;
+    let server = kube_store::ApiServer::with_config(
+        backend,
+        kube_core::kind::Registry::builtin().clone(),
+        api,
+    );
     let running = server.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let store = kube_store::RemoteStore::new(&running.url()).unwrap();
     Fixture {
