@@ -15,12 +15,6 @@ pub(crate) fn apply(object: &mut DynamicObject) {
         ("", "Pod") => {
             if let Some(spec) = obj(data, "spec") {
                 pod_spec(spec);
-                // ServiceAccount admission: a pod runs as its namespace's `default` account
-                // unless it names one.
-                set(spec, "serviceAccountName", json!("default"));
-                if let Some(account) = spec.get("serviceAccountName").cloned() {
-                    set(spec, "serviceAccount", account);
-                }
             }
             let status = data.entry("status").or_insert_with(|| json!({}));
             if let Value::Object(status) = status {
@@ -102,6 +96,20 @@ pub(crate) fn apply(object: &mut DynamicObject) {
             }
         }
         _ => {}
+    }
+}
+
+/// ServiceAccount admission, on create only (a pod's spec is immutable afterwards): a pod runs
+/// as its namespace's `default` account unless it names one.
+pub(crate) fn service_account(object: &mut DynamicObject) {
+    if object.kind != "Pod" || !object.api_version.eq("v1") {
+        return;
+    }
+    if let Some(spec) = obj(&mut object.data, "spec") {
+        set(spec, "serviceAccountName", json!("default"));
+        if let Some(account) = spec.get("serviceAccountName").cloned() {
+            set(spec, "serviceAccount", account);
+        }
     }
 }
 

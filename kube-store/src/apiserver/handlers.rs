@@ -370,6 +370,14 @@ fn check_identity(ctx: &Ctx<'_>, object: &mut DynamicObject) -> ApiResult<()> {
     Ok(())
 }
 
+/// The stored object with today's defaults, so immutability checks compare like with like
+/// (objects written straight to the store by in-process components were never defaulted).
+fn defaulted(old: &DynamicObject) -> DynamicObject {
+    let mut old = old.clone();
+    defaults::apply(&mut old);
+    old
+}
+
 fn validate(ctx: &Ctx<'_>, object: &DynamicObject, old: Option<&DynamicObject>) -> ApiResult<()> {
     let causes = validation::validate(ctx.info(), object, old, ctx.strict());
     if causes.is_empty() {
@@ -491,6 +499,7 @@ fn prepare_new(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult<DynamicObj
     object.metadata.deletion_timestamp = None;
     object.metadata.deletion_grace_period_seconds = None;
     defaults::apply(&mut object);
+    defaults::service_account(&mut object);
     validate(ctx, &object, None)?;
     Ok(object)
 }
@@ -586,7 +595,7 @@ async fn replace(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         .map_err(|e| ctx.store_error(e))?;
     let mut object = merge_write(ctx, &old, object);
     defaults::apply(&mut object);
-    validate(ctx, &object, Some(&old))?;
+    validate(ctx, &object, Some(&defaulted(&old)))?;
     if ctx.dry_run() {
         return object_response(StatusCode::OK, &object);
     }
@@ -660,7 +669,7 @@ async fn patch_object(
     }
     let mut object = merge_write(ctx, old, object);
     defaults::apply(&mut object);
-    validate(ctx, &object, Some(old))?;
+    validate(ctx, &object, Some(&defaulted(old)))?;
     if ctx.dry_run() {
         return object_response(StatusCode::OK, &object);
     }
