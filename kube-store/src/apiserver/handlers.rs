@@ -218,6 +218,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// The stored object the request names.
+    pub(crate) async fn current(&self) -> ApiResult<DynamicObject> {
+        self.inner
+            .store
+            .get(&self.kind(), &self.key())
+            .await
+            .map_err(|e| self.store_error(e))
+    }
+
     pub(crate) fn store_error(&self, error: StoreError) -> ApiError {
         ApiError::from_store(error, &self.info().plural, &self.info().group)
     }
@@ -393,12 +402,7 @@ fn validate(ctx: &Ctx<'_>, object: &DynamicObject, old: Option<&DynamicObject>) 
 }
 
 async fn get(ctx: &Ctx<'_>) -> ApiResult<Response> {
-    let object = ctx
-        .inner
-        .store
-        .get(&ctx.kind(), &ctx.key())
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+    let object = ctx.current().await?;
     if ctx.wants_table() {
         let include = IncludeObject::parse(ctx.query.get("includeObject"));
         return Ok(json_response(
@@ -509,6 +513,12 @@ async fn create(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         return Err(ApiError::method_not_allowed("POST is for collections"));
     }
     let object = prepare_new(ctx, to_object(body)?)?;
+    admit_and_create(ctx, object).await
+}
+
+/// The admission chain for a new object, then the write: NodeRestriction, namespace
+/// lifecycle, and `dryRun`. Every create path (POST and server-side apply) goes through it.
+async fn admit_and_create(ctx: &Ctx<'_>, object: DynamicObject) -> ApiResult<Response> {
     if let Err(message) = auth::admit_node_create(&ctx.user, &object) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message));
     }
@@ -587,12 +597,7 @@ async fn store_update(ctx: &Ctx<'_>, object: DynamicObject) -> Result<DynamicObj
 async fn replace(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
     let mut object = to_object(body)?;
     check_identity(ctx, &mut object)?;
-    let old = ctx
-        .inner
-        .store
-        .get(&ctx.kind(), &ctx.key())
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+    let old = ctx.current().await?;
     let mut object = merge_write(ctx, &old, object);
     defaults::apply(&mut object);
     validate(ctx, &object, Some(&defaulted(&old)))?;
@@ -770,17 +775,7 @@ async fn apply_create(ctx: &Ctx<'_>, applied: Value) -> ApiResult<Response> {
     let mut object = to_object(applied.clone())?;
     record_apply(ctx, &mut object, &applied)?;
     let object = prepare_new(ctx, object)?;
-    admit_namespace(ctx, &object).await?;
-    if ctx.dry_run() {
-        return object_response(StatusCode::CREATED, &object);
-    }
-    let created = ctx
-        .inner
-        .store
-        .create(object)
-        .await
-        .map_err(|e| ctx.store_error(e))?;
-    object_response(StatusCode::CREATED, &created)
+    admit_and_create(ctx, object).await
 }
 
 /// `DeleteOptions` from the body, or from query parameters.
@@ -1048,12 +1043,7 @@ fn clean_scale(mut scale: Value) -> Value {
 }
 
 async fn get_scale(ctx: &Ctx<'_>) -> ApiResult<Response> {
-    let object = ctx
-        .inner
-        .store
-        .get(&ctx.kind(), &ctx.key())
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+    let object = ctx.current().await?;
     Ok(json_response(
         StatusCode::OK,
         &clean_scale(scale_of(ctx, &object)),
@@ -1104,12 +1094,7 @@ async fn set_replicas(ctx: &Ctx<'_>, old: &DynamicObject, scale: &Value) -> ApiR
 }
 
 async fn put_scale(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
-    let old = ctx
-        .inner
-        .store
-        .get(&ctx.kind(), &ctx.key())
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+    let old = ctx.current().await?;
     set_replicas(ctx, &old, &body).await
 }
 
@@ -1277,12 +1262,7 @@ async fn token_request(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
             "this server does not authenticate, so it issues no tokens",
         ));
     };
-    let account = ctx
-        .inner
-        .store
-        .get(&ctx.kind(), &ctx.key())
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+    let account = ctx.current().await?;
     let seconds = body["spec"]["expirationSeconds"]
         .as_u64()
         .unwrap_or(3600)
