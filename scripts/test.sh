@@ -44,6 +44,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quie
 step "the in-process example, end to end with real processes"
 timeout 60 cargo run --quiet --example hello_cluster
 
+step "a controller for the user's own kind (Greeting), against the API server over HTTP"
+timeout 60 cargo run --quiet --example greeting_controller
+
 step "the quickstart as a new user drives it with kubectl (apply, NodePort, scale, restart, delete)"
 timeout 600 ./scripts/quickstart-smoke.sh
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod greeting;
 pub mod hello;
 
 /// The workspace README's code, compiled as a doc test so it stays true.

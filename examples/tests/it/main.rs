@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod custom_parts;
+mod greeting;
 mod hello_fake;
 mod kube_rs;
 mod kubectl;
