@@ -60,7 +60,7 @@ pub(crate) fn explain(profile: &Profile, cluster: &Cluster, pod: &PodInfo) -> Ex
             None
         }
     };
-    let mut nodes: Vec<&NodeInfo> = cluster.nodes().iter().map(|n| &**n).collect();
+    let mut nodes: Vec<&NodeInfo> = cluster.nodes().iter().collect();
     nodes.sort_by(|a, b| a.name().cmp(b.name()));
     let mut feasible = Vec::new();
     for node in nodes {

@@ -441,9 +441,9 @@ impl Profile {
                         }
                         processed += 1;
                         if passes(filters, state, pod, node) {
-                            feasible.push(&**node);
+                            feasible.push(node);
                         } else {
-                            failures.push(&**node);
+                            failures.push(node);
                         }
                     }
                 }
