@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use examples::cluster::{NodeConfig, RemoteNode, RuntimeKind};
 use kube_store::RemoteAuth;
 
-const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|fake] [--index N]";
+const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|fake] [--index N] [--heartbeat-interval-ms MS]";
 
 fn parse_args() -> anyhow::Result<NodeConfig> {
     let mut server = None;
@@ -33,6 +33,7 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
         root_dir: PathBuf::from("kube-parts-node"),
         runtime: RuntimeKind::Process,
         index: 1,
+        heartbeat_interval: None,
     };
     let (mut cert, mut key) = (None, None);
     let read =
@@ -56,6 +57,12 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
             }
             "--root-dir" => config.root_dir = PathBuf::from(value),
             "--runtime" => config.runtime = value.parse()?,
+            "--heartbeat-interval-ms" => {
+                let ms: u64 = value
+                    .parse()
+                    .with_context(|| format!("--heartbeat-interval-ms {value}"))?;
+                config.heartbeat_interval = Some(std::time::Duration::from_millis(ms));
+            }
             "--index" => {
                 config.index = value.parse().with_context(|| format!("--index {value}"))?
             }

@@ -2,22 +2,29 @@
 //!
 //! ```sh
 //! cargo run --release --example quickstart
-//! cargo run --release --example quickstart -- --listen 127.0.0.1:6443 --data-dir DIR --nodes 2 --runtime process|fake --store durable|memory
+//! cargo run --release --example quickstart -- --listen 127.0.0.1:6443 --data-dir DIR --nodes 2 --runtime process|oci|fake --store durable|memory
+//! cargo run --release --features etcd --example quickstart -- --store etcd --etcd-endpoints http://127.0.0.1:2379
 //! ```
 //!
-//! It starts the API server, the store (durable in `DIR/store`), the scheduler, the
+//! It starts the API server, the store (durable in `DIR/store`, or etcd), the scheduler, the
 //! controllers, N node agents and the proxy; writes `DIR/kubeconfig`; and runs until Ctrl-C or
 //! SIGTERM, then stops every pod and exits.
+//!
+//! The runtime defaults to `oci` (containers run by runc, every image on a busybox root
+//! filesystem built from the host's `/bin/busybox`) when running as root with runc and
+//! busybox-static installed, else `process` (commands as host processes).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use examples::cluster::{ClusterConfig, LocalCluster, StoreKind};
 
-const USAGE: &str = "usage: quickstart [--listen ADDR:PORT] [--data-dir DIR] [--nodes N] [--runtime process|fake] [--store durable|memory]";
+const USAGE: &str = "usage: quickstart [--listen ADDR:PORT] [--data-dir DIR] [--nodes N] [--runtime process|oci|fake] [--store durable|memory|etcd] [--etcd-endpoints URL,...]";
 
 fn parse_args() -> anyhow::Result<ClusterConfig> {
     let mut config = ClusterConfig::default();
+    let mut store = "durable".to_string();
+    let mut etcd_endpoints = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
@@ -36,16 +43,19 @@ fn parse_args() -> anyhow::Result<ClusterConfig> {
                 config.nodes = value.parse().with_context(|| format!("--nodes {value}"))?
             }
             "--runtime" => config.runtime = value.parse()?,
-            "--store" => {
-                config.store = match value.as_str() {
-                    "durable" => StoreKind::Durable,
-                    "memory" => StoreKind::Memory,
-                    other => bail!("unknown store {other:?} (expected durable or memory)"),
-                }
+            "--store" => store = value,
+            "--etcd-endpoints" => {
+                etcd_endpoints = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string)
+                    .collect()
             }
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
+    config.store = StoreKind::parse(&store, etcd_endpoints)?;
     Ok(config)
 }
 
@@ -58,10 +68,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = parse_args()?;
     let nodes = config.nodes;
+    let runtime = config.runtime;
     let cluster = LocalCluster::start(config).await?;
     let kubeconfig = cluster.kubeconfig.display();
     println!(
-        "kube-parts cluster up: API server http://{}, {nodes} node(s)",
+        "kube-parts cluster up: API server https://{}, {nodes} node(s), runtime {runtime:?}",
         cluster.addr
     );
     println!("  export KUBECONFIG={kubeconfig}");

@@ -15,10 +15,11 @@ use kube_core::{GroupKind, Orchestrator};
 use kube_ctrl::{
     ControllerManager, DaemonSetController, DeletionFinalizer, DeploymentController,
     EndpointSliceController, EndpointsController, GarbageCollector, JobController,
-    NamespaceController, NodeLifecycleController, ReplicaSetController, ServiceAllocator,
+    NamespaceController, NodeLifecycleConfig, NodeLifecycleController, ReplicaSetController,
+    ServiceAllocator,
 };
 use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
-use kube_node::{CniConfig, FakeRuntime, NodeAgent, PodNetwork, ProcessRuntime};
+use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
 use kube_store::apiserver::auth::{Pki, Security, TokenSigner};
 use kube_store::{
@@ -29,10 +30,31 @@ use serde_json::json;
 /// Which runtime the local nodes use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeKind {
-    /// Host processes (`ProcessRuntime`).
+    /// Host processes (`ProcessRuntime`): the image is not pulled, the command runs on the
+    /// host (in its own network namespace with its own IP as root).
     Process,
+    /// Containers run by `runc` (`OciRuntime`), needs root: every image reference runs on a
+    /// busybox root filesystem built from the host's static busybox (nothing is pulled).
+    Oci,
     /// Scripted, nothing runs (`FakeRuntime`).
     Fake,
+}
+
+/// Where Debian's `busybox-static` puts the binary the OCI image is built from.
+const BUSYBOX: &str = kube_node::image::HOST_BUSYBOX;
+
+impl RuntimeKind {
+    /// The default for this machine: [`RuntimeKind::Oci`] when running as root with `runc`
+    /// on `PATH` and a static busybox to build the image from, else [`RuntimeKind::Process`].
+    pub fn detect() -> Self {
+        let runc = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("runc").is_file()));
+        if is_root() && runc && Path::new(BUSYBOX).is_file() {
+            Self::Oci
+        } else {
+            Self::Process
+        }
+    }
 }
 
 impl std::str::FromStr for RuntimeKind {
@@ -41,8 +63,9 @@ impl std::str::FromStr for RuntimeKind {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         match s {
             "process" => Ok(Self::Process),
+            "oci" => Ok(Self::Oci),
             "fake" => Ok(Self::Fake),
-            other => anyhow::bail!("unknown runtime {other:?} (expected process or fake)"),
+            other => anyhow::bail!("unknown runtime {other:?} (expected process, oci or fake)"),
         }
     }
 }
@@ -54,6 +77,41 @@ pub enum StoreKind {
     Durable,
     /// In memory: lost on exit.
     Memory,
+    /// etcd v3 at these client URLs (needs the `etcd` cargo feature of this crate).
+    Etcd(Vec<String>),
+}
+
+impl StoreKind {
+    /// Parses `durable`, `memory` or `etcd`; `etcd` takes the endpoints given.
+    pub fn parse(name: &str, etcd_endpoints: Vec<String>) -> anyhow::Result<Self> {
+        match name {
+            "durable" => Ok(Self::Durable),
+            "memory" => Ok(Self::Memory),
+            "etcd" if etcd_endpoints.is_empty() => {
+                anyhow::bail!("--store etcd needs --etcd-endpoints URL[,URL...]")
+            }
+            "etcd" => Ok(Self::Etcd(etcd_endpoints)),
+            other => anyhow::bail!("unknown store {other:?} (expected durable, memory or etcd)"),
+        }
+    }
+}
+
+/// Connects to etcd.
+#[cfg(feature = "etcd")]
+async fn etcd_store(endpoints: &[String]) -> anyhow::Result<Arc<dyn Store>> {
+    let store = kube_store::EtcdStore::connect(kube_store::EtcdConfig::new(endpoints.to_vec()))
+        .await
+        .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+    Ok(Arc::new(store))
+}
+
+/// Without the `etcd` feature there is no etcd client to connect with.
+#[cfg(not(feature = "etcd"))]
+async fn etcd_store(_endpoints: &[String]) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!(
+        "this build has no etcd client: rebuild with `--features etcd` (needs protoc), e.g. \
+         cargo run --release --features etcd --example quickstart -- --store etcd --etcd-endpoints URL"
+    )
 }
 
 /// How to run a local cluster.
@@ -69,6 +127,8 @@ pub struct ClusterConfig {
     pub runtime: RuntimeKind,
     /// The store.
     pub store: StoreKind,
+    /// When silent nodes are tainted unreachable and their pods evicted.
+    pub node_lifecycle: NodeLifecycleConfig,
 }
 
 impl Default for ClusterConfig {
@@ -77,8 +137,9 @@ impl Default for ClusterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             data_dir: PathBuf::from("kube-parts-data"),
             nodes: 2,
-            runtime: RuntimeKind::Process,
+            runtime: RuntimeKind::detect(),
             store: StoreKind::Durable,
+            node_lifecycle: NodeLifecycleConfig::default(),
         }
     }
 }
@@ -155,24 +216,69 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The runtime of node `index` (1-based). As root, each node's pods get IPs from a bridge and
-/// subnet of the node's own (`kp<index>`, `10.88.<index>.0/24`), reachable from the host.
-fn node_runtime(kind: RuntimeKind, index: usize, dir: &Path) -> anyhow::Result<Arc<dyn Runtime>> {
+/// The pod network of node `index` as root: a bridge and subnet of the node's own (`kp<index>`,
+/// `10.88.<index>.0/24`), reachable from the host.
+fn pod_network(index: usize) -> PodNetwork {
+    PodNetwork::Cni(CniConfig {
+        bridge: format!("kp{index}"),
+        subnet: format!("10.88.{index}.0/24"),
+        name: format!("kube-parts-{index}"),
+        ..CniConfig::default()
+    })
+}
+
+/// The root filesystem every image runs on with [`RuntimeKind::Oci`]: busybox with its
+/// applets, built once under `images`.
+fn busybox_image(images: &Path) -> anyhow::Result<PathBuf> {
+    let rootfs = images.join("busybox");
+    kube_node::image::busybox_rootfs(&rootfs, Path::new(BUSYBOX)).with_context(|| {
+        format!(
+            "building the busybox image in {} from {BUSYBOX} (Debian package busybox-static)",
+            rootfs.display()
+        )
+    })
+}
+
+/// Image references the OCI runtime answers with the busybox root filesystem: those of the
+/// example manifests.
+const OCI_IMAGES: [&str; 3] = ["busybox", "busybox:1.36", "docker.io/library/busybox:1.36"];
+
+/// The runtime of node `index` (1-based), keeping its state in `dir`; `images` holds the
+/// OCI runtime's image. As root, pods get IPs from the node's own bridge ([`pod_network`]).
+fn node_runtime(
+    kind: RuntimeKind,
+    index: usize,
+    dir: &Path,
+    images: &Path,
+) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match kind {
         RuntimeKind::Process => {
             let mut builder = ProcessRuntime::builder().root_dir(dir);
             if is_root() {
-                builder = builder.cgroups(true).network(PodNetwork::Cni(CniConfig {
-                    bridge: format!("kp{index}"),
-                    subnet: format!("10.88.{index}.0/24"),
-                    name: format!("kube-parts-{index}"),
-                    ..CniConfig::default()
-                }));
+                builder = builder.cgroups(true).network(pod_network(index));
             }
             Arc::new(
                 builder
                     .build()
                     .with_context(|| format!("runtime in {}", dir.display()))?,
+            )
+        }
+        RuntimeKind::Oci => {
+            anyhow::ensure!(
+                is_root(),
+                "--runtime oci needs root (runc, network namespaces, cgroups)"
+            );
+            let rootfs = busybox_image(images)?;
+            let mut builder = OciRuntime::builder()
+                .root_dir(dir)
+                .network(pod_network(index));
+            for reference in OCI_IMAGES {
+                builder = builder.image(reference, &rootfs);
+            }
+            Arc::new(
+                builder
+                    .build()
+                    .with_context(|| format!("the runc runtime in {}", dir.display()))?,
             )
         }
         RuntimeKind::Fake => Arc::new(FakeRuntime::new()),
@@ -184,12 +290,13 @@ impl LocalCluster {
     pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
-        let store: Arc<dyn Store> = match config.store {
+        let store: Arc<dyn Store> = match &config.store {
             StoreKind::Durable => Arc::new(
                 DurableStore::open(config.data_dir.join("store"))
                     .context("opening the durable store")?,
             ),
             StoreKind::Memory => Arc::new(MemStore::new()),
+            StoreKind::Etcd(endpoints) => etcd_store(endpoints).await?,
         };
         ensure_namespaces(&store).await?;
 
@@ -221,7 +328,9 @@ impl LocalCluster {
             .with(EndpointSliceController::new())
             .with(ServiceAllocator::new())
             .with(NamespaceController::new())
-            .with(NodeLifecycleController::new())
+            .with(NodeLifecycleController::with_config(
+                config.node_lifecycle.clone(),
+            ))
             .with(
                 GarbageCollector::new(GroupKind::POD)
                     .owner(GroupKind::REPLICA_SET)
@@ -249,7 +358,12 @@ impl LocalCluster {
         for i in 1..=config.nodes {
             let name = format!("node-{i}");
             let dir = config.data_dir.join("nodes").join(&name);
-            let runtime = node_runtime(config.runtime, i, &dir.join("runtime"))?;
+            let runtime = node_runtime(
+                config.runtime,
+                i,
+                &dir.join("runtime"),
+                &config.data_dir.join("images"),
+            )?;
             let agent = NodeAgent::builder(name, runtime)
                 .root_dir(dir.join("agent"))
                 .node_ip(config.listen.ip().to_string())
@@ -303,6 +417,8 @@ pub struct NodeConfig {
     pub runtime: RuntimeKind,
     /// The node's index, choosing its pod subnet (`10.88.<index>.0/24`) as root.
     pub index: usize,
+    /// How often the node heartbeats (`None`: the agent's default, 10 s).
+    pub heartbeat_interval: Option<Duration>,
 }
 
 /// A node agent joined to a remote API server through [`kube_store::RemoteStore`].
@@ -328,14 +444,17 @@ impl RemoteNode {
             config.runtime,
             config.index,
             &config.root_dir.join("runtime"),
+            &config.root_dir.join("images"),
         )?;
-        let agent = NodeAgent::builder(config.name.clone(), runtime)
+        let mut builder = NodeAgent::builder(config.name.clone(), runtime)
             .root_dir(config.root_dir.join("agent"))
             .node_ip(config.node_ip.to_string())
             .serve(SocketAddr::new(config.node_ip, 0))
-            .detect_capacity()
-            .build()
-            .context("configuring the node agent")?;
+            .detect_capacity();
+        if let Some(interval) = config.heartbeat_interval {
+            builder = builder.heartbeat_interval(interval);
+        }
+        let agent = builder.build().context("configuring the node agent")?;
         let kubelet_addr = agent.kubelet_addr();
         let running = Orchestrator::builder()
             .store(store)

@@ -135,6 +135,7 @@ async fn kubectl_drives_the_quickstart_cluster() {
         nodes: 2,
         runtime: RuntimeKind::Process,
         store: StoreKind::Durable,
+        ..ClusterConfig::default()
     })
     .await
     .unwrap();
@@ -395,6 +396,7 @@ async fn kubectl_runs_the_job_and_daemonset_manifests() {
         nodes: 2,
         runtime: RuntimeKind::Process,
         store: StoreKind::Durable,
+        ..ClusterConfig::default()
     })
     .await
     .unwrap();

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-const ROLE: &str = "KUBE_PARTS_ROLE";
+pub(crate) const ROLE: &str = "KUBE_PARTS_ROLE";
 
 /// The child half: runs the control plane or a node agent until stdin closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,6 +40,7 @@ async fn role_child() {
                 nodes: 0,
                 runtime: RuntimeKind::Fake,
                 store: StoreKind::Durable,
+                ..ClusterConfig::default()
             })
             .await
             .unwrap();
@@ -65,6 +66,7 @@ async fn role_child() {
                 root_dir: dir.into(),
                 runtime: RuntimeKind::Process,
                 index: 1,
+                heartbeat_interval: None,
             })
             .await
             .unwrap();
@@ -76,7 +78,7 @@ async fn role_child() {
     }
 }
 
-async fn wait_for_stdin_close() {
+pub(crate) async fn wait_for_stdin_close() {
     let _ = tokio::task::spawn_blocking(|| {
         use std::io::BufRead;
         for line in std::io::stdin().lock().lines() {
@@ -90,14 +92,30 @@ async fn wait_for_stdin_close() {
 
 /// Starts this binary as `role`; returns the child and what it printed after `READY `.
 async fn spawn(role: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    spawn_test(&[], "multi_process::role_child", role, dir, env).await
+}
+
+/// Starts this binary running only `test` (behind `wrapper`, e.g. `nsenter --net=...`), with
+/// `KUBE_PARTS_ROLE=role` and `KUBE_PARTS_DIR=dir`; returns the child and what it printed after
+/// `READY `.
+pub(crate) async fn spawn_test(
+    wrapper: &[&str],
+    test: &str,
+    role: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Child, String) {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
     command
-        .args([
-            "--exact",
-            "multi_process::role_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env("KUBE_PARTS_DIR", dir)
         .stdin(Stdio::piped())
@@ -125,7 +143,7 @@ async fn spawn(role: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> (Chil
 }
 
 /// Asks a child to stop (closing its stdin) and waits for it.
-async fn stop(mut child: Child) {
+pub(crate) async fn stop(mut child: Child) {
     drop(child.stdin.take());
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await

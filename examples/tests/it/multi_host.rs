@@ -1,0 +1,392 @@
+//! A cluster across three network hosts on one machine: the control plane (API server over
+//! TLS, store, scheduler, controllers) on the host, and two node agents as separate processes,
+//! each in a network namespace of its own with its own IP, joined to a bridge the test creates
+//! (`10.77.N.0/24`), reaching the API server over that network with their own
+//! `system:node:<name>` certificates. A Deployment's pods run on both nodes; then one node's
+//! link is cut (`ip link set ... down`): the node lifecycle controller taints it
+//! `node.kubernetes.io/unreachable`, the pods' one-second toleration runs out, they are
+//! evicted, and their replacements run on the other node. With the link back, the taint goes.
+//!
+//! Needs root (`ip netns`, veth, bridge); skipped otherwise, except under `CI=true` where it
+//! fails instead.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use examples::cluster::{
+    ClusterConfig, LocalCluster, NodeConfig, RemoteNode, RuntimeKind, StoreKind, credentials,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube_core::store::{ListOptions, Preconditions, Store};
+use kube_core::typed::Api;
+use kube_ctrl::NodeLifecycleConfig;
+use kube_store::RemoteStore;
+use serde_json::json;
+
+use crate::multi_process::{ROLE, spawn_test, stop, wait_for_stdin_close};
+
+const NODE_ROLE: &str = "multi-host-node";
+
+/// The child half: a node agent in the network namespace it was started in, until stdin
+/// closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_child() {
+    if std::env::var(ROLE).as_deref() != Ok(NODE_ROLE) {
+        return;
+    }
+    let var = |name: &str| std::env::var(name).unwrap();
+    let name = var("KUBE_PARTS_NODE");
+    let auth = credentials(
+        std::path::Path::new(&var("KUBE_PARTS_CP_DIR")),
+        &format!("node-{name}"),
+        &format!("system:node:{name}"),
+        &["system:nodes"],
+    )
+    .unwrap();
+    let node = RemoteNode::start(NodeConfig {
+        server: var("KUBE_PARTS_SERVER"),
+        auth,
+        name,
+        node_ip: var("KUBE_PARTS_NODE_IP").parse().unwrap(),
+        root_dir: var("KUBE_PARTS_DIR").into(),
+        runtime: RuntimeKind::Process,
+        index: var("KUBE_PARTS_INDEX").parse().unwrap(),
+        heartbeat_interval: Some(Duration::from_millis(500)),
+    })
+    .await
+    .unwrap();
+    println!("READY {}", std::process::id());
+    wait_for_stdin_close().await;
+    node.shutdown().await.unwrap();
+}
+
+/// Runs `ip ARGS`, panicking with its stderr on failure.
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A bridge on the host and network namespaces attached to it by veth pairs; all removed on
+/// drop.
+struct Network {
+    bridge: String,
+    namespaces: Vec<String>,
+    host_ends: Vec<String>,
+}
+
+impl Network {
+    /// Creates the bridge `name` with `gateway/24` on the host.
+    fn new(name: &str, gateway: &str) -> Self {
+        ip(&["link", "add", name, "type", "bridge"]);
+        let network = Self {
+            bridge: name.into(),
+            namespaces: Vec::new(),
+            host_ends: Vec::new(),
+        };
+        ip(&["addr", "add", &format!("{gateway}/24"), "dev", name]);
+        ip(&["link", "set", name, "up"]);
+        network
+    }
+
+    /// A network namespace `ns` whose `eth0` has `address/24` on the bridge; returns the
+    /// host end of its link.
+    fn host(&mut self, ns: &str, address: &str) -> String {
+        ip(&["netns", "add", ns]);
+        self.namespaces.push(ns.into());
+        let host_end = format!("{ns}h");
+        let inner = format!("{ns}n");
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", &inner,
+        ]);
+        self.host_ends.push(host_end.clone());
+        ip(&["link", "set", &inner, "netns", ns]);
+        ip(&["link", "set", &host_end, "master", &self.bridge]);
+        ip(&["link", "set", &host_end, "up"]);
+        ip(&["-n", ns, "link", "set", &inner, "name", "eth0"]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        host_end
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        for link in &self.host_ends {
+            let _ = Command::new("ip")
+                .args(["link", "del", link])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+/// Pods of the Deployment, Running and not being deleted, by node.
+async fn running_by_node(pods: &Api<Pod>) -> Vec<(String, String)> {
+    let mut placed: Vec<(String, String)> = pods
+        .list(&ListOptions::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| Some((p.spec?.node_name?, p.metadata.name?)))
+        .collect();
+    placed.sort();
+    placed
+}
+
+async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn has_unreachable_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|taints| {
+            taints
+                .iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_node() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the multi-host test runs as root under CI=true"
+        );
+        eprintln!("skipping: needs root for network namespaces");
+        return;
+    }
+    // Names and subnet of this run's own (interface names are at most 15 bytes).
+    let id = std::process::id() % 100_000;
+    let subnet = format!("10.77.{}", id % 200 + 20);
+    let gateway = format!("{subnet}.1");
+    let mut network = Network::new(&format!("kmh{id}"), &gateway);
+    let nodes = [
+        ("node-a", format!("kmh{id}a"), format!("{subnet}.10")),
+        ("node-b", format!("kmh{id}b"), format!("{subnet}.11")),
+    ];
+    let mut links = Vec::new();
+    for (_, ns, address) in &nodes {
+        links.push(network.host(ns, address));
+    }
+
+    // The control plane on the host, listening on the bridge's address only.
+    let dir = tempfile::tempdir().unwrap();
+    let cp_dir = dir.path().join("cp");
+    let cluster = LocalCluster::start(ClusterConfig {
+        listen: format!("{gateway}:0").parse().unwrap(),
+        data_dir: cp_dir.clone(),
+        nodes: 0,
+        runtime: RuntimeKind::Fake,
+        store: StoreKind::Memory,
+        node_lifecycle: NodeLifecycleConfig {
+            grace_period: Duration::from_secs(4),
+            ..NodeLifecycleConfig::default()
+        },
+    })
+    .await
+    .unwrap();
+    let server = format!("https://{}", cluster.addr);
+
+    // Each node agent is a process of its own, in its namespace (`nsenter --net` changes only
+    // the network namespace: the node still sees the host's /sys/fs/cgroup and /run/netns).
+    let mut children = Vec::new();
+    for (index, (name, ns, address)) in nodes.iter().enumerate() {
+        let netns = format!("--net=/run/netns/{ns}");
+        let index = (index + 1).to_string();
+        let (child, _) = spawn_test(
+            &["nsenter", &netns],
+            "multi_host::node_child",
+            NODE_ROLE,
+            &dir.path().join(name),
+            &[
+                ("KUBE_PARTS_SERVER", &server),
+                ("KUBE_PARTS_NODE", name),
+                ("KUBE_PARTS_CP_DIR", cp_dir.to_str().unwrap()),
+                ("KUBE_PARTS_NODE_IP", address),
+                ("KUBE_PARTS_INDEX", &index),
+            ],
+        )
+        .await;
+        children.push(child);
+    }
+
+    let admin = credentials(&cp_dir, "admin", "kubernetes-admin", &["system:masters"]).unwrap();
+    let store: Arc<dyn Store> = Arc::new(RemoteStore::with_auth(&server, admin).unwrap());
+    let node_api: Api<Node> = Api::all(store.clone());
+    let ready_nodes = eventually("both nodes Ready", Duration::from_secs(60), async || {
+        let nodes = node_api.list(&ListOptions::default()).await.ok()?.items;
+        let ready: Vec<(String, String)> = nodes
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|n| {
+                let address = n
+                    .status
+                    .as_ref()?
+                    .addresses
+                    .as_ref()?
+                    .iter()
+                    .find(|a| a.type_ == "InternalIP")?
+                    .address
+                    .clone();
+                Some((n.metadata.name.clone()?, address))
+            })
+            .collect();
+        (ready.len() == 2).then_some(ready)
+    })
+    .await;
+    let mut expected: Vec<(String, String)> = nodes
+        .iter()
+        .map(|(name, _, address)| (name.to_string(), address.clone()))
+        .collect();
+    expected.sort();
+    let mut ready_nodes = ready_nodes;
+    ready_nodes.sort();
+    assert_eq!(ready_nodes, expected, "each node reports its own IP");
+
+    let deployments: Api<Deployment> = Api::namespaced(store.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
+    let toleration = |key: &str| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1});
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "movers"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "movers"}},
+            "template": {
+                "metadata": {"labels": {"app": "movers"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "tolerations": [
+                        toleration("node.kubernetes.io/unreachable"),
+                        toleration("node.kubernetes.io/not-ready"),
+                    ],
+                    "containers": [{"name": "sleep", "image": "busybox", "command": ["sleep", "600"]}],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    deployments.create(&deployment).await.unwrap();
+    let placed = eventually(
+        "2 pods Running on both nodes",
+        Duration::from_secs(60),
+        async || {
+            let placed = running_by_node(&pods).await;
+            (placed.len() == 2).then_some(placed)
+        },
+    )
+    .await;
+    assert_eq!(
+        placed
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["node-a", "node-b"]),
+        "the scheduler spreads the pods over both nodes: {placed:?}"
+    );
+
+    // Cut node-a off the network.
+    let cut = Instant::now();
+    ip(&["link", "set", &links[0], "down"]);
+    let tainted = eventually(
+        "node-a tainted unreachable",
+        Duration::from_secs(60),
+        async || {
+            let node = node_api.get("node-a").await.ok()?;
+            has_unreachable_taint(&node).then_some(cut.elapsed())
+        },
+    )
+    .await;
+    let moved = eventually(
+        "both pods Running on node-b",
+        Duration::from_secs(90),
+        async || {
+            let placed = running_by_node(&pods).await;
+            (placed.len() == 2 && placed.iter().all(|(node, _)| node == "node-b")).then_some(placed)
+        },
+    )
+    .await;
+    eprintln!(
+        "node-a unreachable after {tainted:?}; pods on node-b after {:?}: {moved:?}",
+        cut.elapsed()
+    );
+    let node_b = node_api.get("node-b").await.unwrap();
+    assert!(!has_unreachable_taint(&node_b), "node-b stays reachable");
+
+    // The link comes back: node-a heartbeats again and loses the taint.
+    ip(&["link", "set", &links[0], "up"]);
+    eventually(
+        "node-a's taint removed",
+        Duration::from_secs(60),
+        async || {
+            let node = node_api.get("node-a").await.ok()?;
+            (!has_unreachable_taint(&node)).then_some(())
+        },
+    )
+    .await;
+
+    deployments
+        .delete("movers", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually("the pods deleted", Duration::from_secs(60), async || {
+        pods.list(&ListOptions::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    for child in children {
+        stop(child).await;
+    }
+    cluster.shutdown().await.unwrap();
+    drop(network);
+}
