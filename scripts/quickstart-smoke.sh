@@ -2,7 +2,8 @@
 # A new user's path through the quickstart, with the real kubectl:
 # start the cluster -> kubectl apply the web app -> pods Running -> HTTP through the Service's
 # NodePort answered by the pods -> kubectl scale -> stop and restart (state kept, pods back)
-# -> kubectl delete -> clean stop with no pod process left.
+# -> kubectl delete -> a Job to completion and a DaemonSet's pod on each node -> clean stop
+# with no pod process left.
 # Runs on its own loopback address and data directory; needs root for pod networking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,7 @@ curl_web() {
 }
 
 start
+grep -m1 "cluster up" "$log"   # names the runtime: Oci as root with runc, else Process
 kubectl apply -f examples/manifests/web.yaml
 kubectl rollout status deployment/web --timeout=120s
 kubectl get pods -o wide
@@ -59,6 +61,17 @@ curl_web || fail "no answer through NodePort 30080 after restart"
 kubectl delete -f examples/manifests/web.yaml
 kubectl wait --for=delete pod -l app=web --timeout=60s || true
 [[ -z "$(kubectl get pods --no-headers 2>/dev/null)" ]] || fail "pods left after delete"
+
+echo "==> a Job runs to completion, a DaemonSet puts a pod on each node"
+kubectl apply -f examples/manifests/job.yaml
+kubectl wait --for=condition=Complete job/sums --timeout=120s || fail "the Job did not complete"
+kubectl apply -f examples/manifests/daemonset.yaml
+kubectl rollout status daemonset/node-reporter --timeout=120s
+nodes_with_reporter="$(kubectl get pods -l app=node-reporter -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u | wc -l)"
+[[ "$nodes_with_reporter" == 2 ]] || fail "reporters on $nodes_with_reporter nodes, not 2"
+kubectl delete -f examples/manifests/job.yaml -f examples/manifests/daemonset.yaml
+kubectl wait --for=delete pod --all --timeout=60s || true
+[[ -z "$(kubectl get pods --no-headers 2>/dev/null)" ]] || fail "pods left after deleting the Job and DaemonSet"
 stop
 if pgrep -f "busybox httpd -f -v -p 8080" >/dev/null; then fail "a pod process outlived the cluster"; fi
 echo "quickstart smoke: ok"

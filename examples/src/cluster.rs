@@ -129,6 +129,10 @@ pub struct ClusterConfig {
     pub store: StoreKind,
     /// When silent nodes are tainted unreachable and their pods evicted.
     pub node_lifecycle: NodeLifecycleConfig,
+    /// The pod network of the first node, as root: node `i` (from 1) gets bridge
+    /// `kp<base+i-1>` and subnet `10.88.<base+i-1>.0/24` (default 1). Clusters running side
+    /// by side on one host need distinct ranges.
+    pub pod_network_base: usize,
 }
 
 impl Default for ClusterConfig {
@@ -140,6 +144,7 @@ impl Default for ClusterConfig {
             runtime: RuntimeKind::detect(),
             store: StoreKind::Durable,
             node_lifecycle: NodeLifecycleConfig::default(),
+            pod_network_base: 1,
         }
     }
 }
@@ -360,7 +365,7 @@ impl LocalCluster {
             let dir = config.data_dir.join("nodes").join(&name);
             let runtime = node_runtime(
                 config.runtime,
-                i,
+                config.pod_network_base + i - 1,
                 &dir.join("runtime"),
                 &config.data_dir.join("images"),
             )?;

@@ -388,14 +388,16 @@ async fn kubectl_runs_the_job_and_daemonset_manifests() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // Neither manifest binds a port, so this runs as any user (as root, pods get their own
-    // network namespaces too).
+    // Neither manifest binds a port, so this runs as any user, on the quickstart's default
+    // runtime: runc as root (with runc and busybox-static installed), else host processes.
+    // Pod networks of its own (`kp11`, `kp12`) as root, apart from the other tests'.
     let cluster = LocalCluster::start(ClusterConfig {
         listen: "127.0.0.8:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         nodes: 2,
-        runtime: RuntimeKind::Process,
+        runtime: RuntimeKind::detect(),
         store: StoreKind::Durable,
+        pod_network_base: 11,
         ..ClusterConfig::default()
     })
     .await

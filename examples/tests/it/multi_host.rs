@@ -224,6 +224,7 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
             grace_period: Duration::from_secs(4),
             ..NodeLifecycleConfig::default()
         },
+        ..ClusterConfig::default()
     })
     .await
     .unwrap();

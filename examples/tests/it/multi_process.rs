@@ -58,6 +58,9 @@ async fn role_child() {
                 &["system:nodes"],
             )
             .unwrap();
+            // As root, each node's pods get a bridge and subnet of its own (`kp21`, `kp22`),
+            // apart from other tests' clusters on this host.
+            let index = if name == "remote-a" { 21 } else { 22 };
             let node = RemoteNode::start(NodeConfig {
                 server: std::env::var("KUBE_PARTS_SERVER").unwrap(),
                 auth,
@@ -65,7 +68,7 @@ async fn role_child() {
                 node_ip: "127.0.0.1".parse().unwrap(),
                 root_dir: dir.into(),
                 runtime: RuntimeKind::Process,
-                index: 1,
+                index,
                 heartbeat_interval: None,
             })
             .await
