@@ -2,7 +2,7 @@
 //! elements (the common case: endpoints come and go, services are added), send just those
 //! element changes, still as one transaction, instead of rewriting 100,000 elements.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 /// A rendered script split into its structure and its elements.
@@ -11,8 +11,9 @@ pub(crate) struct Parsed {
     /// Everything but element lists and size hints: equal skeletons mean the same tables,
     /// chains and rules.
     skeleton: String,
-    /// Map or set name → (its size hint, its elements).
-    elements: BTreeMap<String, (usize, BTreeSet<String>)>,
+    /// Map or set name → (its size hint, its element list as written: `a, b, c`). Kept as
+    /// text: comparing two lists is one `memcmp`, and only lists that differ are split.
+    elements: BTreeMap<String, (usize, String)>,
 }
 
 /// Splits a script made by `render`.
@@ -27,7 +28,7 @@ pub(crate) fn parse(script: &str) -> Parsed {
             let name = rest.trim_end_matches(" {").to_string();
             parsed
                 .elements
-                .insert(name.clone(), (usize::MAX, BTreeSet::new()));
+                .insert(name.clone(), (usize::MAX, String::new()));
             current = Some(name);
         } else if let Some(size) = line.strip_prefix("    size ") {
             if let Some(entry) = current.as_ref().and_then(|n| parsed.elements.get_mut(n)) {
@@ -36,11 +37,7 @@ pub(crate) fn parse(script: &str) -> Parsed {
             continue;
         } else if let Some(list) = line.strip_prefix("    elements = { ") {
             if let Some(entry) = current.as_ref().and_then(|n| parsed.elements.get_mut(n)) {
-                entry.1 = list
-                    .trim_end_matches(" }")
-                    .split(", ")
-                    .map(str::to_owned)
-                    .collect();
+                entry.1 = list.trim_end_matches(" }").to_owned();
             }
             continue;
         } else if line.starts_with("  chain ") || line == "}" {
@@ -50,6 +47,35 @@ pub(crate) fn parse(script: &str) -> Parsed {
         parsed.skeleton.push('\n');
     }
     parsed
+}
+
+/// The elements of a list as written by `render`.
+fn split(list: &str) -> Vec<&str> {
+    if list.is_empty() {
+        Vec::new()
+    } else {
+        list.split(", ").collect()
+    }
+}
+
+/// The elements only in `before` and only in `after`, each sorted. Lists are rendered in
+/// service order, so a change usually leaves a long common head and tail: only the elements
+/// between them are hashed.
+fn changes<'a>(before: &[&'a str], after: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let head = before.iter().zip(after).take_while(|(a, b)| a == b).count();
+    let tail = before[head..]
+        .iter()
+        .rev()
+        .zip(after[head..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let before: HashSet<&str> = before[head..before.len() - tail].iter().copied().collect();
+    let after: HashSet<&str> = after[head..after.len() - tail].iter().copied().collect();
+    let mut removed: Vec<&str> = before.difference(&after).copied().collect();
+    let mut added: Vec<&str> = after.difference(&before).copied().collect();
+    removed.sort_unstable();
+    added.sort_unstable();
+    (removed, added)
 }
 
 /// The element changes from `old` to `new` in table `table` as one `nft -f` script, or `None`
@@ -62,22 +88,19 @@ pub(crate) fn script(table: &str, old: &Parsed, new: &Parsed) -> Option<String> 
     let mut out = String::new();
     for (name, (_, after)) in &new.elements {
         let (size, before) = old.elements.get(name)?;
+        if before == after {
+            continue;
+        }
+        let (before, after) = (split(before), split(after));
         if after.len() > *size {
             return None;
         }
-        let is_map = |e: &str| e.contains(" : ");
-        let removed: Vec<&str> = before
-            .difference(after)
-            .map(|e| {
-                // Maps are keyed: delete by key.
-                if is_map(e) {
-                    e.split(" : ").next().unwrap_or(e)
-                } else {
-                    e.as_str()
-                }
-            })
+        let (removed, added) = changes(&before, &after);
+        // Maps are keyed: delete by key.
+        let removed: Vec<&str> = removed
+            .into_iter()
+            .map(|e| e.split(" : ").next().unwrap_or(e))
             .collect();
-        let added: Vec<&str> = after.difference(before).map(String::as_str).collect();
         if !removed.is_empty() {
             let _ = writeln!(
                 out,
@@ -116,6 +139,20 @@ mod tests {
         assert_eq!(script_same(OLD), Some(String::new()));
         let restructured = OLD.replace("jump d", "jump e");
         assert_eq!(super::script("t", &parse(OLD), &parse(&restructured)), None);
+    }
+
+    #[test]
+    fn only_elements_that_changed_are_sent_wherever_they_are_in_the_list() {
+        let old = OLD.replace("a : 1, b : 2", "a : 1, b : 2, c : 3, d : 4, e : 5");
+        let new = OLD.replace("a : 1, b : 2", "a : 1, x : 2, c : 3, e : 5, d : 4, f : 6");
+        assert_eq!(
+            script("t", &parse(&old), &parse(&new)).unwrap(),
+            "delete element inet t m { b }\nadd element inet t m { f : 6, x : 2 }\n"
+        );
+        // Growing past the size hint needs a rewrite.
+        let many: Vec<String> = (0..65).map(|i| format!("k{i} : {i}")).collect();
+        let big = OLD.replace("a : 1, b : 2", &many.join(", "));
+        assert_eq!(script("t", &parse(OLD), &parse(&big)), None);
     }
 
     fn script_same(s: &str) -> Option<String> {

@@ -145,20 +145,38 @@ impl Shape {
     }
 }
 
+/// A map's or set's elements as the script lists them (`a, b, c`), written straight into one
+/// buffer: a 10,000-service table has 100,000 of them.
+#[derive(Debug, Default)]
+struct Elements {
+    list: String,
+    len: usize,
+}
+
+impl Elements {
+    fn push(&mut self, element: std::fmt::Arguments<'_>) {
+        if self.len > 0 {
+            self.list.push_str(", ");
+        }
+        let _ = self.list.write_fmt(element);
+        self.len += 1;
+    }
+}
+
 /// Where a frontend's traffic is sent: endpoints chosen by a shared chain and map of its
 /// [`Shape`], or a chain of its own (with affinity). Lists are indexed by [`Family`].
 #[derive(Default)]
 struct Plan {
     /// `ip . proto . port : goto chain` for ClusterIPs.
-    cluster_ips: [Vec<String>; 2],
+    cluster_ips: [Elements; 2],
     /// `proto . port : goto chain` for NodePorts.
-    node_ports: [Vec<String>; 2],
-    no_endpoints: [Vec<String>; 2],
-    no_endpoint_node_ports: [Vec<String>; 2],
+    node_ports: [Elements; 2],
+    no_endpoints: [Elements; 2],
+    no_endpoint_node_ports: [Elements; 2],
     /// Shape of a ClusterIP chain → `ip . slot : endpoint` elements.
-    cluster_slots: BTreeMap<Shape, Vec<String>>,
+    cluster_slots: BTreeMap<Shape, Elements>,
     /// Shape of a NodePort chain → `node port . slot : endpoint` elements.
-    node_port_slots: BTreeMap<Shape, Vec<String>>,
+    node_port_slots: BTreeMap<Shape, Elements>,
     /// Per-service chains, for affinity.
     chains: Vec<Chain>,
     /// `ip . ip` for each endpoint on this node: a pod reaching itself through a service
@@ -261,10 +279,10 @@ impl Plan {
         .entry(shape)
         .or_default();
         for (slot, (ip, port)) in endpoints.iter().enumerate() {
-            slots.push(match target {
-                Some(_) => format!("{key} . {slot} : {ip}"),
-                None => format!("{key} . {slot} : {ip} . {port}"),
-            });
+            match target {
+                Some(_) => slots.push(format_args!("{key} . {slot} : {ip}")),
+                None => slots.push(format_args!("{key} . {slot} : {ip} . {port}")),
+            }
         }
         match frontend {
             Frontend::NodePort { local: true } => format!("{}_local", shape.name()),
@@ -315,7 +333,7 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
                 );
                 let key = format!("{ip} . {protocol} . {}", port.port);
                 if internal.is_empty() {
-                    plan.no_endpoints[f].push(key);
+                    plan.no_endpoints[f].push(format_args!("{key}"));
                 } else {
                     let chain = plan.route(
                         family,
@@ -326,7 +344,7 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
                         entry.session_affinity,
                         &masquerade,
                     );
-                    plan.cluster_ips[f].push(format!("{key} : goto {chain}"));
+                    plan.cluster_ips[f].push(format_args!("{key} : goto {chain}"));
                 }
             }
             if let Some(node_port) = port.node_port {
@@ -334,7 +352,7 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
                 let external = of_family(usable(&port.endpoints, local, node), family);
                 let key = format!("{protocol} . {node_port}");
                 if external.is_empty() {
-                    plan.no_endpoint_node_ports[f].push(key);
+                    plan.no_endpoint_node_ports[f].push(format_args!("{key}"));
                 } else {
                     let chain = plan.route(
                         family,
@@ -345,7 +363,7 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
                         entry.session_affinity,
                         &masquerade,
                     );
-                    plan.node_ports[f].push(format!("{key} : goto {chain}"));
+                    plan.node_ports[f].push(format_args!("{key} : goto {chain}"));
                 }
             }
         }
@@ -356,9 +374,14 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
 fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Rendered {
     let name = &config.table;
     let balancing = config.balancing;
-    let elements: usize = plan.cluster_slots.values().map(Vec::len).sum::<usize>()
-        + plan.cluster_ips.iter().map(Vec::len).sum::<usize>();
-    let mut out = String::with_capacity(4096 + 64 * elements);
+    let bytes: usize = plan
+        .cluster_slots
+        .values()
+        .chain(plan.node_port_slots.values())
+        .chain(&plan.cluster_ips)
+        .map(|e| e.list.len())
+        .sum();
+    let mut out = String::with_capacity(4096 + bytes + bytes / 8);
     // Create-then-delete makes the delete safe when the table does not exist yet; the whole
     // script is one transaction, so traffic never sees an empty table in between. An `ip`
     // table of the same name (left by an IPv4-only version) goes too.
@@ -394,18 +417,21 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
             "type inet_proto . inet_service",
             &plan.no_endpoint_node_ports[f],
         );
-        let hairpin: Vec<String> = plan.hairpin[f].iter().cloned().collect();
+        let mut hairpin = Elements::default();
+        for pair in &plan.hairpin[f] {
+            hairpin.push(format_args!("{pair}"));
+        }
         map(
             &mut out,
             &format!("hairpin{sfx}"),
             &format!("type {addr} . {addr}"),
             &hairpin,
         );
-        rules += hairpin.len();
-        rules += plan.cluster_ips[f].len()
-            + plan.node_ports[f].len()
-            + plan.no_endpoints[f].len()
-            + plan.no_endpoint_node_ports[f].len();
+        rules += hairpin.len;
+        rules += plan.cluster_ips[f].len
+            + plan.node_ports[f].len
+            + plan.no_endpoints[f].len
+            + plan.no_endpoint_node_ports[f].len;
     }
     rules += fixed_chains(&mut out, config.masquerade_mark);
     for (shape, slots) in &plan.cluster_slots {
@@ -424,7 +450,7 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
         }
         write_lb(&mut out, shape, &key, balancing);
         out.push_str("  }\n");
-        rules += 1 + usize::from(mark.is_some()) + slots.len();
+        rules += 1 + usize::from(mark.is_some()) + slots.len;
     }
     for (shape, slots) in &plan.node_port_slots {
         let chain = shape.name();
@@ -446,7 +472,7 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
             write_lb(&mut out, shape, "th dport", balancing);
             out.push_str("  }\n");
         }
-        rules += 2 + slots.len();
+        rules += 2 + slots.len;
     }
     for chain in &plan.chains {
         rules += write_chain(&mut out, chain, balancing);
@@ -529,14 +555,16 @@ fn fixed_chains(out: &mut String, mark: u32) -> usize {
     21
 }
 
-fn map(out: &mut String, name: &str, ty: &str, elements: &[String]) {
+fn map(out: &mut String, name: &str, ty: &str, elements: &Elements) {
     let kind = if ty.contains(" : ") { "map" } else { "set" };
     // A size hint lets the kernel pick a fixed-size hash instead of growing one while 100,000
     // elements are inserted; the table is rewritten whole, so it never needs to grow later.
-    let size = (elements.len() * 2).next_power_of_two().max(64);
+    let size = (elements.len * 2).next_power_of_two().max(64);
     let _ = write!(out, "  {kind} {name} {{\n    {ty};\n    size {size};\n");
-    if !elements.is_empty() {
-        let _ = writeln!(out, "    elements = {{ {} }}", elements.join(", "));
+    if elements.len > 0 {
+        out.push_str("    elements = { ");
+        out.push_str(&elements.list);
+        out.push_str(" }\n");
     }
     out.push_str("  }\n");
 }
