@@ -162,11 +162,13 @@ impl WatchOptions {
     }
 }
 
-/// The result of [`Store::list`]: the matching objects as of one revision.
+/// The result of [`Store::list`]: the matching objects as of one revision. Items are owned
+/// copies ([`DynamicObject`]) or, from [`Store::list_shared`], the store's own shared objects
+/// ([`SharedList`]).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ObjectList {
+pub struct ObjectList<T = DynamicObject> {
     /// Matching objects, ordered by namespace then name.
-    pub items: Vec<DynamicObject>,
+    pub items: Vec<T>,
     /// The store revision the list reflects; watch from it to see every later change.
     pub resource_version: u64,
     /// Set when the list was limited and more objects remain: pass it as
@@ -174,16 +176,29 @@ pub struct ObjectList {
     pub continue_token: Option<String>,
 }
 
-impl ObjectList {
+impl<T> ObjectList<T> {
     /// A complete (unpaged) list.
-    pub fn new(items: Vec<DynamicObject>, resource_version: u64) -> Self {
+    pub fn new(items: Vec<T>, resource_version: u64) -> Self {
         Self {
             items,
             resource_version,
             continue_token: None,
         }
     }
+
+    /// The same list with each item converted.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> ObjectList<U> {
+        ObjectList {
+            items: self.items.into_iter().map(f).collect(),
+            resource_version: self.resource_version,
+            continue_token: self.continue_token,
+        }
+    }
 }
+
+/// A list of the store's own objects, shared rather than copied: what
+/// [`Store::list_shared`] returns.
+pub type SharedList = ObjectList<Arc<DynamicObject>>;
 
 /// One change seen by a watch. Objects are shared (`Arc`): a store hands the same object to
 /// every watcher instead of copying it per watcher.
@@ -258,6 +273,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Reads one object.
     async fn get(&self, kind: &GroupKind, key: &ObjectKey) -> Result<DynamicObject, StoreError>;
 
+    /// Reads one object without copying it: the store's own shared object where it keeps one
+    /// (as the in-memory stores do). Read-only callers that serialize or inspect objects (an API
+    /// server, a cache) use the `*_shared` methods to skip a deep copy per object. The default
+    /// wraps [`Store::get`].
+    async fn get_shared(
+        &self,
+        kind: &GroupKind,
+        key: &ObjectKey,
+    ) -> Result<Arc<DynamicObject>, StoreError> {
+        self.get(kind, key).await.map(Arc::new)
+    }
+
     /// Lists objects of a kind, in one namespace or all (`None`), as of one revision.
     async fn list(
         &self,
@@ -266,15 +293,39 @@ pub trait Store: Send + Sync + fmt::Debug {
         options: &ListOptions,
     ) -> Result<ObjectList, StoreError>;
 
+    /// Like [`Store::list`], with the store's shared objects instead of copies: listing 100,000
+    /// objects costs 100,000 reference-count increments, not 100,000 deep copies. The default
+    /// wraps [`Store::list`].
+    async fn list_shared(
+        &self,
+        kind: &GroupKind,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<SharedList, StoreError> {
+        Ok(self.list(kind, namespace, options).await?.map(Arc::new))
+    }
+
     /// Creates an object. The store assigns `uid`, `creationTimestamp`, `generation` and
     /// `resourceVersion`, and a name from `generateName` when `name` is empty. An object that
     /// already has a `resourceVersion` is [`StoreError::Invalid`].
     async fn create(&self, object: DynamicObject) -> Result<DynamicObject, StoreError>;
 
+    /// Like [`Store::create`], returning the stored object shared instead of a copy. The
+    /// default wraps [`Store::create`].
+    async fn create_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
+        self.create(object).await.map(Arc::new)
+    }
+
     /// Replaces an object. If the object carries a `resourceVersion` it must equal the stored one,
     /// else [`StoreError::Conflict`]. `uid` and `creationTimestamp` are kept; `generation` is
     /// incremented when `spec` changes.
     async fn update(&self, object: DynamicObject) -> Result<DynamicObject, StoreError>;
+
+    /// Like [`Store::update`], returning the stored object shared instead of a copy. The
+    /// default wraps [`Store::update`].
+    async fn update_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
+        self.update(object).await.map(Arc::new)
+    }
 
     /// Deletes an object, returning its last state.
     async fn delete(

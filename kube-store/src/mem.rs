@@ -7,7 +7,8 @@ use std::time::Duration;
 use kube_core::kind::Registry;
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::store::{
-    ListOptions, ObjectList, Preconditions, Store, StoreError, WatchOptions, WatchStream,
+    ListOptions, ObjectList, Preconditions, SharedList, Store, StoreError, WatchOptions,
+    WatchStream,
 };
 
 use crate::engine::{Change, Engine, EngineConfig, State, View, watch};
@@ -115,30 +116,31 @@ impl MemStore {
     fn write(
         &self,
         plan: impl FnOnce(&State, &Registry) -> Result<Change, StoreError>,
-    ) -> Result<DynamicObject, StoreError> {
-        let (revision, result) = {
+    ) -> Result<Arc<DynamicObject>, StoreError> {
+        let change = {
             let mut state = self.engine.write();
             let change = plan(&state, &self.engine.config.registry)?;
             let change = state.apply(change);
             state.trim_history(&self.engine.config);
-            (change.revision, result_of(&change))
+            change
         };
-        self.engine.publish(revision);
-        Ok(result)
+        self.engine.publish(change.revision);
+        // Built after the lock is released: a delete's result is a copy.
+        Ok(result_of(&change))
     }
 }
 
 /// What a write returns: the new object, or for a delete the last state stamped with the
 /// deletion's revision.
-pub(crate) fn result_of(change: &Change) -> DynamicObject {
+pub(crate) fn result_of(change: &Change) -> Arc<DynamicObject> {
     match (&change.after, &change.before) {
-        (Some(after), _) => (**after).clone(),
+        (Some(after), _) => after.clone(),
         (None, Some(before)) => {
             let mut last = (**before).clone();
             last.metadata.resource_version = Some(change.revision.to_string());
-            last
+            Arc::new(last)
         }
-        (None, None) => DynamicObject::default(),
+        (None, None) => Arc::default(),
     }
 }
 
@@ -146,6 +148,23 @@ pub(crate) fn result_of(change: &Change) -> DynamicObject {
 impl Store for MemStore {
     async fn get(&self, kind: &GroupKind, key: &ObjectKey) -> Result<DynamicObject, StoreError> {
         self.engine.get(kind, key)
+    }
+
+    async fn get_shared(
+        &self,
+        kind: &GroupKind,
+        key: &ObjectKey,
+    ) -> Result<Arc<DynamicObject>, StoreError> {
+        self.engine.get_shared(kind, key)
+    }
+
+    async fn list_shared(
+        &self,
+        kind: &GroupKind,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<SharedList, StoreError> {
+        self.engine.list_shared(kind, namespace, options)
     }
 
     async fn list(
@@ -158,10 +177,18 @@ impl Store for MemStore {
     }
 
     async fn create(&self, object: DynamicObject) -> Result<DynamicObject, StoreError> {
+        self.create_shared(object).await.map(Arc::unwrap_or_clone)
+    }
+
+    async fn create_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
         self.write(|state, registry| state.plan_create(object, registry))
     }
 
     async fn update(&self, object: DynamicObject) -> Result<DynamicObject, StoreError> {
+        self.update_shared(object).await.map(Arc::unwrap_or_clone)
+    }
+
+    async fn update_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
         self.write(|state, registry| state.plan_update(object, registry))
     }
 
@@ -172,6 +199,7 @@ impl Store for MemStore {
         preconditions: &Preconditions,
     ) -> Result<DynamicObject, StoreError> {
         self.write(|state, registry| state.plan_delete(kind, key, preconditions, registry))
+            .map(Arc::unwrap_or_clone)
     }
 
     async fn watch(

@@ -402,7 +402,13 @@ fn validate(ctx: &Ctx<'_>, object: &DynamicObject, old: Option<&DynamicObject>) 
 }
 
 async fn get(ctx: &Ctx<'_>) -> ApiResult<Response> {
-    let object = ctx.current().await?;
+    // Read-only: the store's shared object, serialized without a copy.
+    let object = ctx
+        .inner
+        .store
+        .get_shared(&ctx.kind(), &ctx.key())
+        .await
+        .map_err(|e| ctx.store_error(e))?;
     if ctx.wants_table() {
         let include = IncludeObject::parse(ctx.query.get("includeObject"));
         return Ok(json_response(
@@ -444,7 +450,7 @@ async fn list(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let list = ctx
         .inner
         .store
-        .list(&ctx.kind(), ctx.target.namespace.as_deref(), &options)
+        .list_shared(&ctx.kind(), ctx.target.namespace.as_deref(), &options)
         .await
         .map_err(|e| ctx.store_error(e))?;
     let rv = list.resource_version.to_string();
@@ -462,32 +468,84 @@ async fn list(ctx: &Ctx<'_>) -> ApiResult<Response> {
             ),
         ));
     }
-    // Serialize straight into the response: a list of 100k objects is written once.
-    let mut body = Vec::with_capacity(list.items.len() * 512 + 128);
     let mut metadata = json!({"resourceVersion": rv});
     if let Some(token) = list.continue_token {
         metadata["continue"] = json!(token);
     }
-    body.extend_from_slice(b"{\"kind\":");
-    serde_json::to_writer(&mut body, &format!("{}List", ctx.info().kind)).map_err(internal)?;
-    body.extend_from_slice(b",\"apiVersion\":");
-    serde_json::to_writer(&mut body, &ctx.info().api_version()).map_err(internal)?;
-    body.extend_from_slice(b",\"metadata\":");
-    serde_json::to_writer(&mut body, &metadata).map_err(internal)?;
-    body.extend_from_slice(b",\"items\":[");
-    for (i, item) in list.items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        serde_json::to_writer(&mut body, item).map_err(internal)?;
-    }
-    body.extend_from_slice(b"]}");
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut head, &format!("{}List", ctx.info().kind)).map_err(internal)?;
+    head.extend_from_slice(b",\"apiVersion\":");
+    serde_json::to_writer(&mut head, &ctx.info().api_version()).map_err(internal)?;
+    head.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut head, &metadata).map_err(internal)?;
+    head.extend_from_slice(b",\"items\":[");
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        body,
+        list_body(head, list.items)?,
     )
         .into_response())
+}
+
+/// Lists up to this many items are serialized in one piece; longer ones are streamed in
+/// pieces of this many items.
+const LIST_PIECE_ITEMS: usize = 128;
+/// How many pieces of a long list are serialized ahead of the network, in parallel.
+const LIST_PIECES_AHEAD: usize = 4;
+
+/// Appends items `range` of `items` to `out`, comma-separated (a comma before each but the
+/// list's first).
+fn write_items(
+    out: &mut Vec<u8>,
+    items: &[Arc<DynamicObject>],
+    range: std::ops::Range<usize>,
+) -> Result<(), serde_json::Error> {
+    for i in range {
+        if i > 0 {
+            out.push(b',');
+        }
+        if let Some(item) = items.get(i) {
+            serde_json::to_writer(&mut *out, &**item)?;
+        }
+    }
+    Ok(())
+}
+
+/// The body of a list: `head`, the items separated by commas, then `]}`. A long list is
+/// streamed: pieces of it are serialized on blocking threads, several at once and ahead of the
+/// network but in order, so the first bytes leave at once, serialization uses every core and
+/// overlaps with sending, and memory holds a few pieces rather than the whole body.
+fn list_body(mut head: Vec<u8>, items: Vec<Arc<DynamicObject>>) -> ApiResult<Body> {
+    use futures::StreamExt;
+
+    if items.len() <= LIST_PIECE_ITEMS {
+        write_items(&mut head, &items, 0..items.len()).map_err(internal)?;
+        head.extend_from_slice(b"]}");
+        return Ok(Body::from(head));
+    }
+    let items = Arc::new(items);
+    let pieces = items.len().div_ceil(LIST_PIECE_ITEMS);
+    let body = futures::stream::iter(0..pieces)
+        .map(move |piece| {
+            let items = items.clone();
+            tokio::task::spawn_blocking(move || {
+                let start = piece * LIST_PIECE_ITEMS;
+                let range = start..(start + LIST_PIECE_ITEMS).min(items.len());
+                let mut out = Vec::with_capacity(range.len() * 2048);
+                write_items(&mut out, &items, range).map(|()| bytes::Bytes::from(out))
+            })
+        })
+        .buffered(LIST_PIECES_AHEAD)
+        .map(|piece| match piece {
+            Ok(Ok(bytes)) => Ok(bytes),
+            // Ends the response early: the client sees a truncated body, not a wrong one.
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(e) => Err(std::io::Error::other(e)),
+        });
+    let head = futures::stream::once(std::future::ready(Ok(bytes::Bytes::from(head))));
+    let tail = futures::stream::once(std::future::ready(Ok(bytes::Bytes::from_static(b"]}"))));
+    Ok(Body::from_stream(head.chain(body).chain(tail)))
 }
 
 fn internal(e: serde_json::Error) -> ApiError {
@@ -529,7 +587,7 @@ async fn admit_and_create(ctx: &Ctx<'_>, object: DynamicObject) -> ApiResult<Res
     let created = ctx
         .inner
         .store
-        .create(object)
+        .create_shared(object)
         .await
         .map_err(|e| ctx.store_error(e))?;
     object_response(StatusCode::CREATED, &created)
@@ -563,11 +621,14 @@ fn merge_write(ctx: &Ctx<'_>, old: &DynamicObject, mut new: DynamicObject) -> Dy
 }
 
 /// Stores an updated object; an object being deleted whose last finalizer is gone goes away.
-async fn store_update(ctx: &Ctx<'_>, object: DynamicObject) -> Result<DynamicObject, ApiError> {
+async fn store_update(
+    ctx: &Ctx<'_>,
+    object: DynamicObject,
+) -> Result<Arc<DynamicObject>, ApiError> {
     let updated = ctx
         .inner
         .store
-        .update(object)
+        .update_shared(object)
         .await
         .map_err(|e| ctx.store_error(e))?;
     let finalized = updated.metadata.deletion_timestamp.is_some()
@@ -586,7 +647,7 @@ async fn store_update(ctx: &Ctx<'_>, object: DynamicObject) -> Result<DynamicObj
             .delete(&ctx.kind(), &key, &Preconditions::uid(uid))
             .await
         {
-            Ok(gone) => return Ok(gone),
+            Ok(gone) => return Ok(Arc::new(gone)),
             Err(e) if e.is_not_found() => return Ok(updated),
             Err(e) => return Err(ctx.store_error(e)),
         }

@@ -510,9 +510,9 @@ fn row(object: &DynamicObject, include: IncludeObject, now: SystemTime) -> Value
 }
 
 /// A Table of `objects`.
-pub(crate) fn table(
+pub(crate) fn table<O: std::borrow::Borrow<DynamicObject>>(
     kind: &str,
-    objects: &[DynamicObject],
+    objects: &[O],
     resource_version: Option<String>,
     continue_token: Option<String>,
     include: IncludeObject,
@@ -530,7 +530,7 @@ pub(crate) fn table(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "rows": objects.iter().map(|o| row(o, include, now)).collect::<Vec<_>>(),
+        "rows": objects.iter().map(|o| row(o.borrow(), include, now)).collect::<Vec<_>>(),
     });
     if with_columns {
         table["columnDefinitions"] = json!(columns(kind));

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::store::{
-    ListOptions, ObjectList, Preconditions, Store, StoreError, WatchOptions, WatchStream,
+    ListOptions, ObjectList, Preconditions, SharedList, Store, StoreError, WatchOptions,
+    WatchStream,
 };
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -92,7 +93,7 @@ enum Op {
 
 struct Request {
     op: Op,
-    reply: oneshot::Sender<Result<DynamicObject, StoreError>>,
+    reply: oneshot::Sender<Result<Arc<DynamicObject>, StoreError>>,
 }
 
 /// The state plus the changes planned earlier in the same batch.
@@ -203,7 +204,7 @@ impl Committer {
                         kind: change.kind.kind.to_string(),
                         namespace: change.key.namespace.clone(),
                         name: change.key.name.clone(),
-                        object: change.after.as_deref().cloned(),
+                        object: change.after.as_deref(),
                     };
                     record::encode(&record, &mut bytes).map_err(backend)?;
                     overlay.revision = change.revision;
@@ -224,7 +225,7 @@ impl Committer {
                 for (reply, plan) in planned {
                     let result = match plan {
                         Ok(Some(_)) => Err(StoreError::Backend(reason.clone().into())),
-                        Ok(None) => Ok(DynamicObject::default()),
+                        Ok(None) => Ok(Arc::default()),
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(result);
@@ -238,7 +239,7 @@ impl Committer {
             for (reply, plan) in planned {
                 let result = match plan {
                     Ok(Some(change)) => Ok(result_of(&state.apply(change))),
-                    Ok(None) => Ok(DynamicObject::default()),
+                    Ok(None) => Ok(Arc::default()),
                     Err(e) => Err(e),
                 };
                 replies.push((reply, result));
@@ -437,7 +438,7 @@ impl DurableStore {
         &self.inner.dir
     }
 
-    async fn submit(&self, op: Op) -> Result<DynamicObject, StoreError> {
+    async fn submit(&self, op: Op) -> Result<Arc<DynamicObject>, StoreError> {
         let (reply, response) = oneshot::channel();
         let sent = match self.inner.requests.lock() {
             Ok(tx) => tx
@@ -462,6 +463,23 @@ impl Store for DurableStore {
         self.inner.engine.get(kind, key)
     }
 
+    async fn get_shared(
+        &self,
+        kind: &GroupKind,
+        key: &ObjectKey,
+    ) -> Result<Arc<DynamicObject>, StoreError> {
+        self.inner.engine.get_shared(kind, key)
+    }
+
+    async fn list_shared(
+        &self,
+        kind: &GroupKind,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<SharedList, StoreError> {
+        self.inner.engine.list_shared(kind, namespace, options)
+    }
+
     async fn list(
         &self,
         kind: &GroupKind,
@@ -472,10 +490,18 @@ impl Store for DurableStore {
     }
 
     async fn create(&self, object: DynamicObject) -> Result<DynamicObject, StoreError> {
+        self.create_shared(object).await.map(Arc::unwrap_or_clone)
+    }
+
+    async fn create_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
         self.submit(Op::Create(object)).await
     }
 
     async fn update(&self, object: DynamicObject) -> Result<DynamicObject, StoreError> {
+        self.update_shared(object).await.map(Arc::unwrap_or_clone)
+    }
+
+    async fn update_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
         self.submit(Op::Update(object)).await
     }
 
@@ -487,6 +513,7 @@ impl Store for DurableStore {
     ) -> Result<DynamicObject, StoreError> {
         self.submit(Op::Delete(kind.clone(), key.clone(), preconditions.clone()))
             .await
+            .map(Arc::unwrap_or_clone)
     }
 
     async fn watch(

@@ -6,17 +6,18 @@ use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use serde::{Deserialize, Serialize};
 
 /// One change as written to the log: the key and the object after it (`None` for a delete).
+/// Written from a borrowed object (`Record<&DynamicObject>`), read back owned.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Record {
+pub(crate) struct Record<O = DynamicObject> {
     pub(crate) revision: u64,
     pub(crate) group: String,
     pub(crate) kind: String,
     pub(crate) namespace: Option<String>,
     pub(crate) name: String,
-    pub(crate) object: Option<DynamicObject>,
+    pub(crate) object: Option<O>,
 }
 
-impl Record {
+impl<O> Record<O> {
     pub(crate) fn group_kind(&self) -> GroupKind {
         GroupKind::new(self.group.clone(), self.kind.clone())
     }
@@ -32,7 +33,10 @@ impl Record {
 const HEADER: usize = 8;
 
 /// Appends the framed record to `out`.
-pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub(crate) fn encode<O: Serialize>(
+    record: &Record<O>,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     let payload = serde_json::to_vec(record)?;
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());

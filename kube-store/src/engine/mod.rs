@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use kube_core::kind::Registry;
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::store::{
-    ListOptions, ObjectList, Preconditions, StoreError, WatchOptions, WatchStream,
+    ListOptions, ObjectList, Preconditions, SharedList, StoreError, WatchOptions, WatchStream,
 };
 use tokio::sync::watch as notify;
 
@@ -231,7 +231,7 @@ impl State {
         kind: &GroupKind,
         namespace: Option<&str>,
         options: &ListOptions,
-    ) -> Result<ObjectList, StoreError> {
+    ) -> Result<SharedList, StoreError> {
         let (revision, after) = match options.continue_token.as_deref() {
             Some(token) => {
                 let c = Continue::decode(token)?;
@@ -316,7 +316,7 @@ impl State {
                 more = true;
                 break;
             }
-            items.push((**object).clone());
+            items.push(object.clone());
             last_key = Some(key.clone());
         }
         Ok(ObjectList {
@@ -403,26 +403,46 @@ impl Engine {
         self.latest.subscribe()
     }
 
+    pub(crate) fn get_shared(
+        &self,
+        kind: &GroupKind,
+        key: &ObjectKey,
+    ) -> Result<Arc<DynamicObject>, StoreError> {
+        check_kind(&self.config.registry, kind)?;
+        self.read()
+            .current(kind, key)
+            .ok_or_else(|| not_found(kind, key))
+    }
+
+    /// A copy of one object, made after the lock is released.
     pub(crate) fn get(
         &self,
         kind: &GroupKind,
         key: &ObjectKey,
     ) -> Result<DynamicObject, StoreError> {
-        check_kind(&self.config.registry, kind)?;
-        self.read()
-            .current(kind, key)
-            .map(|o| (*o).clone())
-            .ok_or_else(|| not_found(kind, key))
+        self.get_shared(kind, key).map(Arc::unwrap_or_clone)
     }
 
+    pub(crate) fn list_shared(
+        &self,
+        kind: &GroupKind,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<SharedList, StoreError> {
+        check_kind(&self.config.registry, kind)?;
+        self.read().list(kind, namespace, options)
+    }
+
+    /// Copies of the listed objects, made after the lock is released.
     pub(crate) fn list(
         &self,
         kind: &GroupKind,
         namespace: Option<&str>,
         options: &ListOptions,
     ) -> Result<ObjectList, StoreError> {
-        check_kind(&self.config.registry, kind)?;
-        self.read().list(kind, namespace, options)
+        Ok(self
+            .list_shared(kind, namespace, options)?
+            .map(Arc::unwrap_or_clone))
     }
 }
 

@@ -728,6 +728,36 @@ async fn lists_page_and_filter_and_deletecollection_deletes_the_selection() {
 }
 
 #[tokio::test]
+async fn a_long_list_arrives_whole_and_in_order() {
+    // Long lists are streamed in chunks; the client must still get one valid document.
+    let s = server().await;
+    let count = 3000;
+    for i in 0..count {
+        let cm: kube_core::DynamicObject =
+            serde_json::from_value(config_map(&format!("c{i:05}"))).unwrap();
+        let mut cm = cm;
+        cm.metadata.namespace = Some("default".into());
+        // A value large enough that the list spans several chunks.
+        cm.data["data"]["k"] = json!("v".repeat(400));
+        s.store.create(cm).await.unwrap();
+    }
+    let (code, list) = s.call(Method::GET, CMS, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["kind"], "ConfigMapList");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), count);
+    let names: Vec<&str> = items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+    assert_eq!(items[count - 1]["data"]["k"].as_str().unwrap().len(), 400);
+    assert!(list["metadata"]["resourceVersion"].as_str().is_some());
+}
+
+#[tokio::test]
 async fn discovery_and_tables_for_kubectl() {
     let s = server().await;
     let (code, version) = s.call(Method::GET, "/version", None).await;
