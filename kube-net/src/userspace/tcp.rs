@@ -1,10 +1,13 @@
 //! TCP frontends: accept, pick an endpoint (trying the next one when refused), relay.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,14 +60,39 @@ pub(crate) async fn serve(
 
 /// Connects with Nagle off: small request/response traffic must not wait. (The client side
 /// inherits TCP_NODELAY from the listener.)
-async fn connect(endpoint: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if endpoint.is_ipv4() {
-        TcpSocket::new_v4()
+///
+/// Three system calls and a registration: a non-blocking `socket`, `setsockopt`, `connect`;
+/// the outcome is read from the readiness the kernel reports (an error flag when refused),
+/// without the `getsockopt(SO_ERROR)` a generic connect makes on success.
+async fn connect(endpoint: SocketAddr) -> io::Result<TcpStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, connect, setsockopt, socket, sockopt,
+    };
+    let family = if endpoint.is_ipv4() {
+        AddressFamily::Inet
     } else {
-        TcpSocket::new_v6()
-    }?;
-    socket.set_nodelay(true)?;
-    socket.connect(endpoint).await
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(endpoint)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(fd))?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        // Refused or unreachable: only now ask for the reason.
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
 }
 
 async fn connection(
