@@ -63,7 +63,8 @@ impl Workload {
         match self {
             Self::Basic | Self::NodeAffinity | Self::TopologySpread => (5000, 1000, 10000),
             Self::PodAntiAffinity => (5000, 1000, 1000),
-            Self::Preemption => (500, 2000, 500),
+            // PreemptionBasic/5000Nodes: every node full (4 × 900m of 4 cpu).
+            Self::Preemption => (5000, 20000, 5000),
         }
     }
 }
@@ -250,13 +251,20 @@ fn main() {
                         cluster.remove_pod(&v.key);
                         jobs.send(Job::Delete(v.key.clone())).unwrap();
                     }
+                    // The pod comes back with `status.nominatedNodeName`, as the scheduling
+                    // loop writes it (and its informer brings it back).
+                    let mut nominated = (*q.pod.pod).clone();
+                    nominated.status.get_or_insert_default().nominated_node_name =
+                        pf.nominated_node.clone();
+                    let nominated = Arc::new(PodInfo::from_pod(nominated).unwrap());
                     queue.unschedulable(&key, popped);
                     queue.move_all_to_active_or_backoff(popped);
                     queue.flush(popped + Duration::from_secs(1));
+                    queue.add(nominated.clone(), popped);
                     if queue.position(&key) != Some(kube_sched::queue::Where::Active) {
                         // Backoff would only add idle time here; retry now.
                         queue.done(&key);
-                        queue.add(q.pod.clone(), popped);
+                        queue.add(nominated, popped);
                     }
                 }
                 None => {

@@ -32,7 +32,11 @@
 //! least 4 threads (on fewer, one thread is faster); topology counts for spread and pod
 //! affinity come from an index kept up to date per pod change; a pod is parsed once when it is
 //! queued, and the per-node hot path (filters, scores, cycle state reads, statuses) allocates
-//! nothing.
+//! nothing. Nodes sit inline in the cache, so a cycle reads the nodes it filters in memory
+//! order. A cycle where nothing fits records its statuses by node position (no name copied or
+//! sorted); preemption's dry runs borrow the cluster's pods and check only verdicts; a pod
+//! that preemption nominated a node for tries that node first (kube-scheduler's
+//! `evaluateNominatedNode`).
 //!
 //! # Not yet
 //!

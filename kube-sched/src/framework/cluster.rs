@@ -51,6 +51,9 @@ enum Workload {
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
     nodes: Vec<NodeInfo>,
+    /// The nodes' names, in the same order, shared with the statuses of cycles where nothing
+    /// fit (which then refer to nodes by position).
+    names: Arc<Vec<Arc<str>>>,
     by_name: HashMap<String, usize>,
     /// Where each counted pod is.
     placement: HashMap<ObjectKey, String>,
@@ -97,6 +100,11 @@ impl Cluster {
         &self.nodes
     }
 
+    /// The nodes' names, in the order of [`Cluster::nodes`].
+    pub(crate) fn shared_names(&self) -> &Arc<Vec<Arc<str>>> {
+        &self.names
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -110,6 +118,11 @@ impl Cluster {
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.by_name.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// Where the node called `name` is in [`Cluster::nodes`].
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// The node a counted pod is on.
@@ -172,6 +185,7 @@ impl Cluster {
                 let ns = &self.namespaces;
                 self.counts.node_pods_changed(&info, 1, &|n| ns.get(n));
                 self.by_name.insert(name, self.nodes.len());
+                Arc::make_mut(&mut self.names).push(Arc::clone(info.shared_name()));
                 self.nodes.push(info);
                 self.count_images(self.nodes.len() - 1, 1);
             }
@@ -195,6 +209,7 @@ impl Cluster {
         self.counts
             .node_pods_changed(&self.nodes[i], -1, &|n| ns.get(n));
         let info = self.nodes.swap_remove(i);
+        Arc::make_mut(&mut self.names).swap_remove(i);
         if let Some(moved) = self.nodes.get(i) {
             self.by_name.insert(moved.name().to_string(), i);
         }

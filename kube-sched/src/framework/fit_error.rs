@@ -83,7 +83,7 @@ impl From<FitError> for ScheduleError {
             reasons: e
                 .statuses
                 .into_iter()
-                .map(|(node, s)| (node, s.reasons().collect::<Vec<_>>().join(", ")))
+                .map(|(node, s)| (node.to_string(), s.reasons().collect::<Vec<_>>().join(", ")))
                 .collect(),
         }
     }

@@ -17,7 +17,7 @@ static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     node: Arc<Node>,
-    name: String,
+    name: Arc<str>,
     pods: Vec<Arc<PodInfo>>,
     /// Sum of the pods' effective requests.
     pub requested: Resources,
@@ -42,7 +42,7 @@ impl NodeInfo {
     /// A node with no pods.
     pub fn new(node: Arc<Node>) -> Self {
         let mut info = Self {
-            name: String::new(),
+            name: Arc::from(""),
             node: node.clone(),
             pods: Vec::new(),
             requested: Resources::default(),
@@ -61,7 +61,7 @@ impl NodeInfo {
 
     /// Replaces the node object, keeping the pods.
     pub fn set_node(&mut self, node: Arc<Node>) {
-        self.name = node.metadata.name.clone().unwrap_or_default();
+        self.name = Arc::from(node.metadata.name.as_deref().unwrap_or_default());
         self.allocatable = node
             .status
             .as_ref()
@@ -101,6 +101,11 @@ impl NodeInfo {
 
     /// The node's name.
     pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's name, shared (statuses keep it without copying).
+    pub(crate) fn shared_name(&self) -> &Arc<str> {
         &self.name
     }
 
@@ -152,7 +157,10 @@ impl NodeInfo {
 
     /// Stops counting the pod with `key`; returns it if it was counted.
     pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Arc<PodInfo>> {
-        let i = self.pods.iter().position(|p| &p.key == key)?;
+        // Callers usually pass the key of the very pod counted here: compare addresses first.
+        let i = (self.pods.iter())
+            .position(|p| std::ptr::eq(&p.key, key))
+            .or_else(|| self.pods.iter().position(|p| &p.key == key))?;
         let pod = self.pods.swap_remove(i);
         self.requested.sub(&pod.requests);
         self.non_zero_requested.milli_cpu -= pod.non_zero.milli_cpu;

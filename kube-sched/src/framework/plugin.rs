@@ -1,9 +1,10 @@
 //! The extension points. A plugin implements [`Plugin`] and any subset of the extension traits,
 //! and says which through the `as_*` methods (each defaults to "not implemented").
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::cluster::Cluster;
@@ -162,8 +163,175 @@ pub trait FilterPlugin: Send + Sync {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
 }
 
-/// Rejection reasons per node name.
-pub type NodeStatuses = BTreeMap<String, Status>;
+/// Rejection statuses per node name, in the order the nodes were evaluated (a cycle's
+/// rotating start first, as kube-scheduler's `nextStartNodeIndex`).
+///
+/// A cycle where nothing fits records one status per node: entries refer to the cluster's
+/// shared list of node names by position (no name is copied, hashed or sorted), and the name
+/// index [`get`](Self::get) uses is built on first use.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStatuses {
+    /// The cluster's node names when entries refer to them by position.
+    names: Option<Arc<Vec<Arc<str>>>>,
+    entries: Vec<(NodeRef, Status)>,
+    index: OnceLock<HashMap<Arc<str>, usize>>,
+}
+
+#[derive(Clone, Debug)]
+enum NodeRef {
+    /// Position in `names`.
+    At(usize),
+    Name(Arc<str>),
+}
+
+impl NodeStatuses {
+    /// No statuses.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of nodes with a status.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no node has a status.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn name_of<'a>(&'a self, node: &'a NodeRef) -> &'a str {
+        match node {
+            NodeRef::At(i) => self
+                .names
+                .as_ref()
+                .and_then(|names| names.get(*i))
+                .map_or("", |n| n),
+            NodeRef::Name(n) => n,
+        }
+    }
+
+    fn index(&self) -> &HashMap<Arc<str>, usize> {
+        self.index.get_or_init(|| {
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, (node, _))| (Arc::from(self.name_of(node)), i))
+                .collect()
+        })
+    }
+
+    /// The status of `node`.
+    pub fn get(&self, node: &str) -> Option<&Status> {
+        let &i = self.index().get(node)?;
+        self.entries.get(i).map(|(_, s)| s)
+    }
+
+    /// Whether `node` has a status.
+    pub fn contains(&self, node: &str) -> bool {
+        self.get(node).is_some()
+    }
+
+    /// Sets `node`'s status; returns the one it replaces.
+    pub fn insert(&mut self, node: impl Into<Arc<str>>, status: Status) -> Option<Status> {
+        let node = node.into();
+        if let Some(&i) = self.index().get(&node) {
+            return self
+                .entries
+                .get_mut(i)
+                .map(|(_, s)| std::mem::replace(s, status));
+        }
+        self.push(NodeRef::Name(node), status);
+        None
+    }
+
+    fn push(&mut self, node: NodeRef, status: Status) {
+        if self.index.get().is_some() {
+            let name: Arc<str> = Arc::from(self.name_of(&node));
+            let at = self.entries.len();
+            if let Some(index) = self.index.get_mut() {
+                index.insert(name, at);
+            }
+        }
+        self.entries.push((node, status));
+    }
+
+    /// Appends the status of the node at position `at` of `cluster` (which has none yet).
+    pub(crate) fn push_node(&mut self, cluster: &Cluster, at: usize, status: Status) {
+        let names = cluster.shared_names();
+        match &self.names {
+            None => self.names = Some(Arc::clone(names)),
+            Some(mine) if Arc::ptr_eq(mine, names) => {}
+            Some(_) => {
+                let name = names.get(at).cloned().unwrap_or_else(|| Arc::from(""));
+                return self.push(NodeRef::Name(name), status);
+            }
+        }
+        self.push(NodeRef::At(at), status);
+    }
+
+    /// Node names and statuses, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Status)> {
+        self.entries.iter().map(|(n, s)| (self.name_of(n), s))
+    }
+
+    /// The statuses, in order.
+    pub fn values(&self) -> impl Iterator<Item = &Status> {
+        self.entries.iter().map(|(_, s)| s)
+    }
+
+    /// The nodes of `cluster` (`None` for a name it does not know) and their statuses, in
+    /// order; by position when the statuses were recorded against this very cluster.
+    pub(crate) fn nodes_in<'a, 'c>(
+        &'a self,
+        cluster: &'c Cluster,
+    ) -> impl Iterator<Item = (Option<&'c NodeInfo>, &'a Status)> {
+        let same = self
+            .names
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, cluster.shared_names()));
+        self.entries.iter().map(move |(node, s)| {
+            let info = match node {
+                NodeRef::At(i) if same => cluster.nodes().get(*i),
+                _ => cluster.node(self.name_of(node)),
+            };
+            (info, s)
+        })
+    }
+}
+
+impl IntoIterator for NodeStatuses {
+    type Item = (Arc<str>, Status);
+    type IntoIter = std::vec::IntoIter<(Arc<str>, Status)>;
+    fn into_iter(self) -> Self::IntoIter {
+        let names = self.names;
+        let named: Vec<(Arc<str>, Status)> = self
+            .entries
+            .into_iter()
+            .map(|(node, s)| {
+                let name = match node {
+                    NodeRef::At(i) => names
+                        .as_ref()
+                        .and_then(|n| n.get(i).cloned())
+                        .unwrap_or_else(|| Arc::from("")),
+                    NodeRef::Name(n) => n,
+                };
+                (name, s)
+            })
+            .collect();
+        named.into_iter()
+    }
+}
+
+impl<N: Into<Arc<str>>> FromIterator<(N, Status)> for NodeStatuses {
+    fn from_iter<I: IntoIterator<Item = (N, Status)>>(iter: I) -> Self {
+        let mut statuses = Self::new();
+        for (node, status) in iter {
+            statuses.insert(node, status);
+        }
+        statuses
+    }
+}
 
 /// What PostFilter says when no node fit.
 #[derive(Clone, Debug)]

@@ -345,7 +345,36 @@ impl Profile {
 
     /// Runs the Filters on one node, stopping at the first rejection.
     pub fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        run_active_filters(&self.active_filters(state), state, pod, node)
+        for (i, (plugin, name)) in self.plugins.iter().zip(&self.names).enumerate() {
+            if i < 64 && state.skip_filter & (1 << i) != 0 {
+                continue;
+            }
+            let Some(f) = plugin.as_filter() else {
+                continue;
+            };
+            let status = f.filter(state, pod, node);
+            if !status.is_success() && !status.is_skip() {
+                return status.with_plugin(Arc::clone(name));
+            }
+        }
+        Status::success()
+    }
+
+    /// Whether every Filter not skipped accepts `node`: [`Profile::run_filters`] without the
+    /// rejection's details (what-if checks only need the verdict).
+    pub(crate) fn fits(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> bool {
+        self.plugins.iter().enumerate().all(|(i, plugin)| {
+            if i < 64 && state.skip_filter & (1 << i) != 0 {
+                return true;
+            }
+            let Some(f) = plugin.as_filter() else {
+                return true;
+            };
+            let status = f.filter(state, pod, node);
+            let ok = matches!(status.code(), Code::Success | Code::Skip);
+            status.discard();
+            ok
+        })
     }
 
     /// The Filter plugins not skipped by PreFilter, resolved once per cycle so the per-node
@@ -392,11 +421,12 @@ impl Profile {
         pod: &PodInfo,
         cluster: &'c Cluster,
         allowed: Option<&HashSet<String>>,
-    ) -> (Vec<&'c NodeInfo>, Vec<&'c NodeInfo>, usize) {
+    ) -> (Vec<&'c NodeInfo>, Vec<usize>, usize) {
         let all = cluster.nodes();
-        let narrowed: Option<Vec<&NodeInfo>> = allowed.map(|set| {
-            let mut v: Vec<&NodeInfo> = set.iter().filter_map(|n| cluster.node(n)).collect();
-            v.sort_by(|a, b| a.name().cmp(b.name()));
+        // Positions in `all`.
+        let narrowed: Option<Vec<usize>> = allowed.map(|set| {
+            let mut v: Vec<usize> = set.iter().filter_map(|n| cluster.position(n)).collect();
+            v.sort_by(|&a, &b| all[a].name().cmp(all[b].name()));
             v
         });
         let total = narrowed.as_ref().map_or(all.len(), Vec::len);
@@ -405,10 +435,10 @@ impl Profile {
         } else {
             self.next_start.load(Ordering::Relaxed) % all.len()
         };
-        let get = |i: usize| -> &'c NodeInfo {
+        let at = |i: usize| -> usize {
             match &narrowed {
                 Some(v) => v[i],
-                None => &all[(start + i) % all.len()],
+                None => (start + i) % all.len(),
             }
         };
         let want = num_feasible_nodes_to_find(total, self.percentage);
@@ -421,21 +451,22 @@ impl Profile {
             // One thread: filter node by node and stop as soon as enough fit.
             match &narrowed {
                 Some(v) => {
-                    for &node in v {
+                    for &i in v {
                         if feasible.len() >= want {
                             break;
                         }
                         processed += 1;
+                        let node = &all[i];
                         if passes(filters, state, pod, node) {
                             feasible.push(node);
                         } else {
-                            failures.push(node);
+                            failures.push(i);
                         }
                     }
                 }
                 None => {
                     let (head, tail) = all.split_at(start);
-                    for node in tail.iter().chain(head) {
+                    for (node, i) in tail.iter().zip(start..).chain(head.iter().zip(0..)) {
                         if feasible.len() >= want {
                             break;
                         }
@@ -443,7 +474,7 @@ impl Profile {
                         if passes(filters, state, pod, node) {
                             feasible.push(node);
                         } else {
-                            failures.push(node);
+                            failures.push(i);
                         }
                     }
                 }
@@ -454,17 +485,17 @@ impl Profile {
                 .max(PARALLEL_MIN_NODES)
                 .min(total - processed);
             let base = processed;
-            let fits = self.map(round, |j| passes(filters, state, pod, get(base + j)));
+            let fits = self.map(round, |j| passes(filters, state, pod, &all[at(base + j)]));
             for (j, fits) in fits.into_iter().enumerate() {
                 processed = base + j + 1;
-                let node = get(base + j);
+                let i = at(base + j);
                 if fits {
-                    feasible.push(node);
+                    feasible.push(&all[i]);
                     if feasible.len() >= want {
                         break;
                     }
                 } else {
-                    failures.push(node);
+                    failures.push(i);
                 }
             }
         }
@@ -630,11 +661,10 @@ impl Profile {
                     e.error = Some(status);
                     return Err(Box::new(e));
                 }
-                let statuses = cluster
-                    .nodes()
-                    .iter()
-                    .map(|n| (n.name().to_string(), status.clone()))
-                    .collect();
+                let mut statuses = NodeStatuses::new();
+                for i in 0..cluster.len() {
+                    statuses.push_node(cluster, i, status.clone());
+                }
                 return Err(Box::new(self.post_filter(
                     state,
                     pod,
@@ -643,13 +673,32 @@ impl Profile {
                 )));
             }
         };
+        // A pod that preemption made room for tries its nominated node first, as
+        // kube-scheduler's `evaluateNominatedNode`: if it fits, it is the decision.
+        let nominated = pod
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty() && allowed.as_ref().is_none_or(|a| a.contains(*n)))
+            .and_then(|n| cluster.node(n));
+        if let Some(node) = nominated {
+            if self.fits(state, pod, node) {
+                return Ok(ScheduleResult {
+                    node: node.name().to_string(),
+                    evaluated_nodes: 1,
+                    feasible_nodes: 1,
+                });
+            }
+        }
         let (feasible, failures, evaluated) =
             self.find_feasible(state, pod, cluster, allowed.as_ref());
         if feasible.is_empty() {
-            let mut statuses: NodeStatuses = failures
-                .into_iter()
-                .map(|n| (n.name().to_string(), self.run_filters(state, pod, n)))
-                .collect();
+            let mut statuses = NodeStatuses::new();
+            let nodes = cluster.nodes();
+            for i in failures {
+                statuses.push_node(cluster, i, self.run_filters(state, pod, &nodes[i]));
+            }
             if let Some(e) = statuses.values().find(|s| s.code() == Code::Error) {
                 let mut err = fit_error(NodeStatuses::new());
                 err.error = Some(e.clone());
@@ -657,10 +706,14 @@ impl Profile {
             }
             if allowed.is_some() {
                 // Nodes PreFilter ruled out (e.g. not the pod's spec.nodeName).
-                for node in cluster.nodes() {
-                    statuses.entry(node.name().to_string()).or_insert_with(|| {
-                        Status::unresolvable("node(s) didn't satisfy plugin(s) PreFilter")
-                    });
+                for (i, node) in cluster.nodes().iter().enumerate() {
+                    if !statuses.contains(node.name()) {
+                        statuses.push_node(
+                            cluster,
+                            i,
+                            Status::unresolvable("node(s) didn't satisfy plugin(s) PreFilter"),
+                        );
+                    }
                 }
             }
             return Err(Box::new(self.post_filter(
@@ -832,21 +885,6 @@ impl Profile {
             .map(|(p, w)| (p.name().to_string(), *w))
             .collect()
     }
-}
-
-fn run_active_filters(
-    filters: &[(&Arc<str>, &dyn FilterPlugin)],
-    state: &CycleState,
-    pod: &PodInfo,
-    node: &NodeInfo,
-) -> Status {
-    for (name, f) in filters {
-        let status = f.filter(state, pod, node);
-        if !status.is_success() && !status.is_skip() {
-            return status.with_plugin(Arc::clone(name));
-        }
-    }
-    Status::success()
 }
 
 /// Whether every active filter accepts `node` (the hot path: no status is kept).

@@ -30,15 +30,13 @@ pub struct Status {
     /// The first reason when it is static: a rejection with one static reason (the common case,
     /// once per rejected node per cycle) allocates nothing.
     reason: Option<&'static str>,
-    /// Further (or owned) reasons and the plugin, boxed so that a status is two words and
-    /// dropping a reason-less one (every Filter call on a fitting node) is one check.
-    detail: Option<Box<Detail>>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Detail {
-    reasons: Vec<Cow<'static, str>>,
+    /// The plugin, shared: attributing a rejection (once per rejected node when nothing fits)
+    /// allocates nothing either.
     plugin: Option<Arc<str>>,
+    /// Further (or owned) reasons, boxed so that dropping a reason-less status (every Filter
+    /// call on a fitting node) is two checks; one word, as every Filter call returns a status.
+    #[allow(clippy::box_collection)]
+    detail: Option<Box<Vec<Cow<'static, str>>>>,
 }
 
 impl PartialEq for Status {
@@ -57,6 +55,7 @@ impl Status {
         Self {
             code,
             reason: None,
+            plugin: None,
             detail: None,
         }
     }
@@ -89,17 +88,17 @@ impl Status {
     /// Adds a reason.
     pub fn with_reason(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
         let reason = reason.into();
-        let no_owned = self.detail.as_ref().is_none_or(|d| d.reasons.is_empty());
+        let no_owned = self.detail.as_ref().is_none_or(|d| d.is_empty());
         match reason {
             Cow::Borrowed(r) if self.reason.is_none() && no_owned => self.reason = Some(r),
-            reason => self.detail.get_or_insert_default().reasons.push(reason),
+            reason => self.detail.get_or_insert_default().push(reason),
         }
         self
     }
 
     /// Records which plugin said this (the framework does it for plugins).
     pub fn with_plugin(mut self, plugin: impl Into<Arc<str>>) -> Self {
-        self.detail.get_or_insert_default().plugin = Some(plugin.into());
+        self.plugin = Some(plugin.into());
         self
     }
 
@@ -107,7 +106,7 @@ impl Status {
     /// path checks millions of reason-less statuses per second).
     #[inline]
     pub(crate) fn discard(self) {
-        if self.detail.is_some() {
+        if self.detail.is_some() || self.plugin.is_some() {
             drop(self);
         } else {
             // Nothing to free: the code and a `&'static str`.
@@ -123,13 +122,13 @@ impl Status {
 
     /// The reasons.
     pub fn reasons(&self) -> impl Iterator<Item = &str> {
-        let more = self.detail.iter().flat_map(|d| d.reasons.iter());
+        let more = self.detail.iter().flat_map(|d| d.iter());
         self.reason.into_iter().chain(more.map(|r| r.as_ref()))
     }
 
     /// The plugin that produced this status, when known.
     pub fn plugin(&self) -> Option<&str> {
-        self.detail.as_ref()?.plugin.as_deref()
+        self.plugin.as_deref()
     }
 
     /// Whether the code is Success.

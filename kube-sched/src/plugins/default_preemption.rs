@@ -36,15 +36,16 @@ impl Plugin for DefaultPreemption {
     }
 }
 
-/// A node where preemption would work.
+/// A node where preemption would work (borrowing from the cycle's cluster; only the chosen
+/// one's victims are copied out).
 #[derive(Debug)]
-struct Candidate {
-    node: String,
-    victims: Vec<Arc<PodInfo>>,
+struct Candidate<'c> {
+    node: &'c NodeInfo,
+    victims: Vec<&'c Arc<PodInfo>>,
     pdb_violations: usize,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// Kubernetes' `pickOneNodeForPreemption` order: fewest PDB violations, lowest highest
     /// victim priority, lowest priority sum, fewest victims, latest-started top victim.
     fn rank(&self) -> (usize, i64, i64, usize, std::cmp::Reverse<Option<String>>) {
@@ -78,12 +79,16 @@ impl Candidate {
 }
 
 /// Which of `pods` (in order) evicting would violate a budget: each budget allows
-/// `disruptions_allowed` evictions of pods it selects.
-fn pdb_violating(pods: &[Arc<PodInfo>], cluster: &Cluster) -> Vec<bool> {
+/// `disruptions_allowed` evictions of pods it selects. Empty when there are no budgets (no
+/// pod violates any).
+fn pdb_violating(pods: &[&Arc<PodInfo>], cluster: &Cluster) -> Vec<bool> {
     let mut allowed: Vec<(i64, &crate::framework::DisruptionBudget)> = cluster
         .budgets()
         .map(|b| (i64::from(b.disruptions_allowed), b))
         .collect();
+    if allowed.is_empty() {
+        return Vec::new();
+    }
     pods.iter()
         .map(|p| {
             let mut violates = false;
@@ -107,18 +112,15 @@ fn pdb_violating(pods: &[Arc<PodInfo>], cluster: &Cluster) -> Vec<bool> {
 /// extensions, so affinity and spread counts follow), check that the pod fits, then put pods
 /// back one by one, most important first and PDB-protected ones before others, keeping out only
 /// those whose return would make the pod not fit again.
-fn select_victims(
+fn select_victims<'c>(
     state: &CycleState,
     pod: &PodInfo,
-    node: &NodeInfo,
+    node: &'c NodeInfo,
     cluster: &Cluster,
     profile: &Profile,
-) -> Option<Candidate> {
-    let mut lower: Vec<Arc<PodInfo>> = node
-        .pods()
-        .iter()
+) -> Option<Candidate<'c>> {
+    let mut lower: Vec<&'c Arc<PodInfo>> = (node.pods().iter())
         .filter(|p| p.priority < pod.priority)
-        .cloned()
         .collect();
     if lower.is_empty() {
         return None;
@@ -134,39 +136,44 @@ fn select_victims(
             return None;
         }
     }
-    if !profile.run_filters(&state, pod, &what_if).is_success() {
+    if !profile.fits(&state, pod, &what_if) {
         return None;
     }
     // Most important first, so they are the first to be spared.
     lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
     let violating = pdb_violating(&lower, cluster);
-    let (bad, good): (Vec<_>, Vec<_>) = lower.into_iter().zip(violating).partition(|(_, v)| *v);
+    let violates = |i: usize| violating.get(i).copied().unwrap_or(false);
+    // PDB-protected pods are put back first.
+    let order = (0..lower.len())
+        .filter(|&i| violates(i))
+        .chain((0..lower.len()).filter(|&i| !violates(i)));
     let mut victims = Vec::new();
     let mut pdb_violations = 0;
-    for (p, violates) in bad.into_iter().chain(good) {
-        what_if.add_pod(p.clone());
+    for i in order {
+        let p = lower[i];
+        what_if.add_pod(Arc::clone(p));
         if !profile
-            .run_pre_filter_add_pod(&mut state, pod, &p, &what_if, cluster)
+            .run_pre_filter_add_pod(&mut state, pod, p, &what_if, cluster)
             .is_success()
         {
             return None;
         }
-        if !profile.run_filters(&state, pod, &what_if).is_success() {
+        if !profile.fits(&state, pod, &what_if) {
             what_if.remove_pod(&p.key);
             if !profile
-                .run_pre_filter_remove_pod(&mut state, pod, &p, &what_if, cluster)
+                .run_pre_filter_remove_pod(&mut state, pod, p, &what_if, cluster)
                 .is_success()
             {
                 return None;
             }
-            if violates {
+            if violates(i) {
                 pdb_violations += 1;
             }
             victims.push(p);
         }
     }
     Some(Candidate {
-        node: node.name().to_string(),
+        node,
         victims,
         pdb_violations,
     })
@@ -195,12 +202,12 @@ impl PostFilterPlugin for DefaultPreemption {
             .min(n);
         let mut candidates = Vec::new();
         let (mut no_victims, mut not_helpful) = (0, 0);
-        for (name, status) in statuses {
+        for (node, status) in statuses.nodes_in(cluster) {
             if status.code() != Code::Unschedulable {
                 not_helpful += 1;
                 continue;
             }
-            let Some(node) = cluster.node(name) else {
+            let Some(node) = node else {
                 continue;
             };
             match select_victims(state, pod, node, cluster, profile) {
@@ -229,8 +236,8 @@ impl PostFilterPlugin for DefaultPreemption {
         };
         PostFilterResult {
             status: Status::success(),
-            nominated_node: Some(best.node),
-            victims: best.victims,
+            nominated_node: Some(best.node.name().to_string()),
+            victims: best.victims.into_iter().cloned().collect(),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! NodeResourcesFit: the pod's requests must fit in what the node has left (Filter); nodes are
 //! ranked by a scoring strategy (Score).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use kube_core::resources::Resources;
@@ -216,27 +218,27 @@ impl FilterPlugin for NodeResourcesFit {
             return Status::success();
         }
         let mut status: Option<Status> = None;
-        let mut add = |reason: String| {
+        let mut add = |reason: Cow<'static, str>| {
             status = Some(match status.take() {
                 Some(s) => s.with_reason(reason),
                 None => Status::unschedulable(reason),
             });
         };
         if used.pods + 1 > cap.pods {
-            add(REASON_TOO_MANY_PODS.into());
+            add(Cow::Borrowed(REASON_TOO_MANY_PODS));
         }
         if !fits(want.milli_cpu, used.milli_cpu, cap.milli_cpu) {
-            add("Insufficient cpu".into());
+            add(Cow::Borrowed("Insufficient cpu"));
         }
         if !fits(want.memory, used.memory, cap.memory) {
-            add("Insufficient memory".into());
+            add(Cow::Borrowed("Insufficient memory"));
         }
         if !fits(
             want.ephemeral_storage,
             used.ephemeral_storage,
             cap.ephemeral_storage,
         ) {
-            add("Insufficient ephemeral-storage".into());
+            add(Cow::Borrowed("Insufficient ephemeral-storage"));
         }
         for (name, w) in &want.scalar {
             if self.ignored(name) {
@@ -245,7 +247,7 @@ impl FilterPlugin for NodeResourcesFit {
             let u = used.scalar.get(name).copied().unwrap_or(0);
             let c = cap.scalar.get(name).copied().unwrap_or(0);
             if !fits(*w, u, c) {
-                add(format!("Insufficient {name}"));
+                add(Cow::Owned(format!("Insufficient {name}")));
             }
         }
         status.unwrap_or_else(Status::success)
