@@ -36,6 +36,10 @@ use kube_core::store::Store;
 use kube_store::{ApiServer, MemStore, RunningApiServer};
 use serde_json::json;
 
+// Binaries that embed the server choose their allocator (see benches/store.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Http = Client<HttpConnector, Full<Bytes>>;
 
 const NAMESPACE: &str = "bench";

@@ -137,7 +137,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
         Some(revision) => (Vec::new(), revision),
         None => {
             let list = store
-                .list(&kind, namespace.as_deref(), &filter)
+                .list_shared(&kind, namespace.as_deref(), &filter)
                 .await
                 .map_err(|e| ctx.store_error(e))?;
             (list.items, list.resource_version)
@@ -209,8 +209,26 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
         .filter_map(futures::future::ready);
     let body = stream::iter(initial_events)
         .chain(changes)
-        .take_until(tokio::time::sleep(timeout));
+        .take_until(tokio::time::sleep(timeout))
+        // Events that are ready together leave in one chunk (one write, one read for the
+        // client) instead of one each; a lone event still leaves at once.
+        .ready_chunks(EVENTS_PER_CHUNK)
+        .map(join_lines);
     Ok(stream_response(body.boxed()))
+}
+
+/// Most events sent in one chunk.
+const EVENTS_PER_CHUNK: usize = 512;
+
+fn join_lines(mut lines: Vec<Bytes>) -> Bytes {
+    if lines.len() == 1 {
+        return lines.pop().unwrap_or_default();
+    }
+    let mut joined = Vec::with_capacity(lines.iter().map(Bytes::len).sum());
+    for line in &lines {
+        joined.extend_from_slice(line);
+    }
+    Bytes::from(joined)
 }
 
 fn stream_response(body: futures::stream::BoxStream<'static, Bytes>) -> Response {
