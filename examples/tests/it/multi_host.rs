@@ -1,6 +1,6 @@
 //! A cluster across three network hosts on one machine: the control plane (API server over
-//! TLS, store, scheduler, controllers) on the host, and two node agents as separate processes,
-//! each in a network namespace of its own with its own IP, joined to a bridge the test creates
+//! TLS, store, scheduler, controllers) on the host, and two node agents — the `node_agent`
+//! example, built by the test — as separate processes, each in a network namespace of its own with its own IP, joined to a bridge the test creates
 //! (`10.77.N.0/24`), reaching the API server over that network with their own
 //! `system:node:<name>` certificates. A Deployment's pods run on both nodes; then one node's
 //! link is cut (`ip link set ... down`): the node lifecycle controller taints it
@@ -11,13 +11,12 @@
 //! fails instead.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use examples::cluster::{
-    ClusterConfig, LocalCluster, NodeConfig, RemoteNode, RuntimeKind, StoreKind, credentials,
-};
+use examples::cluster::{ClusterConfig, LocalCluster, RuntimeKind, StoreKind, credentials};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube_core::store::{ListOptions, Preconditions, Store};
@@ -25,42 +24,139 @@ use kube_core::typed::Api;
 use kube_ctrl::NodeLifecycleConfig;
 use kube_store::RemoteStore;
 use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::Child;
 
-use crate::multi_process::{ROLE, spawn_test, stop, wait_for_stdin_close};
-
-const NODE_ROLE: &str = "multi-host-node";
-
-/// The child half: a node agent in the network namespace it was started in, until stdin
-/// closes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_child() {
-    if std::env::var(ROLE).as_deref() != Ok(NODE_ROLE) {
-        return;
+/// Builds the `node_agent` example with this test binary's features (so only linking is
+/// left) and returns its path. (Under nextest the build lock is free while tests run.)
+async fn node_agent_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = tokio::process::Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "examples",
+            "--example",
+            "node_agent",
+        ])
+        .arg("--message-format=json")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if cfg!(feature = "etcd") {
+        command.args(["--features", "etcd"]);
     }
-    let var = |name: &str| std::env::var(name).unwrap();
-    let name = var("KUBE_PARTS_NODE");
+    let output = tokio::time::timeout(Duration::from_secs(900), command.output())
+        .await
+        .expect("building the node_agent example within 15 minutes")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "building the node_agent example failed"
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "node_agent")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the node_agent executable")
+}
+
+/// One node agent to start: its name, network namespace, IP there, and pod-network index.
+struct Agent<'a> {
+    name: &'a str,
+    ns: &'a str,
+    address: &'a str,
+    index: usize,
+}
+
+/// Starts the `node_agent` example for `agent` in its network namespace (`nsenter --net`
+/// changes only the network namespace: the agent still sees the host's /sys/fs/cgroup and
+/// /run/netns), joining `server` with a client certificate for `system:node:<name>` issued
+/// from the control plane's PKI in `cp_dir` and written to files in `dir`; returns once it has
+/// joined.
+async fn start_node_agent(
+    binary: &Path,
+    agent: Agent<'_>,
+    server: &str,
+    cp_dir: &Path,
+    dir: &Path,
+) -> Child {
+    let Agent {
+        name,
+        ns,
+        address,
+        index,
+    } = agent;
+    std::fs::create_dir_all(dir).unwrap();
     let auth = credentials(
-        std::path::Path::new(&var("KUBE_PARTS_CP_DIR")),
+        cp_dir,
         &format!("node-{name}"),
         &format!("system:node:{name}"),
         &["system:nodes"],
     )
     .unwrap();
-    let node = RemoteNode::start(NodeConfig {
-        server: var("KUBE_PARTS_SERVER"),
-        auth,
-        name,
-        node_ip: var("KUBE_PARTS_NODE_IP").parse().unwrap(),
-        root_dir: var("KUBE_PARTS_DIR").into(),
-        runtime: RuntimeKind::Process,
-        index: var("KUBE_PARTS_INDEX").parse().unwrap(),
-        heartbeat_interval: Some(Duration::from_millis(500)),
+    let (cert, key) = auth.client_cert.unwrap();
+    let file = |what: &str, pem: &str| {
+        let path = dir.join(what);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (ca, cert, key) = (
+        file("ca.crt", &auth.ca_pem.unwrap()),
+        file("node.crt", &cert),
+        file("node.key", &key),
+    );
+    let mut child = tokio::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(binary)
+        .args([
+            "--server", server, "--name", name, "--ca", &ca, "--cert", &cert,
+        ])
+        .args(["--key", &key, "--node-ip", address, "--runtime", "process"])
+        .args([
+            "--index",
+            &index.to_string(),
+            "--heartbeat-interval-ms",
+            "500",
+        ])
+        .arg("--root-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("joined") {
+                return;
+            }
+        }
+        panic!("node_agent {name} exited before it joined");
     })
     .await
-    .unwrap();
-    println!("READY {}", std::process::id());
-    wait_for_stdin_close().await;
-    node.shutdown().await.unwrap();
+    .unwrap_or_else(|_| panic!("node_agent {name} did not join within 60 s"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+/// Stops a node agent with SIGTERM (as Ctrl-C would) and checks it exits cleanly.
+async fn stop_node_agent(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the node agent stops within 60 s")
+        .unwrap();
+    assert!(status.success(), "node_agent exited with {status}");
 }
 
 /// Runs `ip ARGS`, panicking with its stderr on failure.
@@ -186,9 +282,6 @@ fn has_unreachable_taint(node: &Node) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_node() {
-    if std::env::var(ROLE).is_ok() {
-        return;
-    }
     if !nix::unistd::geteuid().is_root() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -230,27 +323,25 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
     .unwrap();
     let server = format!("https://{}", cluster.addr);
 
-    // Each node agent is a process of its own, in its namespace (`nsenter --net` changes only
-    // the network namespace: the node still sees the host's /sys/fs/cgroup and /run/netns).
+    // Each node agent is the `node_agent` example, a process of its own in its namespace.
+    let binary = node_agent_binary().await;
     let mut children = Vec::new();
     for (index, (name, ns, address)) in nodes.iter().enumerate() {
-        let netns = format!("--net=/run/netns/{ns}");
-        let index = (index + 1).to_string();
-        let (child, _) = spawn_test(
-            &["nsenter", &netns],
-            "multi_host::node_child",
-            NODE_ROLE,
-            &dir.path().join(name),
-            &[
-                ("KUBE_PARTS_SERVER", &server),
-                ("KUBE_PARTS_NODE", name),
-                ("KUBE_PARTS_CP_DIR", cp_dir.to_str().unwrap()),
-                ("KUBE_PARTS_NODE_IP", address),
-                ("KUBE_PARTS_INDEX", &index),
-            ],
-        )
-        .await;
-        children.push(child);
+        children.push(
+            start_node_agent(
+                &binary,
+                Agent {
+                    name,
+                    ns,
+                    address,
+                    index: index + 1,
+                },
+                &server,
+                &cp_dir,
+                &dir.path().join(name),
+            )
+            .await,
+        );
     }
 
     let admin = credentials(&cp_dir, "admin", "kubernetes-admin", &["system:masters"]).unwrap();
@@ -386,7 +477,7 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
     })
     .await;
     for child in children {
-        stop(child).await;
+        stop_node_agent(child).await;
     }
     cluster.shutdown().await.unwrap();
     drop(network);

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-pub(crate) const ROLE: &str = "KUBE_PARTS_ROLE";
+const ROLE: &str = "KUBE_PARTS_ROLE";
 
 /// The child half: runs the control plane or a node agent until stdin closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +81,7 @@ async fn role_child() {
     }
 }
 
-pub(crate) async fn wait_for_stdin_close() {
+async fn wait_for_stdin_close() {
     let _ = tokio::task::spawn_blocking(|| {
         use std::io::BufRead;
         for line in std::io::stdin().lock().lines() {
@@ -95,30 +95,14 @@ pub(crate) async fn wait_for_stdin_close() {
 
 /// Starts this binary as `role`; returns the child and what it printed after `READY `.
 async fn spawn(role: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
-    spawn_test(&[], "multi_process::role_child", role, dir, env).await
-}
-
-/// Starts this binary running only `test` (behind `wrapper`, e.g. `nsenter --net=...`), with
-/// `KUBE_PARTS_ROLE=role` and `KUBE_PARTS_DIR=dir`; returns the child and what it printed after
-/// `READY `.
-pub(crate) async fn spawn_test(
-    wrapper: &[&str],
-    test: &str,
-    role: &str,
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-) -> (Child, String) {
-    let exe = std::env::current_exe().unwrap();
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(exe);
-            command
-        }
-        None => Command::new(exe),
-    };
+    let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "multi_process::role_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE, role)
         .env("KUBE_PARTS_DIR", dir)
         .stdin(Stdio::piped())
@@ -146,7 +130,7 @@ pub(crate) async fn spawn_test(
 }
 
 /// Asks a child to stop (closing its stdin) and waits for it.
-pub(crate) async fn stop(mut child: Child) {
+async fn stop(mut child: Child) {
     drop(child.stdin.take());
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
