@@ -173,10 +173,10 @@ struct Plan {
     node_ports: [Elements; 2],
     no_endpoints: [Elements; 2],
     no_endpoint_node_ports: [Elements; 2],
-    /// Shape of a ClusterIP chain → `ip . slot : endpoint` elements.
-    cluster_slots: BTreeMap<Shape, Elements>,
-    /// Shape of a NodePort chain → `node port . slot : endpoint` elements.
-    node_port_slots: BTreeMap<Shape, Elements>,
+    /// Shape of a ClusterIP chain → per slot, `ip : endpoint` elements.
+    cluster_slots: BTreeMap<Shape, Vec<Elements>>,
+    /// Shape of a NodePort chain → per slot, `node port : endpoint` elements.
+    node_port_slots: BTreeMap<Shape, Vec<Elements>>,
     /// Per-service chains, for affinity.
     chains: Vec<Chain>,
     /// `ip . ip` for each endpoint on this node: a pod reaching itself through a service
@@ -277,11 +277,11 @@ impl Plan {
             Frontend::NodePort { .. } => &mut self.node_port_slots,
         }
         .entry(shape)
-        .or_default();
-        for (slot, (ip, port)) in endpoints.iter().enumerate() {
+        .or_insert_with(|| (0..shape.n).map(|_| Elements::default()).collect());
+        for (slot, (ip, port)) in slots.iter_mut().zip(&endpoints) {
             match target {
-                Some(_) => slots.push(format_args!("{key} . {slot} : {ip}")),
-                None => slots.push(format_args!("{key} . {slot} : {ip} . {port}")),
+                Some(_) => slot.push(format_args!("{key} : {ip}")),
+                None => slot.push(format_args!("{key} : {ip} . {port}")),
             }
         }
         match frontend {
@@ -296,9 +296,9 @@ impl Plan {
 ///
 /// The rule count does not grow with the number of services: a verdict map sends each
 /// ClusterIP (or NodePort) to the chain of its [`Shape`] (family, protocol, service port,
-/// target port, number of endpoints `n`), which DNATs through that shape's map keyed by
-/// `address . (numgen mod n)` (or `node port . (numgen mod n)`), to the target port the chain
-/// names. Only services with ClientIP affinity get chains of their own. This keeps a
+/// target port, number of endpoints `n`), which picks a slot with `numgen … mod n` and DNATs
+/// through that slot's map keyed by the address (or node port), to the target port the chain
+/// names ([`Layout`]). Only services with ClientIP affinity get chains of their own. This keeps a
 /// 10,000-service sync to a few large element lists with few components each, which nftables
 /// parses and loads fast, instead of tens of thousands of chains.
 ///
@@ -378,6 +378,7 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
         .cluster_slots
         .values()
         .chain(plan.node_port_slots.values())
+        .flatten()
         .chain(&plan.cluster_ips)
         .map(|e| e.list.len())
         .sum();
@@ -434,45 +435,33 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
             + plan.no_endpoint_node_ports[f].len;
     }
     rules += fixed_chains(&mut out, config.masquerade_mark);
+    let per_slot = per_slot_shapes(plan);
     for (shape, slots) in &plan.cluster_slots {
         let mark = masquerade.cluster_ip(shape.family);
-        let chain = shape.name();
         let key = format!("{} daddr", shape.family.ip());
-        map(
-            &mut out,
-            &format!("{chain}_eps"),
-            &lb_map_type(shape, &key, balancing),
-            slots,
-        );
-        let _ = writeln!(out, "  chain {chain} {{");
-        if let Some(mark) = &mark {
-            let _ = writeln!(out, "    {mark}");
-        }
-        write_lb(&mut out, shape, &key, balancing);
-        out.push_str("  }\n");
-        rules += 1 + usize::from(mark.is_some()) + slots.len;
+        let entries = [(String::new(), mark)];
+        let layout = if per_slot.contains(shape) {
+            Layout::PerSlot
+        } else {
+            Layout::Concatenated
+        };
+        rules += write_shape(&mut out, shape, slots, &key, &entries, layout, balancing);
     }
     for (shape, slots) in &plan.node_port_slots {
-        let chain = shape.name();
-        map(
-            &mut out,
-            &format!("{chain}_eps"),
-            &lb_map_type(shape, "th dport", balancing),
-            slots,
-        );
         // Both policies' chains exist for every shape, so switching a service's policy is
         // an element change (its verdict), not a new structure.
-        for local in [false, true] {
-            let tail = if local { "_local" } else { "" };
-            let _ = writeln!(out, "  chain {chain}{tail} {{");
-            if let Some(mark) = masquerade.node_port(local) {
-                let _ = writeln!(out, "    {mark}");
-                rules += 1;
-            }
-            write_lb(&mut out, shape, "th dport", balancing);
-            out.push_str("  }\n");
-        }
-        rules += 2 + slots.len;
+        let entries = [
+            (String::new(), masquerade.node_port(false)),
+            ("_local".to_owned(), masquerade.node_port(true)),
+        ];
+        let layout = if per_slot.contains(shape) {
+            Layout::PerSlot
+        } else {
+            Layout::Concatenated
+        };
+        rules += write_shape(
+            &mut out, shape, slots, "th dport", &entries, layout, balancing,
+        );
     }
     for chain in &plan.chains {
         rules += write_chain(&mut out, chain, balancing);
@@ -576,33 +565,120 @@ fn numgen(balancing: Balancing, n: usize) -> String {
     }
 }
 
-/// The `typeof` of a shape's endpoint map: `key . numgen … : address` (or `address . port`
-/// when the endpoints' ports differ).
-fn lb_map_type(shape: &Shape, key: &str, balancing: Balancing) -> String {
-    let ip = shape.family.ip();
+/// How many per-slot chains (and maps) a table may have in all: the kernel's cost of loading
+/// a table grows faster than linearly with its chains, so only the largest shapes get them.
+const SLOT_CHAINS: usize = 256;
+
+/// How a shape's chain finds an endpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `numgen mod n vmap` to one chain per slot, each with its own map keyed by the frontend
+    /// alone: elements are `key : endpoint`, which nftables parses and loads about twice as
+    /// fast as a concatenation.
+    PerSlot,
+    /// One map keyed by `key . numgen mod n`: one chain, longer elements.
+    Concatenated,
+}
+
+/// The shapes that get [`Layout::PerSlot`]: the ones with the most elements, within
+/// [`SLOT_CHAINS`].
+fn per_slot_shapes(plan: &Plan) -> BTreeSet<Shape> {
+    let mut shapes: Vec<(usize, Shape)> = plan
+        .cluster_slots
+        .iter()
+        .chain(&plan.node_port_slots)
+        .map(|(shape, slots)| (slots.iter().map(|e| e.len).sum(), *shape))
+        .collect();
+    shapes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut budget = SLOT_CHAINS;
+    let mut out = BTreeSet::new();
+    for (_, shape) in shapes {
+        if shape.n <= budget {
+            budget -= shape.n;
+            out.insert(shape);
+        }
+    }
+    out
+}
+
+/// Writes a shape's maps and chains: one entry chain per `(name suffix, mark rule)` in
+/// `entries`, all balancing over the same endpoints, whose elements are keyed by `key` (the
+/// destination address or port); returns the number of rules and elements.
+fn write_shape(
+    out: &mut String,
+    shape: &Shape,
+    slots: &[Elements],
+    key: &str,
+    entries: &[(String, Option<String>)],
+    layout: Layout,
+    balancing: Balancing,
+) -> usize {
+    let (ip, protocol, n) = (shape.family.ip(), shape.protocol, shape.n);
+    let name = shape.name();
+    let ng = numgen(balancing, n);
     let value = match shape.target {
         Some(_) => format!("{ip} daddr"),
         None => format!("{ip} daddr . th dport"),
     };
-    format!("typeof {key} . {} : {value}", numgen(balancing, shape.n))
-}
-
-/// The DNAT rule of a shape's chain: the endpoint comes from the shape's map, keyed by `key`
-/// (the destination address or port) and the slot.
-fn write_lb(out: &mut String, shape: &Shape, key: &str, balancing: Balancing) {
-    let (ip, protocol) = (shape.family.ip(), shape.protocol);
-    let ng = numgen(balancing, shape.n);
-    let map = format!("{}_eps", shape.name());
-    let _ = match shape.target {
-        Some(target) => writeln!(
-            out,
-            "    meta l4proto {protocol} dnat {ip} to {key} . {ng} map @{map} : {target}"
-        ),
-        None => writeln!(
-            out,
-            "    meta l4proto {protocol} dnat {ip} addr . port to {key} . {ng} map @{map}"
-        ),
+    let dnat = |out: &mut String, map: &str, key: &str| {
+        let _ = match shape.target {
+            Some(target) => writeln!(
+                out,
+                "    meta l4proto {protocol} dnat {ip} to {key} map @{map} : {target}"
+            ),
+            None => writeln!(
+                out,
+                "    meta l4proto {protocol} dnat {ip} addr . port to {key} map @{map}"
+            ),
+        };
     };
+    let mut rules = slots.iter().map(|e| e.len).sum::<usize>();
+    match layout {
+        Layout::PerSlot => {
+            for (k, elements) in slots.iter().enumerate() {
+                let map_name = format!("{name}_s{k}_eps");
+                map(out, &map_name, &format!("typeof {key} : {value}"), elements);
+                let _ = writeln!(out, "  chain {name}_s{k} {{");
+                dnat(out, &map_name, key);
+                out.push_str("  }\n");
+            }
+            rules += n;
+        }
+        Layout::Concatenated => {
+            let mut elements = Elements::default();
+            for (k, slot) in slots.iter().enumerate() {
+                for element in slot.list.split(", ").filter(|e| !e.is_empty()) {
+                    let (from, to) = element.split_once(" : ").unwrap_or((element, ""));
+                    elements.push(format_args!("{from} . {k} : {to}"));
+                }
+            }
+            let map_name = format!("{name}_eps");
+            map(
+                out,
+                &map_name,
+                &format!("typeof {key} . {ng} : {value}"),
+                &elements,
+            );
+        }
+    }
+    for (suffix, mark) in entries {
+        let _ = writeln!(out, "  chain {name}{suffix} {{");
+        if let Some(mark) = mark {
+            let _ = writeln!(out, "    {mark}");
+            rules += 1;
+        }
+        match layout {
+            Layout::PerSlot => {
+                let targets: Vec<String> =
+                    (0..n).map(|k| format!("{k} : goto {name}_s{k}")).collect();
+                let _ = writeln!(out, "    {ng} vmap {{ {} }}", targets.join(", "));
+            }
+            Layout::Concatenated => dnat(out, &format!("{name}_eps"), &format!("{key} . {ng}")),
+        }
+        out.push_str("  }\n");
+        rules += 1;
+    }
+    rules
 }
 
 /// Writes a service chain with ClientIP affinity (one chain and one set per endpoint); returns
@@ -705,15 +781,13 @@ mod tests {
             "{script}"
         );
         assert!(
-            script.contains("elements = { fd00:96::10 . 0 : fd00:244::2 }"),
+            script.contains("elements = { fd00:96::10 : fd00:244::2 }"),
             "{script}"
         );
         // The IPv4 endpoint of an IPv6 service is not used.
         assert!(!script.contains("10.244.0.9"), "{script}");
         assert!(
-            script.contains(
-                "dnat ip6 to ip6 daddr . numgen random mod 1 map @cluster6_tcp_80_8080_1_eps : 8080"
-            ),
+            script.contains("dnat ip6 to ip6 daddr map @cluster6_tcp_80_8080_1_s0_eps : 8080"),
             "{script}"
         );
         assert!(script.contains("tcp . 30080 : goto node_port6_tcp_8080_1"));
@@ -734,16 +808,16 @@ mod tests {
         assert!(script.contains("tcp . 30080 : goto node_port_tcp_8080_1,"));
         assert!(script.contains("tcp . 30081 : goto node_port_tcp_8080_1_local"));
         assert!(script.contains(
-            "chain node_port_tcp_8080_1 {\n    meta mark set meta mark | 0x4000\n    meta l4proto"
+            "chain node_port_tcp_8080_1 {\n    meta mark set meta mark | 0x4000\n    numgen random mod 1 vmap { 0 : goto node_port_tcp_8080_1_s0 }"
         ));
-        assert!(script.contains("chain node_port_tcp_8080_1_local {\n    meta l4proto"));
+        assert!(script.contains("chain node_port_tcp_8080_1_local {\n    numgen"));
         assert!(script.contains(
             "chain cluster_tcp_80_8080_1 {\n    ip saddr != { 10.244.0.0/16 } meta mark set meta mark | 0x4000\n"
         ));
         assert!(script.contains("masquerade fully-random"));
         // Without a pod network, ClusterIP traffic is not marked.
         let script = render(&t, &NftConfig::default()).script;
-        assert!(script.contains("chain cluster_tcp_80_8080_1 {\n    meta l4proto"));
+        assert!(script.contains("chain cluster_tcp_80_8080_1 {\n    numgen"));
     }
 
     #[test]
@@ -762,14 +836,47 @@ mod tests {
             "{script}"
         );
         assert!(
-            script
-                .contains("10.96.0.10 . 0 : 10.244.0.2 . 8080, 10.96.0.10 . 1 : 10.244.0.3 . 9090"),
+            script.contains("elements = { 10.96.0.10 : 10.244.0.3 . 9090 }"),
             "{script}"
         );
         assert!(
-            script.contains("dnat ip addr . port to ip daddr . numgen random mod 2 map @cluster_tcp_80_any_2_eps\n"),
+            script.contains("dnat ip addr . port to ip daddr map @cluster_tcp_80_any_2_s1_eps\n"),
             "{script}"
         );
-        assert!(script.contains("30080 . 1 : 10.244.0.3 . 9090"), "{script}");
+        assert!(
+            script.contains("elements = { 30080 : 10.244.0.3 . 9090 }"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn only_the_largest_shapes_get_a_chain_per_slot() {
+        // Shapes with 1..=30 endpoints need 465 slot chains; the budget is 256, given to the
+        // shapes with the most elements (30 down to 21, then 1).
+        let entries = (1..=30u8)
+            .map(|n| {
+                let eps: Vec<(String, &str)> =
+                    (0..n).map(|e| (format!("10.244.{n}.{e}"), "a")).collect();
+                let eps: Vec<(&str, &str)> =
+                    eps.iter().map(|(ip, node)| (ip.as_str(), *node)).collect();
+                let mut s = service(&format!("10.96.0.{n}"), &eps, 30000 + u16::from(n), false);
+                s.ports[0].node_port = None;
+                s
+            })
+            .collect();
+        let script = render(&table(entries), &NftConfig::default()).script;
+        assert!(
+            script.contains("chain cluster_tcp_80_8080_30_s29 {"),
+            "{script}"
+        );
+        assert!(script.contains("chain cluster_tcp_80_8080_21_s20 {"));
+        assert!(script.contains("chain cluster_tcp_80_8080_1_s0 {"));
+        assert!(!script.contains("chain cluster_tcp_80_8080_20_s0 {"));
+        assert!(script.contains(
+            "dnat ip to ip daddr . numgen random mod 20 map @cluster_tcp_80_8080_20_eps : 8080"
+        ));
+        assert!(script.contains("10.96.0.20 . 19 : 10.244.20.19"));
+        let slot_chains = script.matches("  chain cluster_tcp_80_8080_").count() - 30;
+        assert_eq!(slot_chains, 256);
     }
 }

@@ -435,3 +435,80 @@ async fn nftables_dnats_ipv6_services() {
     );
     cleanup.await;
 }
+
+/// A table with more shapes than get a chain per slot: the largest shapes get them, the
+/// others balance through one concatenated map, and both carry real traffic.
+#[tokio::test]
+async fn nftables_dnats_through_both_map_layouts_of_a_large_table() {
+    if !tools_present("nftables_dnats_through_both_map_layouts_of_a_large_table") {
+        return;
+    }
+    let ns = Netns::new();
+    ns.ip(&[
+        "link", "add", "pods0", "type", "veth", "peer", "name", "pods1",
+    ]);
+    ns.ip(&["link", "set", "pods1", "up"]);
+    for a in ["10.244.0.2/32", "10.244.0.3/32", "192.168.77.1/32"] {
+        ns.ip(&["addr", "add", a, "dev", "pods0"]);
+    }
+    ns.ip(&["link", "set", "pods0", "up"]);
+    ns.ip(&["route", "add", "10.96.0.0/12", "dev", "pods0"]);
+    let _a = Pod::start_in(Some(&ns.name), "pod-a", "10.244.0.2", 8080).await;
+    let _b = Pod::start_in(Some(&ns.name), "pod-b", "10.244.0.3", 8080).await;
+
+    // Nine shapes of 30 endpoints and one of 16 (addresses nobody answers on) use up the
+    // budget of per-slot chains, so `web` (two endpoints) is balanced through a
+    // concatenated map, and `solo` (one) too.
+    let mut entries = Vec::new();
+    let fake: Vec<String> = (0..30).map(|i| format!("10.245.0.{i}")).collect();
+    for (i, n) in [30usize, 30, 30, 30, 30, 30, 30, 30, 30, 16]
+        .into_iter()
+        .enumerate()
+    {
+        let eps: Vec<(&str, &str)> = fake[..n].iter().map(|ip| (ip.as_str(), "n")).collect();
+        let mut filler = entry(&format!("10.96.1.{i}"), None, &eps);
+        filler.ports[0].port = 1000 + i as u16;
+        entries.push((format!("filler-{i}"), filler));
+    }
+    let both = [("10.244.0.2", "n"), ("10.244.0.3", "n")];
+    entries.push(("web".into(), entry("10.96.0.10", Some(30080), &both)));
+    entries.push(("solo".into(), entry("10.96.0.11", None, &both[..1])));
+    let table = ServiceTable {
+        services: entries
+            .into_iter()
+            .map(|(name, e)| (ObjectKey::namespaced("default", name), e))
+            .collect(),
+    };
+    let proxy = NftProxy::new(NftConfig {
+        table: "kube-net-large".into(),
+        netns: Some(ns.name.clone()),
+        ..NftConfig::default()
+    });
+    let result = proxy.sync(&table).await;
+    let cleanup = async {
+        proxy.shutdown().await.unwrap();
+        let tables = ns.nft(&["list", "tables"]);
+        assert!(!tables.contains("kube-net-large"), "{tables}");
+    };
+    if let Err(e) = result {
+        cleanup.await;
+        panic!("sync failed: {e} ({:?})", std::error::Error::source(&e));
+    }
+    let listed = ns.nft(&["list", "table", "inet", "kube-net-large"]);
+    assert!(listed.contains("map cluster_tcp_80_8080_2_eps"), "{listed}");
+    assert!(
+        listed.contains("chain cluster_tcp_1000_8080_30_s29"),
+        "{listed}"
+    );
+
+    assert_eq!(
+        names(&ns, addr("10.96.0.10:80"), 24).await,
+        set(&["pod-a", "pod-b"])
+    );
+    assert_eq!(
+        names(&ns, addr("192.168.77.1:30080"), 24).await,
+        set(&["pod-a", "pod-b"])
+    );
+    assert_eq!(names(&ns, addr("10.96.0.11:80"), 4).await, set(&["pod-a"]));
+    cleanup.await;
+}
