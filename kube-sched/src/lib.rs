@@ -36,7 +36,9 @@
 //! order. A cycle where nothing fits records its statuses by node position (no name copied or
 //! sorted); preemption's dry runs borrow the cluster's pods and check only verdicts; a pod
 //! that preemption nominated a node for tries that node first (kube-scheduler's
-//! `evaluateNominatedNode`).
+//! `evaluateNominatedNode`). PodTopologySpread's Filter reads each node's domain from a
+//! per-key index of node positions kept current with node changes (no label lookup or string
+//! hashing per node).
 //!
 //! # Not yet
 //!

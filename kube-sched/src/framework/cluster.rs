@@ -13,6 +13,7 @@ use kube_core::selector::Selector;
 use super::index::{CountIndex, NodeMatcher, PodMatcher};
 use super::node_info::NodeInfo;
 use super::pod_info::PodInfo;
+use super::topology::{TopologyIndex, TopologyIndexes};
 use crate::error::SchedError;
 
 fn scores_others(pod: &PodInfo) -> bool {
@@ -72,6 +73,7 @@ pub struct Cluster {
     pods_with_affinity: usize,
     pods_with_scoring_affinity: usize,
     counts: CountIndex,
+    topology: TopologyIndexes,
 }
 
 impl Cluster {
@@ -118,6 +120,11 @@ impl Cluster {
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.by_name.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// Each node's domain for the label `key`, by node position.
+    pub(crate) fn topology_index(&self, key: &str) -> Arc<TopologyIndex> {
+        self.topology.get(key, &self.nodes)
     }
 
     /// Where the node called `name` is in [`Cluster::nodes`].
@@ -175,6 +182,7 @@ impl Cluster {
                 self.nodes[i].set_node(node);
                 self.counts
                     .node_pods_changed(&self.nodes[i], 1, &|n| ns.get(n));
+                self.topology.node_set(i, &self.nodes[i]);
                 self.count_images(i, 1);
             }
             None => {
@@ -184,8 +192,11 @@ impl Cluster {
                 }
                 let ns = &self.namespaces;
                 self.counts.node_pods_changed(&info, 1, &|n| ns.get(n));
-                self.by_name.insert(name, self.nodes.len());
+                let at = self.nodes.len();
+                info.set_position(at);
+                self.by_name.insert(name, at);
                 Arc::make_mut(&mut self.names).push(Arc::clone(info.shared_name()));
+                self.topology.node_set(at, &info);
                 self.nodes.push(info);
                 self.count_images(self.nodes.len() - 1, 1);
             }
@@ -210,7 +221,9 @@ impl Cluster {
             .node_pods_changed(&self.nodes[i], -1, &|n| ns.get(n));
         let info = self.nodes.swap_remove(i);
         Arc::make_mut(&mut self.names).swap_remove(i);
-        if let Some(moved) = self.nodes.get(i) {
+        self.topology.node_removed(i);
+        if let Some(moved) = self.nodes.get_mut(i) {
+            moved.set_position(i);
             self.by_name.insert(moved.name().to_string(), i);
         }
         if !info.pods().is_empty() {

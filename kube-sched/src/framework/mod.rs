@@ -33,6 +33,7 @@ mod pod_info;
 mod profile;
 mod registry;
 mod status;
+mod topology;
 mod waiting;
 
 use std::collections::HashMap;
@@ -60,6 +61,7 @@ pub use profile::{
 };
 pub use registry::{PluginFactory, Registry};
 pub use status::{Code, Status};
+pub(crate) use topology::TopologyIndex;
 pub use waiting::WaitingPods;
 
 use crate::error::SchedError;

@@ -36,6 +36,9 @@ pub struct NodeInfo {
     /// to chase per node is a measurable share of a cycle.
     cordoned: bool,
     taints: Vec<Taint>,
+    /// Where the node is in its cluster's node list (`u32::MAX`: in none), so per-cluster
+    /// tables indexed by node (topology domains) can be read without a lookup.
+    position: u32,
 }
 
 impl NodeInfo {
@@ -54,6 +57,7 @@ impl NodeInfo {
             images: HashMap::new(),
             cordoned: false,
             taints: Vec::new(),
+            position: u32::MAX,
         };
         info.set_node(node);
         info
@@ -102,6 +106,16 @@ impl NodeInfo {
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where the node is in its cluster's [`nodes`](super::Cluster::nodes), if it is in one.
+    #[inline]
+    pub(crate) fn position(&self) -> Option<usize> {
+        (self.position != u32::MAX).then_some(self.position as usize)
+    }
+
+    pub(crate) fn set_position(&mut self, at: usize) {
+        self.position = u32::try_from(at).unwrap_or(u32::MAX);
     }
 
     /// The node's name, shared (statuses keep it without copying).

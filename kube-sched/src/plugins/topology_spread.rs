@@ -13,7 +13,7 @@ use crate::framework::fast_hash::FastMap;
 use crate::framework::{
     Cluster, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, NodeMatcher, Plugin, PodInfo,
     PodMatcher, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, SpreadConstraint,
-    Status,
+    Status, TopologyIndex,
 };
 
 /// Reason when placing the pod would exceed a constraint's skew.
@@ -118,6 +118,21 @@ impl PodTopologySpread {
 struct Domains {
     counts: FastMap<String, i64>,
     min: i64,
+    /// `counts` by the domain ids of the constraint's [`TopologyIndex`] (Filter's per-node read).
+    by_id: Vec<i64>,
+}
+
+impl Domains {
+    /// Fills `by_id` from `counts`.
+    fn index(&mut self, index: &TopologyIndex) {
+        self.by_id.clear();
+        self.by_id.resize(index.domains(), 0);
+        for (value, n) in &self.counts {
+            if let Some(slot) = index.id(value).and_then(|id| self.by_id.get_mut(id)) {
+                *slot = *n;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -125,6 +140,8 @@ struct SpreadState {
     constraints: Vec<SpreadConstraint>,
     domains: Vec<Domains>,
     self_match: Vec<i64>,
+    /// Each constraint's topology key's domains per node.
+    indexes: Vec<Arc<TopologyIndex>>,
 }
 
 const KEY: &str = "PodTopologySpread/filter";
@@ -215,7 +232,11 @@ fn finish(c: &SpreadConstraint, counts: FastMap<String, i64>) -> Domains {
     if c.min_domains.is_some_and(|m| (counts.len() as i64) < m) {
         min = 0;
     }
-    Domains { counts, min }
+    Domains {
+        counts,
+        min,
+        by_id: Vec::new(),
+    }
 }
 
 /// Domains and counts of each constraint over `nodes` only (a walk; for scoring on the
@@ -280,7 +301,13 @@ impl PreFilterPlugin for PodTopologySpread {
         if constraints.is_empty() {
             return PreFilterResult::skip();
         }
-        let domains = count_domains_indexed(cluster, pod, &constraints);
+        let mut domains = count_domains_indexed(cluster, pod, &constraints);
+        let indexes: Vec<Arc<TopologyIndex>> = (constraints.iter())
+            .map(|c| cluster.topology_index(&c.topology_key))
+            .collect();
+        for (d, index) in domains.iter_mut().zip(&indexes) {
+            d.index(index);
+        }
         let self_match = constraints
             .iter()
             .map(|c| i64::from(c.selector.as_ref().is_some_and(|s| s.matches(pod.labels()))))
@@ -291,6 +318,7 @@ impl PreFilterPlugin for PodTopologySpread {
                 constraints,
                 domains,
                 self_match,
+                indexes,
             },
         );
         PreFilterResult::success()
@@ -335,7 +363,10 @@ fn update_counts(
     }
     state.modify::<SpreadState>(KEY, |s| {
         let affinity = NodeSelectorMatcher::new(pod.spec());
-        for (c, d) in s.constraints.iter().zip(s.domains.iter_mut()) {
+        for ((c, d), index) in (s.constraints.iter())
+            .zip(s.domains.iter_mut())
+            .zip(&s.indexes)
+        {
             let counted = c
                 .selector
                 .as_ref()
@@ -348,6 +379,7 @@ fn update_counts(
             };
             *d.counts.entry(value.clone()).or_default() += delta;
             *d = finish(c, std::mem::take(&mut d.counts));
+            d.index(index);
         }
     });
 }
@@ -357,12 +389,17 @@ impl FilterPlugin for PodTopologySpread {
         let Some(s) = state.read::<SpreadState>(KEY) else {
             return Status::success();
         };
-        let labels = node.labels();
-        for ((c, d), self_match) in s.constraints.iter().zip(&s.domains).zip(&s.self_match) {
-            let Some(value) = labels.get(&c.topology_key) else {
-                return Status::unresolvable(REASON_MISSING_LABEL);
+        let constraints = s.constraints.iter().zip(&s.domains).zip(&s.self_match);
+        for (((c, d), self_match), index) in constraints.zip(&s.indexes) {
+            let count = match index.domain_of(node) {
+                Some(Some(id)) => d.by_id.get(id).copied().unwrap_or(0),
+                Some(None) => return Status::unresolvable(REASON_MISSING_LABEL),
+                // Not one of the indexed cluster's nodes: read its labels.
+                None => match node.labels().get(&c.topology_key) {
+                    Some(value) => d.counts.get(value).copied().unwrap_or(0),
+                    None => return Status::unresolvable(REASON_MISSING_LABEL),
+                },
             };
-            let count = d.counts.get(value).copied().unwrap_or(0);
             if count + self_match - d.min > c.max_skew {
                 return Status::unschedulable(REASON_SKEW);
             }
