@@ -4,13 +4,14 @@
 //! Time is passed in (`now`), so the queue is deterministic and needs no runtime.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube_core::object::ObjectKey;
 
 use crate::framework::PodInfo;
+use crate::framework::fast_hash::FastMap;
 
 /// Kubernetes' pod backoff: 1 s, doubling per failed attempt, at most 10 s.
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -86,7 +87,7 @@ pub struct QueuedPod {
 /// The scheduling queue: active (a priority heap), backoff, and unschedulable pods.
 #[derive(Debug)]
 pub struct SchedulingQueue {
-    pods: HashMap<ObjectKey, Queued>,
+    pods: FastMap<ObjectKey, Queued>,
     active: BinaryHeap<ActiveEntry>,
     backoff: BinaryHeap<Reverse<(Instant, u64, ObjectKey)>>,
     /// Parked pods by when they were parked, so a flush looks only at the ones parked too long.
@@ -108,7 +109,7 @@ impl SchedulingQueue {
     /// A queue with these backoff bounds.
     pub fn new(initial_backoff: Duration, max_backoff: Duration) -> Self {
         Self {
-            pods: HashMap::new(),
+            pods: FastMap::default(),
             active: BinaryHeap::new(),
             backoff: BinaryHeap::new(),
             parked: BTreeSet::new(),

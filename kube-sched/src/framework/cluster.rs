@@ -1,7 +1,7 @@
 //! [`Cluster`]: the scheduler's cache of nodes and the pods counted on them, updated
 //! incrementally (one node's aggregates per change), read by a cycle as its snapshot.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
@@ -10,6 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube_core::object::{GroupKind, ObjectKey};
 use kube_core::selector::Selector;
 
+use super::fast_hash::{FastMap, FastSet};
 use super::index::{CountIndex, NodeMatcher, PodMatcher};
 use super::node_info::NodeInfo;
 use super::pod_info::PodInfo;
@@ -55,12 +56,12 @@ pub struct Cluster {
     /// The nodes' names, in the same order, shared with the statuses of cycles where nothing
     /// fit (which then refer to nodes by position).
     names: Arc<Vec<Arc<str>>>,
-    by_name: HashMap<String, usize>,
+    by_name: FastMap<String, usize>,
     /// Where each counted pod is.
-    placement: HashMap<ObjectKey, String>,
+    placement: FastMap<ObjectKey, String>,
     /// Pods bound to a node the cache does not know (yet); attached when it arrives.
     orphans: HashMap<String, Vec<Arc<PodInfo>>>,
-    assumed: HashSet<ObjectKey>,
+    assumed: FastSet<ObjectKey>,
     /// How many nodes hold each image (ImageLocality scales by it).
     image_nodes: HashMap<String, usize>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
