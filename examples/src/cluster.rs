@@ -102,6 +102,11 @@ async fn etcd_store(endpoints: &[String]) -> anyhow::Result<Arc<dyn Store>> {
     let store = kube_store::EtcdStore::connect(kube_store::EtcdConfig::new(endpoints.to_vec()))
         .await
         .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+    // Connecting may be lazy: ask for something so an unreachable etcd is named here.
+    store
+        .current_revision()
+        .await
+        .with_context(|| format!("reaching etcd at {}", endpoints.join(",")))?;
     Ok(Arc::new(store))
 }
 
