@@ -61,8 +61,8 @@ pub(crate) async fn serve(
 /// Connects with Nagle off: small request/response traffic must not wait. (The client side
 /// inherits TCP_NODELAY from the listener.)
 ///
-/// Three system calls and a registration: a non-blocking `socket`, `setsockopt`, `connect`;
-/// the outcome is read from the readiness the kernel reports (an error flag when refused),
+/// A non-blocking `socket`, `setsockopt` and `connect`, and a registration; an outcome not
+/// known at once is read from the readiness the kernel reports (an error flag when refused),
 /// without the `getsockopt(SO_ERROR)` a generic connect makes on success.
 async fn connect(endpoint: SocketAddr) -> io::Result<TcpStream> {
     use nix::sys::socket::{
@@ -80,8 +80,20 @@ async fn connect(endpoint: SocketAddr) -> io::Result<TcpStream> {
         None,
     )?;
     setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
-    match connect(fd.as_raw_fd(), &SockaddrStorage::from(endpoint)) {
-        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+    let addr = SockaddrStorage::from(endpoint);
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) => return TcpStream::from_std(std::net::TcpStream::from(fd)),
+        Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // To a local endpoint (another process on this node, a pod behind a veth) the handshake
+    // has usually completed inside `connect`: asking again says so at once, and the
+    // connection goes on in this same poll, with no readiness round and no timer armed.
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) | Err(nix::errno::Errno::EISCONN) => {
+            return TcpStream::from_std(std::net::TcpStream::from(fd));
+        }
+        Err(nix::errno::Errno::EALREADY | nix::errno::Errno::EINPROGRESS) => {}
         Err(e) => return Err(e.into()),
     }
     let stream = TcpStream::from_std(std::net::TcpStream::from(fd))?;
