@@ -19,7 +19,8 @@
 //!   to wait for conditions, kill or partition nodes and read Events. Enable it in
 //!   `[dev-dependencies]`: `kube-parts = { version = "0.1", features = ["testing"] }`.
 //! - `server`: kube-store's Kubernetes REST API server.
-//! - `client`: kube-store's `RemoteStore`.
+//! - `client`: kube-store's `RemoteStore`, and [`remote`]: what components need to run as
+//!   clients of an API server ([`remote::ApiBinder`] for a scheduler).
 //!
 //! # A cluster in a unit test
 //!
@@ -97,5 +98,7 @@ pub use kube_node as node;
 pub use kube_sched as sched;
 pub use kube_store as store;
 
+#[cfg(feature = "client")]
+pub mod remote;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -179,6 +179,39 @@ impl RemoteStore {
         })
     }
 
+    /// Binds a pod to a node through the `pods/binding` subresource, as kube-scheduler does
+    /// (a plain update cannot set `spec.nodeName`). With `uid`, only the pod with that UID is
+    /// bound. A pod that is already bound, being deleted or replaced is
+    /// [`StoreError::Conflict`]; a missing one [`StoreError::NotFound`].
+    pub async fn bind(
+        &self,
+        pod: &ObjectKey,
+        uid: Option<&str>,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        let info = self.info(&GroupKind::POD)?;
+        let url = format!("{}/binding", self.item_url(info, pod));
+        let mut metadata = json!({"name": pod.name, "namespace": pod.namespace});
+        if let Some(uid) = uid {
+            metadata["uid"] = json!(uid);
+        }
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": metadata,
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        self.call(
+            Method::POST,
+            &url,
+            Some(body.to_string().into_bytes()),
+            &GroupKind::POD,
+            Some(pod),
+        )
+        .await
+        .map(drop)
+    }
+
     fn info(&self, kind: &GroupKind) -> Result<&Arc<KindInfo>, StoreError> {
         self.registry
             .get(kind)

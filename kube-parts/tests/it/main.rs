@@ -3,6 +3,8 @@
 
 mod deployment;
 mod events;
+#[cfg(all(feature = "server", feature = "client"))]
+mod least_privilege;
 mod node_failure;
 mod paused;
 mod scale;

@@ -112,11 +112,34 @@ fn split_tail(tail: &[&str], path: &str) -> ApiResult<(Option<String>, Option<St
     }
 }
 
+/// A path segment, percent-decoded (clients encode names such as `system:node` as
+/// `system%3Anode`). Empty, `.`, `..`, a `/` once decoded, and malformed escapes are 404.
 fn validate_segment(segment: &str, path: &str) -> ApiResult<String> {
-    if segment.is_empty() || segment == "." || segment == ".." {
+    let decoded = percent_decode(segment).ok_or_else(|| not_found_path(path))?;
+    if decoded.is_empty() || decoded == "." || decoded == ".." || decoded.contains('/') {
         return Err(not_found_path(path));
     }
-    Ok(segment.to_string())
+    Ok(decoded)
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    if !segment.contains('%') {
+        return Some(segment.to_string());
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 pub(crate) fn not_found_path(path: &str) -> ApiError {
@@ -225,6 +248,10 @@ mod tests {
         let t = target("/api/v1/nodes/n1/status");
         assert_eq!(t.info.kind, "Node");
         assert_eq!(t.subresource.as_deref(), Some("status"));
+
+        // Names arrive percent-encoded from some clients.
+        let t = target("/apis/rbac.authorization.k8s.io/v1/clusterroles/system%3Anode");
+        assert_eq!(t.name.as_deref(), Some("system:node"));
     }
 
     #[test]
@@ -234,6 +261,9 @@ mod tests {
             "/apis/apps/v1/widgets",
             "/api/v1/pods/web",
             "/api/v1/namespaces/default/pods/web/log/extra",
+            "/api/v1/namespaces/default/pods/a%2Fb",
+            "/api/v1/namespaces/default/pods/%2E%2E",
+            "/api/v1/namespaces/default/pods/bad%zz",
             "/apis/apps/v1beta9",
         ] {
             let err = parse_path(Registry::builtin(), path).unwrap_err();

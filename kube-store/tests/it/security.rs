@@ -386,6 +386,26 @@ async fn a_node_may_change_only_itself_and_its_own_pods() {
     )
     .await;
     assert_eq!(code, 403, "{status}");
+    // Server-side apply creates through the same admission: no other Node by apply either.
+    let apply = Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("{url}/api/v1/nodes/n3?fieldManager=agent"))
+        .header("content-type", "application/apply-patch+yaml")
+        .body(Full::new(Bytes::from(node("n3").to_string())))
+        .unwrap();
+    let response = node1.request(apply).await.unwrap();
+    assert_eq!(response.status().as_u16(), 403, "apply of another Node");
+    let apply_own = Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("{url}/api/v1/nodes/n1?fieldManager=agent"))
+        .header("content-type", "application/apply-patch+yaml")
+        .body(Full::new(Bytes::from(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"x": "y"}}})
+                .to_string(),
+        )))
+        .unwrap();
+    let response = node1.request(apply_own).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "apply of its own Node");
     call(
         &admin,
         &url,

@@ -228,11 +228,76 @@ pub(crate) async fn authorize(
     rbac::authorize(store, user, attributes).await
 }
 
-/// Objects every secured cluster starts with: `cluster-admin` for `system:masters`, and what
-/// every authenticated user may do (discovery, health, `SelfSubjectAccessReview`).
+/// The user a scheduler authenticates as (CN of its client certificate), bound to the
+/// ClusterRole of the same name: Kubernetes' `system:kube-scheduler`.
+pub const SCHEDULER_USER: &str = "system:kube-scheduler";
+/// The user a controller manager authenticates as, bound to the ClusterRole of the same name.
+pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+
+/// A ClusterRole and the ClusterRoleBinding that grants it to the user of the same name.
+fn component_role(user: &str, rules: serde_json::Value) -> [serde_json::Value; 2] {
+    let rbac = "rbac.authorization.k8s.io/v1";
+    [
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": user}, "rules": rules}),
+        json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+    ]
+}
+
+/// What a scheduler may do, after Kubernetes' `system:kube-scheduler`: read what placement
+/// depends on, bind pods, write their status (conditions, nominated node), delete preemption
+/// victims, record events, and hold its leader lease. Nothing else: it cannot create pods,
+/// touch workloads, nodes or secrets.
+fn scheduler_rules() -> serde_json::Value {
+    json!([
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update"]},
+        {"apiGroups": [""], "resources": ["nodes", "namespaces", "services", "replicationcontrollers",
+            "persistentvolumes", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+        {"apiGroups": [""], "resources": ["bindings", "pods/binding"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"]},
+        {"apiGroups": ["apps"], "resources": ["replicasets", "statefulsets"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    ])
+}
+
+/// What a controller manager may do: the union of Kubernetes' per-controller roles for the
+/// controllers kube-ctrl runs (ReplicaSet, Deployment, DaemonSet, Job, endpoints and
+/// EndpointSlices, Service IPs, namespace deletion, node lifecycle, garbage collection), plus
+/// events and its leader lease. Like Kubernetes' garbage collector and namespace controller it
+/// may read and delete any object; it creates and updates only what its controllers own, and
+/// it cannot create or change Roles and bindings, Secrets or ServiceAccount tokens.
+fn controller_manager_rules() -> serde_json::Value {
+    let rw = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+    json!([
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "delete", "deletecollection"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update"]},
+        {"apiGroups": [""], "resources": ["pods", "endpoints"], "verbs": rw},
+        {"apiGroups": [""], "resources": ["pods/status", "pods/binding", "pods/eviction"], "verbs": ["create", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["services", "services/status", "nodes", "nodes/status",
+            "namespaces", "namespaces/status", "namespaces/finalize"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["apps"], "resources": ["replicasets", "deployments", "daemonsets"], "verbs": rw},
+        {"apiGroups": ["apps"], "resources": ["replicasets/status", "replicasets/scale", "deployments/status",
+            "deployments/scale", "daemonsets/status", "replicasets/finalizers", "deployments/finalizers"],
+            "verbs": ["update", "patch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": rw},
+        {"apiGroups": ["batch"], "resources": ["jobs/status", "jobs/finalizers"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": rw},
+    ])
+}
+
+/// Objects every secured cluster starts with: `cluster-admin` for `system:masters`, what every
+/// authenticated user may do (discovery, health, `SelfSubjectAccessReview`), the `view` and
+/// `edit` roles, and the least-privilege roles of the scheduler and the controller manager.
 pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
     let rbac = "rbac.authorization.k8s.io/v1";
-    vec![
+    let mut policy = vec![
         json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "cluster-admin"},
             "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
                       {"nonResourceURLs": ["*"], "verbs": ["*"]}]}),
@@ -261,5 +326,11 @@ pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
                     "replicasets", "replicasets/scale", "deployments", "deployments/scale", "daemonsets", "jobs",
                     "endpointslices", "poddisruptionbudgets", "events", "serviceaccounts"],
                 "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]}]}),
-    ]
+    ];
+    policy.extend(component_role(SCHEDULER_USER, scheduler_rules()));
+    policy.extend(component_role(
+        CONTROLLER_MANAGER_USER,
+        controller_manager_rules(),
+    ));
+    policy
 }
