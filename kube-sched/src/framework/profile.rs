@@ -421,7 +421,7 @@ impl Profile {
         pod: &PodInfo,
         cluster: &'c Cluster,
         allowed: Option<&HashSet<String>>,
-    ) -> (Vec<&'c NodeInfo>, Vec<usize>, usize) {
+    ) -> Feasible<'c> {
         let all = cluster.nodes();
         // Positions in `all`.
         let narrowed: Option<Vec<usize>> = allowed.map(|set| {
@@ -446,35 +446,42 @@ impl Profile {
         let filters = &filters[..];
         let mut feasible = Vec::with_capacity(want.min(total));
         let mut failures = Vec::new();
+        let mut rejected = Vec::new();
         let mut processed = 0;
         if !self.parallel || total < PARALLEL_MIN_NODES {
-            // One thread: filter node by node and stop as soon as enough fit.
+            // One thread: filter node by node and stop as soon as enough fit. Once as many
+            // nodes as the cycle wants have been filtered and none fit, most likely none will
+            // (a pod waiting for preemption): the rejections are then kept as they come, rather
+            // than recomputed for every node afterwards.
+            let mut visit = |i: usize, node: &'c NodeInfo| {
+                processed += 1;
+                if feasible.is_empty() && processed > want {
+                    let status = run_active_filters(filters, state, pod, node);
+                    if status.is_success() {
+                        feasible.push(node);
+                    } else {
+                        rejected.push((i, status));
+                    }
+                } else if passes(filters, state, pod, node) {
+                    feasible.push(node);
+                } else {
+                    failures.push(i);
+                }
+                feasible.len() < want
+            };
             match &narrowed {
                 Some(v) => {
                     for &i in v {
-                        if feasible.len() >= want {
+                        if !visit(i, &all[i]) {
                             break;
-                        }
-                        processed += 1;
-                        let node = &all[i];
-                        if passes(filters, state, pod, node) {
-                            feasible.push(node);
-                        } else {
-                            failures.push(i);
                         }
                     }
                 }
                 None => {
                     let (head, tail) = all.split_at(start);
                     for (node, i) in tail.iter().zip(start..).chain(head.iter().zip(0..)) {
-                        if feasible.len() >= want {
+                        if !visit(i, node) {
                             break;
-                        }
-                        processed += 1;
-                        if passes(filters, state, pod, node) {
-                            feasible.push(node);
-                        } else {
-                            failures.push(i);
                         }
                     }
                 }
@@ -503,7 +510,12 @@ impl Profile {
             self.next_start
                 .store((start + processed) % all.len(), Ordering::Relaxed);
         }
-        (feasible, failures, processed)
+        Feasible {
+            nodes: feasible,
+            failures,
+            rejected,
+            evaluated: processed,
+        }
     }
 
     /// Runs every PreScore, recording in `state` which plugins said Skip.
@@ -691,13 +703,20 @@ impl Profile {
                 });
             }
         }
-        let (feasible, failures, evaluated) =
-            self.find_feasible(state, pod, cluster, allowed.as_ref());
+        let Feasible {
+            nodes: feasible,
+            failures,
+            rejected,
+            evaluated,
+        } = self.find_feasible(state, pod, cluster, allowed.as_ref());
         if feasible.is_empty() {
             let mut statuses = NodeStatuses::new();
             let nodes = cluster.nodes();
             for i in failures {
                 statuses.push_node(cluster, i, self.run_filters(state, pod, &nodes[i]));
+            }
+            for (i, status) in rejected {
+                statuses.push_node(cluster, i, status);
             }
             if let Some(e) = statuses.values().find(|s| s.code() == Code::Error) {
                 let mut err = fit_error(NodeStatuses::new());
@@ -885,6 +904,32 @@ impl Profile {
             .map(|(p, w)| (p.name().to_string(), *w))
             .collect()
     }
+}
+
+/// The active filters on `node` until one rejects it (with the plugin's name), as
+/// [`Profile::run_filters`].
+fn run_active_filters(
+    filters: &[(&Arc<str>, &dyn FilterPlugin)],
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+) -> Status {
+    for (name, f) in filters {
+        let status = f.filter(state, pod, node);
+        if !status.is_success() && !status.is_skip() {
+            return status.with_plugin(Arc::clone(name));
+        }
+    }
+    Status::success()
+}
+
+/// What filtering found: the feasible nodes, and the rejected ones by position in the
+/// cluster, without their statuses (`failures`, evaluated first) or with them (`rejected`).
+struct Feasible<'c> {
+    nodes: Vec<&'c NodeInfo>,
+    failures: Vec<usize>,
+    rejected: Vec<(usize, Status)>,
+    evaluated: usize,
 }
 
 /// Whether every active filter accepts `node` (the hot path: no status is kept).

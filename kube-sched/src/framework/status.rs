@@ -60,6 +60,17 @@ impl Status {
         }
     }
 
+    /// `code` with one static reason, built in place (rejections on the hot path).
+    #[inline]
+    pub(crate) const fn with_static(code: Code, reason: &'static str) -> Self {
+        Self {
+            code,
+            reason: Some(reason),
+            plugin: None,
+            detail: None,
+        }
+    }
+
     /// Success (allocation-free: filters return it on the hot path).
     pub const fn success() -> Self {
         Self::new(Code::Success)

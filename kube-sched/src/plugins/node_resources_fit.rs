@@ -9,7 +9,7 @@ use kube_core::resources::Resources;
 
 use crate::error::SchedError;
 use crate::framework::{
-    CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, ScorePlugin, Status,
+    Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, ScorePlugin, Status,
 };
 
 /// Reason when the node has no room for one more pod.
@@ -219,9 +219,10 @@ impl FilterPlugin for NodeResourcesFit {
         }
         let mut status: Option<Status> = None;
         let mut add = |reason: Cow<'static, str>| {
-            status = Some(match status.take() {
-                Some(s) => s.with_reason(reason),
-                None => Status::unschedulable(reason),
+            status = Some(match (status.take(), reason) {
+                (Some(s), reason) => s.with_reason(reason),
+                (None, Cow::Borrowed(reason)) => Status::with_static(Code::Unschedulable, reason),
+                (None, reason) => Status::unschedulable(reason),
             });
         };
         if used.pods + 1 > cap.pods {
