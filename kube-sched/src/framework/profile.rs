@@ -182,6 +182,10 @@ pub struct Profile {
     /// Plugin names, shared into statuses without copying.
     names: Vec<Arc<str>>,
     weights: Vec<i64>,
+    /// Positions of the plugins with a PreFilter, and with a Filter (what-if checks run them
+    /// many times per cycle).
+    pre_filter_at: Vec<usize>,
+    filter_at: Vec<usize>,
     percentage: Option<u32>,
     parallel: bool,
     /// Where the next cycle starts filtering, so that with percentageOfNodesToScore every node
@@ -225,7 +229,17 @@ impl Profile {
         percentage_of_nodes_to_score: Option<u32>,
     ) -> Self {
         let (plugins, weights): (Vec<Arc<dyn Plugin>>, _) = plugins.into_iter().unzip();
+        let positions = |has: fn(&dyn Plugin) -> bool| -> Vec<usize> {
+            (plugins.iter().enumerate())
+                .filter(|(_, p)| has(p.as_ref()))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let pre_filter_at = positions(|p| p.as_pre_filter().is_some());
+        let filter_at = positions(|p| p.as_filter().is_some());
         Self {
+            pre_filter_at,
+            filter_at,
             name: name.into(),
             names: plugins.iter().map(|p| Arc::from(p.name())).collect(),
             plugins,
@@ -328,11 +342,11 @@ impl Profile {
         state: &mut CycleState,
         mut call: impl FnMut(&dyn super::plugin::PreFilterPlugin, &mut CycleState) -> Status,
     ) -> Status {
-        for (i, plugin) in self.plugins.iter().enumerate() {
+        for &i in &self.pre_filter_at {
             if i < 64 && state.skip_filter & (1 << i) != 0 {
                 continue;
             }
-            let Some(pf) = plugin.as_pre_filter() else {
+            let Some(pf) = self.plugins.get(i).and_then(|p| p.as_pre_filter()) else {
                 continue;
             };
             let status = call(pf, state);
@@ -363,11 +377,11 @@ impl Profile {
     /// Whether every Filter not skipped accepts `node`: [`Profile::run_filters`] without the
     /// rejection's details (what-if checks only need the verdict).
     pub(crate) fn fits(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> bool {
-        self.plugins.iter().enumerate().all(|(i, plugin)| {
+        self.filter_at.iter().all(|&i| {
             if i < 64 && state.skip_filter & (1 << i) != 0 {
                 return true;
             }
-            let Some(f) = plugin.as_filter() else {
+            let Some(f) = self.plugins.get(i).and_then(|p| p.as_filter()) else {
                 return true;
             };
             let status = f.filter(state, pod, node);
