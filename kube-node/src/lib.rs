@@ -58,7 +58,9 @@
 //! tcpSocket), pod phase, conditions and container states with the kubelet's reasons,
 //! graceful termination (preStop, SIGTERM, grace period, SIGKILL), env from literals,
 //! ConfigMaps, Secrets, resource fields and the downward API, emptyDir/configMap/secret/
-//! hostPath volumes, logs by pod and container ([`pod_logs`], with `previous`;
+//! downwardAPI/hostPath volumes and projected volumes (configMap, secret, downwardAPI and
+//! serviceAccountToken sources; tokens come from a [`TokenSource`] and are renewed after 80%
+//! of their lifetime, as the kubelet does), logs by pod and container ([`pod_logs`], with `previous`;
 //! [`follow_pod_logs`]), garbage collection of dead containers by the kubelet's policy
 //! ([`ContainerGcPolicy`]: minimum age, dead instances per container, dead containers per
 //! node), and adoption of running pods after an agent restart.
@@ -90,7 +92,7 @@
 //! # What it does not do (yet)
 //!
 //! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
-//! probes, no downward-API or projected volumes, no restartable ("sidecar") init containers
+//! probes, no `resourceFieldRef` in downwardAPI volume files, no restartable ("sidecar") init containers
 //! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
 //! node shutdown. The kubelet server has no TLS or authentication and serves only logs and
 //! health (no exec, attach, port-forward, `/pods` or stats). cgroup v2 (a host mounting the
@@ -112,6 +114,7 @@ mod net;
 mod oci;
 mod persist;
 mod process;
+pub mod tokens;
 
 pub use agent::{ContainerGcPolicy, NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
 pub use cri::CriRuntime;
@@ -122,6 +125,7 @@ pub use mounts::VolumeMounts;
 pub use net::{CniConfig, PodNetwork};
 pub use oci::{OciRuntime, OciRuntimeBuilder};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder};
+pub use tokens::{ServiceAccountToken, TokenRequest, TokenSource};
 
 #[cfg(test)]
 mod tests {

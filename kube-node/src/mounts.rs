@@ -136,6 +136,30 @@ done
 exec chroot "$T" sh -c 'cd "$0" 2>/dev/null || cd /; exec "$@"' "$WD" "$@"
 "#;
 
+/// `path` with the symlinks among its existing ancestors resolved on the host, whose tree the
+/// view mirrors: the view copies links as they are, so `/var/run -> /run` would lead the
+/// script out of the view to the host's `/run`; `/var/run/secrets` becomes `/run/secrets`.
+fn through_host_links(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+    match std::fs::canonicalize(existing) {
+        Ok(mut resolved) => {
+            resolved.extend(rest.iter().rev());
+            resolved
+        }
+        Err(_) => path.to_path_buf(),
+    }
+}
+
 /// [`VolumeMounts::Namespace`]: the words to put before a container's argv so it runs in a
 /// private mount namespace, chrooted into a view of the host with its volumes mounted. `view`
 /// is an empty directory for the view's root; `wd` the process's working directory; `ready`
@@ -154,7 +178,7 @@ pub(crate) fn namespace_prefix(
                 format!("mount path {:?} is not a plain path", m.container_path),
             )
         })?;
-        sorted.push((m, Path::new("/").join(rel)));
+        sorted.push((m, through_host_links(&Path::new("/").join(rel))));
     }
     // Parents before children, as the kubelet orders them.
     sorted.sort_by(|a, b| a.1.cmp(&b.1));

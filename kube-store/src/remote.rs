@@ -212,6 +212,52 @@ impl RemoteStore {
         .map(drop)
     }
 
+    /// Asks for a ServiceAccount token through the `serviceaccounts/token` subresource
+    /// (TokenRequest), as the kubelet does for projected token volumes: for `account`, with
+    /// `audiences` (empty: the API server's) and the lifetime asked for, bound to the pod
+    /// (name, UID) when given so it stops working with the pod. Returns the token and when it
+    /// expires (the server may shorten or lengthen the lifetime asked for).
+    pub async fn request_token(
+        &self,
+        account: &ObjectKey,
+        audiences: &[String],
+        expiration_seconds: u64,
+        bound_pod: Option<(&str, &str)>,
+    ) -> Result<(String, std::time::SystemTime), StoreError> {
+        let kind = GroupKind::new("", "ServiceAccount");
+        let info = self.info(&kind)?;
+        let url = format!("{}/token", self.item_url(info, account));
+        let mut spec = json!({"audiences": audiences, "expirationSeconds": expiration_seconds});
+        if let Some((name, uid)) = bound_pod {
+            spec["boundObjectRef"] =
+                json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
+        }
+        let body = json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": account.name, "namespace": account.namespace},
+            "spec": spec,
+        });
+        let asked = std::time::SystemTime::now();
+        let answer = self
+            .call(
+                Method::POST,
+                &url,
+                Some(body.to_string().into_bytes()),
+                &kind,
+                Some(account),
+            )
+            .await?;
+        let token = answer["status"]["token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| StoreError::Invalid("a TokenRequest answer without a token".into()))?;
+        let seconds = answer["spec"]["expirationSeconds"]
+            .as_u64()
+            .unwrap_or(expiration_seconds);
+        Ok((token.to_string(), asked + Duration::from_secs(seconds)))
+    }
+
     fn info(&self, kind: &GroupKind) -> Result<&Arc<KindInfo>, StoreError> {
         self.registry
             .get(kind)

@@ -37,6 +37,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::tokens::{HeldToken, TokenRequest, TokenSource};
 pub use gc::ContainerGcPolicy;
 use pod_sync::PodRecord;
 
@@ -151,6 +152,7 @@ impl NodeAgentConfig {
 pub struct NodeAgentBuilder {
     config: NodeAgentConfig,
     runtime: Arc<dyn Runtime>,
+    token_source: Option<Arc<dyn TokenSource>>,
 }
 
 impl NodeAgentBuilder {
@@ -270,6 +272,14 @@ impl NodeAgentBuilder {
         self
     }
 
+    /// Where the ServiceAccount tokens of projected volumes come from (see [`TokenSource`]).
+    /// Without one, projected volumes get their other files (`ca.crt`, `namespace`, ...) but
+    /// no token, and a warning is logged once.
+    pub fn token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.token_source = Some(source);
+        self
+    }
+
     /// Checks the configuration, binds the kubelet server's socket (if
     /// [`serve`](Self::serve) was asked for) and returns the agent.
     pub fn build(self) -> Result<NodeAgent> {
@@ -290,6 +300,7 @@ impl NodeAgentBuilder {
             config: self.config,
             runtime: self.runtime,
             kubelet,
+            token_source: self.token_source,
         })
     }
 }
@@ -321,6 +332,7 @@ pub struct NodeAgent {
     runtime: Arc<dyn Runtime>,
     /// The kubelet server's socket and the address it is bound to.
     kubelet: Option<(std::net::TcpListener, SocketAddr)>,
+    token_source: Option<Arc<dyn TokenSource>>,
 }
 
 impl NodeAgent {
@@ -329,6 +341,7 @@ impl NodeAgent {
         NodeAgentBuilder {
             config: NodeAgentConfig::new(node_name.into()),
             runtime,
+            token_source: None,
         }
     }
 
@@ -412,6 +425,12 @@ pub(crate) struct Agent {
     boot_id: String,
     /// The kubelet server's port, published in the Node's `daemonEndpoints`.
     kubelet_port: Option<u16>,
+    /// Where projected volumes' tokens come from.
+    token_source: Option<Arc<dyn TokenSource>>,
+    /// Tokens fetched for pods, renewed when due; dropped with their pod.
+    tokens: Mutex<HashMap<TokenRequest, HeldToken>>,
+    /// Whether the missing token source has been warned about.
+    warned_no_tokens: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -455,12 +474,20 @@ impl Agent {
             records: Mutex::new(HashMap::new()),
             boot_id: uuid::Uuid::new_v4().to_string(),
             kubelet_port,
+            token_source: agent.token_source,
+            tokens: Mutex::new(HashMap::new()),
+            warned_no_tokens: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn admitted(&self) -> MutexGuard<'_, HashMap<ObjectKey, admission::Admitted>> {
         // Plain data replaced in single statements; a poisoned lock is usable.
         self.admitted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, HashMap<TokenRequest, HeldToken>> {
+        // Plain data replaced in single statements; a poisoned lock is usable.
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn records(&self) -> MutexGuard<'_, HashMap<ObjectKey, PodRecord>> {

@@ -2,7 +2,7 @@
 //! containers, restarts with back-off), report its status, and tear it down when it goes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
@@ -17,6 +17,7 @@ use super::spec::{PodFacts, Sources, container_config, referenced, sandbox_confi
 use super::volumes;
 use super::{Agent, error_chain, probe};
 use crate::error::{Error, Result};
+use crate::tokens::{HeldToken, TokenRequest};
 
 /// What the agent remembers about one pod key between syncs.
 #[derive(Debug)]
@@ -198,6 +199,8 @@ impl Agent {
                 .await?;
             record.sandboxes.remove(&id);
             volumes::remove(&self.pods_dir.join(&status.metadata.uid));
+            self.tokens()
+                .retain(|request, _| request.pod_uid != status.metadata.uid);
         }
         Ok(())
     }
@@ -283,6 +286,82 @@ impl Agent {
             left = left.max(Duration::from_secs(2).min(grace));
         }
         self.runtime.stop_container(&c.id, left).await
+    }
+
+    /// The ServiceAccount tokens of the pod's projected volumes, by volume and path: held ones
+    /// while they are fresh, new ones from the token source once 80% of their lifetime has
+    /// passed. Without a token source there are none (warned about once). `Err` says why a
+    /// token could not be had (the volume then fails, as in the kubelet, and is retried).
+    async fn projected_tokens(&self, pod: &Pod, uid: &str) -> Result<volumes::Tokens, String> {
+        let mut out = volumes::Tokens::new();
+        let Some(spec) = &pod.spec else {
+            return Ok(out);
+        };
+        for v in spec.volumes.iter().flatten() {
+            let projected = v.projected.as_ref().and_then(|p| p.sources.as_ref());
+            for token in projected
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.service_account_token.as_ref())
+            {
+                let Some(source) = &self.token_source else {
+                    if !self
+                        .warned_no_tokens
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(
+                            "no token source: projected ServiceAccount tokens are not written"
+                        );
+                    }
+                    return Ok(out);
+                };
+                let request = TokenRequest {
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    service_account: spec
+                        .service_account_name
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                    audiences: token.audience.clone().into_iter().collect(),
+                    expiration_seconds: token
+                        .expiration_seconds
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(3600),
+                    pod_name: pod.metadata.name.clone().unwrap_or_default(),
+                    pod_uid: uid.to_string(),
+                };
+                let now = SystemTime::now();
+                let held = self.tokens().get(&request).cloned();
+                let token_text = match held {
+                    Some(held) if !held.due(now) => held.token.token,
+                    held => match source.token(&request).await {
+                        Ok(token) => {
+                            let text = token.token.clone();
+                            self.tokens().insert(
+                                request,
+                                HeldToken {
+                                    token,
+                                    fetched: now,
+                                },
+                            );
+                            text
+                        }
+                        // A renewal that fails keeps the old token while it works.
+                        Err(e) if held.as_ref().is_some_and(|h| h.token.expires > now) => {
+                            tracing::warn!(error = %e, "renewing a ServiceAccount token failed");
+                            held.map(|h| h.token.token).unwrap_or_default()
+                        }
+                        Err(e) => {
+                            return Err(format!(
+                                "getting a token for ServiceAccount \"{}\": {e}",
+                                request.service_account
+                            ));
+                        }
+                    },
+                };
+                out.insert((v.name.clone(), token.path.clone()), token_text);
+            }
+        }
+        Ok(out)
     }
 
     /// Reads the ConfigMaps and Secrets the pod refers to.
@@ -402,7 +481,11 @@ impl Agent {
 
         let sources = self.load_sources(pod).await?;
         let pod_dir = self.pods_dir.join(uid);
-        let (volume_dirs, volume_error) = match volumes::prepare(&pod_dir, pod, &sources) {
+        let prepared = match self.projected_tokens(pod, uid).await {
+            Ok(tokens) => volumes::prepare(&pod_dir, pod, &sources, &tokens),
+            Err(e) => Err(e),
+        };
+        let (volume_dirs, volume_error) = match prepared {
             Ok(dirs) => (dirs, None),
             Err(e) => (HashMap::new(), Some(e)),
         };

@@ -134,6 +134,15 @@ pub(crate) fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
         if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
             secrets.insert(name);
         }
+        let projected = v.projected.as_ref().and_then(|p| p.sources.as_ref());
+        for source in projected.into_iter().flatten() {
+            if let Some(cm) = &source.config_map {
+                cms.insert(cm.name.clone());
+            }
+            if let Some(secret) = &source.secret {
+                secrets.insert(secret.name.clone());
+            }
+        }
     }
     (cms, secrets)
 }

@@ -1,11 +1,12 @@
 //! Pod volumes on the node: a directory per volume under `<root>/<pod uid>/volumes/`, filled
-//! for configMap and secret volumes; emptyDir starts empty; hostPath is used as is. Containers
-//! get them as [`Mount`](kube_core::runtime::Mount)s.
+//! for configMap, secret, downwardAPI and projected volumes (a projected volume merges its
+//! sources' files, the ServiceAccount token among them); emptyDir starts empty; hostPath is
+//! used as is. Containers get them as [`Mount`](kube_core::runtime::Mount)s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{KeyToPath, Pod};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod};
 
 use super::spec::Sources;
 
@@ -55,12 +56,88 @@ fn write_files(
     Ok(())
 }
 
+/// The tokens of a pod's projected volumes, by volume name and file path; a token missing
+/// here (no token source) is not written.
+pub(crate) type Tokens = HashMap<(String, String), String>;
+
+/// The files of a ConfigMap or Secret as a volume shows them: all keys, or just `items`.
+fn selected(
+    data: &BTreeMap<String, String>,
+    items: Option<&Vec<KeyToPath>>,
+) -> BTreeMap<String, String> {
+    match items {
+        Some(items) => items
+            .iter()
+            .filter_map(|i| Some((i.path.clone(), data.get(&i.key)?.clone())))
+            .collect(),
+        None => data.clone(),
+    }
+}
+
+/// A `metadata.*` field as a downwardAPI volume file holds it; maps are `key="value"` lines,
+/// sorted, as the kubelet writes them.
+fn downward_field(pod: &Pod, path: &str) -> Result<String, String> {
+    let meta = &pod.metadata;
+    let lines = |map: Option<&BTreeMap<String, String>>| {
+        map.into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let value = match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "metadata.labels" => Some(lines(meta.labels.as_ref())),
+        "metadata.annotations" => Some(lines(meta.annotations.as_ref())),
+        _ => {
+            let Some((map, key)) = path.strip_suffix("']").and_then(|p| p.split_once("['")) else {
+                return Err(format!(
+                    "unsupported fieldPath {path:?} in a downwardAPI volume"
+                ));
+            };
+            match map {
+                "metadata.labels" => meta.labels.as_ref().and_then(|l| l.get(key).cloned()),
+                "metadata.annotations" => {
+                    meta.annotations.as_ref().and_then(|a| a.get(key).cloned())
+                }
+                _ => {
+                    return Err(format!(
+                        "unsupported fieldPath {path:?} in a downwardAPI volume"
+                    ));
+                }
+            }
+        }
+    };
+    Ok(value.unwrap_or_default())
+}
+
+/// The files of downwardAPI items.
+fn downward_files(
+    pod: &Pod,
+    items: Option<&Vec<DownwardAPIVolumeFile>>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut files = BTreeMap::new();
+    for item in items.into_iter().flatten() {
+        let Some(field) = &item.field_ref else {
+            return Err(format!(
+                "downwardAPI volume file {:?}: only fieldRef is supported",
+                item.path
+            ));
+        };
+        files.insert(item.path.clone(), downward_field(pod, &field.field_path)?);
+    }
+    Ok(files)
+}
+
 /// Prepares the pod's volumes under `pod_dir`; returns each volume's host directory by name.
 /// Unsupported volume types are left out (a container mounting one fails to be created).
 pub(crate) fn prepare(
     pod_dir: &Path,
     pod: &Pod,
     sources: &Sources,
+    tokens: &Tokens,
 ) -> Result<HashMap<String, PathBuf>, String> {
     let mut out = HashMap::new();
     let Some(spec) = &pod.spec else {
@@ -90,6 +167,36 @@ pub(crate) fn prepare(
                 }
                 None => return Err(format!("secret \"{secret_name}\" not found")),
             }
+        } else if let Some(downward) = &v.downward_api {
+            write_files(&dir, &downward_files(pod, downward.items.as_ref())?, None)?;
+        } else if let Some(projected) = &v.projected {
+            let mut files = BTreeMap::new();
+            for source in projected.sources.iter().flatten() {
+                if let Some(cm) = &source.config_map {
+                    match sources.data(false, &cm.name) {
+                        Some(data) => files.extend(selected(data, cm.items.as_ref())),
+                        None if cm.optional.unwrap_or(false) => {}
+                        None => return Err(format!("configmap \"{}\" not found", cm.name)),
+                    }
+                }
+                if let Some(secret) = &source.secret {
+                    match sources.data(true, &secret.name) {
+                        Some(data) => files.extend(selected(data, secret.items.as_ref())),
+                        None if secret.optional.unwrap_or(false) => {}
+                        None => return Err(format!("secret \"{}\" not found", secret.name)),
+                    }
+                }
+                if let Some(downward) = &source.downward_api {
+                    files.extend(downward_files(pod, downward.items.as_ref())?);
+                }
+                if let Some(token) = &source.service_account_token {
+                    let key = (v.name.clone(), token.path.clone());
+                    if let Some(token) = tokens.get(&key) {
+                        files.insert(key.1, token.clone());
+                    }
+                }
+            }
+            write_files(&dir, &files, None)?;
         } else if let Some(host) = &v.host_path {
             out.insert(v.name.clone(), PathBuf::from(&host.path));
             continue;

@@ -13,4 +13,5 @@ mod kubelet_server;
 mod probes;
 mod process_runtime;
 mod process_volumes;
+mod projected_volumes;
 mod restart_recovery;

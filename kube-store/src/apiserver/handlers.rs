@@ -19,7 +19,7 @@ use super::patch::{PatchType, apply_patch};
 use super::request::{ApiPath, Query, Target, not_found_path, parse_path};
 use super::status::{ApiError, ApiResult, success};
 use super::table::{IncludeObject, table, wants_table};
-use super::{defaults, discovery, logs, openapi, validation, watch};
+use super::{defaults, discovery, logs, openapi, serviceaccounts, validation, watch};
 
 /// How many times a patch is re-applied when the object changed underneath it.
 const PATCH_RETRIES: usize = 8;
@@ -576,11 +576,17 @@ async fn create(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
 
 /// The admission chain for a new object, then the write: NodeRestriction, namespace
 /// lifecycle, and `dryRun`. Every create path (POST and server-side apply) goes through it.
-async fn admit_and_create(ctx: &Ctx<'_>, object: DynamicObject) -> ApiResult<Response> {
+async fn admit_and_create(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult<Response> {
     if let Err(message) = auth::admit_node_create(&ctx.user, &object) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message));
     }
     admit_namespace(ctx, &object).await?;
+    if ctx.inner.security.is_some() {
+        // Only a server that issues tokens projects them.
+        serviceaccounts::admit_pod(ctx.inner.store.as_ref(), &mut object)
+            .await
+            .map_err(|e| ApiError::from_store(e, "serviceaccounts", ""))?;
+    }
     if ctx.dry_run() {
         return object_response(StatusCode::CREATED, &object);
     }
@@ -590,6 +596,19 @@ async fn admit_and_create(ctx: &Ctx<'_>, object: DynamicObject) -> ApiResult<Res
         .create_shared(object)
         .await
         .map_err(|e| ctx.store_error(e))?;
+    if let (Some(security), "Namespace") = (&ctx.inner.security, created.kind.as_str()) {
+        // At once, so pods created right after the namespace find what they mount; the
+        // publisher's watch would get there a moment later.
+        if let Err(error) = serviceaccounts::publish(
+            ctx.inner.store.as_ref(),
+            &created,
+            security.ca_pem.as_deref(),
+        )
+        .await
+        {
+            tracing::warn!(%error, "publishing kube-root-ca.crt and the default ServiceAccount");
+        }
+    }
     object_response(StatusCode::CREATED, &created)
 }
 
@@ -1336,10 +1355,33 @@ async fn token_request(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
                 .collect()
         })
         .unwrap_or_default();
+    let namespace = account.metadata.namespace.clone().unwrap_or_default();
+    let name = account.metadata.name.clone().unwrap_or_default();
+    let bound = &body["spec"]["boundObjectRef"];
+    let pod = match bound["kind"].as_str() {
+        None => None,
+        Some("Pod") => Some(bound_pod(ctx, &namespace, &name, bound).await?),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind a token to a {other}: only Pods are supported"
+            )));
+        }
+    };
+    if let Some(node) = auth::node_name(&ctx.user) {
+        // NodeRestriction: a node's tokens are bound to its own pods.
+        if pod.is_none() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("node \"{node}\" may only request tokens bound to its own pods"),
+            ));
+        }
+    }
     let claims = auth::TokenClaims {
-        namespace: account.metadata.namespace.clone().unwrap_or_default(),
-        name: account.metadata.name.clone().unwrap_or_default(),
+        namespace,
+        name,
         uid: account.metadata.uid.clone().unwrap_or_default(),
+        pod,
     };
     let (token, expires) =
         security
@@ -1353,6 +1395,63 @@ async fn token_request(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         "status": {"token": token, "expirationTimestamp": kube_core::object::to_time(expires)},
     });
     Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// The pod a TokenRequest's `boundObjectRef` names: it must exist (with the UID given, if
+/// any), run as the account, and, when a node asks, be bound to that node. Returns its name
+/// and UID.
+async fn bound_pod(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    account: &str,
+    bound: &Value,
+) -> ApiResult<(String, String)> {
+    let name = bound["name"].as_str().unwrap_or_default();
+    let forbidden = |message: String| ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
+    let pod = match ctx
+        .inner
+        .store
+        .get(
+            &GroupKind::POD,
+            &ObjectKey::namespaced(namespace, name.to_string()),
+        )
+        .await
+    {
+        Ok(pod) => pod,
+        Err(e) if e.is_not_found() => {
+            return Err(ApiError::not_found(format!("pods \"{name}\" not found")));
+        }
+        Err(e) => return Err(ApiError::from_store(e, "pods", "")),
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if bound["uid"]
+        .as_str()
+        .is_some_and(|u| !u.is_empty() && u != uid)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "the UID in the bound object reference ({}) does not match the UID in record ({uid}); the object might have been deleted and then recreated",
+                bound["uid"].as_str().unwrap_or_default()
+            ),
+        ));
+    }
+    if auth::pod_account(&pod) != account {
+        return Err(forbidden(format!(
+            "pod \"{name}\" runs as ServiceAccount \"{}\", not \"{account}\"",
+            auth::pod_account(&pod)
+        )));
+    }
+    if let Some(node) = auth::node_name(&ctx.user) {
+        let on = pod.field("spec.nodeName");
+        if on.as_ref().and_then(Value::as_str) != Some(node) {
+            return Err(forbidden(format!(
+                "node \"{node}\" may only request tokens bound to its own pods"
+            )));
+        }
+    }
+    Ok((name.to_string(), uid))
 }
 
 /// Namespace lifecycle: no creation in a namespace that does not exist or is terminating.

@@ -30,6 +30,7 @@ mod openapi;
 mod patch;
 mod request;
 mod serve;
+mod serviceaccounts;
 mod status;
 mod table;
 mod validation;
@@ -192,6 +193,7 @@ impl ApiServer {
     pub async fn serve_on(&self, listener: TcpListener) -> std::io::Result<RunningApiServer> {
         let local_addr = listener.local_addr()?;
         let mut server = self.clone();
+        let mut publisher = None;
         if let Some(security) = &server.inner.security {
             for object in auth::bootstrap_policy() {
                 let object = serde_json::from_value(object).map_err(std::io::Error::other)?;
@@ -201,6 +203,13 @@ impl ApiServer {
                     Err(e) => return Err(std::io::Error::other(e)),
                 }
             }
+            // The root-CA publisher and the serviceaccounts controller: every namespace has
+            // `kube-root-ca.crt` and the `default` ServiceAccount.
+            let revision =
+                serviceaccounts::publish_all(&server.inner.store, security.ca_pem.as_deref())
+                    .await
+                    .map_err(std::io::Error::other)?;
+            publisher = Some((security.ca_pem.clone(), revision));
             if let Some(path) = &security.audit_log {
                 // The writer needs a runtime, so it starts with the first serve.
                 let mut inner = Inner {
@@ -225,6 +234,14 @@ impl ApiServer {
             .map(|s| tokio_rustls::TlsAcceptor::from(s.tls.clone()));
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        if let Some((ca_pem, revision)) = publisher {
+            tokio::spawn(serviceaccounts::run_publisher(
+                server.inner.store.clone(),
+                ca_pem,
+                revision,
+                shutdown.clone(),
+            ));
+        }
         let task = tokio::spawn(serve::accept_loop(listener, tls, server.router(), stop));
         Ok(RunningApiServer {
             local_addr,

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 struct Secure {
     running: RunningApiServer,
+    store: Arc<dyn Store>,
     pki: Pki,
     audit: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -36,6 +37,7 @@ async fn secure(config: ApiServerConfig) -> Secure {
         TokenSigner::load_or_create(&dir.path().join("sa.key")).unwrap(),
     )
     .token("alice-token", "alice", &["devs"])
+    .ca_pem(pki.ca_pem())
     .audit_log(&audit);
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     for name in ["default", "kube-system"] {
@@ -46,7 +48,7 @@ async fn secure(config: ApiServerConfig) -> Secure {
         store.create(ns).await.unwrap();
     }
     let running = ApiServer::secure(
-        store,
+        store.clone(),
         kube_core::kind::Registry::builtin().clone(),
         config,
         security,
@@ -56,6 +58,7 @@ async fn secure(config: ApiServerConfig) -> Secure {
     .unwrap();
     Secure {
         running,
+        store,
         pki,
         audit,
         _dir: dir,
@@ -725,4 +728,280 @@ async fn a_flood_gets_429s_while_another_client_is_served_and_big_bodies_get_413
     )
     .await;
     assert_eq!(code, 404, "nothing of it was stored");
+}
+
+/// The projected volume ServiceAccount admission added to a created pod, if any.
+fn token_volume(pod: &Value) -> Option<&Value> {
+    pod["spec"]["volumes"].as_array()?.iter().find(|v| {
+        v["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_a_projected_token_volume_unless_automount_is_off() {
+    let s = secure(ApiServerConfig::default()).await;
+    let url = s.running.url();
+    let admin = admin(&s.pki);
+    let mount = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let (code, created, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+            "spec": {"initContainers": [{"name": "init", "image": "busybox"}],
+                "containers": [{"name": "app", "image": "busybox"},
+                    {"name": "own", "image": "busybox",
+                     "volumeMounts": [{"name": "mine", "mountPath": mount}]}],
+                "volumes": [{"name": "mine", "emptyDir": {}}]}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let volume = token_volume(&created).expect("a kube-api-access volume");
+    let name = volume["name"].as_str().unwrap();
+    assert_eq!(name.len(), "kube-api-access-".len() + 5, "{name}");
+    assert_eq!(
+        volume["projected"]["sources"],
+        json!([
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace",
+                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ])
+    );
+    let expected = json!({"name": name, "readOnly": true, "mountPath": mount});
+    for (list, i) in [("initContainers", 0), ("containers", 0)] {
+        let mounts = &created["spec"][list][i]["volumeMounts"];
+        assert_eq!(mounts, &json!([expected]), "{list}[{i}]");
+    }
+    assert_eq!(
+        created["spec"]["containers"][1]["volumeMounts"],
+        json!([{"name": "mine", "mountPath": mount}]),
+        "a container mounting the path itself keeps its own"
+    );
+
+    // Off on the pod, or on its ServiceAccount.
+    let bare = |name: &str, extra: Value| {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if let (Value::Object(spec), Value::Object(extra)) = (&mut pod["spec"], extra) {
+            spec.extend(extra);
+        }
+        pod
+    };
+    let (_, created, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(bare("off", json!({"automountServiceAccountToken": false}))),
+    )
+    .await;
+    assert!(token_volume(&created).is_none(), "{created}");
+    assert!(created["spec"]["containers"][0]["volumeMounts"].is_null());
+    call(
+        &admin,
+        &url,
+        Method::POST,
+        "/api/v1/namespaces/default/serviceaccounts",
+        None,
+        Some(
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "quiet"},
+            "automountServiceAccountToken": false}),
+        ),
+    )
+    .await;
+    let (_, created, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(bare("quiet", json!({"serviceAccountName": "quiet"}))),
+    )
+    .await;
+    assert!(token_volume(&created).is_none(), "{created}");
+    let (_, created, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(bare(
+            "loud",
+            json!({"serviceAccountName": "quiet", "automountServiceAccountToken": true}),
+        )),
+    )
+    .await;
+    assert!(
+        token_volume(&created).is_some(),
+        "the pod's own setting wins"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_namespace_has_the_root_ca_config_map_and_a_default_account() {
+    let s = secure(ApiServerConfig::default()).await;
+    let url = s.running.url();
+    let admin = admin(&s.pki);
+    let root_ca = |ns: &str| format!("/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt");
+    let account = |ns: &str| format!("/api/v1/namespaces/{ns}/serviceaccounts/default");
+    // Namespaces that existed at start, and one created through the API.
+    call(
+        &admin,
+        &url,
+        Method::POST,
+        "/api/v1/namespaces",
+        None,
+        Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})),
+    )
+    .await;
+    for ns in ["default", "kube-system", "team"] {
+        let (code, cm, _) = call(&admin, &url, Method::GET, &root_ca(ns), None, None).await;
+        assert_eq!(code, 200, "{ns}: {cm}");
+        assert_eq!(cm["data"]["ca.crt"], s.pki.ca_pem(), "{ns}");
+        let (code, _, _) = call(&admin, &url, Method::GET, &account(ns), None, None).await;
+        assert_eq!(code, 200, "{ns} has a default ServiceAccount");
+    }
+    // One created behind the server's back, and a deleted ConfigMap, are caught up with.
+    let ns = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "direct"}}),
+    )
+    .unwrap();
+    s.store.create(ns).await.unwrap();
+    call(&admin, &url, Method::DELETE, &root_ca("team"), None, None).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (direct, _, _) = call(&admin, &url, Method::GET, &root_ca("direct"), None, None).await;
+        let (team, cm, _) = call(&admin, &url, Method::GET, &root_ca("team"), None, None).await;
+        if direct == 200 && team == 200 {
+            assert_eq!(cm["data"]["ca.crt"], s.pki.ca_pem());
+            break;
+        }
+        assert!(Instant::now() < deadline, "not published: {direct} {team}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gets_tokens_bound_to_its_own_pods_only_and_they_end_with_the_pod() {
+    let s = secure(ApiServerConfig::default()).await;
+    let url = s.running.url();
+    let admin = admin(&s.pki);
+    let node = |name: &str| {
+        let pair = s
+            .pki
+            .client(
+                &format!("node-{name}"),
+                &format!("system:node:{name}"),
+                &["system:nodes"],
+            )
+            .unwrap();
+        client(&s.pki, Some((pair.cert_pem, pair.key_pem)))
+    };
+    let n1 = node("n1");
+    let (_, mine, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(pod("mine", "n1")),
+    )
+    .await;
+    call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(pod("theirs", "n2")),
+    )
+    .await;
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let request = |pod: Option<(&str, &str)>| {
+        let mut spec = json!({"expirationSeconds": 3607});
+        if let Some((name, uid)) = pod {
+            spec["boundObjectRef"] =
+                json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
+        }
+        Some(
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}),
+        )
+    };
+    let uid = mine["metadata"]["uid"].as_str().unwrap();
+    let (code, answer, _) = call(
+        &n1,
+        &url,
+        Method::POST,
+        token_path,
+        None,
+        request(Some(("mine", uid))),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["spec"]["expirationSeconds"], 3607);
+    let token = answer["status"]["token"].as_str().unwrap().to_string();
+    let (code, answer, _) = call(&n1, &url, Method::POST, token_path, None, request(None)).await;
+    assert_eq!(code, 403, "unbound: {answer}");
+    let (code, answer, _) = call(
+        &n1,
+        &url,
+        Method::POST,
+        token_path,
+        None,
+        request(Some(("theirs", ""))),
+    )
+    .await;
+    assert_eq!(code, 403, "another node's pod: {answer}");
+    let (code, _, _) = call(
+        &n1,
+        &url,
+        Method::POST,
+        token_path,
+        None,
+        request(Some(("mine", "other-uid"))),
+    )
+    .await;
+    assert_eq!(code, 409, "a stale UID");
+
+    // The token is the pod's ServiceAccount's until the pod goes.
+    let anonymous = client(&s.pki, None);
+    let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "default"}}});
+    let (code, answer, _) = call(
+        &anonymous,
+        &url,
+        Method::POST,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        Some(&token),
+        Some(review.clone()),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    call(
+        &admin,
+        &url,
+        Method::DELETE,
+        &format!("{PODS}/mine?gracePeriodSeconds=0"),
+        None,
+        None,
+    )
+    .await;
+    let (code, _, _) = call(
+        &anonymous,
+        &url,
+        Method::POST,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        Some(&token),
+        Some(review),
+    )
+    .await;
+    assert_eq!(code, 401, "a bound token ends with its pod");
 }

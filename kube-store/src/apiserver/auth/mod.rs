@@ -18,7 +18,7 @@ use serde_json::json;
 pub use pki::{CertPair, Pki, PkiError};
 pub use tokens::TokenSigner;
 
-pub(crate) use node::admit_create as admit_node_create;
+pub(crate) use node::{admit_create as admit_node_create, node_name, pod_account};
 pub(crate) use tokens::TokenClaims;
 
 /// An authenticated user: name and groups, as Kubernetes' `UserInfo`.
@@ -100,6 +100,8 @@ pub struct Security {
     pub(crate) static_tokens: HashMap<String, UserInfo>,
     pub(crate) signer: TokenSigner,
     pub(crate) audit_log: Option<std::path::PathBuf>,
+    /// The cluster CA certificate (PEM) published in every namespace as `kube-root-ca.crt`.
+    pub(crate) ca_pem: Option<String>,
 }
 
 impl Security {
@@ -110,6 +112,7 @@ impl Security {
             static_tokens: HashMap::new(),
             signer,
             audit_log: None,
+            ca_pem: None,
         }
     }
 
@@ -148,6 +151,14 @@ impl Security {
             token.into(),
             UserInfo::new(user, groups.iter().map(|g| g.to_string()).collect()),
         );
+        self
+    }
+
+    /// The cluster CA certificate (PEM), which the server publishes in every namespace as the
+    /// `ca.crt` key of the `kube-root-ca.crt` ConfigMap, for the `ca.crt` file of pods'
+    /// ServiceAccount token volumes (what in-cluster clients trust).
+    pub fn ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(pem.into());
         self
     }
 
@@ -191,6 +202,16 @@ pub(crate) async fn authenticate(
         if let Some(claims) = security.signer.verify(token) {
             // Bound to an account that still exists, with the same UID.
             let key = ObjectKey::namespaced(claims.namespace.clone(), claims.name.clone());
+            if let Some((pod, uid)) = &claims.pod {
+                // A token bound to a pod ends with the pod.
+                let key = ObjectKey::namespaced(claims.namespace.clone(), pod.clone());
+                match store.get(&GroupKind::POD, &key).await {
+                    Ok(pod) if pod.metadata.uid.as_deref() == Some(uid.as_str()) => {}
+                    Ok(_) => return Ok(None),
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
             return match store.get(&GroupKind::new("", "ServiceAccount"), &key).await {
                 Ok(account) if account.metadata.uid.as_deref() == Some(claims.uid.as_str()) => {
                     Ok(Some(UserInfo::new(

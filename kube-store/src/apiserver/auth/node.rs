@@ -78,6 +78,16 @@ pub(crate) async fn authorize(
                 }
         }
         ("authorization.k8s.io", "selfsubjectaccessreviews") => a.verb == "create",
+        // Tokens for the accounts its pods run as; the token handler checks that the token is
+        // bound to one of its pods.
+        ("", "serviceaccounts") => {
+            a.verb == "create"
+                && a.subresource.as_deref() == Some("token")
+                && match (&a.namespace, &a.name) {
+                    (Some(ns), Some(name)) => account_used_on(store, node, ns, name).await?,
+                    _ => false,
+                }
+        }
         _ => false,
     };
     Ok(Some(decision))
@@ -105,6 +115,27 @@ fn bound_node(pod: &DynamicObject) -> Option<String> {
         .and_then(|n| n.as_str().map(str::to_string))
 }
 
+/// Whether a pod bound to `node` runs as this ServiceAccount.
+async fn account_used_on(
+    store: &dyn Store,
+    node: &str,
+    namespace: &str,
+    account: &str,
+) -> Result<bool, StoreError> {
+    let options = ListOptions::default().fields(FieldSelector::equals("spec.nodeName", node));
+    let pods = store
+        .list(&GroupKind::POD, Some(namespace), &options)
+        .await?;
+    Ok(pods.items.iter().any(|pod| pod_account(pod) == account))
+}
+
+/// The ServiceAccount a pod runs as.
+pub(crate) fn pod_account(pod: &DynamicObject) -> String {
+    pod.field("spec.serviceAccountName")
+        .and_then(|n| n.as_str().map(str::to_string))
+        .unwrap_or_else(|| "default".into())
+}
+
 /// Whether a pod bound to `node` refers to this ConfigMap or Secret (volumes, env, envFrom).
 async fn used_by_pod_on(
     store: &dyn Store,
@@ -130,7 +161,12 @@ async fn used_by_pod_on(
     Ok(pods.items.iter().any(|pod| {
         let spec = pod.data.get("spec").cloned().unwrap_or(Value::Null);
         let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
-        let in_volumes = volumes.iter().any(|v| v[volume_field][volume_key] == name);
+        let in_volumes = volumes.iter().any(|v| {
+            v[volume_field][volume_key] == name
+                || v["projected"]["sources"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s[volume_field]["name"] == name))
+        });
         let containers = ["containers", "initContainers"]
             .iter()
             .flat_map(|list| spec[list].as_array().cloned().unwrap_or_default())

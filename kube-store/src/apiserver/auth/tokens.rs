@@ -30,6 +30,8 @@ pub(crate) struct TokenClaims {
     pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) uid: String,
+    /// The pod the token is bound to (name, UID): it stops working when that pod is gone.
+    pub(crate) pod: Option<(String, String)>,
 }
 
 impl TokenSigner {
@@ -76,7 +78,7 @@ impl TokenSigner {
                 .unwrap_or(0)
         };
         let header = json!({"alg": "HS256", "typ": "JWT"});
-        let payload = json!({
+        let mut payload = json!({
             "iss": ISSUER,
             "sub": format!("system:serviceaccount:{}:{}", claims.namespace, claims.name),
             "aud": audiences,
@@ -88,6 +90,9 @@ impl TokenSigner {
                 "serviceaccount": {"name": claims.name, "uid": claims.uid},
             },
         });
+        if let Some((name, uid)) = &claims.pod {
+            payload["kubernetes.io"]["pod"] = json!({"name": name, "uid": uid});
+        }
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -131,6 +136,13 @@ impl TokenSigner {
             namespace: k8s["namespace"].as_str()?.to_string(),
             name: k8s["serviceaccount"]["name"].as_str()?.to_string(),
             uid: k8s["serviceaccount"]["uid"].as_str()?.to_string(),
+            pod: match &k8s["pod"] {
+                Value::Null => None,
+                pod => Some((
+                    pod["name"].as_str()?.to_string(),
+                    pod["uid"].as_str()?.to_string(),
+                )),
+            },
         })
     }
 }
@@ -146,6 +158,7 @@ mod tests {
             namespace: "default".into(),
             name: "robot".into(),
             uid: "u-1".into(),
+            pod: None,
         };
         let (token, _) = signer.issue(&claims, &[], Duration::from_secs(60));
         assert_eq!(signer.verify(&token), Some(claims.clone()));
@@ -155,5 +168,11 @@ mod tests {
         assert_eq!(TokenSigner::new(&[8; 32]).verify(&token), None);
         let (expired, _) = signer.issue(&claims, &[], Duration::ZERO);
         assert_eq!(signer.verify(&expired), None);
+        let bound = TokenClaims {
+            pod: Some(("web".into(), "p-1".into())),
+            ..claims
+        };
+        let (token, _) = signer.issue(&bound, &[], Duration::from_secs(60));
+        assert_eq!(signer.verify(&token), Some(bound));
     }
 }
