@@ -212,15 +212,17 @@ impl DynamicObject {
         }
         let mut parts = path.split('.');
         let first = parts.next()?;
-        let mut current: Value = if first == "metadata" {
-            serde_json::to_value(&self.metadata).ok()?
-        } else {
-            self.data.get(first)?.clone()
-        };
-        for part in parts {
-            current = current.get(part)?.clone();
+        if first == "metadata" {
+            let metadata = serde_json::to_value(&self.metadata).ok()?;
+            return parts
+                .try_fold(&metadata, |current, part| current.get(part))
+                .cloned();
         }
-        Some(current)
+        // Walk by reference and copy only the answer: field selectors run this for every
+        // object a watch or list examines, and a copy of `spec` per call dominated them.
+        parts
+            .try_fold(self.data.get(first)?, |current, part| current.get(part))
+            .cloned()
     }
 }
 

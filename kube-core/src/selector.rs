@@ -442,6 +442,15 @@ impl FieldSelector {
         }
     }
 
+    /// The value a positive term (`path=value`) requires of `path`, if the selector has one:
+    /// what a store indexes its watches by (e.g. `spec.nodeName`).
+    pub fn required(&self, path: &str) -> Option<&str> {
+        self.requirements
+            .iter()
+            .find(|r| r.path == path && !r.negated)
+            .map(|r| r.value.as_str())
+    }
+
     /// Adds a term.
     pub fn and(mut self, requirement: FieldRequirement) -> Self {
         self.requirements.push(requirement);

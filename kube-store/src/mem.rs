@@ -124,7 +124,6 @@ impl MemStore {
             state.trim_history(&self.engine.config);
             change
         };
-        self.engine.publish(change.revision);
         // Built after the lock is released: a delete's result is a copy.
         Ok(result_of(&change))
     }

@@ -177,11 +177,21 @@ async fn scheduler_and_controller_manager_run_remotely_with_least_privilege() {
         if available == 2 {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Deployment never became available: {:?}",
-            d.data.get("status")
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let pods = admin
+                .list(&GroupKind::POD, Some("default"), &Default::default())
+                .await
+                .unwrap();
+            let pods: Vec<_> = pods
+                .items
+                .iter()
+                .map(|p| (p.field("spec.nodeName"), p.field("status")))
+                .collect();
+            panic!(
+                "the Deployment never became available: {:?}; pods: {pods:?}",
+                d.data.get("status")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let pods = admin

@@ -234,7 +234,7 @@ impl Committer {
             }
         }
         let mut replies = Vec::with_capacity(planned.len());
-        let revision = {
+        {
             let mut state = self.engine.write();
             for (reply, plan) in planned {
                 let result = match plan {
@@ -248,9 +248,7 @@ impl Committer {
                 let _ = state.compact(revision);
             }
             state.trim_history(&self.engine.config);
-            state.revision
-        };
-        self.engine.publish(revision);
+        }
         for (reply, result) in replies {
             let _ = reply.send(result);
         }

@@ -4,11 +4,14 @@
 //!
 //! Writes are planned against the current state ([`State::plan_create`] and friends) and then
 //! applied ([`State::apply`]); the durable store puts its log write between the two. Watchers do
-//! not get per-watcher buffers: each watch is a cursor (a revision) into the shared history, woken
-//! by a `watch` channel carrying the latest revision. So a writer's cost does not depend on the
-//! number or speed of watchers, memory is bounded by the history, and a watcher that falls behind
-//! the compacted history gets [`StoreError::TooOld`].
+//! not get copies of objects: each watch is a cursor (a revision) into the shared history. A
+//! write hands its revision to the watches it may concern ([`routes`]: by kind, namespace and
+//! `spec.nodeName`) and wakes only those, which read the change from the history. So a writer's
+//! cost grows with the watches a change concerns, not with all watches, and never with their
+//! speed; memory is bounded by the history; and a watcher that falls behind the compacted history
+//! gets [`StoreError::TooOld`].
 
+mod routes;
 mod watch;
 
 use std::cmp::Ordering;
@@ -22,7 +25,6 @@ use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::store::{
     ListOptions, ObjectList, Preconditions, SharedList, StoreError, WatchOptions, WatchStream,
 };
-use tokio::sync::watch as notify;
 
 use crate::paging::Continue;
 use crate::prepare::{prepare_create, prepare_update};
@@ -58,6 +60,8 @@ pub(crate) struct State {
     /// Highest revision no longer in `history`: watches and continue tokens must be at or
     /// after it.
     pub(crate) compacted: u64,
+    /// The watches, for routing changes to them.
+    pub(crate) routes: routes::Routes,
 }
 
 fn not_found(kind: &GroupKind, key: &ObjectKey) -> StoreError {
@@ -189,6 +193,7 @@ impl State {
             }
         }
         self.revision = change.revision;
+        self.routes.route(&change);
         let change = Arc::new(change);
         self.history.push_back(change.clone());
         change
@@ -366,20 +371,17 @@ pub(crate) fn check_preconditions(
     Ok(())
 }
 
-/// The engine: state behind a lock, plus the channel that wakes watchers.
+/// The engine: state behind a lock.
 #[derive(Debug)]
 pub(crate) struct Engine {
     state: RwLock<State>,
-    latest: notify::Sender<u64>,
     pub(crate) config: EngineConfig,
 }
 
 impl Engine {
     pub(crate) fn new(config: EngineConfig, state: State) -> Self {
-        let revision = state.revision;
         Self {
             state: RwLock::new(state),
-            latest: notify::channel(revision).0,
             config,
         }
     }
@@ -392,15 +394,6 @@ impl Engine {
 
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wakes watchers: everything up to `revision` is visible.
-    pub(crate) fn publish(&self, revision: u64) {
-        self.latest.send_replace(revision);
-    }
-
-    pub(crate) fn subscribe(&self) -> notify::Receiver<u64> {
-        self.latest.subscribe()
     }
 
     pub(crate) fn get_shared(
@@ -454,8 +447,15 @@ pub(crate) fn watch(
     options: &WatchOptions,
 ) -> Result<WatchStream, StoreError> {
     check_kind(&engine.config.registry, kind)?;
-    let from = {
-        let state = engine.read();
+    let node_name = options
+        .filter
+        .field_selector
+        .as_ref()
+        .and_then(|s| s.required("spec.nodeName"))
+        .map(str::to_string);
+    // Registered under the write lock: every change after `registered_at` is routed to it.
+    let (from, slot, id) = {
+        let mut state = engine.write();
         let from = options.resource_version.unwrap_or(state.revision);
         if from < state.compacted {
             return Err(StoreError::TooOld {
@@ -463,7 +463,14 @@ pub(crate) fn watch(
                 oldest: state.compacted,
             });
         }
-        from
+        let slot = Arc::new(routes::Slot::new(
+            kind.clone(),
+            namespace.map(str::to_string),
+            node_name,
+            state.revision,
+        ));
+        let id = state.routes.add(slot.clone());
+        (from, slot, id)
     };
     let scope = Scope {
         namespace: namespace.map(str::to_string),
@@ -475,5 +482,6 @@ pub(crate) fn watch(
         scope,
         from,
         options.bookmarks,
+        (slot, id),
     ))
 }
