@@ -1,6 +1,7 @@
 //! DefaultPreemption: when no node fits, find a node where evicting lower-priority pods makes
 //! room, choosing the minimal set of victims and respecting PodDisruptionBudgets where possible.
 
+use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::framework::{
@@ -41,28 +42,27 @@ impl Plugin for DefaultPreemption {
 #[derive(Debug)]
 struct Candidate<'c> {
     node: &'c NodeInfo,
-    victims: Vec<&'c Arc<PodInfo>>,
+    /// Where the victims are in the dry runs' shared list.
+    victims: std::ops::Range<usize>,
     pdb_violations: usize,
 }
 
 impl Candidate<'_> {
     /// Kubernetes' `pickOneNodeForPreemption` order: fewest PDB violations, lowest highest
     /// victim priority, lowest priority sum, fewest victims, latest-started top victim.
-    fn rank(&self) -> (usize, i64, i64, usize, std::cmp::Reverse<Option<String>>) {
-        let highest = self
-            .victims
+    fn rank(&self, all: &[&Arc<PodInfo>]) -> (usize, i64, i64, usize, Reverse<Option<String>>) {
+        let victims = all.get(self.victims.clone()).unwrap_or_default();
+        let highest = victims
             .iter()
             .map(|v| i64::from(v.priority))
             .max()
             .unwrap_or(i64::MIN);
         // Offset so negative priorities still add up to a comparable positive sum.
-        let sum: i64 = self
-            .victims
+        let sum: i64 = victims
             .iter()
             .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
             .sum();
-        let start = self
-            .victims
+        let start = victims
             .iter()
             .filter(|v| i64::from(v.priority) == highest)
             .filter_map(|v| v.pod.status.as_ref()?.start_time.as_ref())
@@ -72,8 +72,8 @@ impl Candidate<'_> {
             self.pdb_violations,
             highest,
             sum,
-            self.victims.len(),
-            std::cmp::Reverse(start),
+            victims.len(),
+            Reverse(start),
         )
     }
 }
@@ -112,22 +112,25 @@ fn pdb_violating(pods: &[&Arc<PodInfo>], cluster: &Cluster) -> Vec<bool> {
 /// extensions, so affinity and spread counts follow), check that the pod fits, then put pods
 /// back one by one, most important first and PDB-protected ones before others, keeping out only
 /// those whose return would make the pod not fit again.
+///
+/// `lower` is scratch space; the victims are appended to `victims`.
 fn select_victims<'c>(
     state: &CycleState,
     pod: &PodInfo,
     node: &'c NodeInfo,
     cluster: &Cluster,
     profile: &Profile,
+    lower: &mut Vec<&'c Arc<PodInfo>>,
+    victims: &mut Vec<&'c Arc<PodInfo>>,
 ) -> Option<Candidate<'c>> {
-    let mut lower: Vec<&'c Arc<PodInfo>> = (node.pods().iter())
-        .filter(|p| p.priority < pod.priority)
-        .collect();
+    lower.clear();
+    lower.extend((node.pods().iter()).filter(|p| p.priority < pod.priority));
     if lower.is_empty() {
         return None;
     }
     let mut state = state.clone();
     let mut what_if = node.clone();
-    for p in &lower {
+    for p in lower.iter() {
         what_if.remove_pod(&p.key);
         if !profile
             .run_pre_filter_remove_pod(&mut state, pod, p, &what_if, cluster)
@@ -140,14 +143,14 @@ fn select_victims<'c>(
         return None;
     }
     // Most important first, so they are the first to be spared.
-    lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
-    let violating = pdb_violating(&lower, cluster);
+    lower.sort_by_key(|p| Reverse(p.priority));
+    let violating = pdb_violating(lower, cluster);
     let violates = |i: usize| violating.get(i).copied().unwrap_or(false);
     // PDB-protected pods are put back first.
     let order = (0..lower.len())
         .filter(|&i| violates(i))
         .chain((0..lower.len()).filter(|&i| !violates(i)));
-    let mut victims = Vec::new();
+    let first = victims.len();
     let mut pdb_violations = 0;
     for i in order {
         let p = lower[i];
@@ -156,6 +159,7 @@ fn select_victims<'c>(
             .run_pre_filter_add_pod(&mut state, pod, p, &what_if, cluster)
             .is_success()
         {
+            victims.truncate(first);
             return None;
         }
         if !profile.fits(&state, pod, &what_if) {
@@ -164,6 +168,7 @@ fn select_victims<'c>(
                 .run_pre_filter_remove_pod(&mut state, pod, p, &what_if, cluster)
                 .is_success()
             {
+                victims.truncate(first);
                 return None;
             }
             if violates(i) {
@@ -174,7 +179,7 @@ fn select_victims<'c>(
     }
     Some(Candidate {
         node,
-        victims,
+        victims: first..victims.len(),
         pdb_violations,
     })
 }
@@ -202,6 +207,7 @@ impl PostFilterPlugin for DefaultPreemption {
             .min(n);
         let mut candidates = Vec::new();
         let (mut no_victims, mut not_helpful) = (0, 0);
+        let (mut lower, mut victims) = (Vec::new(), Vec::new());
         for (node, status) in statuses.nodes_in(cluster) {
             if status.code() != Code::Unschedulable {
                 not_helpful += 1;
@@ -210,7 +216,7 @@ impl PostFilterPlugin for DefaultPreemption {
             let Some(node) = node else {
                 continue;
             };
-            match select_victims(state, pod, node, cluster, profile) {
+            match select_victims(state, pod, node, cluster, profile, &mut lower, &mut victims) {
                 Some(c) => {
                     candidates.push(c);
                     if candidates.len() >= want {
@@ -220,7 +226,7 @@ impl PostFilterPlugin for DefaultPreemption {
                 None => no_victims += 1,
             }
         }
-        let Some(best) = candidates.into_iter().min_by_key(Candidate::rank) else {
+        let Some(best) = candidates.into_iter().min_by_key(|c| c.rank(&victims)) else {
             let mut parts = Vec::new();
             if no_victims > 0 {
                 parts.push(format!("{no_victims} {REASON_NO_VICTIMS}"));
@@ -237,7 +243,9 @@ impl PostFilterPlugin for DefaultPreemption {
         PostFilterResult {
             status: Status::success(),
             nominated_node: Some(best.node.name().to_string()),
-            victims: best.victims.into_iter().cloned().collect(),
+            victims: (victims.get(best.victims).unwrap_or_default().iter())
+                .map(|&v| Arc::clone(v))
+                .collect(),
         }
     }
 }
