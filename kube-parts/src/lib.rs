@@ -20,7 +20,8 @@
 //!   `[dev-dependencies]`: `kube-parts = { version = "0.1", features = ["testing"] }`.
 //! - `server`: kube-store's Kubernetes REST API server.
 //! - `client`: kube-store's `RemoteStore`, and [`remote`]: what components need to run as
-//!   clients of an API server ([`remote::ApiBinder`] for a scheduler).
+//!   clients of an API server ([`remote::ApiBinder`] for a scheduler,
+//!   [`remote::RemoteTokenSource`] for a node agent's projected ServiceAccount tokens).
 //!
 //! # A cluster in a unit test
 //!

@@ -36,11 +36,17 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A remote node agent gets the ServiceAccount tokens of its pods' projected volumes from the
+//! API server's TokenRequest with [`RemoteTokenSource`]
+//! (`NodeAgent::builder(..).token_source(Arc::new(RemoteTokenSource::new(remote)))`).
 
 use std::sync::Arc;
 
 use kube_core::object::ObjectKey;
+use kube_core::orchestrator::BoxError;
 use kube_core::store::{Store, StoreError};
+use kube_node::{ServiceAccountToken, TokenRequest, TokenSource};
 use kube_sched::binding::{BindOutcome, Binder};
 use kube_store::RemoteStore;
 
@@ -70,5 +76,39 @@ impl Binder for ApiBinder {
     ) -> Result<BindOutcome, StoreError> {
         self.remote.bind(key, uid, node).await?;
         Ok(BindOutcome::Bound)
+    }
+}
+
+/// A [`TokenSource`] that asks the API server for each token
+/// (`POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`), bound to the pod, as the
+/// kubelet does. With a node's identity (`system:node:NAME`) the server issues tokens only for
+/// the accounts of pods bound to that node, and only bound to those pods.
+#[derive(Clone, Debug)]
+pub struct RemoteTokenSource {
+    remote: Arc<RemoteStore>,
+}
+
+impl RemoteTokenSource {
+    /// Requests tokens through `remote`'s API server, with `remote`'s identity.
+    pub fn new(remote: Arc<RemoteStore>) -> Self {
+        Self { remote }
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for RemoteTokenSource {
+    async fn token(&self, request: &TokenRequest) -> Result<ServiceAccountToken, BoxError> {
+        let account =
+            ObjectKey::namespaced(request.namespace.clone(), request.service_account.clone());
+        let (token, expires) = self
+            .remote
+            .request_token(
+                &account,
+                &request.audiences,
+                request.expiration_seconds,
+                Some((&request.pod_name, &request.pod_uid)),
+            )
+            .await?;
+        Ok(ServiceAccountToken { token, expires })
     }
 }

@@ -8,6 +8,8 @@ mod least_privilege;
 mod node_failure;
 mod paused;
 mod scale;
+#[cfg(all(feature = "server", feature = "client"))]
+mod token_volume;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;

@@ -581,9 +581,10 @@ async fn admit_and_create(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult
         return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message));
     }
     admit_namespace(ctx, &object).await?;
-    if ctx.inner.security.is_some() {
+    if let Some(security) = &ctx.inner.security {
         // Only a server that issues tokens projects them.
-        serviceaccounts::admit_pod(ctx.inner.store.as_ref(), &mut object)
+        let with_ca = security.ca_pem.is_some();
+        serviceaccounts::admit_pod(ctx.inner.store.as_ref(), &mut object, with_ca)
             .await
             .map_err(|e| ApiError::from_store(e, "serviceaccounts", ""))?;
     }

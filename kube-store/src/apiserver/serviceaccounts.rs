@@ -27,9 +27,13 @@ const SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Whether a pod object gets the token volume: not when it or its ServiceAccount says
 /// `automountServiceAccountToken: false` (the pod's own setting wins), not when it already
 /// mounts something at [`MOUNT_PATH`] everywhere.
+///
+/// `with_ca`: whether the server publishes `kube-root-ca.crt` (it has a CA certificate); if
+/// not, the volume has no `ca.crt`, rather than a source the pod would wait for forever.
 pub(crate) async fn admit_pod(
     store: &dyn Store,
     pod: &mut DynamicObject,
+    with_ca: bool,
 ) -> Result<(), StoreError> {
     if pod.kind != "Pod" || pod.api_version != "v1" {
         return Ok(());
@@ -62,14 +66,14 @@ pub(crate) async fn admit_pod(
         }
     };
     if automount {
-        add_token_volume(spec);
+        add_token_volume(spec, with_ca);
     }
     Ok(())
 }
 
 /// Adds the projected volume and the mounts (containers that mount [`MOUNT_PATH`] themselves
 /// are left alone; with none left, no volume is added).
-fn add_token_volume(spec: &mut Map<String, Value>) {
+fn add_token_volume(spec: &mut Map<String, Value>, with_ca: bool) {
     let mounts_path = |c: &Value| {
         c["volumeMounts"]
             .as_array()
@@ -98,17 +102,17 @@ fn add_token_volume(spec: &mut Map<String, Value>) {
             break name;
         }
     };
+    let mut sources = vec![json!({"serviceAccountToken": {"path": "token",
+        "expirationSeconds": TOKEN_EXPIRATION_SECONDS}})];
+    if with_ca {
+        sources.push(json!({"configMap": {"name": ROOT_CA_CONFIG_MAP,
+            "items": [{"key": "ca.crt", "path": "ca.crt"}]}}));
+    }
+    sources.push(json!({"downwardAPI": {"items": [{"path": "namespace",
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}));
     volumes.push(json!({
         "name": name,
-        "projected": {
-            "defaultMode": 420,
-            "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_EXPIRATION_SECONDS}},
-                {"configMap": {"name": ROOT_CA_CONFIG_MAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"downwardAPI": {"items": [{"path": "namespace",
-                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-            ],
-        },
+        "projected": {"defaultMode": 420, "sources": sources},
     }));
     for list in ["initContainers", "containers"] {
         let Some(Value::Array(containers)) = spec.get_mut(list) else {
