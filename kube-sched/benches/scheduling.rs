@@ -3,9 +3,10 @@
 //! `cargo bench -p kube-sched --bench scheduling -- --workload W --nodes N --init-pods I --pods P`
 //!
 //! Workloads: `basic`, `node-affinity`, `pod-anti-affinity` (required, hostname topology),
-//! `topology-spread` (zones, maxSkew 1, DoNotSchedule), `preemption` (nodes full of
-//! low-priority pods). Setup (nodes, init pods, the measured pods created unbound in a
-//! `MemStore`) is not timed. Timed: from the first measured pod entering the scheduling queue
+//! `topology-spread` (zones, maxSkew 1, DoNotSchedule), `preemption` (5000 nodes full of
+//! low-priority pods, as scheduler_perf's PreemptionBasic/5000Nodes: each measured pod evicts
+//! one and comes back with `status.nominatedNodeName`, as the scheduling loop writes it).
+//! Setup (nodes, init pods, the measured pods created unbound in a `MemStore`) is not timed. Timed: from the first measured pod entering the scheduling queue
 //! to the last one bound in the store. One thread schedules (filter/score may fan out over
 //! rayon's pool), one thread binds, so the next pod is scheduled while the last one binds.
 //! `p99_ms` is the 99th percentile of pop-from-queue → bound-in-store per pod. `--sequential`
