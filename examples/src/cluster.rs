@@ -20,10 +20,11 @@ use kube_ctrl::{
 };
 use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
 use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime};
+use kube_parts::remote::RemoteTokenSource;
 use kube_sched::{DefaultScheduler, SchedulingLoop};
 use kube_store::apiserver::auth::{Pki, Security, TokenSigner};
 use kube_store::{
-    ApiServer, ApiServerComponent, ApiServerConfig, DurableStore, MemStore, RemoteAuth,
+    ApiServer, ApiServerComponent, ApiServerConfig, DurableStore, MemStore, RemoteAuth, RemoteStore,
 };
 use serde_json::json;
 
@@ -320,6 +321,7 @@ impl LocalCluster {
             pki.server_config(&serving)?,
             TokenSigner::load_or_create(&pki_dir(&config.data_dir).join("sa.key"))?,
         )
+        .ca_pem(pki.ca_pem())
         .audit_log(config.data_dir.join("audit.log"));
         let server = ApiServer::secure(
             store.clone(),
@@ -329,6 +331,15 @@ impl LocalCluster {
         );
         let (api, addr) = ApiServerComponent::bind(server, config.listen)
             .with_context(|| format!("binding the API server to {}", config.listen))?;
+        // How the in-process node agents reach the server (the serving certificate covers
+        // `localhost`, `127.0.0.1` and the listen address).
+        let local_url = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                format!("https://127.0.0.1:{}", addr.port())
+            }
+            ip if ip.is_unspecified() => format!("https://localhost:{}", addr.port()),
+            _ => format!("https://{addr}"),
+        };
         let controllers = ControllerManager::new()
             .with(ReplicaSetController::new())
             .with(DeploymentController::new())
@@ -374,7 +385,23 @@ impl LocalCluster {
                 &dir.join("runtime"),
                 &config.data_dir.join("images"),
             )?;
+            // Tokens for pods' projected volumes come from the API server's TokenRequest,
+            // asked with the node's own identity (as a kubelet asks).
+            let pair = pki.client(
+                &format!("kubelet-{name}"),
+                &format!("system:node:{name}"),
+                &["system:nodes"],
+            )?;
+            let to_server = Arc::new(RemoteStore::with_auth(
+                &local_url,
+                RemoteAuth {
+                    ca_pem: Some(pki.ca_pem().to_string()),
+                    client_cert: Some((pair.cert_pem, pair.key_pem)),
+                    token: None,
+                },
+            )?);
             let agent = NodeAgent::builder(name, runtime)
+                .token_source(Arc::new(RemoteTokenSource::new(to_server)))
                 .root_dir(dir.join("agent"))
                 .node_ip(config.listen.ip().to_string())
                 .serve(SocketAddr::new(config.listen.ip(), 0))
@@ -442,10 +469,11 @@ pub struct RemoteNode {
 impl RemoteNode {
     /// Connects to the API server and starts the agent.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> = Arc::new(kube_store::RemoteStore::with_auth(
+        let remote = Arc::new(kube_store::RemoteStore::with_auth(
             &config.server,
             config.auth.clone(),
         )?);
+        let store: Arc<dyn Store> = remote.clone();
         store
             .current_revision()
             .await
@@ -457,6 +485,7 @@ impl RemoteNode {
             &config.root_dir.join("images"),
         )?;
         let mut builder = NodeAgent::builder(config.name.clone(), runtime)
+            .token_source(Arc::new(RemoteTokenSource::new(remote)))
             .root_dir(config.root_dir.join("agent"))
             .node_ip(config.node_ip.to_string())
             .serve(SocketAddr::new(config.node_ip, 0))

@@ -12,3 +12,4 @@ mod kubectl;
 mod multi_host;
 mod multi_process;
 mod own_store;
+mod token_volume;
