@@ -69,7 +69,6 @@ mod nodes;
 mod partition;
 mod runtime;
 mod wait;
-mod watch_cache;
 
 pub use builder::{ConfigureNode, TestClusterBuilder};
 pub use cluster::TestCluster;

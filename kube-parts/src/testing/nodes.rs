@@ -19,7 +19,6 @@ use super::cluster::TestCluster;
 use super::error::{HarnessError, Result};
 use super::partition::{Link, LinkedStore};
 use super::runtime::NodeRuntime;
-use super::watch_cache::NodeWatchCache;
 
 /// How every node agent is configured (see [`TestClusterBuilder`](super::TestClusterBuilder)).
 #[derive(Clone)]
@@ -138,14 +137,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Nodes {
-    /// The nodes of a cluster over `store`. Their pod watches are served by one
-    /// [`NodeWatchCache`], as kube-apiserver serves kubelets'.
+    /// The nodes of a cluster over `store`. Their pod watches (`spec.nodeName=<node>`) go to
+    /// the store, which routes each pod change to its node's watch only.
     pub(crate) async fn new(store: Arc<dyn Store>, settings: NodeSettings) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("kube-parts-test-")
             .tempdir()?;
         let all = CancellationToken::new();
-        let store: Arc<dyn Store> = NodeWatchCache::new(store, all.clone()).await?;
         Ok(Self {
             store,
             settings,
