@@ -39,7 +39,8 @@ fn validate_path_segment(name: &str) -> Result<(), StoreError> {
 }
 
 /// Checks kind and scope, and fills in what the store owns on create. The name is generated
-/// from `generateName` when empty (`taken` says whether a candidate name is in use).
+/// from `generateName` when empty (`taken` says whether a candidate name is in use); the UID
+/// is generated unless one is set.
 pub fn prepare_create(
     object: &mut DynamicObject,
     registry: &Registry,
@@ -89,7 +90,11 @@ pub fn prepare_create(
         validate_name(name)?;
     }
     object.api_version = info.api_version();
-    object.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+    // A UID the caller chose is kept (the API server picks a Job's before storing it, for its
+    // selector); otherwise the store picks one.
+    if object.metadata.uid.as_deref().is_none_or(str::is_empty) {
+        object.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+    }
     object.metadata.creation_timestamp = Some(now());
     object.metadata.generation = Some(1);
     object.metadata.resource_version = Some(revision.to_string());

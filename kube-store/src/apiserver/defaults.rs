@@ -99,6 +99,58 @@ pub(crate) fn apply(object: &mut DynamicObject) {
     }
 }
 
+/// A Job's selector, on create, as Kubernetes generates it unless `spec.manualSelector` is
+/// true: the Job gets its UID now (the store keeps it), its pod template the labels
+/// `batch.kubernetes.io/controller-uid`, `batch.kubernetes.io/job-name`, `controller-uid` and
+/// `job-name` (labels the user set are kept), and `spec.selector.matchLabels` the
+/// `batch.kubernetes.io/controller-uid` label. The job-name labels need the name, so a Job
+/// named by `generateName` gets only the UID labels.
+pub(crate) fn job_selector(object: &mut DynamicObject) {
+    if object.kind != "Job" || object.api_version != "batch/v1" {
+        return;
+    }
+    let Some(spec) = obj(&mut object.data, "spec") else {
+        return;
+    };
+    if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = object
+        .metadata
+        .uid
+        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
+        .clone();
+    let name = object.metadata.name.clone().filter(|n| !n.is_empty());
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if let Value::Object(template) = template {
+        let metadata = template.entry("metadata").or_insert_with(|| json!({}));
+        if let Value::Object(metadata) = metadata {
+            let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+            if let Value::Object(labels) = labels {
+                for key in ["batch.kubernetes.io/controller-uid", "controller-uid"] {
+                    set(labels, key, json!(uid));
+                }
+                if let Some(name) = &name {
+                    for key in ["batch.kubernetes.io/job-name", "job-name"] {
+                        set(labels, key, json!(name));
+                    }
+                }
+            }
+        }
+    }
+    let selector = spec.entry("selector").or_insert_with(|| json!({}));
+    if let Value::Object(selector) = selector {
+        let match_labels = selector.entry("matchLabels").or_insert_with(|| json!({}));
+        if let Value::Object(match_labels) = match_labels {
+            set(
+                match_labels,
+                "batch.kubernetes.io/controller-uid",
+                json!(uid),
+            );
+        }
+    }
+}
+
 /// ServiceAccount admission, on create only (a pod's spec is immutable afterwards): a pod runs
 /// as its namespace's `default` account unless it names one.
 pub(crate) fn service_account(object: &mut DynamicObject) {

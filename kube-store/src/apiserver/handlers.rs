@@ -562,6 +562,7 @@ fn prepare_new(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult<DynamicObj
     object.metadata.deletion_grace_period_seconds = None;
     defaults::apply(&mut object);
     defaults::service_account(&mut object);
+    defaults::job_selector(&mut object);
     validate(ctx, &object, None)?;
     Ok(object)
 }

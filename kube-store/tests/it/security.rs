@@ -1005,3 +1005,65 @@ async fn a_node_gets_tokens_bound_to_its_own_pods_only_and_they_end_with_the_pod
     .await;
     assert_eq!(code, 401, "a bound token ends with its pod");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_get_a_selector_on_their_own_uid_unless_it_is_manual() {
+    let s = secure(ApiServerConfig::default()).await;
+    let url = s.running.url();
+    let admin = admin(&s.pki);
+    let jobs = "/apis/batch/v1/namespaces/default/jobs";
+    let job = |name: &str, manual: bool| {
+        let mut job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"metadata": {"labels": {"app": "batch"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+        if manual {
+            job["spec"]["manualSelector"] = json!(true);
+            job["spec"]["selector"] = json!({"matchLabels": {"app": "batch"}});
+        }
+        job
+    };
+    let (code, created, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        jobs,
+        None,
+        Some(job("pi", false)),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let uid = created["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        created["spec"]["selector"],
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    );
+    assert_eq!(
+        created["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "batch", "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": "pi", "controller-uid": uid, "job-name": "pi"})
+    );
+    let (_, stored, _) = call(&admin, &url, Method::GET, &format!("{jobs}/pi"), None, None).await;
+    assert_eq!(
+        stored["metadata"]["uid"], uid,
+        "the store keeps the UID the selector names"
+    );
+
+    let (code, created, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        jobs,
+        None,
+        Some(job("manual", true)),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["spec"]["selector"],
+        json!({"matchLabels": {"app": "batch"}})
+    );
+    assert_eq!(
+        created["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "batch"})
+    );
+}
