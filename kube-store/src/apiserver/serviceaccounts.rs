@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The ConfigMap holding the cluster CA in every namespace.
 pub(crate) const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
-/// Lifetime asked for the projected token: Kubernetes' 3607 s (an hour plus a few seconds, so
-/// the kubelet's refresh is recognisable in audit logs).
+/// Lifetime asked for the projected token: Kubernetes' 3607 s (an hour and a few seconds, the
+/// value by which Kubernetes recognises the tokens of these admission-made volumes).
 const TOKEN_EXPIRATION_SECONDS: u64 = 3607;
 /// The characters of generated name suffixes (Kubernetes' `utilrand.String`).
 const SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -192,8 +192,8 @@ async fn create_if_missing(store: &dyn Store, object: Value) -> Result<(), Store
     }
 }
 
-/// Publishes into every existing namespace now; then, until `stop`, into each namespace that
-/// appears and again when its `kube-root-ca.crt` ConfigMap is deleted or changed.
+/// Publishes into every existing namespace; returns the revision of the list, from which
+/// [`run_publisher`] watches.
 pub(crate) async fn publish_all(
     store: &Arc<dyn Store>,
     ca_pem: Option<&str>,
@@ -211,7 +211,9 @@ pub(crate) async fn publish_all(
     Ok(namespaces.resource_version)
 }
 
-/// The publisher's watch loop (see [`publish_all`]); re-lists when a watch ends.
+/// The publisher's watch loop, until `stop`: publishes into each namespace that appears, and
+/// again when its `kube-root-ca.crt` ConfigMap is deleted or changed; re-lists (with
+/// [`publish_all`]) when a watch ends.
 pub(crate) async fn run_publisher(
     store: Arc<dyn Store>,
     ca_pem: Option<String>,
