@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kube_core::orchestrator::RunningOrchestrator;
+use kube_core::orchestrator::{OnStore, RunningOrchestrator};
 use kube_core::runtime::Runtime;
 use kube_core::store::Store;
 use kube_core::{GroupKind, Orchestrator};
@@ -20,9 +20,11 @@ use kube_ctrl::{
 };
 use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
 use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime};
-use kube_parts::remote::RemoteTokenSource;
+use kube_parts::remote::{ApiBinder, RemoteTokenSource};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
-use kube_store::apiserver::auth::{Pki, Security, TokenSigner};
+use kube_store::apiserver::auth::{
+    CONTROLLER_MANAGER_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
+};
 use kube_store::{
     ApiServer, ApiServerComponent, ApiServerConfig, DurableStore, MemStore, RemoteAuth, RemoteStore,
 };
@@ -340,6 +342,27 @@ impl LocalCluster {
             ip if ip.is_unspecified() => format!("https://localhost:{}", addr.port()),
             _ => format!("https://{addr}"),
         };
+        // The scheduler and the controller manager reach the cluster through the API server
+        // under their own identities, as in Kubernetes: RBAC gives each only what its job needs.
+        let as_user =
+            |file: &str, user: &str, groups: &[&str]| -> anyhow::Result<Arc<RemoteStore>> {
+                let pair = pki.client(file, user, groups)?;
+                Ok(Arc::new(RemoteStore::with_auth(
+                    &local_url,
+                    RemoteAuth {
+                        ca_pem: Some(pki.ca_pem().to_string()),
+                        client_cert: Some((pair.cert_pem, pair.key_pem)),
+                        token: None,
+                    },
+                )?))
+            };
+        let scheduler_store = as_user("scheduler", SCHEDULER_USER, &[])?;
+        let scheduler = OnStore::new(
+            scheduler_store.clone(),
+            SchedulingLoop::new(Arc::new(DefaultScheduler::new()))
+                .with_binder(Arc::new(ApiBinder::new(scheduler_store))),
+        );
+        let controller_manager_store = as_user("controller-manager", CONTROLLER_MANAGER_USER, &[])?;
         let controllers = ControllerManager::new()
             .with(ReplicaSetController::new())
             .with(DeploymentController::new())
@@ -364,6 +387,7 @@ impl LocalCluster {
             )
             .with(DeletionFinalizer::new(GroupKind::new("apps", "Deployment")))
             .with(DeletionFinalizer::new(GroupKind::REPLICA_SET));
+        let controllers = OnStore::new(controller_manager_store, controllers);
         let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
             node_addresses: vec![config.listen.ip()],
             cluster_ips: ClusterIpBinding::Off,
@@ -372,7 +396,7 @@ impl LocalCluster {
         let mut builder = Orchestrator::builder()
             .store(store.clone())
             .component(api)
-            .scheduler(SchedulingLoop::new(Arc::new(DefaultScheduler::new())))
+            .scheduler(scheduler)
             .controllers(controllers)
             .proxy(ProxyLoop::new(proxy))
             .shutdown_timeout(Duration::from_secs(40));

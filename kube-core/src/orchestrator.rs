@@ -59,6 +59,48 @@ pub trait Component: Send + fmt::Debug {
     async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError>;
 }
 
+/// A component run against a store of its own instead of the orchestrator's, with informers
+/// of its own: how a scheduler or a controller manager reaches the cluster through an API server
+/// (a `RemoteStore`) under its own identity while other parts of the same orchestrator use the
+/// store directly.
+///
+/// ```no_run
+/// # fn demo(remote: std::sync::Arc<dyn kube_core::store::Store>, scheduler: impl kube_core::orchestrator::Component + 'static) {
+/// use kube_core::orchestrator::OnStore;
+/// let scheduler = OnStore::new(remote, scheduler);
+/// // builder.scheduler(scheduler)
+/// # let _ = scheduler;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct OnStore<C> {
+    store: Arc<dyn Store>,
+    component: C,
+}
+
+impl<C: Component> OnStore<C> {
+    /// Runs `component` against `store`.
+    pub fn new(store: Arc<dyn Store>, component: C) -> Self {
+        Self { store, component }
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: Component + 'static> Component for OnStore<C> {
+    fn name(&self) -> String {
+        self.component.name()
+    }
+
+    async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
+        let ctx = ComponentContext {
+            informers: InformerFactory::new(self.store.clone(), ctx.shutdown.clone()),
+            store: self.store,
+            shutdown: ctx.shutdown,
+        };
+        Box::new(self.component).run(ctx).await
+    }
+}
+
 /// Errors building or running an orchestrator.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
