@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(etcd-server etcd-client protobuf-compiler libprotobuf-dev runc containerd containernetworking-plugins
-          busybox-static nftables iptables iproute2)
+          busybox-static nftables iptables iproute2 curl util-linux ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
