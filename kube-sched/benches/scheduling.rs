@@ -30,6 +30,11 @@ use kube_sched::queue::SchedulingQueue;
 use kube_store::MemStore;
 use serde_json::{Value, json};
 
+// Binaries that embed the store choose their allocator, as kube-store's benches do: glibc's
+// arenas fault pages in and out under the binding writes' churn.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Workload {
     Basic,
