@@ -23,7 +23,7 @@ use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, Proce
 use kube_parts::remote::{ApiBinder, RemoteTokenSource};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
 use kube_store::apiserver::auth::{
-    CONTROLLER_MANAGER_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
+    CONTROLLER_MANAGER_USER, PROXY_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
 };
 use kube_store::{
     ApiServer, ApiServerComponent, ApiServerConfig, DurableStore, MemStore, RemoteAuth, RemoteStore,
@@ -342,8 +342,9 @@ impl LocalCluster {
             ip if ip.is_unspecified() => format!("https://localhost:{}", addr.port()),
             _ => format!("https://{addr}"),
         };
-        // The scheduler and the controller manager reach the cluster through the API server
-        // under their own identities, as in Kubernetes: RBAC gives each only what its job needs.
+        // The scheduler, the controller manager and the proxy reach the cluster through the API
+        // server under their own identities, as in Kubernetes: RBAC gives each only what its
+        // job needs.
         let as_user =
             |file: &str, user: &str, groups: &[&str]| -> anyhow::Result<Arc<RemoteStore>> {
                 let pair = pki.client(file, user, groups)?;
@@ -398,7 +399,10 @@ impl LocalCluster {
             .component(api)
             .scheduler(scheduler)
             .controllers(controllers)
-            .proxy(ProxyLoop::new(proxy))
+            .proxy(OnStore::new(
+                as_user("proxy", PROXY_USER, &[])?,
+                ProxyLoop::new(proxy),
+            ))
             .shutdown_timeout(Duration::from_secs(40));
         for i in 1..=config.nodes {
             let name = format!("node-{i}");

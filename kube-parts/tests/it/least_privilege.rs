@@ -19,7 +19,7 @@ use kube_parts::remote::ApiBinder;
 use kube_parts::sched::framework::Framework;
 use kube_parts::sched::{DEFAULT_SCHEDULER_NAME, SchedulingConfig, SchedulingLoop};
 use kube_parts::store::apiserver::auth::{
-    CONTROLLER_MANAGER_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
+    CONTROLLER_MANAGER_USER, PROXY_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
 };
 use kube_parts::store::{
     ApiServer, ApiServerConfig, MemStore, RemoteAuth, RemoteError, RemoteStore,
@@ -301,6 +301,40 @@ async fn scheduler_and_controller_manager_run_remotely_with_least_privilege() {
     )
     .await;
     expect_forbidden("a node creates pods", node_store.create(pod()).await).await;
+
+    // A service proxy reads Services and their endpoints, nothing else.
+    let proxy_store = identity("proxy", PROXY_USER, &[]);
+    let services = proxy_store
+        .list(&GroupKind::SERVICE, None, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        services
+            .items
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some("web")),
+        "the proxy sees the Services"
+    );
+    proxy_store
+        .list(
+            &GroupKind::new("discovery.k8s.io", "EndpointSlice"),
+            None,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    expect_forbidden(
+        "the proxy lists pods",
+        proxy_store
+            .list(&GroupKind::POD, None, &Default::default())
+            .await,
+    )
+    .await;
+    expect_forbidden(
+        "the proxy creates a secret",
+        proxy_store.create(secret()).await,
+    )
+    .await;
 
     for running in [node, manager, scheduler] {
         running.shutdown().await.unwrap();

@@ -254,16 +254,30 @@ pub(crate) async fn authorize(
 pub const SCHEDULER_USER: &str = "system:kube-scheduler";
 /// The user a controller manager authenticates as, bound to the ClusterRole of the same name.
 pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+/// The user a service proxy authenticates as, bound to the ClusterRole `system:node-proxier`
+/// as in Kubernetes.
+pub const PROXY_USER: &str = "system:kube-proxy";
 
-/// A ClusterRole and the ClusterRoleBinding that grants it to the user of the same name.
-fn component_role(user: &str, rules: serde_json::Value) -> [serde_json::Value; 2] {
+/// A ClusterRole named `role` and the ClusterRoleBinding of the same name that grants it to
+/// `user`.
+fn component_role(role: &str, user: &str, rules: serde_json::Value) -> [serde_json::Value; 2] {
     let rbac = "rbac.authorization.k8s.io/v1";
     [
-        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": user}, "rules": rules}),
-        json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": user},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": role}, "rules": rules}),
+        json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
     ]
+}
+
+/// What a service proxy may do, after Kubernetes' `system:node-proxier`: read Services, their
+/// endpoints and Nodes, and record events.
+fn proxy_rules() -> serde_json::Value {
+    json!([
+        {"apiGroups": [""], "resources": ["services", "endpoints", "nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+    ])
 }
 
 /// What a scheduler may do, after Kubernetes' `system:kube-scheduler`: read what placement
@@ -315,7 +329,8 @@ fn controller_manager_rules() -> serde_json::Value {
 
 /// Objects every secured cluster starts with: `cluster-admin` for `system:masters`, what every
 /// authenticated user may do (discovery, health, `SelfSubjectAccessReview`), the `view` and
-/// `edit` roles, and the least-privilege roles of the scheduler and the controller manager.
+/// `edit` roles, and the least-privilege roles of the scheduler, the controller manager and the
+/// service proxy.
 pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
     let rbac = "rbac.authorization.k8s.io/v1";
     let mut policy = vec![
@@ -348,10 +363,20 @@ pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
                     "endpointslices", "poddisruptionbudgets", "events", "serviceaccounts"],
                 "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]}]}),
     ];
-    policy.extend(component_role(SCHEDULER_USER, scheduler_rules()));
+    policy.extend(component_role(
+        SCHEDULER_USER,
+        SCHEDULER_USER,
+        scheduler_rules(),
+    ));
     policy.extend(component_role(
         CONTROLLER_MANAGER_USER,
+        CONTROLLER_MANAGER_USER,
         controller_manager_rules(),
+    ));
+    policy.extend(component_role(
+        "system:node-proxier",
+        PROXY_USER,
+        proxy_rules(),
     ));
     policy
 }
