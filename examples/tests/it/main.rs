@@ -1,8 +1,8 @@
-//! Whole-cluster tests: the hello_cluster flow on FakeRuntime, and a cluster composed from
-//! trait implementations written here.
+//! Whole-cluster tests: the hello_cluster flow on FakeRuntime, kubectl, kube-rs, several
+//! processes and hosts. (A cluster composed from the user's own parts is the
+//! `bespoke_control_plane` example, whose test runs with these.)
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod custom_parts;
 #[cfg(feature = "etcd")]
 mod etcd_store;
 mod greeting;
@@ -11,5 +11,4 @@ mod kube_rs;
 mod kubectl;
 mod multi_host;
 mod multi_process;
-mod own_store;
 mod token_volume;
