@@ -9,15 +9,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 addr="${QUICKSTART_ADDR:-127.0.0.9}"
-data="$(mktemp -d)"
-log="$data/quickstart.log"
+# The quickstart runs from a directory of its own with the default, relative data directory
+# (`./kube-parts-data`), as a new user runs it.
+work="$(mktemp -d)"
+data="$work/kube-parts-data"
+log="$work/quickstart.log"
 export KUBECONFIG="$data/kubeconfig"
 cargo build --quiet --example quickstart
-bin=target/debug/examples/quickstart
+bin="$PWD/target/debug/examples/quickstart"
 pid=
 
 start() {
-  "$bin" --listen "$addr:6443" --data-dir "$data" --nodes 2 >>"$log" 2>&1 &
+  (cd "$work" && exec "$bin" --listen "$addr:6443" --nodes 2) >>"$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     kubectl get nodes >/dev/null 2>&1 && return 0
@@ -30,7 +33,7 @@ stop() {
   wait "$pid"
 }
 fail() { echo "FAILED: $*"; cat "$log"; kill -TERM "$pid" 2>/dev/null || true; exit 1; }
-trap 'kill -TERM "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
+trap 'kill -TERM "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 curl_web() {
   for _ in $(seq 50); do

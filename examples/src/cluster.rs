@@ -190,6 +190,9 @@ async fn ensure_namespaces(store: &Arc<dyn Store>) -> anyhow::Result<()> {
 /// A kubeconfig for `server` that trusts the cluster CA and authenticates with a client
 /// certificate (files in the PKI directory).
 fn kubeconfig_yaml(server: &str, pki: &Path, user: &str) -> String {
+    // kubectl reads relative paths from the kubeconfig's own directory, not the working one:
+    // with the default data dir (`./kube-parts-data`) they would point nowhere.
+    let pki = std::path::absolute(pki).unwrap_or_else(|_| pki.to_path_buf());
     let ca = pki.join("ca.crt");
     let cert = pki.join(format!("{user}.crt"));
     let key = pki.join(format!("{user}.key"));
@@ -300,9 +303,13 @@ fn node_runtime(
 
 impl LocalCluster {
     /// Starts every component and returns once the API server listens.
-    pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
+    pub async fn start(mut config: ClusterConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        // Paths under the data dir end up in places read from elsewhere (the kubeconfig, runc
+        // bundles' rootfs): they must not depend on the working directory.
+        config.data_dir = std::path::absolute(&config.data_dir)
+            .with_context(|| format!("resolving {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = match &config.store {
             StoreKind::Durable => Arc::new(
                 DurableStore::open(config.data_dir.join("store"))
@@ -440,6 +447,7 @@ impl LocalCluster {
         }
         let running = builder.build()?.start();
         let kubeconfig = config.data_dir.join("kubeconfig");
+        let kubeconfig = std::path::absolute(&kubeconfig).unwrap_or(kubeconfig);
         std::fs::write(
             &kubeconfig,
             kubeconfig_yaml(
@@ -496,7 +504,10 @@ pub struct RemoteNode {
 
 impl RemoteNode {
     /// Connects to the API server and starts the agent.
-    pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
+    pub async fn start(mut config: NodeConfig) -> anyhow::Result<Self> {
+        // As for the cluster's data dir: runc bundles name their rootfs by this path.
+        config.root_dir = std::path::absolute(&config.root_dir)
+            .with_context(|| format!("resolving {}", config.root_dir.display()))?;
         let remote = Arc::new(kube_store::RemoteStore::with_auth(
             &config.server,
             config.auth.clone(),
