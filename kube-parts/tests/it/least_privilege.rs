@@ -2,13 +2,14 @@
 //! the controller manager and a node agent each as a client of it under its own identity. Each
 //! can do its job, and no more.
 
+use crate::secure::{SecureServer, object};
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube_parts::core::orchestrator::{Orchestrator, RunningOrchestrator};
 use kube_parts::core::store::{Store, StoreError};
-use kube_parts::core::{DynamicObject, GroupKind, ObjectKey};
+use kube_parts::core::{GroupKind, ObjectKey};
 use kube_parts::ctrl::{
     ControllerManager, DeploymentController, EndpointSliceController, EndpointsController,
     GarbageCollector, NamespaceController, NodeLifecycleController, ReplicaSetController,
@@ -18,17 +19,9 @@ use kube_parts::node::{FakeRuntime, NodeAgent};
 use kube_parts::remote::ApiBinder;
 use kube_parts::sched::framework::Framework;
 use kube_parts::sched::{DEFAULT_SCHEDULER_NAME, SchedulingConfig, SchedulingLoop};
-use kube_parts::store::apiserver::auth::{
-    CONTROLLER_MANAGER_USER, PROXY_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
-};
-use kube_parts::store::{
-    ApiServer, ApiServerConfig, MemStore, RemoteAuth, RemoteError, RemoteStore,
-};
-use serde_json::{Value, json};
-
-fn object(value: Value) -> DynamicObject {
-    serde_json::from_value(value).unwrap()
-}
+use kube_parts::store::apiserver::auth::{CONTROLLER_MANAGER_USER, PROXY_USER, SCHEDULER_USER};
+use kube_parts::store::{RemoteError, RemoteStore};
+use serde_json::json;
 
 fn is_forbidden(error: &StoreError) -> bool {
     let mut source = error.source();
@@ -64,48 +57,9 @@ fn start(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_and_controller_manager_run_remotely_with_least_privilege() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::load_or_create(dir.path().join("pki")).unwrap();
-    let serving = pki
-        .serving("apiserver", &["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
-    let security = Security::new(
-        pki.server_config(&serving).unwrap(),
-        TokenSigner::load_or_create(&dir.path().join("sa.key")).unwrap(),
-    );
-    let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    for name in ["default", "kube-system", "kube-node-lease"] {
-        store
-            .create(object(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-            ))
-            .await
-            .unwrap();
-    }
-    let server = ApiServer::secure(
-        store,
-        kube_parts::core::Registry::builtin().clone(),
-        ApiServerConfig::default(),
-        security,
-    )
-    .serve("127.0.0.1:0".parse().unwrap())
-    .await
-    .unwrap();
-    let url = server.url();
-    let identity = |file: &str, user: &str, groups: &[&str]| {
-        let pair = pki.client(file, user, groups).unwrap();
-        Arc::new(
-            RemoteStore::with_auth(
-                &url,
-                RemoteAuth {
-                    ca_pem: Some(pki.ca_pem().to_string()),
-                    client_cert: Some((pair.cert_pem, pair.key_pem)),
-                    token: None,
-                },
-            )
-            .unwrap(),
-        )
-    };
+    let server = SecureServer::start(false).await;
+    let node_dir = tempfile::tempdir().unwrap();
+    let identity = |file: &str, user: &str, groups: &[&str]| server.identity(file, user, groups);
     let admin = identity("admin", "kubernetes-admin", &["system:masters"]);
     let scheduler_store = identity("scheduler", SCHEDULER_USER, &[]);
     let manager_store = identity("controller-manager", CONTROLLER_MANAGER_USER, &[]);
@@ -139,7 +93,7 @@ async fn scheduler_and_controller_manager_run_remotely_with_least_privilege() {
         )
     });
     let agent = NodeAgent::builder("n1", Arc::new(FakeRuntime::new()))
-        .root_dir(dir.path().join("n1"))
+        .root_dir(node_dir.path().join("n1"))
         .heartbeat_interval(Duration::from_secs(1))
         .build()
         .unwrap();

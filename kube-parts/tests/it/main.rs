@@ -9,6 +9,8 @@ mod node_failure;
 mod paused;
 mod scale;
 #[cfg(all(feature = "server", feature = "client"))]
+mod secure;
+#[cfg(all(feature = "server", feature = "client"))]
 mod token_volume;
 
 use k8s_openapi::api::apps::v1::Deployment;

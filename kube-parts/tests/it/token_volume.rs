@@ -4,22 +4,17 @@
 //! calls the API server with the token file, trusting `ca.crt`: allowed what the account's
 //! RoleBinding grants, refused the rest.
 
+use crate::secure::{SecureServer, object};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube_parts::core::orchestrator::Orchestrator;
 use kube_parts::core::runtime::LogOptions;
 use kube_parts::core::store::Store;
-use kube_parts::core::{DynamicObject, GroupKind, ObjectKey};
+use kube_parts::core::{GroupKind, ObjectKey};
 use kube_parts::node::{NodeAgent, ProcessRuntime, VolumeMounts};
 use kube_parts::remote::RemoteTokenSource;
-use kube_parts::store::apiserver::auth::{Pki, Security, TokenSigner};
-use kube_parts::store::{ApiServer, ApiServerConfig, MemStore, RemoteAuth, RemoteStore};
-use serde_json::{Value, json};
-
-fn object(value: Value) -> DynamicObject {
-    serde_json::from_value(value).unwrap()
-}
+use serde_json::json;
 
 fn have(tool: &str) -> bool {
     std::process::Command::new("sh")
@@ -40,49 +35,8 @@ async fn a_pod_calls_the_api_server_with_its_projected_token() {
         eprintln!("skipped: needs root, unshare and curl");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::load_or_create(dir.path().join("pki")).unwrap();
-    let serving = pki
-        .serving("apiserver", &["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
-    let security = Security::new(
-        pki.server_config(&serving).unwrap(),
-        TokenSigner::load_or_create(&dir.path().join("sa.key")).unwrap(),
-    )
-    .ca_pem(pki.ca_pem());
-    let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    for name in ["default", "kube-system", "kube-node-lease"] {
-        store
-            .create(object(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-            ))
-            .await
-            .unwrap();
-    }
-    let server = ApiServer::secure(
-        store,
-        kube_parts::core::Registry::builtin().clone(),
-        ApiServerConfig::default(),
-        security,
-    )
-    .serve("127.0.0.1:0".parse().unwrap())
-    .await
-    .unwrap();
-    let url = server.url();
-    let identity = |file: &str, user: &str, groups: &[&str]| {
-        let pair = pki.client(file, user, groups).unwrap();
-        Arc::new(
-            RemoteStore::with_auth(
-                &url,
-                RemoteAuth {
-                    ca_pem: Some(pki.ca_pem().to_string()),
-                    client_cert: Some((pair.cert_pem, pair.key_pem)),
-                    token: None,
-                },
-            )
-            .unwrap(),
-        )
-    };
+    let server = SecureServer::start(true).await;
+    let identity = |file: &str, user: &str, groups: &[&str]| server.identity(file, user, groups);
     let admin = identity("admin", "kubernetes-admin", &["system:masters"]);
     let node_store = identity("node-n1", "system:node:n1", &["system:nodes"]);
 
@@ -111,6 +65,7 @@ async fn a_pod_calls_the_api_server_with_its_projected_token() {
             "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]})))
         .await
         .unwrap();
+    let url = server.running.url();
     let port = url.rsplit(':').next().unwrap();
     let call = |path: &str| {
         format!(
@@ -161,7 +116,7 @@ async fn a_pod_calls_the_api_server_with_its_projected_token() {
         "its own namespace's pods readable, kube-system's not"
     );
     node.shutdown().await.unwrap();
-    server.shutdown().await;
+    server.running.shutdown().await;
 }
 
 fn nix_root() -> bool {

@@ -261,6 +261,57 @@ async fn filtered_watch_sees_objects_enter_and_leave() {
 }
 
 #[tokio::test]
+async fn node_watches_get_every_change_of_their_node_in_order_however_far_behind() {
+    // Node watches are woken only by their node's changes; one that falls far behind (more
+    // changes than a watch queues) and one started from an old revision must still see every
+    // change of their node, in order, and nothing of the other node's.
+    let s = store();
+    let for_node = |node: &str| {
+        WatchOptions::default()
+            .filter(ListOptions::default().fields(FieldSelector::equals("spec.nodeName", node)))
+    };
+    let start = s.current_revision().await.unwrap();
+    let mut behind = s
+        .watch(&GroupKind::POD, None, &for_node("n1"))
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for i in 0..3000 {
+        let node = if i % 3 == 0 { "n2" } else { "n1" };
+        let mut p = pod(&format!("p{i}"), json!({}));
+        p.data["spec"]["nodeName"] = json!(node);
+        let created = s.create(p).await.unwrap();
+        if node == "n1" {
+            expected.push(created.revision().unwrap());
+        }
+    }
+    let late = WatchOptions::from_revision(start)
+        .filter(ListOptions::default().fields(FieldSelector::equals("spec.nodeName", "n1")));
+    let mut from_old_revision = s.watch(&GroupKind::POD, None, &late).await.unwrap();
+    for w in [&mut behind, &mut from_old_revision] {
+        let mut seen = Vec::new();
+        while seen.len() < expected.len() {
+            match next(w).await {
+                WatchEvent::Added(o) => {
+                    assert_eq!(o.field("spec.nodeName"), Some(json!("n1")));
+                    seen.push(o.revision().unwrap());
+                }
+                e => panic!("only n1's pods being added, got {e:?}"),
+            }
+        }
+        assert_eq!(seen, expected);
+    }
+    // And the next change after all that is delivered at once.
+    let mut p = pod("last", json!({}));
+    p.data["spec"]["nodeName"] = json!("n1");
+    let last = s.create(p).await.unwrap().revision();
+    match next(&mut behind).await {
+        WatchEvent::Added(o) => assert_eq!(o.revision(), last),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
 async fn watch_behind_retained_history_is_too_old() {
     let s: Arc<dyn Store> = Arc::new(MemStore::with_config(StoreConfig::default().history(2)));
     for i in 0..5 {
