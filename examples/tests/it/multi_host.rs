@@ -27,26 +27,23 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::Child;
 
-/// Builds the `node_agent` example with this test binary's features (so only linking is
-/// left) and returns its path. (Under nextest the build lock is free while tests run.)
+/// Builds the `node_agent` example and returns its path. Built with the features the test
+/// binary was (the CI's `--workspace --all-features` when the `etcd` feature is on), cargo
+/// reuses every compiled crate and only links. (Under nextest the build lock is free while
+/// tests run.)
 async fn node_agent_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = tokio::process::Command::new(cargo);
     command
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "examples",
-            "--example",
-            "node_agent",
-        ])
+        .args(["build", "--quiet", "--example", "node_agent"])
         .arg("--message-format=json")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     if cfg!(feature = "etcd") {
-        command.args(["--features", "etcd"]);
+        command.args(["--workspace", "--all-features"]);
+    } else {
+        command.args(["-p", "examples"]);
     }
     let output = tokio::time::timeout(Duration::from_secs(900), command.output())
         .await
