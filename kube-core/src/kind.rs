@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use serde_json::Value;
+use crate::object::{DynamicObject, GroupKind};
 
-use crate::object::GroupKind;
-
-/// Checks that a JSON object decodes as the kind's typed form, naming the failing field.
-pub type KindValidator = fn(Value) -> Result<(), FieldError>;
+/// Checks that an object's own fields (`spec`, `status`, `data`, ...) decode as the kind's
+/// typed form, naming the failing field. (`apiVersion`, `kind` and `metadata` are typed in
+/// [`DynamicObject`] already.)
+pub type KindValidator = fn(&DynamicObject) -> Result<(), FieldError>;
 
 /// A field that failed to decode: its dotted path and what was wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -200,8 +200,19 @@ impl Registry {
     }
 }
 
-fn validate_as<K: serde::de::DeserializeOwned>(value: Value) -> Result<(), FieldError> {
-    serde_path_to_error::deserialize::<_, K>(value)
+fn validate_as<K: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<(), FieldError> {
+    // Decoded from the object's fields where they are: no JSON copy of the object is made.
+    let fields = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(
+        object.data.iter().map(|(key, value)| (key.as_str(), value)),
+    );
+    if K::deserialize(fields).is_ok() {
+        return Ok(());
+    }
+    // Only a failing object pays for tracking where the decoder is.
+    let fields = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(
+        object.data.iter().map(|(key, value)| (key.as_str(), value)),
+    );
+    serde_path_to_error::deserialize::<_, K>(fields)
         .map(drop)
         .map_err(|err| FieldError {
             path: err.path().to_string(),

@@ -116,13 +116,11 @@ fn decode_one(
             return Err((value, reason));
         }
     };
-    if let Some(validate) = info.validator {
-        if let Err(e) = validate(value.clone()) {
-            return Err((value, ManifestErrorReason::Field(e)));
-        }
-    }
     match serde_path_to_error::deserialize::<_, DynamicObject>(&value) {
-        Ok(object) => Ok(object),
+        Ok(object) => match info.validator.map_or(Ok(()), |validate| validate(&object)) {
+            Ok(()) => Ok(object),
+            Err(e) => Err((value, ManifestErrorReason::Field(e))),
+        },
         Err(e) => {
             let reason = ManifestErrorReason::Field(FieldError {
                 path: e.path().to_string(),

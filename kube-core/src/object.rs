@@ -136,7 +136,7 @@ impl fmt::Display for ObjectRef {
 ///
 /// Serializes to exactly the Kubernetes wire form (`apiVersion`, `kind`, `metadata`, then the
 /// kind's own fields such as `spec` and `status`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DynamicObject {
     /// `apiVersion`, e.g. `apps/v1`.
     #[serde(rename = "apiVersion", default)]
@@ -150,6 +150,56 @@ pub struct DynamicObject {
     /// Every other top-level field (`spec`, `status`, `data`, ...).
     #[serde(flatten)]
     pub data: Map<String, Value>,
+}
+
+/// Decoded field by field, without `#[serde(flatten)]`: a flattened field makes serde buffer
+/// the whole object and decode it twice, and this decode is on every request body, watch event
+/// and log record.
+impl<'de> Deserialize<'de> for DynamicObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = DynamicObject;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Kubernetes object (a JSON object)")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DynamicObject, A::Error> {
+                let mut object = DynamicObject::default();
+                let mut seen = [false; 3];
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let field = match key.as_ref() {
+                        "apiVersion" => 0,
+                        "kind" => 1,
+                        "metadata" => 2,
+                        _ => {
+                            // A repeated key keeps its last value, as Kubernetes' decoder does.
+                            object.data.insert(key.into_owned(), map.next_value()?);
+                            continue;
+                        }
+                    };
+                    if std::mem::replace(&mut seen[field], true) {
+                        return Err(serde::de::Error::duplicate_field(
+                            ["apiVersion", "kind", "metadata"][field],
+                        ));
+                    }
+                    match field {
+                        0 => object.api_version = map.next_value()?,
+                        1 => object.kind = map.next_value()?,
+                        _ => object.metadata = map.next_value()?,
+                    }
+                }
+                Ok(object)
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 impl DynamicObject {
@@ -272,6 +322,38 @@ pub fn to_time(t: std::time::SystemTime) -> k8s_openapi::apimachinery::pkg::apis
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Pod;
+
+    #[test]
+    fn decodes_the_wire_form_field_by_field() {
+        let text = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"ns"},"data":{"a":"1"},"immutable":true}"#;
+        let object: DynamicObject = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (object.api_version.as_str(), object.kind.as_str()),
+            ("v1", "ConfigMap")
+        );
+        assert_eq!(object.key(), ObjectKey::namespaced("ns", "c"));
+        assert_eq!(object.data.len(), 2);
+        assert_eq!(object.data["immutable"], Value::Bool(true));
+        // Same bytes back: the wire form survives a decode and encode.
+        let back: Value = serde_json::to_value(&object).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(text).unwrap());
+        // Decoding a Value gives the same object as decoding text.
+        let from_value: DynamicObject =
+            serde_json::from_value(serde_json::from_str(text).unwrap()).unwrap();
+        assert_eq!(from_value, object);
+        // Missing type fields are empty, as before.
+        let bare: DynamicObject = serde_json::from_str(r#"{"spec":{}}"#).unwrap();
+        assert!(bare.api_version.is_empty() && bare.kind.is_empty());
+        // A repeated type field, a wrongly typed one, or a non-object is an error.
+        for bad in [
+            r#"{"kind":"Pod","kind":"Node"}"#,
+            r#"{"metadata":{"name":7}}"#,
+            r#"{"apiVersion":1}"#,
+            r#"["not", "an", "object"]"#,
+        ] {
+            assert!(serde_json::from_str::<DynamicObject>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn typed_round_trip_keeps_wire_form() {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube_core::kind::Registry;
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
@@ -11,7 +11,10 @@ use kube_core::store::{
     WatchStream,
 };
 
-use crate::engine::{Change, Engine, EngineConfig, State, View, watch};
+use crate::engine::{
+    AfterUnlock, Change, Engine, EngineConfig, State, View, check_kind, not_found, watch,
+};
+use crate::prepare::{prepare_create, prepare_update};
 
 /// Settings shared by [`MemStore`] and [`DurableStore`](crate::DurableStore).
 #[derive(Clone, Debug)]
@@ -74,6 +77,14 @@ impl StoreConfig {
     }
 }
 
+/// A write prepared against an object that was replaced before it committed: the write, given
+/// back to be prepared again.
+struct Stale {
+    object: DynamicObject,
+    kind: GroupKind,
+    key: ObjectKey,
+}
+
 /// An in-memory [`Store`]. Cheap to clone; clones share state.
 ///
 /// MVCC: a global revision, a bounded history (by count and age, and [`Store::compact`] on
@@ -118,14 +129,132 @@ impl MemStore {
         plan: impl FnOnce(&State, &Registry) -> Result<Change, StoreError>,
     ) -> Result<Arc<DynamicObject>, StoreError> {
         let change = {
+            let mut after = AfterUnlock::default();
             let mut state = self.engine.write();
             let change = plan(&state, &self.engine.config.registry)?;
-            let change = state.apply(change);
-            state.trim_history(&self.engine.config);
+            let change = state.apply(change, &mut after);
+            state.trim_history(&self.engine.config, &mut after);
             change
         };
         // Built after the lock is released: a delete's result is a copy.
         Ok(result_of(&change))
+    }
+
+    /// Commits `object` (prepared against `before`, all but its resourceVersion) at the next
+    /// revision if `before` is still the current object; gives the object back otherwise.
+    fn commit(
+        &self,
+        kind: GroupKind,
+        key: ObjectKey,
+        before: Option<Arc<DynamicObject>>,
+        object: DynamicObject,
+    ) -> Result<Arc<DynamicObject>, Box<Stale>> {
+        // Allocated before the lock is taken; stamped under it (the Arc is not shared yet).
+        let mut prepared = Arc::new(object);
+        let mut after = AfterUnlock::default();
+        let mut state = self.engine.write();
+        let current = state.current(&kind, &key);
+        let unchanged = match (&current, &before) {
+            (Some(current), Some(before)) => Arc::ptr_eq(current, before),
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            drop(state);
+            return Err(Box::new(Stale {
+                object: Arc::unwrap_or_clone(prepared),
+                kind,
+                key,
+            }));
+        }
+        let revision = state.revision + 1;
+        if let Some(object) = Arc::get_mut(&mut prepared) {
+            object.metadata.resource_version = Some(revision.to_string());
+        }
+        let change = state.apply(
+            Change {
+                revision,
+                kind,
+                key,
+                before,
+                after: Some(prepared.clone()),
+                at: Instant::now(),
+            },
+            &mut after,
+        );
+        state.trim_history(&self.engine.config, &mut after);
+        drop(state);
+        drop(change);
+        Ok(prepared)
+    }
+
+    /// A create, prepared (name, uid, timestamps, validation) without holding the lock, so
+    /// writers serialize only on the commit itself.
+    fn create_optimistic(
+        &self,
+        mut object: DynamicObject,
+    ) -> Result<Arc<DynamicObject>, StoreError> {
+        let generated = object.metadata.name.as_deref().is_none_or(str::is_empty);
+        loop {
+            let kind = object.group_kind();
+            let namespace = object.metadata.namespace.clone();
+            prepare_create(&mut object, &self.engine.config.registry, 0, |name| {
+                let key = ObjectKey {
+                    namespace: namespace.clone(),
+                    name: name.to_string(),
+                };
+                self.engine.read().current(&kind, &key).is_some()
+            })?;
+            let key = object.key();
+            match self.commit(kind, key, None, object) {
+                Ok(created) => return Ok(created),
+                // The generated name was taken meanwhile: generate another.
+                Err(stale) if generated => {
+                    object = stale.object;
+                    object.metadata.name = None;
+                    object.metadata.resource_version = None;
+                }
+                Err(stale) => {
+                    let Stale { kind, key, .. } = *stale;
+                    return Err(StoreError::AlreadyExists { kind, key });
+                }
+            }
+        }
+    }
+
+    /// An update, prepared against the current object (store-owned metadata carried over,
+    /// specs compared for `generation`) without holding the lock, and committed if that
+    /// object is still current; tried again against the newer one otherwise.
+    fn update_optimistic(
+        &self,
+        mut object: DynamicObject,
+    ) -> Result<Arc<DynamicObject>, StoreError> {
+        let mut kind = object.group_kind();
+        check_kind(&self.engine.config.registry, &kind)?;
+        let mut key = object.key();
+        // What the caller asked for, checked against each object tried.
+        let requested_version = object
+            .metadata
+            .resource_version
+            .take()
+            .filter(|rv| !rv.is_empty());
+        let requested_uid = object.metadata.uid.clone();
+        let requested_deletion = object.metadata.deletion_timestamp.clone();
+        loop {
+            let current = self
+                .engine
+                .read()
+                .current(&kind, &key)
+                .ok_or_else(|| not_found(&kind, &key))?;
+            object.metadata.resource_version = requested_version.clone();
+            object.metadata.uid = requested_uid.clone();
+            object.metadata.deletion_timestamp = requested_deletion.clone();
+            prepare_update(&mut object, &current, 0)?;
+            match self.commit(kind, key, Some(current), object) {
+                Ok(updated) => return Ok(updated),
+                Err(stale) => (object, kind, key) = (stale.object, stale.kind, stale.key),
+            }
+        }
     }
 }
 
@@ -180,7 +309,7 @@ impl Store for MemStore {
     }
 
     async fn create_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
-        self.write(|state, registry| state.plan_create(object, registry))
+        self.create_optimistic(object)
     }
 
     async fn update(&self, object: DynamicObject) -> Result<DynamicObject, StoreError> {
@@ -188,7 +317,7 @@ impl Store for MemStore {
     }
 
     async fn update_shared(&self, object: DynamicObject) -> Result<Arc<DynamicObject>, StoreError> {
-        self.write(|state, registry| state.plan_update(object, registry))
+        self.update_optimistic(object)
     }
 
     async fn delete(

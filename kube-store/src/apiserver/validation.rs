@@ -85,15 +85,13 @@ pub(crate) fn validate(
         }
     }
     if let Some(validator) = info.validator {
-        match serde_json::to_value(object) {
-            Ok(value) => {
-                if let Err(e) = validator(value.clone()) {
-                    causes.push(Cause::invalid(e.path, "", e.message));
-                } else if strict {
-                    causes.extend(unknown_fields(info, &value));
-                }
+        if let Err(e) = validator(object) {
+            causes.push(Cause::invalid(e.path, "", e.message));
+        } else if strict {
+            match serde_json::to_value(object) {
+                Ok(value) => causes.extend(unknown_fields(info, &value)),
+                Err(e) => causes.push(Cause::invalid("", "", e.to_string())),
             }
-            Err(e) => causes.push(Cause::invalid("", "", e.to_string())),
         }
     }
     if !causes.is_empty() {

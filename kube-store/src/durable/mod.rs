@@ -32,7 +32,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::oneshot;
 
-use crate::engine::{Change, Engine, State, View, watch};
+use crate::engine::{AfterUnlock, Change, Engine, State, View, watch};
 use crate::mem::{StoreConfig, result_of};
 use record::Record;
 
@@ -235,10 +235,11 @@ impl Committer {
         }
         let mut replies = Vec::with_capacity(planned.len());
         {
+            let mut after = AfterUnlock::default();
             let mut state = self.engine.write();
             for (reply, plan) in planned {
                 let result = match plan {
-                    Ok(Some(change)) => Ok(result_of(&state.apply(change))),
+                    Ok(Some(change)) => Ok(result_of(&state.apply(change, &mut after))),
                     Ok(None) => Ok(Arc::default()),
                     Err(e) => Err(e),
                 };
@@ -247,7 +248,7 @@ impl Committer {
             if let Some(revision) = self.pending_compaction.take() {
                 let _ = state.compact(revision);
             }
-            state.trim_history(&self.engine.config);
+            state.trim_history(&self.engine.config, &mut after);
         }
         for (reply, result) in replies {
             let _ = reply.send(result);
@@ -382,6 +383,8 @@ impl DurableStore {
         }
         log.seek(SeekFrom::Start(valid as u64))
             .map_err(|e| open_error(&dir, "seeking the log", e))?;
+        // No watch exists yet; what replay compacts is freed at the end.
+        let mut after = AfterUnlock::default();
         for record in records
             .into_iter()
             .filter(|r| r.revision > snapshot_revision)
@@ -389,17 +392,21 @@ impl DurableStore {
             let kind = record.group_kind();
             let key = record.key();
             let before = state.current(&kind, &key);
-            state.apply(Change {
-                revision: record.revision,
-                kind,
-                key,
-                before,
-                after: record.object.map(Arc::new),
-                at: Instant::now(),
-            });
+            state.apply(
+                Change {
+                    revision: record.revision,
+                    kind,
+                    key,
+                    before,
+                    after: record.object.map(Arc::new),
+                    at: Instant::now(),
+                },
+                &mut after,
+            );
         }
         let engine_config = config.store.engine_config();
-        state.trim_history(&engine_config);
+        state.trim_history(&engine_config, &mut after);
+        drop(after);
         let engine = Arc::new(Engine::new(engine_config, state));
 
         let (tx, rx) = mpsc::channel();

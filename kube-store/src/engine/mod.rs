@@ -41,6 +41,23 @@ pub(crate) struct EngineConfig {
     pub(crate) registry: Registry,
 }
 
+/// What a write leaves for after the engine's lock is released: waking the watches its changes
+/// were routed to (a wake may make a syscall to unpark a thread) and freeing the history it
+/// compacted (thousands of small frees). Declared before the lock guard, so it drops after it.
+#[derive(Debug, Default)]
+pub(crate) struct AfterUnlock {
+    wakes: Vec<Arc<routes::Slot>>,
+    freed: Vec<Arc<Change>>,
+}
+
+impl Drop for AfterUnlock {
+    fn drop(&mut self) {
+        for slot in self.wakes.drain(..) {
+            slot.notify.notify_one();
+        }
+    }
+}
+
 /// One committed write.
 #[derive(Debug)]
 pub(crate) struct Change {
@@ -64,7 +81,7 @@ pub(crate) struct State {
     pub(crate) routes: routes::Routes,
 }
 
-fn not_found(kind: &GroupKind, key: &ObjectKey) -> StoreError {
+pub(crate) fn not_found(kind: &GroupKind, key: &ObjectKey) -> StoreError {
     StoreError::NotFound {
         kind: kind.clone(),
         key: key.clone(),
@@ -181,8 +198,9 @@ impl State {
         }
     }
 
-    /// Applies a planned change (which must be at `revision + 1`).
-    pub(crate) fn apply(&mut self, change: Change) -> Arc<Change> {
+    /// Applies a planned change (which must be at `revision + 1`). The watches it concerns
+    /// are woken when `after` drops, after the lock is released.
+    pub(crate) fn apply(&mut self, change: Change, after: &mut AfterUnlock) -> Arc<Change> {
         let objects = self.objects.entry(change.kind.clone()).or_default();
         match &change.after {
             Some(after) => {
@@ -193,14 +211,14 @@ impl State {
             }
         }
         self.revision = change.revision;
-        self.routes.route(&change);
+        self.routes.route(&change, &mut after.wakes);
         let change = Arc::new(change);
         self.history.push_back(change.clone());
         change
     }
 
-    /// Drops history beyond the configured count and age.
-    pub(crate) fn trim_history(&mut self, config: &EngineConfig) {
+    /// Drops history beyond the configured count and age (freed when `after` drops).
+    pub(crate) fn trim_history(&mut self, config: &EngineConfig, after: &mut AfterUnlock) {
         let now = Instant::now();
         while let Some(front) = self.history.front() {
             let too_many = self.history.len() > config.history_limit;
@@ -211,7 +229,7 @@ impl State {
                 break;
             }
             self.compacted = front.revision;
-            self.history.pop_front();
+            after.freed.extend(self.history.pop_front());
         }
     }
 

@@ -87,19 +87,17 @@ impl Slot {
         }
     }
 
+    /// Queues `revision`; the caller wakes the watch once the engine's lock is released.
     fn deliver(&self, revision: u64) {
-        {
-            let mut queue = self.queue();
-            if !queue.overflowed {
-                if queue.revisions.len() >= QUEUE_LIMIT {
-                    queue.overflowed = true;
-                    queue.revisions.clear();
-                } else {
-                    queue.revisions.push_back(revision);
-                }
+        let mut queue = self.queue();
+        if !queue.overflowed {
+            if queue.revisions.len() >= QUEUE_LIMIT {
+                queue.overflowed = true;
+                queue.revisions.clear();
+            } else {
+                queue.revisions.push_back(revision);
             }
         }
-        self.notify.notify_one();
     }
 }
 
@@ -132,12 +130,16 @@ impl Routes {
         }
     }
 
-    /// Hands `change` to the slots it may concern.
-    pub(crate) fn route(&self, change: &Change) {
+    /// Hands `change` to the slots it may concern, and lists them in `wakes`.
+    pub(crate) fn route(&self, change: &Change, wakes: &mut Vec<Arc<Slot>>) {
         if let Some(slots) = self.by_kind.get(&change.kind) {
             for (_, slot) in slots {
                 if slot.concerns(change) {
                     slot.deliver(change.revision);
+                    // A slot listed twice is woken twice, which is harmless.
+                    if !wakes.last().is_some_and(|w| Arc::ptr_eq(w, slot)) {
+                        wakes.push(slot.clone());
+                    }
                 }
             }
         }

@@ -325,8 +325,20 @@ async fn strict_field_validation_refuses_unknown_fields() {
     );
     let mut wrong_type = pod("q", None);
     wrong_type["spec"]["containers"] = json!("not a list");
-    let (code, _) = s.call(Method::POST, PODS, Some(wrong_type)).await;
+    let (code, status) = s.call(Method::POST, PODS, Some(wrong_type)).await;
     assert_eq!(code, 422);
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.containers",
+        "{status}"
+    );
+    let mut deep = pod("r", None);
+    deep["spec"]["containers"][0]["ports"] = json!([{"containerPort": "eighty"}]);
+    let (code, status) = s.call(Method::POST, PODS, Some(deep)).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.containers[0].ports[0].containerPort",
+        "{status}"
+    );
 }
 
 #[tokio::test]
