@@ -8,16 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kube_core::Orchestrator;
 use kube_core::orchestrator::{OnStore, RunningOrchestrator};
 use kube_core::runtime::Runtime;
 use kube_core::store::Store;
-use kube_core::{GroupKind, Orchestrator};
-use kube_ctrl::{
-    ControllerManager, DaemonSetController, DeletionFinalizer, DeploymentController,
-    EndpointSliceController, EndpointsController, GarbageCollector, JobController,
-    NamespaceController, NodeLifecycleConfig, NodeLifecycleController, ReplicaSetController,
-    ServiceAllocator,
-};
+use kube_ctrl::{ControllerManager, NodeLifecycleConfig};
 use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
 use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime};
 use kube_parts::remote::{ApiBinder, RemoteTokenSource};
@@ -371,30 +366,8 @@ impl LocalCluster {
                 .with_binder(Arc::new(ApiBinder::new(scheduler_store))),
         );
         let controller_manager_store = as_user("controller-manager", CONTROLLER_MANAGER_USER, &[])?;
-        let controllers = ControllerManager::new()
-            .with(ReplicaSetController::new())
-            .with(DeploymentController::new())
-            .with(DaemonSetController::new())
-            .with(JobController::new())
-            .with(EndpointsController::new())
-            .with(EndpointSliceController::new())
-            .with(ServiceAllocator::new())
-            .with(NamespaceController::new())
-            .with(NodeLifecycleController::with_config(
-                config.node_lifecycle.clone(),
-            ))
-            .with(
-                GarbageCollector::new(GroupKind::POD)
-                    .owner(GroupKind::REPLICA_SET)
-                    .owner(GroupKind::new("apps", "DaemonSet"))
-                    .owner(GroupKind::new("batch", "Job")),
-            )
-            .with(
-                GarbageCollector::new(GroupKind::REPLICA_SET)
-                    .owner(GroupKind::new("apps", "Deployment")),
-            )
-            .with(DeletionFinalizer::new(GroupKind::new("apps", "Deployment")))
-            .with(DeletionFinalizer::new(GroupKind::REPLICA_SET));
+        let controllers =
+            ControllerManager::new().with_default_controllers(config.node_lifecycle.clone());
         let controllers = OnStore::new(controller_manager_store, controllers);
         let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
             node_addresses: vec![config.listen.ip()],

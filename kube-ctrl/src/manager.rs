@@ -14,6 +14,11 @@ use tracing::Instrument;
 
 use crate::leader::{LeaderElectionConfig, LeaderElector};
 use crate::metrics::{Counters, ManagerMetrics};
+use crate::{
+    DaemonSetController, DeletionFinalizer, DeploymentController, EndpointSliceController,
+    EndpointsController, GarbageCollector, JobController, NamespaceController, NodeLifecycleConfig,
+    NodeLifecycleController, ReplicaSetController, ServiceAllocator,
+};
 
 /// Runs controllers as one orchestrator component.
 ///
@@ -60,6 +65,39 @@ impl ControllerManager {
             leader_election: None,
             metrics: ManagerMetrics::default(),
         }
+    }
+
+    /// Adds the controllers kube-controller-manager runs for the kinds we serve: ReplicaSet,
+    /// Deployment, DaemonSet, Job, Endpoints, EndpointSlice, Service IP allocation,
+    /// Namespace, node lifecycle (with `node_lifecycle`), garbage collection of pods (owned by
+    /// ReplicaSets, DaemonSets and Jobs) and of ReplicaSets (owned by Deployments), and the
+    /// deletion finalizers of Deployments and ReplicaSets (`propagationPolicy`).
+    ///
+    /// ```
+    /// use kube_ctrl::{ControllerManager, NodeLifecycleConfig};
+    /// let manager = ControllerManager::new().with_default_controllers(NodeLifecycleConfig::default());
+    /// assert!(format!("{manager:?}").contains("deployment"));
+    /// ```
+    pub fn with_default_controllers(self, node_lifecycle: NodeLifecycleConfig) -> Self {
+        let deployment = GroupKind::new("apps", "Deployment");
+        self.with(ReplicaSetController::new())
+            .with(DeploymentController::new())
+            .with(DaemonSetController::new())
+            .with(JobController::new())
+            .with(EndpointsController::new())
+            .with(EndpointSliceController::new())
+            .with(ServiceAllocator::new())
+            .with(NamespaceController::new())
+            .with(NodeLifecycleController::with_config(node_lifecycle))
+            .with(
+                GarbageCollector::new(GroupKind::POD)
+                    .owner(GroupKind::REPLICA_SET)
+                    .owner(GroupKind::new("apps", "DaemonSet"))
+                    .owner(GroupKind::new("batch", "Job")),
+            )
+            .with(GarbageCollector::new(GroupKind::REPLICA_SET).owner(deployment.clone()))
+            .with(DeletionFinalizer::new(deployment))
+            .with(DeletionFinalizer::new(GroupKind::REPLICA_SET))
     }
 
     /// Adds a controller.

@@ -6,15 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube_core::controller::Controller;
-use kube_core::object::GroupKind;
 use kube_core::orchestrator::{Component, Orchestrator, OrchestratorBuilder};
 use kube_core::store::Store;
-use kube_ctrl::{
-    ControllerManager, DaemonSetController, DeletionFinalizer, DeploymentController,
-    EndpointSliceController, EndpointsController, GarbageCollector, JobController,
-    NamespaceController, NodeLifecycleConfig, NodeLifecycleController, ReplicaSetController,
-    ServiceAllocator,
-};
+use kube_ctrl::{ControllerManager, NodeLifecycleConfig};
 use kube_net::{MemoryProxy, ProxyLoop};
 use kube_node::{FakeBehavior, NodeAgentBuilder};
 use kube_sched::framework::Framework;
@@ -228,27 +222,7 @@ impl TestClusterBuilder {
     fn controller_manager(&self) -> ControllerManager {
         let mut manager = ControllerManager::new()
             .workers(self.controller_workers)
-            .with(ReplicaSetController::new())
-            .with(DeploymentController::new())
-            .with(DaemonSetController::new())
-            .with(JobController::new())
-            .with(EndpointsController::new())
-            .with(EndpointSliceController::new())
-            .with(ServiceAllocator::new())
-            .with(NamespaceController::new())
-            .with(NodeLifecycleController::with_config(self.lifecycle.clone()))
-            .with(
-                GarbageCollector::new(GroupKind::POD)
-                    .owner(GroupKind::REPLICA_SET)
-                    .owner(GroupKind::new("apps", "DaemonSet"))
-                    .owner(GroupKind::new("batch", "Job")),
-            )
-            .with(
-                GarbageCollector::new(GroupKind::REPLICA_SET)
-                    .owner(GroupKind::new("apps", "Deployment")),
-            )
-            .with(DeletionFinalizer::new(GroupKind::new("apps", "Deployment")))
-            .with(DeletionFinalizer::new(GroupKind::REPLICA_SET));
+            .with_default_controllers(self.lifecycle.clone());
         for controller in &self.controllers {
             manager = manager.with_arc(controller.clone());
         }
