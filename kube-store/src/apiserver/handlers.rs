@@ -587,7 +587,19 @@ async fn admit_and_create(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult
         let with_ca = security.ca_pem.is_some();
         serviceaccounts::admit_pod(ctx.inner.store.as_ref(), &mut object, with_ca)
             .await
-            .map_err(|e| ApiError::from_store(e, "serviceaccounts", ""))?;
+            .map_err(|refused| match refused {
+                serviceaccounts::Refused::NoAccount(why) => {
+                    let name = object.metadata.name.as_deref().unwrap_or_default();
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        format!("pods \"{name}\" is forbidden: {why}"),
+                    )
+                }
+                serviceaccounts::Refused::Store(e) => {
+                    ApiError::from_store(e, "serviceaccounts", "")
+                }
+            })?;
     }
     if ctx.dry_run() {
         return object_response(StatusCode::CREATED, &object);

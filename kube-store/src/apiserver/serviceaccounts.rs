@@ -24,9 +24,24 @@ const TOKEN_EXPIRATION_SECONDS: u64 = 3607;
 /// The characters of generated name suffixes (Kubernetes' `utilrand.String`).
 const SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// Whether a pod object gets the token volume: not when it or its ServiceAccount says
-/// `automountServiceAccountToken: false` (the pod's own setting wins), not when it already
-/// mounts something at [`MOUNT_PATH`] everywhere.
+/// Why a pod was not admitted.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The pod's ServiceAccount does not exist (Kubernetes answers 403).
+    NoAccount(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// How often the `default` ServiceAccount is looked for before a pod naming it is refused:
+/// it is made right after its namespace, so a pod created at once may come first (as in
+/// Kubernetes' admission: 10 tries, 100-200 ms apart; other accounts get one).
+const DEFAULT_ACCOUNT_TRIES: usize = 10;
+
+/// The ServiceAccount admission plugin for a new pod: its ServiceAccount must exist, and it
+/// gets the token volume unless it or its ServiceAccount says
+/// `automountServiceAccountToken: false` (the pod's own setting wins), or it already mounts
+/// something at [`MOUNT_PATH`] everywhere.
 ///
 /// `with_ca`: whether the server publishes `kube-root-ca.crt` (it has a CA certificate); if
 /// not, the volume has no `ca.crt`, rather than a source the pod would wait for forever.
@@ -34,7 +49,7 @@ pub(crate) async fn admit_pod(
     store: &dyn Store,
     pod: &mut DynamicObject,
     with_ca: bool,
-) -> Result<(), StoreError> {
+) -> Result<(), Refused> {
     if pod.kind != "Pod" || pod.api_version != "v1" {
         return Ok(());
     }
@@ -42,29 +57,51 @@ pub(crate) async fn admit_pod(
     let Some(Value::Object(spec)) = pod.data.get_mut("spec") else {
         return Ok(());
     };
-    let automount = match spec
+    let name = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|name| !name.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    let tries = if name == "default" {
+        DEFAULT_ACCOUNT_TRIES
+    } else {
+        1
+    };
+    let key = ObjectKey::namespaced(namespace.clone(), name.clone());
+    let mut account = None;
+    for attempt in 0..tries {
+        if attempt > 0 {
+            let pause = rand::rng().random_range(100..200);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        match store
+            .get_shared(&GroupKind::new("", "ServiceAccount"), &key)
+            .await
+        {
+            Ok(found) => {
+                account = Some(found);
+                break;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(Refused::Store(e)),
+        }
+    }
+    let Some(account) = account else {
+        return Err(Refused::NoAccount(format!(
+            "error looking up service account {namespace}/{name}: serviceaccount \"{name}\" not found"
+        )));
+    };
+    let automount = spec
         .get("automountServiceAccountToken")
         .and_then(Value::as_bool)
-    {
-        Some(own) => own,
-        None => {
-            let account = spec
-                .get("serviceAccountName")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            let key = ObjectKey::namespaced(namespace, account);
-            match store.get(&GroupKind::new("", "ServiceAccount"), &key).await {
-                Ok(account) => account
-                    .data
-                    .get("automountServiceAccountToken")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true),
-                Err(e) if e.is_not_found() => true,
-                Err(e) => return Err(e),
-            }
-        }
-    };
+        .or_else(|| {
+            account
+                .data
+                .get("automountServiceAccountToken")
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(true);
     if automount {
         add_token_volume(spec, with_ca);
     }

@@ -805,6 +805,36 @@ async fn pods_get_a_projected_token_volume_unless_automount_is_off() {
     .await;
     assert!(token_volume(&created).is_none(), "{created}");
     assert!(created["spec"]["containers"][0]["volumeMounts"].is_null());
+    // A pod may only run as a ServiceAccount that exists (403, as Kubernetes' admission
+    // answers), and nothing is stored.
+    let (code, status, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(bare("early", json!({"serviceAccountName": "quiet"}))),
+    )
+    .await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(status["reason"], "Forbidden");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("serviceaccount \"quiet\" not found"),
+        "{status}"
+    );
+    let (code, _, _) = call(
+        &admin,
+        &url,
+        Method::GET,
+        &format!("{PODS}/early"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
     call(
         &admin,
         &url,
