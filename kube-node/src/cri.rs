@@ -162,6 +162,28 @@ impl CriRuntime {
     }
 
     async fn status_of(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let mut status = self.query_status(id).await?;
+        // containerd may handle a container's OOM event after its exit: a container the kernel
+        // killed for memory then reads exit 137, reason "Error", for a moment before
+        // "OOMKilled". Such an exit seen within its first second is asked about again briefly,
+        // so a pod that will not restart does not keep the wrong reason for good.
+        for _ in 0..OOM_REASON_RETRIES {
+            let just_killed = status.exit_code == Some(137)
+                && status.reason.as_deref() == Some("Error")
+                && status
+                    .finished_at
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|age| age < Duration::from_secs(1));
+            if !just_killed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            status = self.query_status(id).await?;
+        }
+        Ok(status)
+    }
+
+    async fn query_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let r = self
             .client()
             .container_status(cri::ContainerStatusRequest {
@@ -205,6 +227,10 @@ impl CriRuntime {
         })
     }
 }
+
+/// How many more times (50 ms apart) a fresh exit 137 with reason "Error" is looked at, for
+/// containerd's late OOM event.
+const OOM_REASON_RETRIES: usize = 8;
 
 /// A label we add to containers: CRI's ContainerStatus does not name the sandbox.
 const SANDBOX_LABEL: &str = "kube-node/sandbox";
