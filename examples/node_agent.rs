@@ -4,8 +4,11 @@
 //! ```sh
 //! cargo run --release --example node_agent -- --server https://10.0.0.1:6443 --name node-7 \
 //!     --ca pki/ca.crt --cert pki/node-7.crt --key pki/node-7.key \
-//!     --node-ip 10.0.0.7 --root-dir /var/lib/kube-parts-node --runtime process
+//!     --node-ip 10.0.0.7 --root-dir /var/lib/kube-parts-node
 //! ```
+//!
+//! `--runtime` defaults as the quickstart's does: `oci` (runc) when root with runc and
+//! busybox-static installed, else `process`.
 //!
 //! The node's certificate names it `system:node:node-7` in group `system:nodes`, so the API
 //! server's node authorizer lets it change only its own Node, Lease and pods;
@@ -31,7 +34,8 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
         name: String::new(),
         node_ip: "127.0.0.1".parse()?,
         root_dir: PathBuf::from("kube-parts-node"),
-        runtime: RuntimeKind::Process,
+        // As the quickstart: runc containers when root with runc and busybox, else processes.
+        runtime: RuntimeKind::detect(),
         index: 1,
         heartbeat_interval: None,
     };
