@@ -426,6 +426,65 @@ pub(crate) async fn concurrent_writers(s: Arc<dyn Store>) {
     assert_eq!(list.items.len(), 1 + writers * 5);
 }
 
+/// Writes without a resourceVersion, and creates from `generateName`, racing: each succeeds
+/// with its own revision, the last revision's value is what stays, and no generated name is
+/// handed out twice.
+pub(crate) async fn unconditional_races(s: Arc<dyn Store>) {
+    let ns = "races";
+    s.create(config_map(ns, "shared", json!({}), "start"))
+        .await
+        .unwrap();
+    let key = ObjectKey::namespaced(ns, "shared");
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let s = s.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..15 {
+                let mut o = config_map(ns, &key.name, json!({}), &format!("w{w}-{i}"));
+                o.metadata.resource_version = None;
+                let o = s.update(o).await.unwrap();
+                acked.push((o.revision().unwrap(), value_of(&o)));
+                let mut generated = config_map(ns, "", json!({}), "g");
+                generated.metadata.name = None;
+                generated.metadata.generate_name = Some("gen-".into());
+                let g = s.create(generated).await.unwrap();
+                acked.push((g.revision().unwrap(), g.metadata.name.unwrap()));
+            }
+            acked
+        }));
+    }
+    let mut revisions = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    let mut last_update = (0, String::new());
+    for t in tasks {
+        for (revision, what) in t.await.unwrap() {
+            assert!(
+                revisions.insert(revision),
+                "revision {revision} acknowledged twice"
+            );
+            if let Some(name) = what.strip_prefix("gen-") {
+                assert!(
+                    names.insert(name.to_string()),
+                    "name gen-{name} given twice"
+                );
+            } else if revision > last_update.0 {
+                last_update = (revision, what);
+            }
+        }
+    }
+    assert_eq!(names.len(), 8 * 15);
+    let shared = s.get(&CM, &key).await.unwrap();
+    assert_eq!(value_of(&shared), last_update.1, "the last write stays");
+    assert_eq!(shared.revision(), Some(last_update.0));
+    let list = s
+        .list(&CM, Some(ns), &ListOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1 + 8 * 15);
+}
+
 pub(crate) async fn linearizable(s: Arc<dyn Store>) {
     let ns = "linearizable";
     for register in ["r0", "r1"] {

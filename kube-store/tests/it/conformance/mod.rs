@@ -86,7 +86,7 @@ macro_rules! suite {
 macro_rules! all_cases {
     ($backend:ident) => {
         suite!($backend: crud, conflicts, watch_order_and_resume, compaction, selectors, paging,
-            concurrent_writers, linearizable, bookmarks);
+            concurrent_writers, unconditional_races, linearizable, bookmarks);
     };
 }
 
@@ -97,4 +97,4 @@ all_cases!(etcd);
 // Compaction is not part of the Kubernetes API; everything else is.
 #[cfg(all(feature = "server", feature = "client"))]
 suite!(remote: crud, conflicts, watch_order_and_resume, selectors, paging, concurrent_writers,
-    linearizable, bookmarks);
+    unconditional_races, linearizable, bookmarks);
