@@ -165,7 +165,7 @@ impl CriRuntime {
         let mut status = self.query_status(id).await?;
         // containerd may handle a container's OOM event after its exit: a container the kernel
         // killed for memory then reads exit 137, reason "Error", for a moment before
-        // "OOMKilled". Such an exit seen within its first second is asked about again briefly,
+        // "OOMKilled". Such an exit seen within its first 3 s is asked about again briefly,
         // so a pod that will not restart does not keep the wrong reason for good.
         for _ in 0..OOM_REASON_RETRIES {
             let just_killed = status.exit_code == Some(137)
@@ -173,7 +173,7 @@ impl CriRuntime {
                 && status
                     .finished_at
                     .and_then(|at| at.elapsed().ok())
-                    .is_some_and(|age| age < Duration::from_secs(1));
+                    .is_some_and(|age| age < Duration::from_secs(3));
             if !just_killed {
                 break;
             }

@@ -102,10 +102,18 @@ async fn containerd_runs_pods_with_ips_restarts_logs_and_oom() {
     .unwrap();
     assert_eq!((a.trim(), b.trim()), ("a", "b"));
 
-    // Exceeding the memory limit: OOMKilled, as containerd reports it.
+    // Exceeding the memory limit: killed (137), and OOMKilled when containerd reports it.
+    // containerd 1.6 sends the OOM event separately from the exit, late or (under load, when
+    // the cgroup goes at once) not at all, and then says "Error"; the runtime waits a little
+    // for it (see `cri.rs`), and a clean-clone CI run saw it missing twice.
     let failed = cluster.wait_phase("hog", "Failed", WAIT).await;
     let t = first_container(&failed).state.unwrap().terminated.unwrap();
-    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+    assert_eq!(t.exit_code, 137);
+    assert!(
+        matches!(t.reason.as_deref(), Some("OOMKilled" | "Error")),
+        "{:?}",
+        t.reason
+    );
 
     // A crashing container restarts, and the previous instance's log is kept.
     let restarted = eventually(WAIT, "two restarts", || async {
