@@ -491,3 +491,201 @@ async fn kubectl_runs_the_job_and_daemonset_manifests() {
     .await;
     cluster.shutdown().await.unwrap();
 }
+
+/// kubectl's `create <kind>` and `run` send protobuf bodies, not JSON. Each of them, against
+/// the quickstart cluster, makes the object it was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_and_run_send_protobuf_bodies() {
+    let Some(binary) = kubectl_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(ClusterConfig {
+        listen: "127.0.0.14:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        nodes: 1,
+        runtime: RuntimeKind::Fake,
+        store: StoreKind::Memory,
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let k = Kubectl {
+        binary,
+        kubeconfig: cluster.kubeconfig.clone(),
+    };
+    let get = |what: &'static str, path: &'static str| {
+        let k = &k;
+        async move {
+            k.run(&["get", "-n", "team", what, "-o", &format!("jsonpath={path}")])
+                .await
+        }
+    };
+
+    let out = k.run(&["create", "namespace", "team"]).await;
+    assert!(out.contains("namespace/team created"), "{out}");
+    let out = k
+        .run(&[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            "team",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=80",
+        ])
+        .await;
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    let spec = get(
+        "deployment/web",
+        "{.spec.replicas}/{.spec.selector.matchLabels.app}/{.spec.template.spec.containers[0].image}/{.spec.template.spec.containers[0].ports[0].containerPort}",
+    )
+    .await;
+    assert_eq!(spec, "2/web/nginx:1.27/80");
+    k.wait_for(
+        "the deployment's two pods ready",
+        &[
+            "get",
+            "-n",
+            "team",
+            "deployment/web",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+        |out| out == "2",
+    )
+    .await;
+
+    k.run(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team",
+        "--from-literal=mode=fast",
+    ])
+    .await;
+    assert_eq!(get("configmap/settings", "{.data.mode}").await, "fast");
+    k.run(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        "team",
+        "--from-literal=password=s3cret",
+    ])
+    .await;
+    assert_eq!(get("secret/creds", "{.data.password}").await, "czNjcmV0");
+    k.run(&["create", "serviceaccount", "robot", "-n", "team"])
+        .await;
+    assert_eq!(
+        get("serviceaccount/robot", "{.metadata.name}").await,
+        "robot"
+    );
+    k.run(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        "team",
+        "--tcp=80:8080",
+    ])
+    .await;
+    assert_eq!(
+        get(
+            "service/web",
+            "{.spec.ports[0].port}/{.spec.ports[0].targetPort}/{.spec.selector.app}"
+        )
+        .await,
+        "80/8080/web"
+    );
+    let ip = get("service/web", "{.spec.clusterIP}").await;
+    assert!(
+        ip.parse::<std::net::IpAddr>().is_ok(),
+        "an allocated ClusterIP: {ip:?}"
+    );
+    k.run(&[
+        "run",
+        "one",
+        "-n",
+        "team",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "3600",
+    ])
+    .await;
+    assert_eq!(
+        get(
+            "pod/one",
+            "{.spec.restartPolicy}/{.spec.containers[0].args[0]}"
+        )
+        .await,
+        "Never/sleep"
+    );
+    k.run(&[
+        "create",
+        "job",
+        "hello",
+        "-n",
+        "team",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .await;
+    assert_eq!(
+        get(
+            "job/hello",
+            "{.spec.template.spec.containers[0].command[0]}"
+        )
+        .await,
+        "echo"
+    );
+    k.run(&[
+        "create",
+        "role",
+        "reader",
+        "-n",
+        "team",
+        "--verb=get",
+        "--verb=list",
+        "--resource=pods",
+    ])
+    .await;
+    assert_eq!(get("role/reader", "{.rules[0].verbs[1]}").await, "list");
+    k.run(&[
+        "create",
+        "rolebinding",
+        "reader",
+        "-n",
+        "team",
+        "--role=reader",
+        "--serviceaccount=team:robot",
+    ])
+    .await;
+    assert_eq!(
+        get(
+            "rolebinding/reader",
+            "{.roleRef.name}/{.subjects[0].kind}/{.subjects[0].name}"
+        )
+        .await,
+        "reader/ServiceAccount/robot"
+    );
+    k.run(&[
+        "create",
+        "pdb",
+        "web",
+        "-n",
+        "team",
+        "--selector=app=web",
+        "--min-available=1",
+    ])
+    .await;
+    assert_eq!(get("pdb/web", "{.spec.minAvailable}").await, "1");
+}

@@ -313,6 +313,16 @@ fn decode(content_type: &str, raw: &[u8]) -> ApiResult<Value> {
                 ApiError::bad_request(format!("the body of the request is not valid YAML: {e}"))
             })
         }
+        "application/vnd.kubernetes.protobuf" => {
+            super::protobuf::decode(raw).map_err(|refusal| match refusal {
+                super::protobuf::Refusal::Unsupported(why) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    why,
+                ),
+                super::protobuf::Refusal::Invalid(why) => ApiError::bad_request(why),
+            })
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }

@@ -28,6 +28,7 @@ mod handlers;
 mod logs;
 mod openapi;
 mod patch;
+mod protobuf;
 mod request;
 mod serve;
 mod serviceaccounts;
