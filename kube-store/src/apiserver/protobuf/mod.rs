@@ -361,12 +361,13 @@ fn map_entry(bytes: &[u8], ty: Ty, path: &str) -> Result<(String, Value), Refusa
         Ty::MapBytes => {
             Value::String(base64::engine::general_purpose::STANDARD.encode(bytes_of(wire, path)?))
         }
-        _ => value_or_empty(wire, path)?,
+        _ => quantity_or_empty(wire, path)?,
     };
     Ok((key, value))
 }
 
-fn value_or_empty(wire: Wire<'_>, path: &str) -> Result<Value, Refusal> {
+/// A `map<string, Quantity>` value (an absent one reads as the empty quantity).
+fn quantity_or_empty(wire: Wire<'_>, path: &str) -> Result<Value, Refusal> {
     Ok(value(wire, Ty::Quantity, path)?.unwrap_or_else(|| Value::String(String::new())))
 }
 
