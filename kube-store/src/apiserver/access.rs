@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::Inner;
 use super::auth::{self, Attributes, UserInfo};
+use super::protobuf::{Wire, fields as protobuf_fields};
 use super::request::{ApiPath, Query, parse_path};
 use super::status::ApiError;
 
@@ -459,55 +460,16 @@ pub(crate) async fn self_subject_access_review(
         .into_response())
 }
 
-/// Reads the fields of a protobuf message: (field number, wire value). Only varints and
-/// length-delimited fields occur in the messages decoded here.
-fn protobuf_fields(mut bytes: &[u8]) -> Option<Vec<(u64, ProtoValue<'_>)>> {
-    fn varint(bytes: &mut &[u8]) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = bytes.split_first()?;
-            *bytes = rest;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-    let mut fields = Vec::new();
-    while !bytes.is_empty() {
-        let key = varint(&mut bytes)?;
-        let value = match key & 7 {
-            0 => ProtoValue::Varint(varint(&mut bytes)?),
-            2 => {
-                let len = usize::try_from(varint(&mut bytes)?).ok()?;
-                let (data, rest) = (bytes.get(..len)?, bytes.get(len..)?);
-                bytes = rest;
-                ProtoValue::Bytes(data)
-            }
-            _ => return None,
-        };
-        fields.push((key >> 3, value));
-    }
-    Some(fields)
-}
-
-#[derive(Clone, Copy)]
-enum ProtoValue<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-}
-
-fn proto_message(bytes: &[u8], field: u64) -> Option<&[u8]> {
+fn proto_message(bytes: &[u8], field: u32) -> Option<&[u8]> {
     protobuf_fields(bytes)?
         .into_iter()
         .find_map(|(n, v)| match v {
-            ProtoValue::Bytes(b) if n == field => Some(b),
+            Wire::Bytes(b) if n == field => Some(b),
             _ => None,
         })
 }
 
-fn proto_string(bytes: &[u8], field: u64) -> Option<String> {
+fn proto_string(bytes: &[u8], field: u32) -> Option<String> {
     proto_message(bytes, field).map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
@@ -530,7 +492,7 @@ pub(crate) fn decode_protobuf_review(body: &[u8]) -> Option<serde_json::Value> {
         ];
         let mut attributes = serde_json::Map::new();
         for (i, name) in names.iter().enumerate() {
-            if let Some(value) = proto_string(r, i as u64 + 1) {
+            if let Some(value) = proto_string(r, i as u32 + 1) {
                 attributes.insert((*name).into(), json!(value));
             }
         }
@@ -553,7 +515,7 @@ pub(crate) fn protobuf_token_request(body: &[u8]) -> serde_json::Value {
         .and_then(protobuf_fields)
         .and_then(|fields| {
             fields.into_iter().find_map(|(n, v)| match v {
-                ProtoValue::Varint(seconds) if n == 4 => Some(seconds),
+                Wire::Varint(seconds) if n == 4 => Some(seconds),
                 _ => None,
             })
         });

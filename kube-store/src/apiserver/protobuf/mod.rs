@@ -89,7 +89,7 @@ pub(crate) enum Refusal {
 
 /// One field as it is on the wire.
 #[derive(Clone, Copy)]
-enum Wire<'a> {
+pub(crate) enum Wire<'a> {
     Varint(u64),
     Fixed64(u64),
     Bytes(&'a [u8]),
@@ -109,8 +109,8 @@ fn varint(bytes: &mut &[u8]) -> Option<u64> {
     None
 }
 
-/// The fields of one message, in order.
-fn fields(mut bytes: &[u8]) -> Option<Vec<(u32, Wire<'_>)>> {
+/// The fields of one message, in order (`None` if the bytes are not a well-formed message).
+pub(crate) fn fields(mut bytes: &[u8]) -> Option<Vec<(u32, Wire<'_>)>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let key = varint(&mut bytes)?;
