@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod fields;
 pub mod informer;
 pub mod kind;
 pub mod manifest;

@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::fields::Fields;
+
 /// A kind within an API group, e.g. `apps/ReplicaSet` or core `Pod` (empty group).
 ///
 /// This is what stores key objects by: the version is a serialization concern.
@@ -147,9 +149,10 @@ pub struct DynamicObject {
     /// Standard object metadata.
     #[serde(default)]
     pub metadata: ObjectMeta,
-    /// Every other top-level field (`spec`, `status`, `data`, ...).
+    /// Every other top-level field (`spec`, `status`, `data`, ...), shared copy-on-write
+    /// between clones (see [`Fields`]).
     #[serde(flatten)]
-    pub data: Map<String, Value>,
+    pub data: Fields,
 }
 
 /// Decoded field by field, without `#[serde(flatten)]`: a flattened field makes serde buffer
@@ -171,6 +174,8 @@ impl<'de> Deserialize<'de> for DynamicObject {
                 mut map: A,
             ) -> Result<DynamicObject, A::Error> {
                 let mut object = DynamicObject::default();
+                // Built here, shared once complete: no copy-on-write check per field.
+                let mut data = Map::new();
                 let mut seen = [false; 3];
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     let field = match key.as_ref() {
@@ -179,7 +184,7 @@ impl<'de> Deserialize<'de> for DynamicObject {
                         "metadata" => 2,
                         _ => {
                             // A repeated key keeps its last value, as Kubernetes' decoder does.
-                            object.data.insert(key.into_owned(), map.next_value()?);
+                            data.insert(key.into_owned(), map.next_value()?);
                             continue;
                         }
                     };
@@ -194,6 +199,7 @@ impl<'de> Deserialize<'de> for DynamicObject {
                         _ => object.metadata = map.next_value()?,
                     }
                 }
+                object.data = data.into();
                 Ok(object)
             }
         }

@@ -11,6 +11,9 @@
 //! cargo bench -p kube-store --bench store --features etcd      # memory, durable, etcd
 //! cargo bench -p kube-store --bench store -- --seconds 5 --backend durable
 //! ```
+//! Updates change an annotation, which shares the object's spec and status with the version
+//! before (copy-on-write `Fields`); `--update status` makes every update also write `status`,
+//! as node agents do, so the fields are copied each time.
 //! Prints one line per backend:
 //! `backend=<memory|durable|etcd> writes_per_sec=<n> reads_per_sec=<n> watch_p50_ms=<x> watch_p99_ms=<x>`
 
@@ -73,7 +76,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-async fn run(store: Arc<dyn Store>, seconds: f64) -> Figures {
+async fn run(store: Arc<dyn Store>, seconds: f64, status_updates: bool) -> Figures {
     let stop = Arc::new(AtomicBool::new(false));
     let start_revision = store.current_revision().await.expect("revision");
     let namespaces = WRITERS / PER_NAMESPACE;
@@ -160,6 +163,13 @@ async fn run(store: Arc<dyn Store>, seconds: f64) -> Figures {
                             .annotations
                             .get_or_insert_default()
                             .insert("bench/generation".into(), i.to_string());
+                        if status_updates {
+                            // As a node agent reports a pod: the fields are copied on write.
+                            o.data.insert(
+                                "status".into(),
+                                json!({"phase": "Running", "observedGeneration": i}),
+                            );
+                        }
                         store.update_shared(o).await
                     }
                 };
@@ -220,6 +230,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let only = value("--backend");
+    let status = value("--update").as_deref() == Some("status");
     let wanted = |b: &str| only.as_deref().is_none_or(|o| o == b);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -233,15 +244,18 @@ fn main() {
         // machine that was idle ran a third slower (clock and scheduler ramp-up), which
         // otherwise lands on whichever backend is measured first.
         if warmup > 0.0 {
-            let _ = run(Arc::new(MemStore::new()), warmup).await;
+            let _ = run(Arc::new(MemStore::new()), warmup, status).await;
         }
         if wanted("memory") {
-            print("memory", &run(Arc::new(MemStore::new()), seconds).await);
+            print(
+                "memory",
+                &run(Arc::new(MemStore::new()), seconds, status).await,
+            );
         }
         if wanted("durable") {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = DurableStore::open(dir.path()).expect("open");
-            print("durable", &run(Arc::new(store), seconds).await);
+            print("durable", &run(Arc::new(store), seconds, status).await);
         }
         #[cfg(feature = "etcd")]
         if wanted("etcd") {
@@ -250,7 +264,7 @@ fn main() {
                 kube_store::EtcdStore::connect(kube_store::EtcdConfig::new(etcd.endpoints()))
                     .await
                     .expect("connect");
-            print("etcd", &run(Arc::new(store), seconds).await);
+            print("etcd", &run(Arc::new(store), seconds, status).await);
         }
         #[cfg(not(feature = "etcd"))]
         if wanted("etcd") {

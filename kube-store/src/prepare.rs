@@ -159,7 +159,10 @@ pub fn prepare_update(
         object.metadata.deletion_timestamp = current.metadata.deletion_timestamp.clone();
     }
     let generation = current.metadata.generation.unwrap_or(1);
-    object.metadata.generation = Some(if object.data.get("spec") != current.data.get("spec") {
+    // Fields still shared with the stored object (a metadata-only change) are equal unread.
+    let spec_changed = !object.data.shares_with(&current.data)
+        && object.data.get("spec") != current.data.get("spec");
+    object.metadata.generation = Some(if spec_changed {
         generation + 1
     } else {
         generation

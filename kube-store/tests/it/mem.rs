@@ -127,6 +127,37 @@ async fn update_is_optimistic_and_generation_tracks_spec() {
     assert!(s.update(missing).await.unwrap_err().is_not_found());
 }
 
+/// A metadata-only update (a label, an annotation, a finalizer) stores a version that shares
+/// spec and status with the one before, keeps `generation`, and leaves the caller's copy and
+/// the older version as they were.
+#[tokio::test]
+async fn metadata_only_updates_share_the_unchanged_fields() {
+    let s = store();
+    let v1 = s.create_shared(pod("a", json!({}))).await.unwrap();
+
+    let mut labelled = (*v1).clone();
+    labelled
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("app".into(), "web".into());
+    let v2 = s.update_shared(labelled).await.unwrap();
+    assert!(v2.data.shares_with(&v1.data), "spec shared, not copied");
+    assert_eq!(v2.metadata.generation, Some(1));
+    assert_eq!(v2.metadata.labels.as_ref().unwrap()["app"], "web");
+    assert_eq!(v1.metadata.labels.as_ref().unwrap().get("app"), None);
+
+    // Changing the spec of a copy copies the fields first: the stored versions keep theirs.
+    let mut moved = (*v2).clone();
+    moved.data["spec"]["nodeName"] = json!("n1");
+    let v3 = s.update_shared(moved).await.unwrap();
+    assert!(!v3.data.shares_with(&v2.data));
+    assert_eq!(v3.metadata.generation, Some(2));
+    assert_eq!(v2.data["spec"].get("nodeName"), None);
+    let stored = s.get(&GroupKind::POD, &v3.key()).await.unwrap();
+    assert_eq!(stored.data["spec"]["nodeName"], "n1");
+}
+
 #[tokio::test]
 async fn list_filters_by_namespace_labels_and_fields() {
     let s = store();
