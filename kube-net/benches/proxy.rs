@@ -21,7 +21,8 @@
 //! `KUBE_NET_BENCH_RUNS`, `KUBE_NET_BENCH_CONN_MS`, `KUBE_NET_BENCH_WORKERS` (proxy runtime
 //! workers; 0 for a current-thread runtime), `KUBE_NET_BENCH_ACCEPT_LOOPS`,
 //! `KUBE_NET_BENCH_SPLICE=0`, `KUBE_NET_BENCH_RELAY=threads` (a naive blocking relay instead
-//! of the proxy, for reference), `--no-nft`,
+//! of the proxy, for reference), `KUBE_NET_BENCH_VIA=ADDR` (another proxy listening at ADDR
+//! that relays to `127.0.0.4:18080`, e.g. HAProxy, measured on this same workload), `--no-nft`,
 //! `--nft-only`, `KUBE_NET_DUMP_NFT=FILE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -58,6 +59,25 @@ fn main() {
             "nft_sync_10k_ms={}",
             ms.map_or("NA".into(), |ms| format!("{ms:.0}"))
         );
+        return;
+    }
+    // `--serve LISTEN TO SECONDS`: only run the proxy (its bench configuration) from LISTEN to
+    // TO, for measuring it with other tools (wrk against nginx, as the HAProxy
+    // figures were measured).
+    if let Some(i) = std::env::args().position(|a| a == "--serve") {
+        let args: Vec<String> = std::env::args().skip(i + 1).take(3).collect();
+        let (listen, to): (SocketAddr, SocketAddr) =
+            (args[0].parse().unwrap(), args[1].parse().unwrap());
+        let seconds: u64 = args[2].parse().unwrap();
+        let (rt, _keep) = proxy_runtime(1);
+        let proxy = UserspaceProxy::new(UserspaceConfig {
+            node_addresses: vec![],
+            cluster_ips: ClusterIpBinding::Local,
+            ..UserspaceConfig::default()
+        });
+        rt.block_on(proxy.sync(&one_service(listen, to))).unwrap();
+        std::thread::sleep(Duration::from_secs(seconds));
+        rt.block_on(proxy.shutdown()).unwrap();
         return;
     }
     let backend: SocketAddr = BACKEND.parse().unwrap();
@@ -100,9 +120,16 @@ fn main() {
     // `KUBE_NET_BENCH_RELAY=threads`: measure a naive relay instead of the proxy (blocking
     // sockets, one thread per direction of each connection), a reference for what the
     // machine's scheduler allows a third hop.
+    // `KUBE_NET_BENCH_VIA=ADDR`: measure another proxy already listening at ADDR and relaying
+    // to 127.0.0.4:18080 (HAProxy in TCP mode, say), on exactly this workload.
     let vip = if std::env::var("KUBE_NET_BENCH_RELAY").as_deref() == Ok("threads") {
         let at: SocketAddr = "127.0.0.5:18082".parse().unwrap();
         thread_relay(at, BACKEND_VIA_PROXY.parse().unwrap());
+        at
+    } else if let Some(at) = std::env::var("KUBE_NET_BENCH_VIA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         at
     } else {
         vip
