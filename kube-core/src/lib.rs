@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod events;
 pub mod fields;
 pub mod informer;
 pub mod kind;

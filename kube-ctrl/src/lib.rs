@@ -64,7 +64,7 @@ pub mod deletion;
 pub mod deployment;
 mod endpoints;
 pub mod endpointslice;
-pub mod events;
+pub use kube_core::events;
 mod expectations;
 pub mod finalizers;
 mod gc;

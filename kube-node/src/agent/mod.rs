@@ -25,6 +25,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube_core::events::{EventRecorder, EventType};
 use kube_core::informer::{Informer, InformerEvent};
 use kube_core::object::{GroupKind, ObjectKey};
 use kube_core::orchestrator::{BoxError, Component, ComponentContext};
@@ -97,6 +99,9 @@ pub struct NodeAgentConfig {
     /// Which dead containers are removed, and how often the node is swept (the kubelet's
     /// defaults: one dead instance kept per container, no node limit, every minute).
     pub container_gc: ContainerGcPolicy,
+    /// Whether core/v1 Events about pods are recorded (`Created`, `Started`, `Failed`,
+    /// `BackOff`, `Killing`, as the kubelet's; `kubectl describe pod` shows them). Default true.
+    pub record_events: bool,
 }
 
 impl NodeAgentConfig {
@@ -121,6 +126,7 @@ impl NodeAgentConfig {
             host_pressure: false,
             kubelet_addr: None,
             container_gc: ContainerGcPolicy::default(),
+            record_events: true,
         }
     }
 
@@ -254,6 +260,13 @@ impl NodeAgentBuilder {
     /// The dead-container garbage collection policy (see [`ContainerGcPolicy`]).
     pub fn container_gc(mut self, policy: ContainerGcPolicy) -> Self {
         self.config.container_gc = policy;
+        self
+    }
+
+    /// Whether to record core/v1 Events about pods (default true; simulated nodes at scale may
+    /// turn them off to spare the store).
+    pub fn record_events(mut self, enabled: bool) -> Self {
+        self.config.record_events = enabled;
         self
     }
 
@@ -431,9 +444,18 @@ pub(crate) struct Agent {
     tokens: Mutex<HashMap<TokenRequest, HeldToken>>,
     /// Whether the missing token source has been warned about.
     warned_no_tokens: std::sync::atomic::AtomicBool,
+    /// Events about pods, from `kubelet` on this node (`None` when not recorded).
+    events: Option<EventRecorder>,
 }
 
 impl Agent {
+    /// Records an Event about `pod` without waiting for the store.
+    pub(crate) fn event(&self, pod: &Pod, type_: EventType, reason: &str, message: String) {
+        if let Some(events) = &self.events {
+            events.record_detached(&self.store, pod, type_, reason, message);
+        }
+    }
+
     fn new(agent: NodeAgent, store: Arc<dyn Store>, kubelet_port: Option<u16>) -> Self {
         let filter = ListOptions::default().fields(FieldSelector::equals(
             "spec.nodeName",
@@ -460,7 +482,12 @@ impl Agent {
                 }
             },
         };
+        let events = agent
+            .config
+            .record_events
+            .then(|| EventRecorder::new("kubelet").host(agent.config.node_name.clone()));
         Self {
+            events,
             prober: probe::Prober::new(agent.runtime.clone(), queue.clone()),
             admitted: Mutex::new(HashMap::new()),
             pods_dir,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube_core::events::EventType;
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::runtime::{
     ContainerFilter, ContainerState, ContainerStatus, PodSandboxStatus, RuntimeError, SandboxState,
@@ -51,6 +52,8 @@ struct ContainerMemory {
     backoff: CrashBackoff,
     /// Why the last attempt to create or start it failed, shown while it waits.
     error: Option<Waiting>,
+    /// Whether the current crash-loop wait has had its `BackOff` Event.
+    backoff_reported: bool,
 }
 
 /// The grace period a pod object asks for: `metadata.deletionGracePeriodSeconds` once it is
@@ -709,12 +712,25 @@ impl Agent {
         let id = match self.next_step(history, restart, memory, pod_name, &c.name) {
             Next::Nothing => return Ok(()),
             Next::Wait(left, waiting) => {
+                if waiting.reason == "CrashLoopBackOff" && !memory.backoff_reported {
+                    memory.backoff_reported = true;
+                    self.event(
+                        facts.pod,
+                        EventType::Warning,
+                        "BackOff",
+                        format!(
+                            "Back-off restarting failed container {} in pod {pod_name}",
+                            c.name
+                        ),
+                    );
+                }
                 progress.waiting.insert(c.name.clone(), waiting);
                 progress.requeue_after(left);
                 return Ok(());
             }
             Next::Start(id) => id,
             Next::Create(attempt) => {
+                memory.backoff_reported = false;
                 if !history.is_empty() {
                     // A restart: the next one waits longer.
                     memory.backoff.step(base, max);
@@ -727,6 +743,12 @@ impl Agent {
                     Ok(config) => config,
                     Err(message) => {
                         // Like the kubelet: the container waits until the references resolve.
+                        self.event(
+                            facts.pod,
+                            EventType::Warning,
+                            "Failed",
+                            format!("Error: {message}"),
+                        );
                         let waiting = Waiting {
                             reason: "CreateContainerConfigError".into(),
                             message,
@@ -738,9 +760,24 @@ impl Agent {
                     }
                 };
                 match self.runtime.create_container(sandbox_id, &config).await {
-                    Ok(id) => id,
+                    Ok(id) => {
+                        self.event(
+                            facts.pod,
+                            EventType::Normal,
+                            "Created",
+                            format!("Created container {}", c.name),
+                        );
+                        id
+                    }
                     Err(e) => {
-                        self.note_failure(memory, progress, &c.name, "CreateContainerError", &e);
+                        self.note_failure(
+                            facts.pod,
+                            memory,
+                            progress,
+                            &c.name,
+                            "CreateContainerError",
+                            &e,
+                        );
                         return Ok(());
                     }
                 }
@@ -748,7 +785,15 @@ impl Agent {
         };
         progress.changed = true;
         match self.runtime.start_container(&id).await {
-            Ok(()) => memory.error = None,
+            Ok(()) => {
+                memory.error = None;
+                self.event(
+                    facts.pod,
+                    EventType::Normal,
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
+            }
             Err(e) => {
                 // Runtimes that mark the container exited (StartError) let restart handling
                 // take over; one left merely created is removed and retried after back-off.
@@ -758,7 +803,14 @@ impl Agent {
                 );
                 if created {
                     ignore_not_found(self.runtime.remove_container(&id).await)?;
-                    self.note_failure(memory, progress, &c.name, "RunContainerError", &e);
+                    self.note_failure(
+                        facts.pod,
+                        memory,
+                        progress,
+                        &c.name,
+                        "RunContainerError",
+                        &e,
+                    );
                 } else {
                     tracing::info!(container = %c.name, error = %error_chain(&e), "container failed to start");
                 }
@@ -773,6 +825,7 @@ impl Agent {
 
     fn note_failure(
         &self,
+        pod: &Pod,
         memory: &mut ContainerMemory,
         progress: &mut Progress,
         name: &str,
@@ -784,6 +837,12 @@ impl Agent {
             self.config.crash_backoff_max,
         );
         tracing::info!(container = %name, reason, error = %error_chain(error), "container could not be run");
+        self.event(
+            pod,
+            EventType::Warning,
+            "Failed",
+            format!("Error: {}", error_chain(error)),
+        );
         memory.backoff.step(base, max);
         let waiting = Waiting {
             reason: reason.to_string(),

@@ -95,6 +95,89 @@ async fn exit_codes_of_real_processes_decide_the_phase() {
     cluster.shutdown().await;
 }
 
+/// `kubectl describe pod` shows what the kubelet did: `Created` and `Started` for a container
+/// that runs, and for one that cannot a `Failed` Warning that says why, from `kubelet` on the
+/// pod's node.
+#[tokio::test]
+async fn the_agent_records_events_that_say_what_happened_to_each_container() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube_core::typed::Api;
+
+    let cluster = Cluster::start(
+        agent(Arc::new(ProcessRuntime::temp().unwrap()))
+            .build()
+            .unwrap(),
+    );
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "runs",
+        "Always",
+        serde_json::json!([{"name": "main", "image": "ignored", "command": ["sleep", "30"]}]),
+    ))
+    .await
+    .unwrap();
+    // No command, and images' entrypoints are not read: it cannot be run.
+    pods.create(&pod(
+        "cannot",
+        "Always",
+        serde_json::json!([{"name": "web", "image": "nginx"}]),
+    ))
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(cluster.store.clone(), "default");
+    let about = |events: &[Event], pod: &str| -> Vec<(String, String, String)> {
+        events
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+            .map(|e| {
+                (
+                    e.type_.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.message.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let listed = eventually(WAIT, "events of both pods", || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        let runs = about(&list, "runs");
+        let cannot = about(&list, "cannot");
+        (runs.len() >= 2 && !cannot.is_empty()).then_some(list)
+    })
+    .await;
+    // Listed by name, which is generated: compare as a set.
+    let mut runs = about(&listed, "runs");
+    runs.sort();
+    assert_eq!(
+        runs,
+        [
+            (
+                "Normal".into(),
+                "Created".into(),
+                "Created container main".into()
+            ),
+            (
+                "Normal".into(),
+                "Started".into(),
+                "Started container main".into()
+            ),
+        ]
+    );
+    let failed = &about(&listed, "cannot")[0];
+    assert_eq!(
+        (failed.0.as_str(), failed.1.as_str()),
+        ("Warning", "Failed")
+    );
+    assert!(
+        failed.2.starts_with("Error: ") && failed.2.contains("neither command nor args"),
+        "{failed:?}"
+    );
+    let source = listed[0].source.as_ref().unwrap();
+    assert_eq!(source.component.as_deref(), Some("kubelet"));
+    assert_eq!(source.host.as_deref(), Some(crate::common::NODE));
+    cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn deletion_runs_pre_stop_then_sigterm_within_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,16 +8,18 @@
 //!   `(combined from similar events): `, so a flapping controller cannot flood the store.
 //!
 //! Recording never fails a reconcile: store errors are logged and dropped.
+//! [`EventRecorder::record_detached`] does not even wait for the store (a node agent starting
+//! containers records its `Created` and `Started` without slowing the start down).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::object::now;
+use crate::store::Store;
+use crate::typed::{Api, Resource};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube_core::object::now;
-use kube_core::store::Store;
-use kube_core::typed::{Api, Resource};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use tokio::time::Instant;
 
 /// How many similar events (different messages) before they are combined.
@@ -26,6 +28,8 @@ pub const AGGREGATE_AFTER: usize = 10;
 pub const AGGREGATE_WINDOW: Duration = Duration::from_secs(600);
 /// Most remembered events; beyond it the memory is reset (events then start new objects).
 const CACHE_LIMIT: usize = 4096;
+/// Most events waiting to be written by [`EventRecorder::record_detached`].
+const QUEUE_LIMIT: usize = 1024;
 
 /// `Normal` or `Warning`, as Kubernetes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +56,29 @@ type ExactKey = (String, &'static str, String, String);
 
 #[derive(Debug, Default)]
 struct Memory {
-    /// Exact event → the Event object's namespace and name.
-    events: HashMap<ExactKey, (String, String)>,
+    /// Exact event → the Event object last written for it. Updates are written from this,
+    /// without reading the Event back: a node agent may create and update Events, not read
+    /// them (as in Kubernetes' node authorizer).
+    events: HashMap<ExactKey, Event>,
     /// Similar events (object, type, reason) → when each distinct message was seen.
     similar: HashMap<SimilarKey, Vec<(Instant, String)>>,
+}
+
+/// An event recorded by [`EventRecorder::record_detached`], not written yet.
+#[derive(Debug)]
+struct Pending {
+    regarding: ObjectReference,
+    type_: EventType,
+    reason: String,
+    message: String,
+    at: Time,
+}
+
+/// Events waiting to be written, and whether a task is writing them.
+#[derive(Debug, Default)]
+struct Queue {
+    events: VecDeque<Pending>,
+    writing: bool,
 }
 
 /// Records Events for one component (e.g. `deployment-controller`). Cheap to clone; clones
@@ -63,7 +86,9 @@ struct Memory {
 #[derive(Debug, Clone)]
 pub struct EventRecorder {
     component: String,
+    host: Option<String>,
     memory: Arc<Mutex<Memory>>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 fn reference<K: Resource>(object: &K) -> ObjectReference {
@@ -84,7 +109,71 @@ impl EventRecorder {
     pub fn new(component: impl Into<String>) -> Self {
         Self {
             component: component.into(),
+            host: None,
             memory: Arc::default(),
+            queue: Arc::default(),
+        }
+    }
+
+    /// Names the node the component runs on as the Events' `source.host` (as the kubelet's
+    /// Events do).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// Records an event about `object` in a task of its own, returning at once. Events about
+    /// one object are written in the order they were recorded.
+    pub fn record_detached<K: Resource>(
+        &self,
+        store: &Arc<dyn Store>,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let event = Pending {
+            regarding: reference(object),
+            type_,
+            reason: reason.to_string(),
+            message: message.into(),
+            at: now(),
+        };
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.events.len() >= QUEUE_LIMIT {
+            // The store is unreachable or far behind: an Event is a courtesy, memory is not.
+            tracing::debug!(component = %self.component, reason, "event queue full; event dropped");
+            return;
+        }
+        queue.events.push_back(event);
+        if queue.writing {
+            // The task already writing drains the queue, this event included.
+            return;
+        }
+        queue.writing = true;
+        drop(queue);
+        let (recorder, store) = (self.clone(), store.clone());
+        tokio::spawn(async move { recorder.drain(&store).await });
+    }
+
+    /// Writes queued events until the queue is empty.
+    async fn drain(&self, store: &Arc<dyn Store>) {
+        loop {
+            let next = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let next = queue.events.pop_front();
+                if next.is_none() {
+                    queue.writing = false;
+                }
+                next
+            };
+            let Some(e) = next else { return };
+            if let Err(err) = self
+                .write(store, e.regarding, e.type_, &e.reason, e.message, e.at)
+                .await
+            {
+                tracing::warn!(component = %self.component, reason = %e.reason, error = %err, "recording event failed");
+            }
         }
     }
 
@@ -99,7 +188,7 @@ impl EventRecorder {
     ) {
         let regarding = reference(object);
         if let Err(e) = self
-            .write(store, regarding, type_, reason, message.into())
+            .write(store, regarding, type_, reason, message.into(), now())
             .await
         {
             tracing::warn!(component = %self.component, reason, error = %e, "recording event failed");
@@ -113,7 +202,7 @@ impl EventRecorder {
         type_: EventType,
         reason: &str,
         message: String,
-    ) -> (String, Option<(String, String)>, ExactKey) {
+    ) -> (String, Option<Event>, ExactKey) {
         let now = Instant::now();
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         if memory.events.len() > CACHE_LIMIT || memory.similar.len() > CACHE_LIMIT {
@@ -159,7 +248,8 @@ impl EventRecorder {
         type_: EventType,
         reason: &str,
         message: String,
-    ) -> Result<(), kube_core::store::StoreError> {
+        stamp: Time,
+    ) -> Result<(), crate::store::StoreError> {
         let object_id = format!(
             "{}/{}/{}/{}",
             regarding.kind.as_deref().unwrap_or(""),
@@ -168,16 +258,22 @@ impl EventRecorder {
             regarding.uid.as_deref().unwrap_or("")
         );
         let (message, existing, key) = self.plan(&object_id, type_, reason, message);
-        let stamp = now();
-        if let Some((namespace, name)) = existing {
+        if let Some(mut event) = existing {
+            let namespace = event.metadata.namespace.clone().unwrap_or_default();
             let events: Api<Event> = Api::namespaced(store.clone(), &namespace);
-            // If it was deleted meanwhile (e.g. expired), record afresh below.
-            if let Some(mut event) = events.get_opt(&name).await? {
-                event.count = Some(event.count.unwrap_or(1).saturating_add(1));
-                event.last_timestamp = Some(stamp);
-                event.message = Some(message);
-                events.replace(&event).await?;
-                return Ok(());
+            event.count = Some(event.count.unwrap_or(1).saturating_add(1));
+            event.last_timestamp = Some(stamp.clone());
+            event.message = Some(message.clone());
+            // Unconditional: this recorder is the Event's only writer.
+            event.metadata.resource_version = None;
+            match events.replace(&event).await {
+                Ok(updated) => {
+                    self.remember(key, updated);
+                    return Ok(());
+                }
+                // Deleted meanwhile (e.g. expired): record afresh below.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
             }
         }
         let namespace = regarding
@@ -186,9 +282,13 @@ impl EventRecorder {
             .unwrap_or_else(|| "default".to_string());
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!(
-                    "{}.",
-                    regarding.name.as_deref().unwrap_or("object")
+                // Kubernetes' naming: the object's name and the time in hex nanoseconds, so
+                // that Events listed by name (and tied on their timestamps, which have whole
+                // seconds) come in the order they happened.
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or("object"),
+                    stamp.0.as_nanosecond()
                 )),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
@@ -202,19 +302,31 @@ impl EventRecorder {
             last_timestamp: Some(stamp),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
+            reporting_instance: self.host.clone(),
             reporting_component: Some(self.component.clone()),
             ..Event::default()
         };
         let events: Api<Event> = Api::namespaced(store.clone(), &namespace);
-        let created = events.create(&event).await?;
-        let name = created.metadata.name.unwrap_or_default();
+        let created = match events.create(&event).await {
+            Err(e) if e.is_already_exists() => {
+                // Two events about one object in the same nanosecond: let the store name it.
+                let mut event = event;
+                event.metadata.generate_name = event.metadata.name.take().map(|n| n + ".");
+                events.create(&event).await?
+            }
+            other => other?,
+        };
+        self.remember(key, created);
+        Ok(())
+    }
+
+    fn remember(&self, key: ExactKey, event: Event) {
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .events
-            .insert(key, (namespace, name));
-        Ok(())
+            .insert(key, event);
     }
 }
