@@ -246,9 +246,11 @@ impl MemStore {
                 .read()
                 .current(&kind, &key)
                 .ok_or_else(|| not_found(&kind, &key))?;
-            object.metadata.resource_version = requested_version.clone();
-            object.metadata.uid = requested_uid.clone();
-            object.metadata.deletion_timestamp = requested_deletion.clone();
+            // `clone_from` reuses the strings the object holds (the same ones, the first time).
+            let meta = &mut object.metadata;
+            meta.resource_version.clone_from(&requested_version);
+            meta.uid.clone_from(&requested_uid);
+            meta.deletion_timestamp.clone_from(&requested_deletion);
             prepare_update(&mut object, &current, 0)?;
             match self.commit(kind, key, Some(current), object) {
                 Ok(updated) => return Ok(updated),

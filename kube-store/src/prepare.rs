@@ -149,14 +149,19 @@ pub fn prepare_update(
             });
         }
     }
-    object.api_version = current.api_version.clone();
-    object.metadata.namespace = current.metadata.namespace.clone();
-    object.metadata.uid = current.metadata.uid.clone();
-    object.metadata.creation_timestamp = current.metadata.creation_timestamp.clone();
-    object.metadata.generate_name = current.metadata.generate_name.clone();
+    // `clone_from`: an update usually carries these already, and the strings it has are
+    // reused instead of freed and allocated again.
+    object.api_version.clone_from(&current.api_version);
+    let (meta, stored) = (&mut object.metadata, &current.metadata);
+    meta.namespace.clone_from(&stored.namespace);
+    meta.uid.clone_from(&stored.uid);
+    meta.creation_timestamp
+        .clone_from(&stored.creation_timestamp);
+    meta.generate_name.clone_from(&stored.generate_name);
     // Deletion, once started, cannot be undone by an update.
-    if current.metadata.deletion_timestamp.is_some() {
-        object.metadata.deletion_timestamp = current.metadata.deletion_timestamp.clone();
+    if stored.deletion_timestamp.is_some() {
+        meta.deletion_timestamp
+            .clone_from(&stored.deletion_timestamp);
     }
     let generation = current.metadata.generation.unwrap_or(1);
     // Fields still shared with the stored object (a metadata-only change) are equal unread.

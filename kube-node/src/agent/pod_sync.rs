@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_core::events::EventType;
 use kube_core::object::{DynamicObject, GroupKind, ObjectKey};
 use kube_core::runtime::{
@@ -33,6 +34,8 @@ pub(crate) struct PodRecord {
     containers: HashMap<String, ContainerMemory>,
     /// The pod's app containers as last seen, for their preStop hooks when the pod is gone.
     pub(crate) spec_containers: Vec<Container>,
+    /// The pod's identity (metadata only), for the Events of stopping it once it is gone.
+    subject: Option<Pod>,
 }
 
 impl PodRecord {
@@ -43,6 +46,7 @@ impl PodRecord {
             sandboxes: BTreeSet::new(),
             containers: HashMap::new(),
             spec_containers: Vec::new(),
+            subject: None,
         }
     }
 }
@@ -129,7 +133,8 @@ impl Agent {
             // Gone from the store (deleted at once, or moved to another node): stop everything.
             self.prober.retain(key, &HashSet::new());
             self.release(key);
-            self.teardown(record, None).await?;
+            let subject = record.subject.take();
+            self.teardown(record, None, subject.as_ref()).await?;
             return Ok(None);
         };
         let pod: Pod = match object.to_typed() {
@@ -152,12 +157,21 @@ impl Agent {
         if record.uid.as_deref() != Some(&uid) {
             record.uid = Some(uid.clone());
             record.containers.clear();
+            record.subject = Some(Pod {
+                metadata: ObjectMeta {
+                    name: pod.metadata.name.clone(),
+                    namespace: pod.metadata.namespace.clone(),
+                    uid: pod.metadata.uid.clone(),
+                    ..ObjectMeta::default()
+                },
+                ..Pod::default()
+            });
         }
         if pod.metadata.deletion_timestamp.is_some() {
             // Graceful deletion: stop everything, then finish the deletion for the API.
             self.prober.retain(key, &HashSet::new());
             self.release(key);
-            self.teardown(record, None).await?;
+            self.teardown(record, None, Some(&pod)).await?;
             match self
                 .store
                 .delete(&GroupKind::POD, key, &Preconditions::uid(uid))
@@ -170,7 +184,7 @@ impl Agent {
             return Ok(None);
         }
         // Sandboxes of an earlier pod with the same name go first.
-        self.teardown(record, Some(&uid)).await?;
+        self.teardown(record, Some(&uid), None).await?;
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if !is_terminal(phase) {
             // What the runtime already runs for this pod (an agent restart) stays admitted.
@@ -185,7 +199,14 @@ impl Agent {
 
     /// Stops (with the record's grace period) and removes the record's sandboxes, all of them
     /// or those not belonging to `keep_uid`.
-    async fn teardown(&self, record: &mut PodRecord, keep_uid: Option<&str>) -> Result<()> {
+    /// Removes the record's sandboxes except those of `keep_uid`; `deleted`, the pod being
+    /// deleted (or gone), gets a `Killing` Event per container stopped.
+    async fn teardown(
+        &self,
+        record: &mut PodRecord,
+        keep_uid: Option<&str>,
+        deleted: Option<&Pod>,
+    ) -> Result<()> {
         for id in record.sandboxes.clone() {
             let status = match self.runtime.pod_sandbox_status(&id).await {
                 Ok(s) => s,
@@ -198,8 +219,14 @@ impl Agent {
             if keep_uid.is_some_and(|uid| status.metadata.uid == uid) {
                 continue;
             }
-            self.kill_sandbox(&id, record.grace, Some(&record.spec_containers), true)
-                .await?;
+            self.kill_sandbox(
+                &id,
+                record.grace,
+                Some(&record.spec_containers),
+                true,
+                deleted,
+            )
+            .await?;
             record.sandboxes.remove(&id);
             volumes::remove(&self.pods_dir.join(&status.metadata.uid));
             self.tokens()
@@ -218,6 +245,7 @@ impl Agent {
         grace: Duration,
         hooks: Option<&[Container]>,
         remove: bool,
+        deleted: Option<&Pod>,
     ) -> Result<()> {
         let filter = ContainerFilter {
             sandbox_id: Some(sandbox_id.to_string()),
@@ -244,6 +272,16 @@ impl Agent {
         let stops = containers
             .iter()
             .filter(|c| c.state == ContainerState::Running)
+            .inspect(|c| {
+                if let Some(pod) = deleted {
+                    self.event(
+                        pod,
+                        EventType::Normal,
+                        "Killing",
+                        format!("Stopping container {}", c.name),
+                    );
+                }
+            })
             .map(|c| {
                 let spec = hooks
                     .into_iter()
@@ -455,7 +493,7 @@ impl Agent {
             self.release(key);
             // Finished pods keep their exited containers (for logs) but nothing may run.
             for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
-                self.kill_sandbox(&s.id, record.grace, Some(&spec.containers), false)
+                self.kill_sandbox(&s.id, record.grace, Some(&spec.containers), false, None)
                     .await?;
             }
             return Ok(None);
@@ -471,7 +509,8 @@ impl Agent {
                 // No usable sandbox: replace any dead one (its containers go with it).
                 let attempt = sandboxes.last().map_or(0, |s| s.metadata.attempt + 1);
                 for s in &sandboxes {
-                    self.kill_sandbox(&s.id, Duration::ZERO, None, true).await?;
+                    self.kill_sandbox(&s.id, Duration::ZERO, None, true, None)
+                        .await?;
                     record.sandboxes.remove(&s.id);
                 }
                 let config = sandbox_config(pod, &self.config.node_name, attempt);
@@ -562,8 +601,14 @@ impl Agent {
             .await?;
         if is_terminal(Some(observed.phase)) {
             // Only once the phase is stored: a dead sandbox would otherwise be re-created.
-            self.kill_sandbox(&sandbox.id, record.grace, Some(&spec.containers), false)
-                .await?;
+            self.kill_sandbox(
+                &sandbox.id,
+                record.grace,
+                Some(&spec.containers),
+                false,
+                None,
+            )
+            .await?;
             tracing::info!(pod = %key, phase = observed.phase, "pod finished");
         }
         Ok(progress.requeue)

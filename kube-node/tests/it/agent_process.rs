@@ -175,6 +175,22 @@ async fn the_agent_records_events_that_say_what_happened_to_each_container() {
     let source = listed[0].source.as_ref().unwrap();
     assert_eq!(source.component.as_deref(), Some("kubelet"));
     assert_eq!(source.host.as_deref(), Some(crate::common::NODE));
+
+    // Deleting the running pod stops its container, and says so.
+    pods.delete("runs", &Preconditions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "a Killing event", || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        about(&list, "runs")
+            .contains(&(
+                "Normal".into(),
+                "Killing".into(),
+                "Stopping container main".into(),
+            ))
+            .then_some(())
+    })
+    .await;
     cluster.shutdown().await;
 }
 

@@ -52,7 +52,7 @@ pub(crate) fn write(dir: &Path, state: &State) -> io::Result<()> {
         &mut out,
     )?;
     for (kind, objects) in &state.objects {
-        for (key, object) in objects {
+        for (key, object) in objects.iter() {
             let record = Record {
                 revision: object.revision().unwrap_or(0),
                 group: kind.group.to_string(),
@@ -119,7 +119,7 @@ pub(crate) fn read(dir: &Path) -> io::Result<Option<State>> {
                 .objects
                 .entry(record.group_kind())
                 .or_default()
-                .insert(record.key(), std::sync::Arc::new(object));
+                .insert(&record.key(), std::sync::Arc::new(object));
         }
     }
     if state.objects.values().map(|m| m.len()).sum::<usize>() != header.objects {

@@ -11,6 +11,7 @@
 //! speed; memory is bounded by the history; and a watcher that falls behind the compacted history
 //! gets [`StoreError::TooOld`].
 
+mod objects;
 mod routes;
 mod watch;
 
@@ -30,6 +31,7 @@ use crate::paging::Continue;
 use crate::prepare::{prepare_create, prepare_update};
 use crate::transition::Scope;
 
+pub(crate) use objects::KindObjects;
 use watch::watch_stream;
 
 /// How much history the engine keeps, and how watches report progress.
@@ -72,7 +74,7 @@ pub(crate) struct Change {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) revision: u64,
-    pub(crate) objects: HashMap<GroupKind, BTreeMap<ObjectKey, Arc<DynamicObject>>>,
+    pub(crate) objects: HashMap<GroupKind, KindObjects>,
     pub(crate) history: VecDeque<Arc<Change>>,
     /// Highest revision no longer in `history`: watches and continue tokens must be at or
     /// after it.
@@ -203,12 +205,8 @@ impl State {
     pub(crate) fn apply(&mut self, change: Change, after: &mut AfterUnlock) -> Arc<Change> {
         let objects = self.objects.entry(change.kind.clone()).or_default();
         match &change.after {
-            Some(after) => {
-                objects.insert(change.key.clone(), after.clone());
-            }
-            None => {
-                objects.remove(&change.key);
-            }
+            Some(after) => objects.insert(&change.key, after.clone()),
+            None => objects.remove(&change.key),
         }
         self.revision = change.revision;
         self.routes.route(&change, &mut after.wakes);
@@ -277,7 +275,7 @@ impl State {
                 past.entry(&change.key).or_insert(change.before.as_ref());
             }
         }
-        let empty = BTreeMap::new();
+        let empty = KindObjects::default();
         let current = self.objects.get(kind).unwrap_or(&empty);
         let lower = match &after {
             Some(key) => Bound::Excluded(key.clone()),
@@ -288,7 +286,7 @@ impl State {
         };
         let in_scope =
             |key: &ObjectKey| namespace.is_none_or(|ns| key.namespace.as_deref() == Some(ns));
-        let mut now_iter = current.range((lower.clone(), Bound::Unbounded)).peekable();
+        let mut now_iter = current.range(lower.clone()).peekable();
         let mut past_iter = past
             .iter()
             .filter(|(k, _)| match &lower {
