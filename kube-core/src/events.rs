@@ -177,6 +177,24 @@ impl EventRecorder {
         }
     }
 
+    /// Records an event about the object `regarding` names (for objects at hand only in
+    /// dynamic form: see [`DynamicObject::object_reference`](crate::object::DynamicObject::object_reference)).
+    pub async fn record_reference(
+        &self,
+        store: &Arc<dyn Store>,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        if let Err(e) = self
+            .write(store, regarding, type_, reason, message.into(), now())
+            .await
+        {
+            tracing::warn!(component = %self.component, reason, error = %e, "recording event failed");
+        }
+    }
+
     /// Records an event about `object`.
     pub async fn record<K: Resource>(
         &self,

@@ -245,6 +245,19 @@ impl DynamicObject {
         }
     }
 
+    /// A core/v1 `ObjectReference` to this object (what Events name as `involvedObject`).
+    pub fn object_reference(&self) -> k8s_openapi::api::core::v1::ObjectReference {
+        k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(self.api_version.clone()),
+            kind: Some(self.kind.clone()),
+            name: self.metadata.name.clone(),
+            namespace: self.metadata.namespace.clone(),
+            uid: self.metadata.uid.clone(),
+            resource_version: self.metadata.resource_version.clone(),
+            field_path: None,
+        }
+    }
+
     /// `metadata.resourceVersion` parsed as a store revision, if present and numeric.
     pub fn revision(&self) -> Option<u64> {
         self.metadata.resource_version.as_deref()?.parse().ok()

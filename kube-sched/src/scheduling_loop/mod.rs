@@ -11,13 +11,13 @@
 pub(crate) mod bind;
 mod cache;
 mod condition;
-mod events;
 mod pod_state;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kube_core::events::{EventRecorder, EventType};
 use kube_core::informer::InformerEvent;
 use kube_core::object::{GroupKind, ObjectKey};
 use kube_core::orchestrator::{BoxError, Component, ComponentContext};
@@ -212,8 +212,9 @@ impl Component for SchedulingLoop {
             () = ctx.shutdown.cancelled() => return Ok(()),
             () = async { tokio::join!(pods.wait_until_synced(), nodes.wait_until_synced()); } => {}
         }
+        let name = self.scheduler.name().to_string();
         let shared = Arc::new(Shared {
-            name: self.scheduler.name().to_string(),
+            name: name.clone(),
             cache: Mutex::new(SchedulerCache::new(self.scheduler.name())),
             queue: Mutex::new(SchedulingQueue::new(
                 self.config.backoff.base,
@@ -224,7 +225,7 @@ impl Component for SchedulingLoop {
             framework: self.framework,
             binder: self.binder,
             store: ctx.store.clone(),
-            record_events: self.config.record_events,
+            events: self.config.record_events.then(|| EventRecorder::new(name)),
             leader: self.config.leader.clone(),
         });
 
@@ -392,7 +393,8 @@ struct Shared {
     queue: Mutex<SchedulingQueue>,
     /// Wakes idle workers when the queue may have a pod for them.
     wake: Notify,
-    record_events: bool,
+    /// Events about pods (`Scheduled`, `FailedScheduling`), when recorded.
+    events: Option<EventRecorder>,
     leader: Option<LeaderGate>,
 }
 
@@ -607,17 +609,11 @@ impl Shared {
         match self.binder.bind(&self.store, key, uid, node).await {
             Ok(BindOutcome::Bound) => {
                 tracing::debug!(node, "bound pod");
-                if self.record_events {
+                if let Some(events) = &self.events {
                     let message = format!("Successfully assigned {key} to {node}");
-                    events::record(
-                        &self.store,
-                        &self.name,
-                        &pod.metadata,
-                        events::NORMAL,
-                        "Scheduled",
-                        message,
-                    )
-                    .await;
+                    events
+                        .record(&self.store, pod, EventType::Normal, "Scheduled", message)
+                        .await;
                 }
                 Outcome::Done
             }
@@ -653,16 +649,19 @@ impl Shared {
         message: &str,
     ) {
         match bind::mark_unschedulable(&self.store, key, uid, reason, message).await {
-            Ok(Written::Updated(pod)) if self.record_events => {
-                events::record(
-                    &self.store,
-                    &self.name,
-                    &pod.metadata,
-                    events::WARNING,
-                    "FailedScheduling",
-                    message.to_string(),
-                )
-                .await;
+            Ok(Written::Updated(pod)) => {
+                if let Some(events) = &self.events {
+                    let regarding = pod.object_reference();
+                    events
+                        .record_reference(
+                            &self.store,
+                            regarding,
+                            EventType::Warning,
+                            "FailedScheduling",
+                            message,
+                        )
+                        .await;
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not write the PodScheduled condition"),
