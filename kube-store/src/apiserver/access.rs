@@ -33,7 +33,7 @@ pub(crate) struct RequestUser(pub(crate) UserInfo);
 /// Counters behind the limits.
 #[derive(Debug)]
 pub(crate) struct Limits {
-    inflight: Semaphore,
+    inflight: Arc<Semaphore>,
     watches: Mutex<HashMap<String, usize>>,
     per_user: Mutex<HashMap<String, usize>>,
 }
@@ -41,7 +41,7 @@ pub(crate) struct Limits {
 impl Limits {
     pub(crate) fn new(max_inflight: usize) -> Self {
         Self {
-            inflight: Semaphore::new(max_inflight),
+            inflight: Arc::new(Semaphore::new(max_inflight)),
             watches: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
         }
@@ -49,14 +49,14 @@ impl Limits {
 }
 
 /// One of a user's in-flight request slots.
-struct UserSlot<'a> {
-    limits: &'a Limits,
+struct UserSlot {
+    inner: Arc<Inner>,
     user: String,
 }
 
-impl Drop for UserSlot<'_> {
+impl Drop for UserSlot {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.limits.per_user.lock() {
+        if let Ok(mut counts) = self.inner.limits.per_user.lock() {
             if let Some(count) = counts.get_mut(&self.user) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
@@ -292,7 +292,7 @@ async fn limited(
     }
     // A user may hold only its share of the slots, so one client's flood leaves room for
     // the others (a coarse form of Kubernetes' API priority and fairness).
-    let _user_slot = {
+    let user_slot = {
         let Ok(mut counts) = inner.limits.per_user.lock() else {
             return ApiError::internal("request counter poisoned").into_response();
         };
@@ -303,27 +303,45 @@ async fn limited(
         }
         *count += 1;
         UserSlot {
-            limits: &inner.limits,
+            inner: inner.clone(),
             user: user.name.clone(),
         }
     };
-    let Ok(_permit) = inner.limits.inflight.try_acquire() else {
+    let Ok(permit) = inner.limits.inflight.clone().try_acquire_owned() else {
         return too_many("too many requests in flight, please try again later").into_response();
     };
     let timeout = inner.config.request_timeout;
     // Logs follow and stream; they are bounded by the client, not by the request timeout.
-    if attrs.subresource.as_deref() == Some("log") {
-        return handler(request).await;
+    let response = if attrs.subresource.as_deref() == Some("log") {
+        handler(request).await
+    } else {
+        match tokio::time::timeout(timeout, handler(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!("the request did not complete within {timeout:?}"),
+            )
+            .into_response(),
+        }
+    };
+    hold_while_streaming(response, (permit, user_slot))
+}
+
+/// A body of known size is sent from memory: the request is done when the handler returns.
+/// A streamed one (a big LIST, logs) is still being produced as it is sent, so the request
+/// keeps its in-flight slots until the body ends or the client goes.
+fn hold_while_streaming<T: Send + Sync + 'static>(response: Response, slots: T) -> Response {
+    use axum::body::HttpBody as _;
+    if response.body().size_hint().exact().is_some() {
+        return response;
     }
-    match tokio::time::timeout(timeout, handler(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Timeout",
-            format!("the request did not complete within {timeout:?}"),
-        )
-        .into_response(),
-    }
+    let (parts, body) = response.into_parts();
+    let stream = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+        let _held = &slots;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -730,6 +730,49 @@ async fn a_flood_gets_429s_while_another_client_is_served_and_big_bodies_get_413
     assert_eq!(code, 404, "nothing of it was stored");
 }
 
+/// A LIST too big to send at once keeps its in-flight slot until its body is sent: a server
+/// serving many huge LISTs to slow readers refuses more work (429) instead of taking it all.
+#[tokio::test]
+async fn a_streamed_list_holds_its_in_flight_slot_until_its_body_is_sent() {
+    let mut config = ApiServerConfig::default();
+    config.max_inflight = 1;
+    let s = secure(config).await;
+    let url = s.running.url();
+    for i in 0..20_000 {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("cm-{i}"), "namespace": "default"},
+            "data": {"k": "v".repeat(1024)}});
+        s.store
+            .create(serde_json::from_value(cm).unwrap())
+            .await
+            .unwrap();
+    }
+    let slow = admin(&s.pki);
+    let request = Request::builder()
+        .uri(format!("{url}/api/v1/configmaps"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = slow.request(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // Its 20 MB are not read yet: the server is still sending them.
+    let other = admin(&s.pki);
+    let one = "/api/v1/namespaces/default/configmaps/cm-0";
+    let (code, _, retry) = call(&other, &url, Method::GET, one, None, None).await;
+    assert_eq!((code, retry.as_deref()), (429, Some("1")));
+
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.len() > 20_000 * 1024, "the whole list arrived");
+    let started = Instant::now();
+    loop {
+        let (code, _, _) = call(&other, &url, Method::GET, one, None, None).await;
+        if code == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still {code}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The projected volume ServiceAccount admission added to a created pod, if any.
 fn token_volume(pod: &Value) -> Option<&Value> {
     pod["spec"]["volumes"].as_array()?.iter().find(|v| {
