@@ -102,6 +102,21 @@ pub(crate) fn plain_kubeconfig(dir: &Path, url: &str) -> PathBuf {
     path
 }
 
+/// Starts a `LocalCluster` with `config` and a kubectl for it, once its nodes are Ready.
+async fn cluster_with_kubectl(binary: PathBuf, config: ClusterConfig) -> (LocalCluster, Kubectl) {
+    let nodes = config.nodes;
+    let cluster = LocalCluster::start(config).await.unwrap();
+    let k = Kubectl {
+        binary,
+        kubeconfig: cluster.kubeconfig.clone(),
+    };
+    k.wait_for("every node Ready", &["get", "nodes"], |out| {
+        out.matches(" Ready ").count() == nodes
+    })
+    .await;
+    (cluster, k)
+}
+
 async fn http_get(addr: &str) -> std::io::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
@@ -129,23 +144,17 @@ async fn kubectl_drives_the_quickstart_cluster() {
     let dir = tempfile::tempdir().unwrap();
     // A loopback address of its own, so NodePort 30080 cannot collide with a cluster a
     // developer runs on 127.0.0.1.
-    let cluster = LocalCluster::start(ClusterConfig {
-        listen: "127.0.0.7:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        nodes: 2,
-        runtime: RuntimeKind::Process,
-        store: StoreKind::Durable,
-        ..ClusterConfig::default()
-    })
-    .await
-    .unwrap();
-    let k = Kubectl {
+    let (cluster, k) = cluster_with_kubectl(
         binary,
-        kubeconfig: cluster.kubeconfig.clone(),
-    };
-    k.wait_for("two Ready nodes", &["get", "nodes"], |out| {
-        out.matches(" Ready ").count() == 2
-    })
+        ClusterConfig {
+            listen: "127.0.0.7:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            nodes: 2,
+            runtime: RuntimeKind::Process,
+            store: StoreKind::Durable,
+            ..ClusterConfig::default()
+        },
+    )
     .await;
 
     // Validation is on by default: an unknown field is refused by the server.
@@ -349,15 +358,7 @@ async fn every_kubectl_version_applies_and_reads() {
         .await
         .unwrap();
     let config_dir = tempfile::tempdir().unwrap();
-    let kubeconfig = config_dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let kubeconfig = plain_kubeconfig(config_dir.path(), &server.url());
     let web = manifests().join("web.yaml");
     let web = web.to_str().unwrap();
     for binary in versions {
@@ -397,24 +398,18 @@ async fn kubectl_runs_the_job_and_daemonset_manifests() {
     // Neither manifest binds a port, so this runs as any user, on the quickstart's default
     // runtime: runc as root (with runc and busybox-static installed), else host processes.
     // Pod networks of its own (`kp11`, `kp12`) as root, apart from the other tests'.
-    let cluster = LocalCluster::start(ClusterConfig {
-        listen: "127.0.0.8:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        nodes: 2,
-        runtime: RuntimeKind::detect(),
-        store: StoreKind::Durable,
-        pod_network_base: 11,
-        ..ClusterConfig::default()
-    })
-    .await
-    .unwrap();
-    let k = Kubectl {
+    let (cluster, k) = cluster_with_kubectl(
         binary,
-        kubeconfig: cluster.kubeconfig.clone(),
-    };
-    k.wait_for("two Ready nodes", &["get", "nodes"], |out| {
-        out.matches(" Ready ").count() == 2
-    })
+        ClusterConfig {
+            listen: "127.0.0.8:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            nodes: 2,
+            runtime: RuntimeKind::detect(),
+            store: StoreKind::Durable,
+            pod_network_base: 11,
+            ..ClusterConfig::default()
+        },
+    )
     .await;
 
     let job = manifests().join("job.yaml");
@@ -500,20 +495,18 @@ async fn kubectl_create_and_run_send_protobuf_bodies() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(ClusterConfig {
-        listen: "127.0.0.14:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        nodes: 1,
-        runtime: RuntimeKind::Fake,
-        store: StoreKind::Memory,
-        ..ClusterConfig::default()
-    })
-    .await
-    .unwrap();
-    let k = Kubectl {
+    let (_cluster, k) = cluster_with_kubectl(
         binary,
-        kubeconfig: cluster.kubeconfig.clone(),
-    };
+        ClusterConfig {
+            listen: "127.0.0.14:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            nodes: 1,
+            runtime: RuntimeKind::Fake,
+            store: StoreKind::Memory,
+            ..ClusterConfig::default()
+        },
+    )
+    .await;
     let get = |what: &'static str, path: &'static str| {
         let k = &k;
         async move {
