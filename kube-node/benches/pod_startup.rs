@@ -113,7 +113,11 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("unknown runtime {other:?} (fake, process, runc, containerd)"),
     };
     let store = Arc::new(kube_store::MemStore::new()) as Arc<dyn Store>;
-    let agent = NodeAgent::builder("bench-node", runtime.clone()).build()?;
+    // Pods stay until the end: the node must fit them all (the default is Kubernetes' 110).
+    let total = a.warmup + a.pods;
+    let agent = NodeAgent::builder("bench-node", runtime.clone())
+        .capacity("pods", (total + 10).to_string())
+        .build()?;
     let running = Orchestrator::builder()
         .store(store.clone())
         .node(agent)
@@ -121,7 +125,6 @@ async fn main() -> anyhow::Result<()> {
         .start();
     let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
 
-    let total = a.warmup + a.pods;
     let mut latencies = Vec::with_capacity(total);
     let mut n = 0;
     while n < total {
