@@ -168,12 +168,27 @@ impl EventRecorder {
                 next
             };
             let Some(e) = next else { return };
-            if let Err(err) = self
-                .write(store, e.regarding, e.type_, &e.reason, e.message, e.at)
-                .await
-            {
-                tracing::warn!(component = %self.component, reason = %e.reason, error = %err, "recording event failed");
-            }
+            self.write_logged(store, e.regarding, e.type_, &e.reason, e.message, e.at)
+                .await;
+        }
+    }
+
+    /// [`Self::write`], with a failure logged instead of returned: recording never fails the
+    /// caller's work.
+    async fn write_logged(
+        &self,
+        store: &Arc<dyn Store>,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: String,
+        stamp: Time,
+    ) {
+        if let Err(e) = self
+            .write(store, regarding, type_, reason, message, stamp)
+            .await
+        {
+            tracing::warn!(component = %self.component, reason, error = %e, "recording event failed");
         }
     }
 
@@ -187,12 +202,8 @@ impl EventRecorder {
         reason: &str,
         message: impl Into<String>,
     ) {
-        if let Err(e) = self
-            .write(store, regarding, type_, reason, message.into(), now())
-            .await
-        {
-            tracing::warn!(component = %self.component, reason, error = %e, "recording event failed");
-        }
+        self.write_logged(store, regarding, type_, reason, message.into(), now())
+            .await;
     }
 
     /// Records an event about `object`.
@@ -204,13 +215,8 @@ impl EventRecorder {
         reason: &str,
         message: impl Into<String>,
     ) {
-        let regarding = reference(object);
-        if let Err(e) = self
-            .write(store, regarding, type_, reason, message.into(), now())
-            .await
-        {
-            tracing::warn!(component = %self.component, reason, error = %e, "recording event failed");
-        }
+        self.record_reference(store, reference(object), type_, reason, message)
+            .await;
     }
 
     /// Decides the message (aggregated or not) and whether an Event already exists for it.

@@ -69,12 +69,8 @@ fn main() {
         let (listen, to): (SocketAddr, SocketAddr) =
             (args[0].parse().unwrap(), args[1].parse().unwrap());
         let seconds: u64 = args[2].parse().unwrap();
-        let (rt, _keep) = proxy_runtime(1);
-        let proxy = UserspaceProxy::new(UserspaceConfig {
-            node_addresses: vec![],
-            cluster_ips: ClusterIpBinding::Local,
-            ..UserspaceConfig::default()
-        });
+        let (rt, _keep) = proxy_runtime(workers_knob());
+        let proxy = UserspaceProxy::new(proxy_config());
         rt.block_on(proxy.sync(&one_service(listen, to))).unwrap();
         std::thread::sleep(Duration::from_secs(seconds));
         rt.block_on(proxy.shutdown()).unwrap();
@@ -92,27 +88,8 @@ fn main() {
             rt.block_on(serve_backend("0.0.0.0:18080".parse().unwrap()));
         })
         .unwrap();
-    // Knobs for exploring (defaults are what the final line reports).
-    let workers: usize = std::env::var("KUBE_NET_BENCH_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let zero_copy = std::env::var("KUBE_NET_BENCH_SPLICE").as_deref() != Ok("0");
-    // The proxy runs on its own runtime, as it would in its own process: by default a
-    // one-worker runtime (`KUBE_NET_BENCH_WORKERS=N` for N workers, 0 for a current-thread
-    // runtime). With client, backend and proxy on 2 shared cores, a second proxy worker mostly
-    // adds wakeup latency.
-    let (proxy_rt, _keep) = proxy_runtime(workers);
-    let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
-        node_addresses: vec![],
-        cluster_ips: ClusterIpBinding::Local,
-        zero_copy,
-        accept_loops: std::env::var("KUBE_NET_BENCH_ACCEPT_LOOPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
-        ..UserspaceConfig::default()
-    }));
+    let (proxy_rt, _keep) = proxy_runtime(workers_knob());
+    let proxy = Arc::new(UserspaceProxy::new(proxy_config()));
     proxy_rt
         .block_on(proxy.sync(&one_service(vip, BACKEND_VIA_PROXY.parse().unwrap())))
         .unwrap();
@@ -245,6 +222,32 @@ fn main() {
         );
     });
     proxy_rt.block_on(proxy.shutdown()).unwrap();
+}
+
+/// Proxy runtime workers (`KUBE_NET_BENCH_WORKERS`, default 1). The proxy runs on its own
+/// runtime, as it would in its own process: by default a one-worker runtime (0 for a
+/// current-thread runtime). With client, backend and proxy on 2 shared cores, a second proxy
+/// worker mostly adds wakeup latency.
+fn workers_knob() -> usize {
+    std::env::var("KUBE_NET_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The proxy as measured, with the knobs for exploring (defaults are what the final line
+/// reports): `KUBE_NET_BENCH_SPLICE=0`, `KUBE_NET_BENCH_ACCEPT_LOOPS`.
+fn proxy_config() -> UserspaceConfig {
+    UserspaceConfig {
+        node_addresses: vec![],
+        cluster_ips: ClusterIpBinding::Local,
+        zero_copy: std::env::var("KUBE_NET_BENCH_SPLICE").as_deref() != Ok("0"),
+        accept_loops: std::env::var("KUBE_NET_BENCH_ACCEPT_LOOPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+        ..UserspaceConfig::default()
+    }
 }
 
 /// A relay with blocking sockets and a thread per direction of each connection.

@@ -198,9 +198,8 @@ impl Agent {
     }
 
     /// Stops (with the record's grace period) and removes the record's sandboxes, all of them
-    /// or those not belonging to `keep_uid`.
-    /// Removes the record's sandboxes except those of `keep_uid`; `deleted`, the pod being
-    /// deleted (or gone), gets a `Killing` Event per container stopped.
+    /// or those not belonging to `keep_uid`; `deleted`, the pod being deleted (or gone), gets
+    /// a `Killing` Event per container stopped.
     async fn teardown(
         &self,
         record: &mut PodRecord,
@@ -881,17 +880,18 @@ impl Agent {
             self.config.crash_backoff_base,
             self.config.crash_backoff_max,
         );
-        tracing::info!(container = %name, reason, error = %error_chain(error), "container could not be run");
+        let message = error_chain(error);
+        tracing::info!(container = %name, reason, error = %message, "container could not be run");
         self.event(
             pod,
             EventType::Warning,
             "Failed",
-            format!("Error: {}", error_chain(error)),
+            format!("Error: {message}"),
         );
         memory.backoff.step(base, max);
         let waiting = Waiting {
             reason: reason.to_string(),
-            message: error_chain(error),
+            message,
         };
         memory.error = Some(waiting.clone());
         progress.waiting.insert(name.to_string(), waiting);

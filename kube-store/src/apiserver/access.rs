@@ -281,14 +281,8 @@ async fn limited(
                 user: user.name.clone(),
             }
         };
-        let response = handler(request).await;
         // The slot is released when the watch's body is dropped (the stream ended).
-        let (parts, body) = response.into_parts();
-        let stream = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
-            let _held = &slot;
-            chunk
-        });
-        return Response::from_parts(parts, Body::from_stream(stream));
+        return hold_while_streaming(handler(request).await, slot);
     }
     // A user may hold only its share of the slots, so one client's flood leaves room for
     // the others (a coarse form of Kubernetes' API priority and fairness).
@@ -329,8 +323,8 @@ async fn limited(
 }
 
 /// A body of known size is sent from memory: the request is done when the handler returns.
-/// A streamed one (a big LIST, logs) is still being produced as it is sent, so the request
-/// keeps its in-flight slots until the body ends or the client goes.
+/// A streamed one (a watch, a big LIST, logs) is still being produced as it is sent, so the
+/// request keeps its slots until the body ends or the client goes.
 fn hold_while_streaming<T: Send + Sync + 'static>(response: Response, slots: T) -> Response {
     use axum::body::HttpBody as _;
     if response.body().size_hint().exact().is_some() {
