@@ -31,6 +31,7 @@ mod durable;
 mod engine;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod huge_pages;
 #[cfg(feature = "etcd")]
 pub mod local_etcd;
 mod mem;
@@ -45,6 +46,7 @@ pub use apiserver::{ApiServer, ApiServerComponent, ApiServerConfig, RunningApiSe
 pub use durable::{DurableConfig, DurableStore};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore};
+pub use huge_pages::disable_transparent_huge_pages;
 pub use mem::{MemStore, StoreConfig};
 pub use prepare::{prepare_create, prepare_update};
 #[cfg(feature = "client")]
