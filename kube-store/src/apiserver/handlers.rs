@@ -261,6 +261,21 @@ pub(crate) fn json_response(code: StatusCode, value: &Value) -> Response {
         .into_response()
 }
 
+/// A response with an object the store shares: its JSON comes from the server's cache of
+/// encoded objects (the same bytes the watchers of its change are sent).
+fn shared_response(
+    ctx: &Ctx<'_>,
+    code: StatusCode,
+    object: &Arc<DynamicObject>,
+) -> ApiResult<Response> {
+    let body = ctx
+        .inner
+        .encoded
+        .object(object)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((code, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 fn object_response(code: StatusCode, object: &DynamicObject) -> ApiResult<Response> {
     // Straight from the object to bytes, without an intermediate JSON tree.
     let body = serde_json::to_vec(object).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -433,7 +448,7 @@ async fn get(ctx: &Ctx<'_>) -> ApiResult<Response> {
             ),
         ));
     }
-    object_response(StatusCode::OK, &object)
+    shared_response(ctx, StatusCode::OK, &object)
 }
 
 pub(crate) fn list_options(ctx: &Ctx<'_>) -> ApiResult<ListOptions> {
@@ -633,7 +648,7 @@ async fn admit_and_create(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult
             tracing::warn!(%error, "publishing kube-root-ca.crt and the default ServiceAccount");
         }
     }
-    object_response(StatusCode::CREATED, &created)
+    shared_response(ctx, StatusCode::CREATED, &created)
 }
 
 /// Merges what a write may change into the stored object: a status write changes only
@@ -709,7 +724,7 @@ async fn replace(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         return object_response(StatusCode::OK, &object);
     }
     let updated = store_update(ctx, object).await?;
-    object_response(StatusCode::OK, &updated)
+    shared_response(ctx, StatusCode::OK, &updated)
 }
 
 async fn patch(ctx: &Ctx<'_>, kind: PatchType, raw: &[u8]) -> ApiResult<Response> {
@@ -783,7 +798,7 @@ async fn patch_object(
         return object_response(StatusCode::OK, &object);
     }
     let updated = store_update(ctx, object).await?;
-    object_response(StatusCode::OK, &updated)
+    shared_response(ctx, StatusCode::OK, &updated)
 }
 
 fn field_manager(ctx: &Ctx<'_>) -> ApiResult<String> {

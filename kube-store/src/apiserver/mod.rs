@@ -24,6 +24,7 @@ mod access;
 pub mod auth;
 mod defaults;
 mod discovery;
+mod encoded;
 mod handlers;
 mod logs;
 mod openapi;
@@ -104,7 +105,7 @@ pub(crate) struct Inner {
     pub(crate) security: Option<auth::Security>,
     pub(crate) limits: access::Limits,
     pub(crate) audit: Option<tokio::sync::mpsc::Sender<String>>,
-    pub(crate) encoded: Arc<watch::EncodedEvents>,
+    pub(crate) encoded: Arc<encoded::Encoded>,
 }
 
 impl fmt::Debug for Inner {

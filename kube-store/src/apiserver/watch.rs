@@ -6,6 +6,7 @@
 //! one `ERROR` event with a 410 `Expired` status when that revision is no longer retained.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,6 +18,7 @@ use kube_core::object::DynamicObject;
 use kube_core::store::{WatchEvent, WatchOptions};
 use serde_json::{Value, json};
 
+use super::encoded::Encoded;
 use super::handlers::{Ctx, list_options};
 use super::status::{ApiError, ApiResult};
 use super::table::{IncludeObject, table};
@@ -27,67 +29,11 @@ struct Render {
     table: Option<IncludeObject>,
 }
 
-/// Watch events encoded once and shared by every watcher that sends the same change (as
-/// Kubernetes' watch cache does): with many watchers, encoding per watcher dominates.
-#[derive(Debug, Default)]
-pub(crate) struct EncodedEvents {
-    entries: std::sync::Mutex<EncodedEntries>,
-}
-
-#[derive(Debug, Default)]
-struct EncodedEntries {
-    by_change: std::collections::HashMap<(u64, &'static str), Bytes>,
-    order: std::collections::VecDeque<(u64, &'static str)>,
-}
-
-/// How many encoded changes are kept: enough for every watcher to catch up on a burst.
-const ENCODED_CAPACITY: usize = 4096;
-
-impl EncodedEvents {
-    fn get_or_encode(&self, event_type: &'static str, object: &DynamicObject) -> Bytes {
-        let Some(revision) = object.revision() else {
-            return plain(event_type, object);
-        };
-        let key = (revision, event_type);
-        if let Ok(entries) = self.entries.lock() {
-            if let Some(bytes) = entries.by_change.get(&key) {
-                return bytes.clone();
-            }
-        }
-        let bytes = plain(event_type, object);
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.by_change.insert(key, bytes.clone()).is_none() {
-                entries.order.push_back(key);
-                while entries.order.len() > ENCODED_CAPACITY {
-                    if let Some(old) = entries.order.pop_front() {
-                        entries.by_change.remove(&old);
-                    }
-                }
-            }
-        }
-        bytes
-    }
-}
-
-#[derive(serde::Serialize)]
-struct Event<'a> {
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    object: &'a DynamicObject,
-}
-
-/// `{"type":..,"object":..}\n`, serialized straight from the object.
-fn plain(event_type: &str, object: &DynamicObject) -> Bytes {
-    let mut bytes = serde_json::to_vec(&Event { event_type, object }).unwrap_or_default();
-    bytes.push(b'\n');
-    Bytes::from(bytes)
-}
-
 fn encode(
-    cache: &EncodedEvents,
+    cache: &Encoded,
     kind: &str,
     event_type: &'static str,
-    object: &DynamicObject,
+    object: &Arc<DynamicObject>,
     render: Render,
     first: bool,
 ) -> Bytes {
@@ -100,7 +46,7 @@ fn encode(
             include,
             first,
         )})),
-        None => cache.get_or_encode(event_type, object),
+        None => cache.event(event_type, object),
     }
 }
 
