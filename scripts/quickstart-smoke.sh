@@ -2,8 +2,9 @@
 # A new user's path through the quickstart, with the real kubectl:
 # start the cluster -> kubectl apply the web app -> pods Running -> HTTP through the Service's
 # NodePort answered by the pods -> kubectl scale -> stop and restart (state kept, pods back)
-# -> kubectl delete -> a Job to completion and a DaemonSet's pod on each node -> clean stop
-# with no pod process left.
+# -> kubectl delete -> a Job to completion and a DaemonSet's pod on each node -> the README's
+# imperative commands (create deployment, expose, run, logs) -> clean stop with no pod process
+# left.
 # Runs on its own loopback address and data directory; needs root for pod networking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,28 @@ nodes_with_reporter="$(kubectl get pods -l app=node-reporter -o jsonpath='{range
 kubectl delete -f examples/manifests/job.yaml -f examples/manifests/daemonset.yaml
 kubectl wait --for=delete pod --all --timeout=60s || true
 [[ -z "$(kubectl get pods --no-headers 2>/dev/null)" ]] || fail "pods left after deleting the Job and DaemonSet"
+
+echo "==> the README's imperative commands: create deployment, expose, run, logs"
+kubectl create deployment hello --image=busybox --replicas=2 -- httpd -f -p 8080
+kubectl expose deployment hello --port=80 --target-port=8080 --type=NodePort
+kubectl rollout status deployment/hello --timeout=120s
+hello_port="$(kubectl get service hello -o jsonpath='{.spec.ports[0].nodePort}')"
+answered=
+for _ in $(seq 50); do
+  # busybox httpd with nothing to serve answers 404: any HTTP answer is the pods'.
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$addr:$hello_port/" || true)"
+  [[ "$code" =~ ^[1-5][0-9][0-9]$ ]] && { answered=1; break; }
+  sleep 0.2
+done
+[[ -n "$answered" ]] || fail "no HTTP answer through the hello NodePort $hello_port"
+kubectl run once --image=busybox --restart=Never -- echo hi
+kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/once --timeout=60s || fail "pod once did not succeed"
+[[ "$(kubectl logs once)" == hi ]] || fail "kubectl logs once did not print hi"
+kubectl delete deployment hello
+kubectl delete service hello
+kubectl delete pod once
+kubectl wait --for=delete pod --all --timeout=60s || true
+[[ -z "$(kubectl get pods --no-headers 2>/dev/null)" ]] || fail "pods left after deleting hello and once"
 stop
-if pgrep -f "busybox httpd -f -v -p 8080" >/dev/null; then fail "a pod process outlived the cluster"; fi
+if pgrep -f "httpd -f (-v )?-p 8080" >/dev/null; then fail "a pod process outlived the cluster"; fi
 echo "quickstart smoke: ok"
