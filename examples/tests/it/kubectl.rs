@@ -305,6 +305,27 @@ async fn kubectl_drives_the_quickstart_cluster() {
         denied.contains("forbidden") && denied.contains("system:serviceaccount:default:robot"),
         "{denied}"
     );
+    // The admin acting as the robot (`--as`, impersonation): the robot's rights, not the admin's.
+    let robot_user = "--as=system:serviceaccount:default:robot";
+    let can_i_as_robot = |verb: &'static str| {
+        let k = &k;
+        async move {
+            let output = k
+                .command(&[robot_user, "auth", "can-i", verb, "pods"])
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(can_i_as_robot("list").await, "yes");
+    assert_eq!(can_i_as_robot("delete").await, "no");
+    k.run(&[robot_user, "get", "pods"]).await;
+    let denied = k.fail(&[robot_user, "delete", "pod", &pod]).await;
+    assert!(
+        denied.contains("forbidden") && denied.contains("system:serviceaccount:default:robot"),
+        "{denied}"
+    );
 
     let out = k.run(&["delete", "-f", web.to_str().unwrap()]).await;
     assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");

@@ -188,13 +188,30 @@ pub(crate) async fn guard(
             }
         }
     };
+    // Who the request acts as: its own user, or the one it impersonates if it may.
+    let (user, impersonator) = match user {
+        Ok(requester) if inner.security.is_some() => {
+            match auth::impersonated(inner.store.as_ref(), &requester, request.headers()).await {
+                Ok(None) => (Ok(requester), None),
+                Ok(Some(impersonated)) => (Ok(impersonated), Some(requester)),
+                Err(refusal) => (
+                    Err(impersonation_error(refusal, &requester)),
+                    Some(requester),
+                ),
+            }
+        }
+        other => (other, None),
+    };
     match user {
         Err(e) => {
             let response = e.into_response();
             audit(
                 inner,
                 &attrs,
-                None,
+                Identity {
+                    user: impersonator.as_ref(),
+                    impersonated: None,
+                },
                 &peer,
                 &method,
                 &uri,
@@ -234,10 +251,20 @@ pub(crate) async fn guard(
                 }
                 Err(e) => ApiError::internal(format!("authorizing: {e}")).into_response(),
             };
+            let identity = match &impersonator {
+                Some(requester) => Identity {
+                    user: Some(requester),
+                    impersonated: Some(&user),
+                },
+                None => Identity {
+                    user: Some(&user),
+                    impersonated: None,
+                },
+            };
             audit(
                 inner,
                 &attrs,
-                Some(&user),
+                identity,
                 &peer,
                 &method,
                 &uri,
@@ -248,6 +275,35 @@ pub(crate) async fn guard(
             response
         }
     }
+}
+
+/// A refused impersonation as Kubernetes answers it: 403 in the authorizer's words, 400 for
+/// headers that do not make a request.
+fn impersonation_error(refusal: auth::ImpersonationRefusal, requester: &UserInfo) -> ApiError {
+    match refusal {
+        auth::ImpersonationRefusal::BadRequest(message) => ApiError::bad_request(message),
+        auth::ImpersonationRefusal::Forbidden(attrs) => {
+            let mut e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                attrs.forbidden_message(requester),
+            );
+            e.details =
+                Some(json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}));
+            e
+        }
+        auth::ImpersonationRefusal::Store(e) => {
+            ApiError::internal(format!("authorizing an impersonation: {e}"))
+        }
+    }
+}
+
+/// Who made a request, for the audit log: the authenticated user (none if authentication
+/// failed) and, when they impersonated someone, that user.
+#[derive(Clone, Copy)]
+struct Identity<'a> {
+    user: Option<&'a UserInfo>,
+    impersonated: Option<&'a UserInfo>,
 }
 
 fn request_with_user(request: &mut Request<Body>, user: &UserInfo) -> Request<Body> {
@@ -342,7 +398,7 @@ fn hold_while_streaming<T: Send + Sync + 'static>(response: Response, slots: T) 
 fn audit(
     inner: &Inner,
     attrs: &Attributes,
-    user: Option<&UserInfo>,
+    identity: Identity<'_>,
     peer: &Peer,
     method: &Method,
     uri: &axum::http::Uri,
@@ -362,7 +418,7 @@ fn audit(
         "stage": "ResponseComplete",
         "requestURI": uri.to_string(),
         "verb": if attrs.verb.is_empty() { method.as_str().to_ascii_lowercase() } else { attrs.verb.clone() },
-        "user": match user {
+        "user": match identity.user {
             Some(u) => json!({"username": u.name, "groups": u.groups}),
             None => json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}),
         },
@@ -372,6 +428,9 @@ fn audit(
         "stageTimestamp": time(SystemTime::now()),
         "latencyMicros": started.elapsed().as_micros() as u64,
     });
+    if let Some(u) = identity.impersonated {
+        event["impersonatedUser"] = json!({"username": u.name, "groups": u.groups});
+    }
     if attrs.resource_request {
         event["objectRef"] = json!({
             "resource": attrs.resource,

@@ -1140,3 +1140,219 @@ async fn jobs_get_a_selector_on_their_own_uid_unless_it_is_manual() {
         json!({"app": "batch"})
     );
 }
+
+/// A request with extra headers (impersonation), answered as code and JSON.
+async fn call_with_headers(
+    client: &HttpsClient,
+    url: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let code = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn impersonation_needs_the_impersonate_verb_for_the_user_and_each_group() {
+    let s = secure(ApiServerConfig::default()).await;
+    let url = s.running.url();
+    let admin = admin(&s.pki);
+    let alice = client(&s.pki, None);
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    let robot = "system:serviceaccount:default:robot";
+    for (path, object) in [
+        // alice may act as the robot account and as bob, nothing else.
+        (
+            format!("{rbac}/clusterroles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "impersonate-some"},
+            "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["robot"], "verbs": ["impersonate"]},
+                      {"apiGroups": [""], "resources": ["users"], "resourceNames": ["bob"], "verbs": ["impersonate"]}]}),
+        ),
+        (
+            format!("{rbac}/clusterrolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "alice-impersonates"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonate-some"},
+            "subjects": [{"kind": "User", "name": "alice"}]}),
+        ),
+        // The robot account may read pods in default.
+        (
+            format!("{rbac}/namespaces/default/roles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
+        ),
+        (
+            format!("{rbac}/namespaces/default/rolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "robot-reads"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}]}),
+        ),
+    ] {
+        let (code, answer, _) = call(&admin, &url, Method::POST, &path, None, Some(object)).await;
+        assert_eq!(code, 201, "{path}: {answer}");
+    }
+    let (code, _, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(pod("web", "n1")),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let as_robot = [("Impersonate-User", robot)];
+    let web = format!("{PODS}/web");
+
+    // system:masters may impersonate anyone; the request then has the robot's rights only.
+    let (code, _) = call_with_headers(&admin, &url, Method::GET, PODS, None, &as_robot, None).await;
+    assert_eq!(code, 200);
+    let (code, answer) =
+        call_with_headers(&admin, &url, Method::DELETE, &web, None, &as_robot, None).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        answer["message"],
+        format!(
+            "pods \"web\" is forbidden: User \"{robot}\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\""
+        )
+    );
+
+    // alice may act as the robot (impersonate on serviceaccounts/robot in its namespace)...
+    let token = Some("alice-token");
+    let (code, _) =
+        call_with_headers(&alice, &url, Method::GET, PODS, token, &as_robot, None).await;
+    assert_eq!(code, 200);
+    // ... and as bob, but not as carol, and not with a group she may not impersonate.
+    let (code, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::GET,
+        PODS,
+        token,
+        &[("Impersonate-User", "carol")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        answer["message"],
+        "users \"carol\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+    let (code, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::GET,
+        PODS,
+        token,
+        &[
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Group", "system:masters"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 403, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "groups \"system:masters\" is forbidden: User \"alice\" cannot impersonate resource \"groups\" in API group \"\" at the cluster scope"
+    );
+    // As bob (no groups but system:authenticated), alice cannot read pods.
+    let (code, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::GET,
+        PODS,
+        token,
+        &[("Impersonate-User", "bob")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("User \"bob\" cannot list")
+    );
+    // A group without a user is not a request.
+    let (code, _) = call_with_headers(
+        &admin,
+        &url,
+        Method::GET,
+        PODS,
+        None,
+        &[("Impersonate-Group", "devs")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 400);
+
+    // `kubectl auth can-i --as`: the review answers for the impersonated user.
+    let review = |verb: &str| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": verb, "resource": "pods", "namespace": "default"}}})
+    };
+    let ssar = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let (code, answer) = call_with_headers(
+        &admin,
+        &url,
+        Method::POST,
+        ssar,
+        None,
+        &as_robot,
+        Some(review("list")),
+    )
+    .await;
+    assert_eq!(
+        (code, answer["status"]["allowed"].as_bool()),
+        (201, Some(true))
+    );
+    let (_, answer) = call_with_headers(
+        &admin,
+        &url,
+        Method::POST,
+        ssar,
+        None,
+        &as_robot,
+        Some(review("delete")),
+    )
+    .await;
+    assert_eq!(answer["status"]["allowed"], false);
+
+    // The audit log names both: who asked, and whom they acted as.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = std::fs::read_to_string(&s.audit).unwrap();
+    assert!(
+        audit
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .any(|l| l["user"]["username"] == "alice"
+                && l["impersonatedUser"]["username"] == robot
+                && l["impersonatedUser"]["groups"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("system:serviceaccounts:default")))
+    );
+}

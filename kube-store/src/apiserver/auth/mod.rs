@@ -2,6 +2,7 @@
 //! static file, ServiceAccount tokens the server signs; anonymous refused), authorization (the
 //! node authorizer, then RBAC), and what a request asks to do (its attributes).
 
+mod impersonation;
 mod node;
 pub mod pki;
 mod rbac;
@@ -18,6 +19,7 @@ use serde_json::json;
 pub use pki::{CertPair, Pki, PkiError};
 pub use tokens::TokenSigner;
 
+pub(crate) use impersonation::{Refusal as ImpersonationRefusal, impersonated};
 pub(crate) use node::{admit_create as admit_node_create, node_name, pod_account};
 pub(crate) use tokens::TokenClaims;
 
