@@ -27,7 +27,8 @@ pub(crate) enum Refusal {
 }
 
 /// The user a request acts as: `None` when it impersonates nobody, else the impersonated user
-/// (their groups plus `system:authenticated`; a ServiceAccount's groups when none are given).
+/// (their groups plus `system:authenticated`, or `system:unauthenticated` for
+/// `system:anonymous`; a ServiceAccount's groups when none are given).
 pub(crate) async fn impersonated(
     store: &dyn Store,
     requester: &UserInfo,
@@ -104,6 +105,15 @@ pub(crate) async fn impersonated(
         ],
         _ => groups,
     };
+    if user == "system:anonymous" {
+        // As Kubernetes: the anonymous user is not authenticated.
+        let mut groups = groups;
+        groups.push("system:unauthenticated".into());
+        return Ok(Some(UserInfo {
+            name: user.clone(),
+            groups,
+        }));
+    }
     Ok(Some(UserInfo::new(user.clone(), groups)))
 }
 
