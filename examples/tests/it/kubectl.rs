@@ -321,6 +321,18 @@ async fn kubectl_drives_the_quickstart_cluster() {
     assert_eq!(can_i_as_robot("list").await, "yes");
     assert_eq!(can_i_as_robot("delete").await, "no");
     k.run(&[robot_user, "get", "pods"]).await;
+    // `kubectl auth whoami` (SelfSubjectReview), plain and impersonating.
+    let me = k.run(&["auth", "whoami"]).await;
+    assert!(
+        me.contains("kubernetes-admin") && me.contains("system:masters"),
+        "{me}"
+    );
+    let robot_me = k.run(&[robot_user, "auth", "whoami"]).await;
+    assert!(
+        robot_me.contains("system:serviceaccount:default:robot")
+            && robot_me.contains("system:serviceaccounts:default"),
+        "{robot_me}"
+    );
     let denied = k.fail(&[robot_user, "delete", "pod", &pod]).await;
     assert!(
         denied.contains("forbidden") && denied.contains("system:serviceaccount:default:robot"),

@@ -111,6 +111,16 @@ pub(crate) fn attributes(inner: &Inner, method: &Method, path: &str, query: &Que
             ..Attributes::default()
         };
     }
+    if self_subject_review_version(path).is_some() {
+        return Attributes {
+            verb: "create".into(),
+            api_group: "authentication.k8s.io".into(),
+            resource: "selfsubjectreviews".into(),
+            resource_request: true,
+            path: path.to_string(),
+            ..Attributes::default()
+        };
+    }
     let Ok(ApiPath::Resource(target)) = parse_path(&inner.registry, path) else {
         return non_resource();
     };
@@ -474,6 +484,26 @@ pub(crate) fn audit_writer(path: std::path::PathBuf) -> tokio::sync::mpsc::Sende
         }
     });
     sender
+}
+
+/// The version of `POST /apis/authentication.k8s.io/VERSION/selfsubjectreviews` (`kubectl auth
+/// whoami`; v1 since Kubernetes 1.28, the beta and alpha for older kubectl).
+pub(crate) fn self_subject_review_version(path: &str) -> Option<&str> {
+    let version = path
+        .strip_prefix("/apis/authentication.k8s.io/")?
+        .strip_suffix("/selfsubjectreviews")?;
+    matches!(version, "v1" | "v1beta1" | "v1alpha1").then_some(version)
+}
+
+/// The answer to a SelfSubjectReview: who the server takes the asker to be (after
+/// impersonation).
+pub(crate) fn self_subject_review(version: &str, user: &UserInfo) -> serde_json::Value {
+    json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": format!("authentication.k8s.io/{version}"),
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+    })
 }
 
 /// The response to `POST selfsubjectaccessreviews`: may the asking user do this?

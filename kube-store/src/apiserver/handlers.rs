@@ -81,6 +81,16 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         };
         return access::self_subject_access_review(inner, &user, review).await;
     }
+    if let Some(version) = access::self_subject_review_version(&path) {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed("only POST is served here"));
+        }
+        // The body (an empty SelfSubjectReview, often protobuf) says nothing the answer needs.
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &access::self_subject_review(version, &user),
+        ));
+    }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
         return openapi::v3_group_version(&inner.registry, gv)
             .map(|doc| json_response(StatusCode::OK, &doc))

@@ -201,14 +201,9 @@ impl ApiServer {
         let mut server = self.clone();
         let mut publisher = None;
         if let Some(security) = &server.inner.security {
-            for object in auth::bootstrap_policy() {
-                let object = serde_json::from_value(object).map_err(std::io::Error::other)?;
-                match server.inner.store.create(object).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_already_exists() => {}
-                    Err(e) => return Err(std::io::Error::other(e)),
-                }
-            }
+            auth::reconcile_bootstrap_policy(server.inner.store.as_ref())
+                .await
+                .map_err(std::io::Error::other)?;
             // The root-CA publisher and the serviceaccounts controller: every namespace has
             // `kube-root-ca.crt` and the `default` ServiceAccount.
             let revision =

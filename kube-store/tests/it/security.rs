@@ -26,6 +26,11 @@ struct Secure {
 }
 
 async fn secure(config: ApiServerConfig) -> Secure {
+    secure_over(Arc::new(MemStore::new()), config).await
+}
+
+/// A secure server over `store` (which may hold what an earlier server wrote).
+async fn secure_over(store: Arc<dyn Store>, config: ApiServerConfig) -> Secure {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::load_or_create(dir.path().join("pki")).unwrap();
     let serving = pki
@@ -39,13 +44,16 @@ async fn secure(config: ApiServerConfig) -> Secure {
     .token("alice-token", "alice", &["devs"])
     .ca_pem(pki.ca_pem())
     .audit_log(&audit);
-    let store: Arc<dyn Store> = Arc::new(MemStore::new());
     for name in ["default", "kube-system"] {
         let ns = serde_json::from_value(
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
         )
         .unwrap();
-        store.create(ns).await.unwrap();
+        match store.create(ns).await {
+            Ok(_) => {}
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => panic!("{e}"),
+        }
     }
     let running = ApiServer::secure(
         store.clone(),
@@ -1341,6 +1349,39 @@ async fn impersonation_needs_the_impersonate_verb_for_the_user_and_each_group() 
     .await;
     assert_eq!(answer["status"]["allowed"], false);
 
+    // `kubectl auth whoami`: who the server takes the asker to be.
+    let whoami = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+    let review =
+        Some(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}));
+    let (code, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        whoami,
+        token,
+        &[],
+        review.clone(),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["status"]["userInfo"]["username"], "alice");
+    assert_eq!(
+        answer["status"]["userInfo"]["groups"],
+        json!(["devs", "system:authenticated"])
+    );
+    let (code, answer) =
+        call_with_headers(&admin, &url, Method::POST, whoami, None, &as_robot, review).await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["status"]["userInfo"]["username"], robot);
+    assert_eq!(
+        answer["status"]["userInfo"]["groups"],
+        json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:default",
+            "system:authenticated"
+        ])
+    );
+
     // The audit log names both: who asked, and whom they acted as.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let audit = std::fs::read_to_string(&s.audit).unwrap();
@@ -1355,4 +1396,68 @@ async fn impersonation_needs_the_impersonate_verb_for_the_user_and_each_group() 
                     .unwrap()
                     .contains(&json!("system:serviceaccounts:default")))
     );
+}
+
+#[tokio::test]
+async fn bootstrap_roles_written_by_an_older_server_gain_new_rules_unless_opted_out() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let rbac = "rbac.authorization.k8s.io/v1";
+    let old_rule = json!({"apiGroups": ["authorization.k8s.io"],
+        "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]});
+    let extra_rule = json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]});
+    for object in [
+        // As an older server left it, plus a rule an admin added.
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "system:basic-user"},
+            "rules": [old_rule, extra_rule]}),
+        // An admin pinned this one.
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "view",
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "false"}},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}),
+    ] {
+        store
+            .create(serde_json::from_value(object).unwrap())
+            .await
+            .unwrap();
+    }
+    let s = secure_over(store.clone(), ApiServerConfig::default()).await;
+    let role = |name: &str| {
+        let store = store.clone();
+        let name = name.to_string();
+        async move {
+            store
+                .get(
+                    &GroupKind::new("rbac.authorization.k8s.io", "ClusterRole"),
+                    &ObjectKey::cluster(name),
+                )
+                .await
+                .unwrap()
+                .data["rules"]
+                .clone()
+        }
+    };
+    let basic = role("system:basic-user").await;
+    let rules = basic.as_array().unwrap();
+    assert_eq!(rules.len(), 3, "{basic}");
+    assert!(rules.contains(&extra_rule), "nothing is removed: {basic}");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["resources"] == json!(["selfsubjectreviews"]))
+    );
+    assert_eq!(
+        role("view").await,
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}])
+    );
+    // And the added rule works: alice may ask who she is.
+    let (code, answer) = call_with_headers(
+        &client(&s.pki, None),
+        &s.running.url(),
+        Method::POST,
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        Some("alice-token"),
+        &[],
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
 }

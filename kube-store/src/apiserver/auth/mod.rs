@@ -333,6 +333,52 @@ fn controller_manager_rules() -> serde_json::Value {
 /// authenticated user may do (discovery, health, `SelfSubjectAccessReview`), the `view` and
 /// `edit` roles, and the least-privilege roles of the scheduler, the controller manager and the
 /// service proxy.
+/// Writes the bootstrap policy at start: what is missing is created, and a bootstrap
+/// ClusterRole that exists gets the bootstrap rules it lacks (Kubernetes' reconciliation: rules
+/// are added, never removed; `rbac.authorization.kubernetes.io/autoupdate: "false"` opts a role
+/// out). A cluster made by an older version so gains the permissions newer ones need.
+pub(crate) async fn reconcile_bootstrap_policy(store: &dyn Store) -> Result<(), StoreError> {
+    for object in bootstrap_policy() {
+        let object: kube_core::object::DynamicObject = serde_json::from_value(object)
+            .map_err(|e| StoreError::Invalid(format!("bootstrap policy: {e}")))?;
+        let (kind, key) = (object.group_kind(), object.key());
+        let wanted = object.data.get("rules").and_then(|r| r.as_array()).cloned();
+        match store.create(object).await {
+            Ok(_) => {}
+            Err(e) if e.is_already_exists() => {
+                let Some(wanted) = wanted else { continue };
+                let mut existing = store.get(&kind, &key).await?;
+                let opted_out = existing
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("rbac.authorization.kubernetes.io/autoupdate"))
+                    .is_some_and(|v| v == "false");
+                let mut rules = existing
+                    .data
+                    .get("rules")
+                    .and_then(|r| r.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                let missing: Vec<_> = wanted.into_iter().filter(|r| !rules.contains(r)).collect();
+                if opted_out || missing.is_empty() {
+                    continue;
+                }
+                rules.extend(missing);
+                existing.data.insert("rules".into(), rules.into());
+                match store.update(existing).await {
+                    // A concurrent writer (another server starting) did it or changed it.
+                    Ok(_) => {}
+                    Err(e) if e.is_conflict() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
     let rbac = "rbac.authorization.k8s.io/v1";
     let mut policy = vec![
@@ -349,7 +395,8 @@ pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:discovery"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),
         json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "system:basic-user"},
-            "rules": [{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]}),
+            "rules": [{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                      {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}]}),
         json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "system:basic-user"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:basic-user"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),

@@ -77,7 +77,8 @@ pub(crate) async fn authorize(
                     _ => false,
                 }
         }
-        ("authorization.k8s.io", "selfsubjectaccessreviews") => a.verb == "create",
+        ("authorization.k8s.io", "selfsubjectaccessreviews")
+        | ("authentication.k8s.io", "selfsubjectreviews") => a.verb == "create",
         // Tokens for the accounts its pods run as; the token handler checks that the token is
         // bound to one of its pods.
         ("", "serviceaccounts") => {
