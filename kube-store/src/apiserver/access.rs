@@ -111,6 +111,17 @@ pub(crate) fn attributes(inner: &Inner, method: &Method, path: &str, query: &Que
             ..Attributes::default()
         };
     }
+    if let Some((api_group, resource, namespace)) = review_path(path) {
+        return Attributes {
+            verb: "create".into(),
+            api_group: api_group.into(),
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+            resource_request: true,
+            path: path.to_string(),
+            ..Attributes::default()
+        };
+    }
     if self_subject_review_version(path).is_some() {
         return Attributes {
             verb: "create".into(),
@@ -506,21 +517,176 @@ pub(crate) fn self_subject_review(version: &str, user: &UserInfo) -> serde_json:
     })
 }
 
-/// The response to `POST selfsubjectaccessreviews`: may the asking user do this?
-pub(crate) async fn self_subject_access_review(
+/// The reviews that ask about someone else: `tokenreviews` (who is this token?),
+/// `subjectaccessreviews` and `namespaces/NS/localsubjectaccessreviews` (may this user do
+/// this?). Their API group, resource and namespace.
+pub(crate) fn review_path(path: &str) -> Option<(&'static str, &'static str, Option<&str>)> {
+    match path {
+        "/apis/authentication.k8s.io/v1/tokenreviews" => {
+            Some(("authentication.k8s.io", "tokenreviews", None))
+        }
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => {
+            Some(("authorization.k8s.io", "subjectaccessreviews", None))
+        }
+        _ => {
+            let namespace = path
+                .strip_prefix("/apis/authorization.k8s.io/v1/namespaces/")?
+                .strip_suffix("/localsubjectaccessreviews")?;
+            (!namespace.is_empty() && !namespace.contains('/')).then_some((
+                "authorization.k8s.io",
+                "localsubjectaccessreviews",
+                Some(namespace),
+            ))
+        }
+    }
+}
+
+/// The answer to a review: the review as sent, with its type and a `status`.
+fn review_answer(
+    mut review: serde_json::Value,
+    api_version: &str,
+    kind: &str,
+    status: serde_json::Value,
+) -> Response {
+    if !review.is_object() {
+        review = json!({});
+    }
+    review["apiVersion"] = json!(api_version);
+    review["kind"] = json!(kind);
+    review["status"] = status;
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        review.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST tokenreviews`: who a bearer token stands for, for the audiences the review names.
+pub(crate) async fn token_review(
     inner: &Arc<Inner>,
-    user: &UserInfo,
     review: serde_json::Value,
 ) -> Result<Response, ApiError> {
     let spec = &review["spec"];
-    let attrs = if let Some(r) = spec.get("resourceAttributes") {
+    let token = spec["token"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(ApiError::bad_request("a TokenReview needs spec.token"));
+    }
+    let audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = match &inner.security {
+        None => {
+            json!({"authenticated": false, "error": "this server does not authenticate requests"})
+        }
+        Some(security) => {
+            match auth::review_token(security, inner.store.as_ref(), &token, &audiences)
+                .await
+                .map_err(|e| ApiError::internal(format!("reviewing a token: {e}")))?
+            {
+                auth::TokenReviewed::Authenticated(user, good_for) => json!({
+                    "authenticated": true,
+                    "user": {"username": user.name, "groups": user.groups},
+                    "audiences": good_for,
+                }),
+                auth::TokenReviewed::Refused(why) => {
+                    json!({"authenticated": false, "error": why})
+                }
+            }
+        }
+    };
+    // The token is not sent back.
+    let mut review = review;
+    if let Some(spec) = review.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.remove("token");
+    }
+    Ok(review_answer(
+        review,
+        "authentication.k8s.io/v1",
+        "TokenReview",
+        status,
+    ))
+}
+
+/// `POST subjectaccessreviews` (cluster-wide) or `localsubjectaccessreviews` in `namespace`:
+/// may the user and groups the review names do this? They are taken exactly as given.
+pub(crate) async fn subject_access_review(
+    inner: &Arc<Inner>,
+    review: serde_json::Value,
+    namespace: Option<&str>,
+) -> Result<Response, ApiError> {
+    let kind = if namespace.is_some() {
+        "LocalSubjectAccessReview"
+    } else {
+        "SubjectAccessReview"
+    };
+    let spec = &review["spec"];
+    let mut attrs = review_attributes(spec, kind)?;
+    if let Some(namespace) = namespace {
+        if !attrs.resource_request {
+            return Err(ApiError::bad_request(
+                "a LocalSubjectAccessReview is about resources in its namespace, not nonResourceAttributes",
+            ));
+        }
+        match attrs.namespace.as_deref() {
+            None => attrs.namespace = Some(namespace.to_string()),
+            Some(asked) if asked == namespace => {}
+            Some(asked) => {
+                return Err(ApiError::bad_request(format!(
+                    "spec.resourceAttributes.namespace \"{asked}\" must match the review's namespace \"{namespace}\""
+                )));
+            }
+        }
+    }
+    let name = spec["user"].as_str().unwrap_or_default().to_string();
+    let groups: Vec<String> = spec["groups"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if name.is_empty() && groups.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "a {kind} needs spec.user or spec.groups"
+        )));
+    }
+    let subject = UserInfo { name, groups };
+    let allowed = if inner.security.is_some() {
+        auth::authorize(inner.store.as_ref(), &subject, &attrs)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    } else {
+        true
+    };
+    Ok(review_answer(
+        review,
+        "authorization.k8s.io/v1",
+        kind,
+        json!({"allowed": allowed, "reason": if allowed { "allowed by the authorizer" } else { "" }}),
+    ))
+}
+
+/// What an access review asks about: `resourceAttributes` or `nonResourceAttributes`.
+fn review_attributes(spec: &serde_json::Value, kind: &str) -> Result<Attributes, ApiError> {
+    if let Some(r) = spec.get("resourceAttributes") {
         let text = |k: &str| {
             r.get(k)
                 .and_then(|v| v.as_str())
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
-        Attributes {
+        Ok(Attributes {
             verb: text("verb").unwrap_or_default(),
             api_group: text("group").unwrap_or_default(),
             resource: text("resource").unwrap_or_default(),
@@ -529,19 +695,28 @@ pub(crate) async fn self_subject_access_review(
             namespace: text("namespace"),
             resource_request: true,
             path: String::new(),
-        }
+        })
     } else if let Some(n) = spec.get("nonResourceAttributes") {
-        Attributes {
+        Ok(Attributes {
             verb: n["verb"].as_str().unwrap_or_default().to_string(),
             path: n["path"].as_str().unwrap_or_default().to_string(),
             resource_request: false,
             ..Attributes::default()
-        }
+        })
     } else {
-        return Err(ApiError::bad_request(
-            "a SelfSubjectAccessReview needs resourceAttributes or nonResourceAttributes",
-        ));
-    };
+        Err(ApiError::bad_request(format!(
+            "a {kind} needs resourceAttributes or nonResourceAttributes"
+        )))
+    }
+}
+
+/// The response to `POST selfsubjectaccessreviews`: may the asking user do this?
+pub(crate) async fn self_subject_access_review(
+    inner: &Arc<Inner>,
+    user: &UserInfo,
+    review: serde_json::Value,
+) -> Result<Response, ApiError> {
+    let attrs = review_attributes(&review["spec"], "SelfSubjectAccessReview")?;
     let allowed = if inner.security.is_some() {
         auth::authorize(inner.store.as_ref(), user, &attrs)
             .await

@@ -81,6 +81,18 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         };
         return access::self_subject_access_review(inner, &user, review).await;
     }
+    if let Some((_, resource, namespace)) = access::review_path(&path) {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed("only POST is served here"));
+        }
+        let (parts, body) = request.into_parts();
+        let raw = read_limited(inner, &parts.headers, body).await?;
+        let review = decode(&header_str(&parts.headers, header::CONTENT_TYPE), &raw)?;
+        return match resource {
+            "tokenreviews" => access::token_review(inner, review).await,
+            _ => access::subject_access_review(inner, review, namespace).await,
+        };
+    }
     if let Some(version) = access::self_subject_review_version(&path) {
         if method != Method::POST {
             return Err(ApiError::method_not_allowed("only POST is served here"));

@@ -1461,3 +1461,233 @@ async fn bootstrap_roles_written_by_an_older_server_gain_new_rules_unless_opted_
     .await;
     assert_eq!(code, 201, "{answer}");
 }
+
+#[tokio::test]
+async fn token_and_subject_access_reviews_answer_for_others_to_auth_delegators_only() {
+    let s = secure(ApiServerConfig::default()).await;
+    let url = s.running.url();
+    let admin = admin(&s.pki);
+    let alice = client(&s.pki, None);
+    let token = Some("alice-token");
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    let tokenreviews = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let sar = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let review = |t: &str, audiences: Value| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": t, "audiences": audiences}})
+    };
+
+    // Reviews are for delegated authentication and authorization (system:auth-delegator).
+    let (code, _) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        tokenreviews,
+        token,
+        &[],
+        Some(review("alice-token", json!([]))),
+    )
+    .await;
+    assert_eq!(code, 403);
+    for (path, object) in [
+        (
+            format!("{rbac}/clusterrolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "alice-delegates"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": [{"kind": "User", "name": "alice"}]}),
+        ),
+        (
+            format!("{rbac}/namespaces/default/roles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "pod-lister"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
+        ),
+        (
+            format!("{rbac}/namespaces/default/rolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "devs-list"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-lister"},
+            "subjects": [{"kind": "Group", "name": "devs"}]}),
+        ),
+        (
+            "/api/v1/namespaces/default/serviceaccounts".to_string(),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}),
+        ),
+    ] {
+        let (code, answer, _) = call(&admin, &url, Method::POST, &path, None, Some(object)).await;
+        assert_eq!(code, 201, "{path}: {answer}");
+    }
+
+    // A static token: good for any audience. The token is not sent back.
+    let (code, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        tokenreviews,
+        token,
+        &[],
+        Some(review("alice-token", json!(["vault"]))),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["status"]["authenticated"], true);
+    assert_eq!(answer["status"]["user"]["username"], "alice");
+    assert_eq!(
+        answer["status"]["user"]["groups"],
+        json!(["devs", "system:authenticated"])
+    );
+    assert_eq!(answer["status"]["audiences"], json!(["vault"]));
+    assert!(answer["spec"].get("token").is_none(), "{answer}");
+    let (_, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        tokenreviews,
+        token,
+        &[],
+        Some(review("not-a-token", json!([]))),
+    )
+    .await;
+    assert_eq!(answer["status"]["authenticated"], false);
+    assert_eq!(answer["status"]["error"], "invalid bearer token");
+
+    // A ServiceAccount token: only for the audiences it was issued for.
+    let (code, answer, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        "/api/v1/namespaces/default/serviceaccounts/robot/token",
+        None,
+        Some(
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": ["vault"]}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    let robot_token = answer["status"]["token"].as_str().unwrap().to_string();
+    let (_, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        tokenreviews,
+        token,
+        &[],
+        Some(review(&robot_token, json!(["vault", "other"]))),
+    )
+    .await;
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    assert_eq!(answer["status"]["audiences"], json!(["vault"]));
+    let (_, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        tokenreviews,
+        token,
+        &[],
+        Some(review(&robot_token, json!(["other"]))),
+    )
+    .await;
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+    assert!(
+        answer["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid for the target audiences")
+    );
+
+    // SubjectAccessReview: the user and groups exactly as named.
+    let access = |verb: &str, groups: Value, namespace: Option<&str>| {
+        let mut attributes = json!({"verb": verb, "resource": "pods"});
+        if let Some(ns) = namespace {
+            attributes["namespace"] = json!(ns);
+        }
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "carol", "groups": groups, "resourceAttributes": attributes}})
+    };
+    let (code, answer) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        sar,
+        token,
+        &[],
+        Some(access("list", json!(["devs"]), Some("default"))),
+    )
+    .await;
+    assert_eq!(
+        (code, answer["status"]["allowed"].as_bool()),
+        (201, Some(true)),
+        "{answer}"
+    );
+    for refused in [
+        access("delete", json!(["devs"]), Some("default")),
+        access("list", json!([]), Some("default")),
+        access("list", json!(["devs"]), Some("kube-system")),
+    ] {
+        let (_, answer) =
+            call_with_headers(&alice, &url, Method::POST, sar, token, &[], Some(refused)).await;
+        assert_eq!(answer["status"]["allowed"], false, "{answer}");
+    }
+    let (code, _) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        sar,
+        token,
+        &[],
+        Some(json!({"spec": {"resourceAttributes": {"verb": "list", "resource": "pods"}}})),
+    )
+    .await;
+    assert_eq!(code, 400, "a review names a user or groups");
+
+    // LocalSubjectAccessReview: within its namespace (admin may; alice's role is cluster-wide
+    // SubjectAccessReviews only).
+    let local = "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews";
+    let (code, answer) = call_with_headers(
+        &admin,
+        &url,
+        Method::POST,
+        local,
+        None,
+        &[],
+        Some(access("list", json!(["devs"]), None)),
+    )
+    .await;
+    assert_eq!(
+        (
+            code,
+            answer["kind"].as_str(),
+            answer["status"]["allowed"].as_bool()
+        ),
+        (201, Some("LocalSubjectAccessReview"), Some(true)),
+        "{answer}"
+    );
+    let (code, _) = call_with_headers(
+        &admin,
+        &url,
+        Method::POST,
+        local,
+        None,
+        &[],
+        Some(access("list", json!(["devs"]), Some("kube-system"))),
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = call_with_headers(
+        &alice,
+        &url,
+        Method::POST,
+        local,
+        token,
+        &[],
+        Some(access("list", json!(["devs"]), None)),
+    )
+    .await;
+    assert_eq!(code, 403);
+}

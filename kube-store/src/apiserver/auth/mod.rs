@@ -333,6 +333,54 @@ fn controller_manager_rules() -> serde_json::Value {
 /// authenticated user may do (discovery, health, `SelfSubjectAccessReview`), the `view` and
 /// `edit` roles, and the least-privilege roles of the scheduler, the controller manager and the
 /// service proxy.
+/// What a TokenReview finds: the user a bearer token stands for and the audiences it is good
+/// for, or why it is refused.
+pub(crate) enum TokenReviewed {
+    Authenticated(UserInfo, Vec<String>),
+    Refused(String),
+}
+
+/// Reviews `token` as the server would authenticate it, for the `audiences` the reviewer names
+/// (none: the server's own). ServiceAccount tokens must have been issued for one of them;
+/// static tokens are good for any, as in Kubernetes.
+pub(crate) async fn review_token(
+    security: &Security,
+    store: &dyn Store,
+    token: &str,
+    audiences: &[String],
+) -> Result<TokenReviewed, StoreError> {
+    let issued_for = match security.signer.verify_with_audiences(token) {
+        Some((_, issued_for)) => Some(issued_for),
+        None => None,
+    };
+    if let Some(issued_for) = &issued_for
+        && !audiences.is_empty()
+        && !audiences.iter().any(|a| issued_for.contains(a))
+    {
+        return Ok(TokenReviewed::Refused(format!(
+            "token audiences {issued_for:?} is invalid for the target audiences {audiences:?}"
+        )));
+    }
+    let bearer = format!("Bearer {token}");
+    Ok(
+        match authenticate(security, store, None, Some(&bearer)).await? {
+            Some(user) => {
+                let good_for = match (audiences.is_empty(), issued_for) {
+                    (true, Some(issued_for)) => issued_for,
+                    (false, Some(issued_for)) => audiences
+                        .iter()
+                        .filter(|a| issued_for.contains(a))
+                        .cloned()
+                        .collect(),
+                    (_, None) => audiences.to_vec(),
+                };
+                TokenReviewed::Authenticated(user, good_for)
+            }
+            None => TokenReviewed::Refused("invalid bearer token".into()),
+        },
+    )
+}
+
 /// Writes the bootstrap policy at start: what is missing is created, and a bootstrap
 /// ClusterRole that exists gets the bootstrap rules it lacks (Kubernetes' reconciliation: rules
 /// are added, never removed; `rbac.authorization.kubernetes.io/autoupdate: "false"` opts a role
@@ -400,6 +448,9 @@ pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
         json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "system:basic-user"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:basic-user"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "system:auth-delegator"},
+            "rules": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                      {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
         json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "view"},
             "rules": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io", "policy"],
                 "resources": ["pods", "pods/log", "services", "endpoints", "configmaps", "replicasets", "deployments",

@@ -110,6 +110,11 @@ impl TokenSigner {
 
     /// The claims of a token this signer issued that has not expired; `None` otherwise.
     pub(crate) fn verify(&self, token: &str) -> Option<TokenClaims> {
+        self.verify_with_audiences(token).map(|(claims, _)| claims)
+    }
+
+    /// [`verify`](Self::verify), with the audiences the token was issued for (`aud`).
+    pub(crate) fn verify_with_audiences(&self, token: &str) -> Option<(TokenClaims, Vec<String>)> {
         let mut parts = token.split('.');
         let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -132,7 +137,15 @@ impl TokenSigner {
             return None;
         }
         let k8s = &payload["kubernetes.io"];
-        Some(TokenClaims {
+        let audiences = match &payload["aud"] {
+            Value::String(one) => vec![one.clone()],
+            Value::Array(many) => many
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let claims = TokenClaims {
             namespace: k8s["namespace"].as_str()?.to_string(),
             name: k8s["serviceaccount"]["name"].as_str()?.to_string(),
             uid: k8s["serviceaccount"]["uid"].as_str()?.to_string(),
@@ -143,7 +156,8 @@ impl TokenSigner {
                     pod["uid"].as_str()?.to_string(),
                 )),
             },
-        })
+        };
+        Some((claims, audiences))
     }
 }
 
