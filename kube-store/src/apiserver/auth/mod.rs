@@ -349,10 +349,10 @@ pub(crate) async fn review_token(
     token: &str,
     audiences: &[String],
 ) -> Result<TokenReviewed, StoreError> {
-    let issued_for = match security.signer.verify_with_audiences(token) {
-        Some((_, issued_for)) => Some(issued_for),
-        None => None,
-    };
+    let issued_for = security
+        .signer
+        .verify_with_audiences(token)
+        .map(|(_, issued_for)| issued_for);
     if let Some(issued_for) = &issued_for
         && !audiences.is_empty()
         && !audiences.iter().any(|a| issued_for.contains(a))
