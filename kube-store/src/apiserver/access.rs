@@ -33,6 +33,7 @@ pub(crate) struct RequestUser(pub(crate) UserInfo);
 /// Counters behind the limits.
 #[derive(Debug)]
 pub(crate) struct Limits {
+    max_inflight: usize,
     inflight: Arc<Semaphore>,
     watches: Mutex<HashMap<String, usize>>,
     per_user: Mutex<HashMap<String, usize>>,
@@ -41,10 +42,25 @@ pub(crate) struct Limits {
 impl Limits {
     pub(crate) fn new(max_inflight: usize) -> Self {
         Self {
+            max_inflight,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             watches: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Requests holding an in-flight slot now.
+    pub(crate) fn inflight_now(&self) -> usize {
+        self.max_inflight
+            .saturating_sub(self.inflight.available_permits())
+    }
+
+    /// Watches open now, across users.
+    pub(crate) fn watches_now(&self) -> usize {
+        self.watches
+            .lock()
+            .map(|w| w.values().sum())
+            .unwrap_or_default()
     }
 }
 
@@ -226,6 +242,9 @@ pub(crate) async fn guard(
     match user {
         Err(e) => {
             let response = e.into_response();
+            inner
+                .metrics
+                .record(&attrs, response.status().as_u16(), started.elapsed());
             audit(
                 inner,
                 &attrs,
@@ -272,6 +291,9 @@ pub(crate) async fn guard(
                 }
                 Err(e) => ApiError::internal(format!("authorizing: {e}")).into_response(),
             };
+            inner
+                .metrics
+                .record(&attrs, response.status().as_u16(), started.elapsed());
             let identity = match &impersonator {
                 Some(requester) => Identity {
                     user: Some(requester),

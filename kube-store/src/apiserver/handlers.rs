@@ -45,6 +45,17 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
             return Ok(json_response(StatusCode::OK, &discovery::version()));
         }
         "/healthz" | "/livez" | "/readyz" => return health(inner).await,
+        "/metrics" => {
+            let text = inner
+                .metrics
+                .render(inner.limits.inflight_now(), inner.limits.watches_now());
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                text,
+            )
+                .into_response());
+        }
         "/openapi/v2" => return openapi::v2(&inner.registry, request.headers()),
         "/openapi/v3" => {
             return Ok(json_response(
@@ -55,7 +66,7 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         "/" => {
             return Ok(json_response(
                 StatusCode::OK,
-                &json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]}),
+                &json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]}),
             ));
         }
         _ => {}

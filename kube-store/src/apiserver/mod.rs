@@ -27,6 +27,7 @@ mod discovery;
 mod encoded;
 mod handlers;
 mod logs;
+mod metrics;
 mod openapi;
 mod patch;
 mod protobuf;
@@ -106,6 +107,7 @@ pub(crate) struct Inner {
     pub(crate) limits: access::Limits,
     pub(crate) audit: Option<tokio::sync::mpsc::Sender<String>>,
     pub(crate) encoded: Arc<encoded::Encoded>,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 impl fmt::Debug for Inner {
@@ -173,6 +175,7 @@ impl ApiServer {
                 audit: None,
                 security,
                 encoded: Arc::default(),
+                metrics: metrics::Metrics::default(),
             }),
         }
     }
@@ -221,6 +224,7 @@ impl ApiServer {
                     limits: access::Limits::new(server.inner.config.max_inflight),
                     audit: None,
                     encoded: Arc::default(),
+                    metrics: metrics::Metrics::default(),
                 };
                 inner.audit = Some(access::audit_writer(path.clone()));
                 server = Self {

@@ -1691,3 +1691,88 @@ async fn token_and_subject_access_reviews_answer_for_others_to_auth_delegators_o
     .await;
     assert_eq!(code, 403);
 }
+
+#[tokio::test]
+async fn metrics_count_and_time_requests_for_monitoring_users() {
+    let s = secure(ApiServerConfig::default()).await;
+    let url = s.running.url();
+    let admin = admin(&s.pki);
+    let (code, _, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(pod("web", "n1")),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, _, _) = call(
+        &admin,
+        &url,
+        Method::GET,
+        &format!("{PODS}/web"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _, _) = call(
+        &admin,
+        &url,
+        Method::GET,
+        &format!("{PODS}/gone"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    let text = |client: HttpsClient, token: Option<&'static str>| {
+        let url = url.clone();
+        async move {
+            let mut request = Request::builder().uri(format!("{url}/metrics"));
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let response = client
+                .request(request.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            let code = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (code, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    // Prometheus' identity: a client certificate in the system:monitoring group.
+    let prometheus = client(
+        &s.pki,
+        Some(
+            s.pki
+                .client("prometheus", "prometheus", &["system:monitoring"])
+                .map(|p| (p.cert_pem, p.key_pem))
+                .unwrap(),
+        ),
+    );
+    let (code, metrics) = text(prometheus, None).await;
+    assert_eq!(code, 200, "{metrics}");
+    let pods = "group=\"\",resource=\"pods\",subresource=\"\"";
+    for line in [
+        format!("apiserver_request_total{{code=\"201\",{pods},verb=\"CREATE\"}} 1"),
+        format!("apiserver_request_total{{code=\"200\",{pods},verb=\"GET\"}} 1"),
+        format!("apiserver_request_total{{code=\"404\",{pods},verb=\"GET\"}} 1"),
+        format!("apiserver_request_duration_seconds_count{{{pods},verb=\"GET\"}} 2"),
+        format!(
+            "apiserver_request_duration_seconds_bucket{{{pods},verb=\"CREATE\",le=\"+Inf\"}} 1"
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("apiserver_current_inflight_requests "));
+    // Others may not read them.
+    let (code, _) = text(client(&s.pki, None), Some("alice-token")).await;
+    assert_eq!(code, 403);
+}
