@@ -58,7 +58,16 @@ struct ContainerMemory {
     error: Option<Waiting>,
     /// Whether the current crash-loop wait has had its `BackOff` Event.
     backoff_reported: bool,
+    /// While its ConfigMaps, Secrets or volumes do not resolve: when to try again, and the
+    /// wait that led there.
+    config_retry: Option<(std::time::Instant, Duration)>,
 }
+
+/// The first wait after a container's references failed to resolve; it doubles up to
+/// [`CONFIG_RETRY_MAX`]. Pods are synced every second, and each attempt records a `Failed`
+/// Event (a store write), so attempts back off as the kubelet's pod worker does (~10 s).
+const CONFIG_RETRY_FIRST: Duration = Duration::from_secs(1);
+const CONFIG_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// The grace period a pod object asks for: `metadata.deletionGracePeriodSeconds` once it is
 /// being deleted, else `spec.terminationGracePeriodSeconds`.
@@ -773,6 +782,19 @@ impl Agent {
                 return Ok(());
             }
             Next::Start(id) => id,
+            Next::Create(_)
+                if memory
+                    .config_retry
+                    .is_some_and(|(at, _)| at > std::time::Instant::now()) =>
+            {
+                // Its references did not resolve a moment ago: wait as it was told.
+                if let (Some(waiting), Some((at, _))) = (memory.error.clone(), memory.config_retry)
+                {
+                    progress.waiting.insert(c.name.clone(), waiting);
+                    progress.requeue_after(at.saturating_duration_since(std::time::Instant::now()));
+                }
+                return Ok(());
+            }
             Next::Create(attempt) => {
                 memory.backoff_reported = false;
                 if !history.is_empty() {
@@ -784,7 +806,10 @@ impl Agent {
                     None => container_config(facts, c, attempt),
                 };
                 let config = match config {
-                    Ok(config) => config,
+                    Ok(config) => {
+                        memory.config_retry = None;
+                        config
+                    }
                     Err(message) => {
                         // Like the kubelet: the container waits until the references resolve.
                         self.event(
@@ -799,7 +824,11 @@ impl Agent {
                         };
                         memory.error = Some(waiting.clone());
                         progress.waiting.insert(c.name.clone(), waiting);
-                        progress.requeue_after(Duration::from_secs(1));
+                        let wait = memory.config_retry.map_or(CONFIG_RETRY_FIRST, |(_, last)| {
+                            (last * 2).min(CONFIG_RETRY_MAX)
+                        });
+                        memory.config_retry = Some((std::time::Instant::now() + wait, wait));
+                        progress.requeue_after(wait);
                         return Ok(());
                     }
                 };

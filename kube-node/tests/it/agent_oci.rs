@@ -463,6 +463,37 @@ async fn a_missing_config_map_holds_the_container_with_create_container_config_e
         waiting.message.as_deref(),
         Some("configmap \"absent\" not found")
     );
+
+    // Attempts back off (1 s, 2 s, 4 s, ... up to 10 s) although pods are synced every
+    // second: in 6 s, at most four attempts, each counted on the one `Failed` Event.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let events: kube_core::typed::Api<k8s_openapi::api::core::v1::Event> =
+        kube_core::typed::Api::namespaced(cluster.store.clone(), "default");
+    let failed: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("Failed")
+                && e.involved_object.name.as_deref() == Some("waiting")
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "one Event, counted up: {failed:?}");
+    let attempts = failed[0].count.unwrap_or(1);
+    assert!((2..=4).contains(&attempts), "{attempts} attempts in ~6 s");
+
+    // Once the ConfigMap exists, the container starts at the next attempt (≤ 10 s later).
+    let config_maps: kube_core::typed::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube_core::typed::Api::namespaced(cluster.store.clone(), "default");
+    let mut absent = k8s_openapi::api::core::v1::ConfigMap::default();
+    absent.metadata.name = Some("absent".into());
+    absent.data = Some([("k".to_string(), "v".to_string())].into());
+    config_maps.create(&absent).await.unwrap();
+    cluster
+        .wait_phase("waiting", "Running", Duration::from_secs(15))
+        .await;
     cluster.shutdown().await;
 }
 
