@@ -108,6 +108,7 @@ mod error;
 mod fake;
 mod files;
 pub mod image;
+pub mod kubelet_auth;
 mod logs;
 mod mounts;
 mod net;
@@ -120,6 +121,7 @@ pub use agent::{ContainerGcPolicy, NodeAgent, NodeAgentBuilder, NodeAgentConfig,
 pub use cri::CriRuntime;
 pub use error::{Error, Result};
 pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};
+pub use kubelet_auth::{KubeletAccess, KubeletAuth, KubeletRequest};
 pub use logs::{follow_pod_logs, pod_logs};
 pub use mounts::VolumeMounts;
 pub use net::{CniConfig, PodNetwork};

@@ -212,6 +212,79 @@ impl RemoteStore {
         .map(drop)
     }
 
+    /// Who `token` stands for, by a TokenReview (`authentication.k8s.io/v1`): the user name
+    /// and groups, or `None` when the server does not authenticate it (for `audiences`; empty:
+    /// the server's own). What a server that delegates authentication to the API server asks
+    /// (a kubelet's webhook authentication).
+    pub async fn review_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Option<(String, Vec<String>)>, StoreError> {
+        let kind = GroupKind::new("authentication.k8s.io", "TokenReview");
+        let body = json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": audiences},
+        });
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("{}/apis/authentication.k8s.io/v1/tokenreviews", self.base),
+                Some(body.to_string().into_bytes()),
+                &kind,
+                None,
+            )
+            .await?;
+        let status = &answer["status"];
+        if status["authenticated"] != true {
+            return Ok(None);
+        }
+        let name = status["user"]["username"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        let groups = status["user"]["groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|g| g.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some((name.to_string(), groups)))
+    }
+
+    /// Whether `user` in `groups` may do what `resource_attributes` says (`verb`, `group`,
+    /// `resource`, `subresource`, `name`, `namespace`, as in a SubjectAccessReview), asked
+    /// of the API server's authorizer (a kubelet's webhook authorization).
+    pub async fn review_access(
+        &self,
+        user: &str,
+        groups: &[String],
+        resource_attributes: &serde_json::Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let kind = GroupKind::new("authorization.k8s.io", "SubjectAccessReview");
+        let body = json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": groups, "resourceAttributes": resource_attributes},
+        });
+        let answer = self
+            .call(
+                Method::POST,
+                &format!(
+                    "{}/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                    self.base
+                ),
+                Some(body.to_string().into_bytes()),
+                &kind,
+                None,
+            )
+            .await?;
+        Ok(answer["status"]["allowed"] == true)
+    }
+
     /// Asks for a ServiceAccount token through the `serviceaccounts/token` subresource
     /// (TokenRequest), as the kubelet does for projected token volumes: for `account`, with
     /// `audiences` (empty: the API server's) and the lifetime asked for, bound to the pod

@@ -39,6 +39,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::kubelet_auth::KubeletAuth;
 use crate::tokens::{HeldToken, TokenRequest, TokenSource};
 pub use gc::ContainerGcPolicy;
 use pod_sync::PodRecord;
@@ -159,6 +160,7 @@ pub struct NodeAgentBuilder {
     config: NodeAgentConfig,
     runtime: Arc<dyn Runtime>,
     token_source: Option<Arc<dyn TokenSource>>,
+    kubelet_auth: Option<Arc<dyn KubeletAuth>>,
 }
 
 impl NodeAgentBuilder {
@@ -293,6 +295,14 @@ impl NodeAgentBuilder {
         self
     }
 
+    /// Who may call the kubelet server (see [`KubeletAuth`]): every request but `/healthz`
+    /// needs a bearer token the check accepts (401 without one, 403 for a user who may not).
+    /// Without it, the server answers anyone who reaches it.
+    pub fn kubelet_auth(mut self, auth: Arc<dyn KubeletAuth>) -> Self {
+        self.kubelet_auth = Some(auth);
+        self
+    }
+
     /// Checks the configuration, binds the kubelet server's socket (if
     /// [`serve`](Self::serve) was asked for) and returns the agent.
     pub fn build(self) -> Result<NodeAgent> {
@@ -314,6 +324,7 @@ impl NodeAgentBuilder {
             runtime: self.runtime,
             kubelet,
             token_source: self.token_source,
+            kubelet_auth: self.kubelet_auth,
         })
     }
 }
@@ -346,6 +357,7 @@ pub struct NodeAgent {
     /// The kubelet server's socket and the address it is bound to.
     kubelet: Option<(std::net::TcpListener, SocketAddr)>,
     token_source: Option<Arc<dyn TokenSource>>,
+    kubelet_auth: Option<Arc<dyn KubeletAuth>>,
 }
 
 impl NodeAgent {
@@ -355,6 +367,7 @@ impl NodeAgent {
             config: NodeAgentConfig::new(node_name.into()),
             runtime,
             token_source: None,
+            kubelet_auth: None,
         }
     }
 
@@ -394,6 +407,7 @@ impl Component for NodeAgent {
         let kubelet = server::Kubelet {
             runtime: self.runtime.clone(),
             node_name: self.config.node_name.clone(),
+            auth: self.kubelet_auth.clone(),
         };
         let kubelet_port = listener.as_ref().map(|(_, addr)| addr.port());
         let agent = Arc::new(Agent::new(*self, ctx.store.clone(), kubelet_port));

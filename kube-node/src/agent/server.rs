@@ -12,6 +12,12 @@
 //!   instance) is 404, a bad parameter 400, both with a one-line message.
 //! * `GET /healthz`: `ok`.
 //!
+//! With a [`KubeletAuth`] every request but `/healthz` carries a bearer token the check
+//! accepts, as the kubelet's webhook authentication and authorization: 401 without one or with
+//! one that stands for nobody, 403 (in the kubelet's words) for a user who may not `get` the
+//! node's `proxy` subresource (where the kubelet puts `/containerLogs`), 503 when it cannot be
+//! decided.
+//!
 //! Each connection is served by a task of the agent; they all end when the agent stops.
 
 use std::convert::Infallible;
@@ -30,6 +36,7 @@ use kube_core::runtime::{LogOptions, Runtime, RuntimeError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::kubelet_auth::{KubeletAccess, KubeletAuth, KubeletRequest};
 use crate::logs;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -40,6 +47,8 @@ pub(crate) struct Kubelet {
     pub(crate) runtime: Arc<dyn Runtime>,
     /// Only containers this node's agent created are served.
     pub(crate) node_name: String,
+    /// Who may call; `None`: anyone.
+    pub(crate) auth: Option<Arc<dyn KubeletAuth>>,
 }
 
 /// Accepts and serves connections until `shutdown`; open connections (followed logs among
@@ -204,6 +213,9 @@ impl Kubelet {
         if path == "/healthz" {
             return text(StatusCode::OK, "ok");
         }
+        if let Some(refused) = self.refused(&req).await {
+            return refused;
+        }
         let Some(rest) = path.strip_prefix("/containerLogs/") else {
             return text(StatusCode::NOT_FOUND, format!("no such path: {path}\n"));
         };
@@ -225,6 +237,40 @@ impl Kubelet {
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
         self.container_logs(namespace, pod, container, params).await
+    }
+
+    /// The answer to a caller the [`KubeletAuth`] does not let through, if any.
+    async fn refused(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let auth = self.auth.as_ref()?;
+        let bearer = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let request = KubeletRequest {
+            node: &self.node_name,
+            verb: "get",
+            subresource: "proxy",
+        };
+        match auth.check(bearer, &request).await {
+            Ok(KubeletAccess::Allowed) => None,
+            Ok(KubeletAccess::Unauthenticated) => {
+                Some(text(StatusCode::UNAUTHORIZED, "Unauthorized\n"))
+            }
+            Ok(KubeletAccess::Forbidden { user }) => Some(text(
+                StatusCode::FORBIDDEN,
+                format!("Forbidden (user={user}, verb=get, resource=nodes, subresource=proxy)\n"),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet server: cannot check a caller");
+                Some(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot check who is calling: {e}\n"),
+                ))
+            }
+        }
     }
 
     async fn container_logs(

@@ -277,3 +277,104 @@ async fn a_follower_disconnecting_does_not_disturb_the_server() {
     );
     cluster.shutdown().await;
 }
+
+/// A check that knows two tokens: the API server's (allowed) and bob's (not allowed).
+#[derive(Debug)]
+struct TwoTokens;
+
+#[async_trait::async_trait]
+impl kube_node::KubeletAuth for TwoTokens {
+    async fn check(
+        &self,
+        bearer: Option<&str>,
+        request: &kube_node::KubeletRequest<'_>,
+    ) -> Result<kube_node::KubeletAccess, kube_core::orchestrator::BoxError> {
+        assert_eq!(
+            (request.node, request.verb, request.subresource),
+            (crate::common::NODE, "get", "proxy")
+        );
+        Ok(match bearer {
+            Some("apiserver-token") => kube_node::KubeletAccess::Allowed,
+            Some("bob-token") => kube_node::KubeletAccess::Forbidden { user: "bob".into() },
+            Some("broken") => return Err("the API server is away".into()),
+            _ => kube_node::KubeletAccess::Unauthenticated,
+        })
+    }
+}
+
+/// `GET path` with a bearer token; status and body.
+async fn get_as(addr: SocketAddr, path: &str, token: &str) -> (StatusCode, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn with_a_kubelet_auth_only_callers_it_allows_read_logs() {
+    let fake = FakeRuntime::new();
+    fake.set_default_behavior(FakeBehavior::run_forever().with_output("secret\n"));
+    let agent = agent(Arc::new(fake))
+        .node_ip("127.0.0.1")
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .kubelet_auth(Arc::new(TwoTokens))
+        .build()
+        .expect("agent");
+    let addr = agent.kubelet_addr().expect("serving");
+    let cluster = Cluster::start(agent);
+    cluster
+        .pods()
+        .create(&pod(
+            "web",
+            "Always",
+            serde_json::json!([{"name": "c", "image": "nginx"}]),
+        ))
+        .await
+        .expect("create");
+    cluster.wait_phase("web", "Running", WAIT).await;
+    let logs = "/containerLogs/default/web/c";
+
+    assert_eq!(
+        get_text(addr, "/healthz").await,
+        (StatusCode::OK, "ok".into()),
+        "health needs no token"
+    );
+    let (status, body) = get_text(addr, logs).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(!body.contains("secret"));
+    assert_eq!(
+        get_as(addr, logs, "nobody").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_as(addr, logs, "bob-token").await,
+        (
+            StatusCode::FORBIDDEN,
+            "Forbidden (user=bob, verb=get, resource=nodes, subresource=proxy)\n".into()
+        )
+    );
+    assert_eq!(
+        get_as(addr, logs, "broken").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get_as(addr, logs, "apiserver-token").await,
+        (StatusCode::OK, "secret\n".into())
+    );
+    cluster.shutdown().await;
+}

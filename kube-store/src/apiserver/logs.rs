@@ -127,7 +127,15 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
         .parse()
         .map_err(|e| ApiError::internal(format!("bad node agent address {url}: {e}")))?;
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-    let request = hyper::Request::get(uri)
+    let mut request = hyper::Request::get(uri);
+    if let Some(security) = &ctx.inner.security {
+        // Node agents check who calls them (TokenReview and SubjectAccessReview back here).
+        request = request.header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", security.kubelet_client_token),
+        );
+    }
+    let request = request
         .body(Body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let response = tokio::time::timeout(

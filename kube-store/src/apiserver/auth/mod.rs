@@ -104,17 +104,40 @@ pub struct Security {
     pub(crate) audit_log: Option<std::path::PathBuf>,
     /// The cluster CA certificate (PEM) published in every namespace as `kube-root-ca.crt`.
     pub(crate) ca_pem: Option<String>,
+    /// The bearer token the server presents to node agents' kubelet servers (for `pods/log`),
+    /// standing for [`KUBELET_CLIENT_USER`]; random, made with the `Security`, kept in memory.
+    pub(crate) kubelet_client_token: String,
+}
+
+/// Who the API server is when it calls node agents' kubelet servers (kubeadm's name for it),
+/// bound to `system:kubelet-api-admin` by the bootstrap policy.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
+/// 244 random bits (two v4 UUIDs), as hex.
+fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 impl Security {
     /// TLS with `tls`, tokens signed by `signer`, no static tokens and no audit log.
     pub fn new(tls: Arc<rustls::ServerConfig>, signer: TokenSigner) -> Self {
+        let kubelet_client_token = random_token();
+        let mut static_tokens = HashMap::new();
+        static_tokens.insert(
+            kubelet_client_token.clone(),
+            UserInfo::new(KUBELET_CLIENT_USER, Vec::new()),
+        );
         Self {
             tls,
-            static_tokens: HashMap::new(),
+            static_tokens,
             signer,
             audit_log: None,
             ca_pem: None,
+            kubelet_client_token,
         }
     }
 
@@ -448,6 +471,12 @@ pub(crate) fn bootstrap_policy() -> Vec<serde_json::Value> {
         json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "system:basic-user"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:basic-user"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "system:kubelet-api-admin"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "proxy"]},
+                      {"apiGroups": [""], "resources": ["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"], "verbs": ["*"]}]}),
+        json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "system:kube-apiserver-kubelet-client"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}]}),
         json!({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "system:monitoring"},
             "rules": [{"nonResourceURLs": ["/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*", "/metrics"],
                 "verbs": ["get"]}]}),

@@ -77,8 +77,9 @@ pub(crate) async fn authorize(
                     _ => false,
                 }
         }
-        ("authorization.k8s.io", "selfsubjectaccessreviews")
-        | ("authentication.k8s.io", "selfsubjectreviews") => a.verb == "create",
+        // Its own reviews, and those it checks its kubelet server's callers with.
+        ("authorization.k8s.io", "selfsubjectaccessreviews" | "subjectaccessreviews")
+        | ("authentication.k8s.io", "selfsubjectreviews" | "tokenreviews") => a.verb == "create",
         // Tokens for the accounts its pods run as; the token handler checks that the token is
         // bound to one of its pods.
         ("", "serviceaccounts") => {
