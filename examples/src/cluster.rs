@@ -15,7 +15,7 @@ use kube_core::store::Store;
 use kube_ctrl::{ControllerManager, NodeLifecycleConfig};
 use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
 use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime};
-use kube_parts::remote::{ApiBinder, RemoteTokenSource};
+use kube_parts::remote::{ApiBinder, RemoteKubeletAuth, RemoteTokenSource};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
 use kube_store::apiserver::auth::{
     CONTROLLER_MANAGER_USER, PROXY_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
@@ -409,7 +409,9 @@ impl LocalCluster {
                 },
             )?);
             let agent = NodeAgent::builder(name, runtime)
-                .token_source(Arc::new(RemoteTokenSource::new(to_server)))
+                .token_source(Arc::new(RemoteTokenSource::new(to_server.clone())))
+                // Its kubelet server answers only callers the API server vouches for.
+                .kubelet_auth(Arc::new(RemoteKubeletAuth::new(to_server)))
                 .root_dir(dir.join("agent"))
                 .node_ip(config.listen.ip().to_string())
                 .serve(SocketAddr::new(config.listen.ip(), 0))
@@ -497,7 +499,8 @@ impl RemoteNode {
             &config.root_dir.join("images"),
         )?;
         let mut builder = NodeAgent::builder(config.name.clone(), runtime)
-            .token_source(Arc::new(RemoteTokenSource::new(remote)))
+            .token_source(Arc::new(RemoteTokenSource::new(remote.clone())))
+            .kubelet_auth(Arc::new(RemoteKubeletAuth::new(remote)))
             .root_dir(config.root_dir.join("agent"))
             .node_ip(config.node_ip.to_string())
             .serve(SocketAddr::new(config.node_ip, 0))

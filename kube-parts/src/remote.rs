@@ -39,14 +39,20 @@
 //!
 //! A remote node agent gets the ServiceAccount tokens of its pods' projected volumes from the
 //! API server's TokenRequest with [`RemoteTokenSource`]
-//! (`NodeAgent::builder(..).token_source(Arc::new(RemoteTokenSource::new(remote)))`).
+//! (`NodeAgent::builder(..).token_source(Arc::new(RemoteTokenSource::new(remote)))`), and
+//! checks who calls its kubelet server with the API server's TokenReview and
+//! SubjectAccessReview with [`RemoteKubeletAuth`] (`.kubelet_auth(..)`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube_core::object::ObjectKey;
 use kube_core::orchestrator::BoxError;
 use kube_core::store::{Store, StoreError};
-use kube_node::{ServiceAccountToken, TokenRequest, TokenSource};
+use kube_node::{
+    KubeletAccess, KubeletAuth, KubeletRequest, ServiceAccountToken, TokenRequest, TokenSource,
+};
 use kube_sched::binding::{BindOutcome, Binder};
 use kube_store::RemoteStore;
 
@@ -110,5 +116,102 @@ impl TokenSource for RemoteTokenSource {
             )
             .await?;
         Ok(ServiceAccountToken { token, expires })
+    }
+}
+
+/// A [`KubeletAuth`] that asks the API server, as the kubelet's webhook mode does: who a bearer
+/// token stands for (TokenReview), then whether that user may `get` the node's subresource
+/// (SubjectAccessReview on `nodes/proxy` for logs). The API server's own calls come as
+/// `kube-apiserver-kubelet-client`, which its bootstrap policy allows. Answers are remembered
+/// for a short while (allowed 5 minutes, refused 30 seconds, as the kubelet caches them), so a
+/// followed log or a busy `kubectl logs` loop does not cost two reviews each time. Needs the
+/// node's identity to be allowed to create reviews (the node authorizer allows it).
+#[derive(Debug)]
+pub struct RemoteKubeletAuth {
+    remote: Arc<RemoteStore>,
+    decided: Mutex<HashMap<Asked, (KubeletAccess, Instant)>>,
+}
+
+/// What a caller asked: its token, the verb, the node's subresource.
+type Asked = (String, String, String);
+
+/// How long an allowed caller is remembered.
+const ALLOWED_FOR: Duration = Duration::from_secs(300);
+/// How long a refused one is.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
+/// Remembered answers at most; past it the memory starts over.
+const REMEMBERED: usize = 1024;
+
+impl RemoteKubeletAuth {
+    /// Reviews through `remote`'s API server, with `remote`'s identity.
+    pub fn new(remote: Arc<RemoteStore>) -> Self {
+        Self {
+            remote,
+            decided: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn decide(
+        &self,
+        token: &str,
+        request: &KubeletRequest<'_>,
+    ) -> Result<KubeletAccess, BoxError> {
+        let Some((user, groups)) = self.remote.review_token(token, &[]).await? else {
+            return Ok(KubeletAccess::Unauthenticated);
+        };
+        let attributes = [
+            ("verb", request.verb),
+            ("resource", "nodes"),
+            ("subresource", request.subresource),
+            ("name", request.node),
+        ];
+        Ok(
+            if self
+                .remote
+                .review_access(&user, &groups, &attributes)
+                .await?
+            {
+                KubeletAccess::Allowed
+            } else {
+                KubeletAccess::Forbidden { user }
+            },
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl KubeletAuth for RemoteKubeletAuth {
+    async fn check(
+        &self,
+        bearer: Option<&str>,
+        request: &KubeletRequest<'_>,
+    ) -> Result<KubeletAccess, BoxError> {
+        let Some(token) = bearer else {
+            return Ok(KubeletAccess::Unauthenticated);
+        };
+        let key = (
+            token.to_string(),
+            request.verb.to_string(),
+            request.subresource.to_string(),
+        );
+        if let Ok(decided) = self.decided.lock()
+            && let Some((access, at)) = decided.get(&key)
+        {
+            let keep = match access {
+                KubeletAccess::Allowed => ALLOWED_FOR,
+                _ => REFUSED_FOR,
+            };
+            if at.elapsed() < keep {
+                return Ok(access.clone());
+            }
+        }
+        let access = self.decide(token, request).await?;
+        if let Ok(mut decided) = self.decided.lock() {
+            if decided.len() >= REMEMBERED {
+                decided.clear();
+            }
+            decided.insert(key, (access.clone(), Instant::now()));
+        }
+        Ok(access)
     }
 }

@@ -255,15 +255,19 @@ impl RemoteStore {
         Ok(Some((name.to_string(), groups)))
     }
 
-    /// Whether `user` in `groups` may do what `resource_attributes` says (`verb`, `group`,
-    /// `resource`, `subresource`, `name`, `namespace`, as in a SubjectAccessReview), asked
-    /// of the API server's authorizer (a kubelet's webhook authorization).
+    /// Whether `user` in `groups` may do what `resource_attributes` says (pairs of `verb`,
+    /// `group`, `resource`, `subresource`, `name`, `namespace`, as in a SubjectAccessReview),
+    /// asked of the API server's authorizer (a kubelet's webhook authorization).
     pub async fn review_access(
         &self,
         user: &str,
         groups: &[String],
-        resource_attributes: &serde_json::Map<String, Value>,
+        resource_attributes: &[(&str, &str)],
     ) -> Result<bool, StoreError> {
+        let resource_attributes: serde_json::Map<String, Value> = resource_attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::from(*v)))
+            .collect();
         let kind = GroupKind::new("authorization.k8s.io", "SubjectAccessReview");
         let body = json!({
             "apiVersion": "authorization.k8s.io/v1",

@@ -236,6 +236,48 @@ async fn kubectl_drives_the_quickstart_cluster() {
         logs.contains("GET") || logs.contains("response:200"),
         "{logs}"
     );
+    // The logs came through the node's kubelet server, which answers only callers the API
+    // server vouches for: asked directly, without a token, it refuses.
+    let node = k
+        .run(&["get", "pod", &pod, "-o", "jsonpath={.spec.nodeName}"])
+        .await;
+    let kubelet = k
+        .run(&[
+            "get",
+            "node",
+            node.trim(),
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}:{.status.daemonEndpoints.kubeletEndpoint.Port}",
+        ])
+        .await;
+    let mut stream = tokio::net::TcpStream::connect(kubelet.trim())
+        .await
+        .unwrap();
+    let container = k
+        .run(&[
+            "get",
+            "pod",
+            &pod,
+            "-o",
+            "jsonpath={.spec.containers[0].name}",
+        ])
+        .await;
+    stream
+        .write_all(
+            format!(
+                "GET /containerLogs/default/{pod}/{} HTTP/1.0\r\nHost: kubelet\r\n\r\n",
+                container.trim()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 401") || answer.starts_with("HTTP/1.1 401"),
+        "{answer}"
+    );
 
     // Watch while scaling: the new pod appears on the watch.
     let mut watch = k
