@@ -236,6 +236,29 @@ async fn kubectl_drives_the_quickstart_cluster() {
         logs.contains("GET") || logs.contains("response:200"),
         "{logs}"
     );
+    // `kubectl exec` (WebSocket): the output, and the command's exit code as kubectl's own.
+    let said = k
+        .run(&["exec", &pod, "--", "echo", "hello from exec"])
+        .await;
+    assert_eq!(said.trim(), "hello from exec");
+    let output = k
+        .command(&[
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let both = String::from_utf8_lossy(&output.stdout);
+    assert!(both.contains("out") && both.contains("err"), "{output:?}");
+    let interactive = k.fail(&["exec", "-i", &pod, "--", "sh"]).await;
+    assert!(interactive.contains("interactive exec"), "{interactive}");
+
     // The logs came through the node's kubelet server, which answers only callers the API
     // server vouches for: asked directly, without a token, it refuses.
     let node = k
@@ -363,6 +386,11 @@ async fn kubectl_drives_the_quickstart_cluster() {
     assert_eq!(can_i_as_robot("list").await, "yes");
     assert_eq!(can_i_as_robot("delete").await, "no");
     k.run(&[robot_user, "get", "pods"]).await;
+    let no_exec = k.fail(&[robot_user, "exec", &pod, "--", "true"]).await;
+    assert!(
+        no_exec.contains("forbidden") && no_exec.contains("pods/exec"),
+        "{no_exec}"
+    );
     // `kubectl auth whoami` (SelfSubjectReview), plain and impersonating.
     let me = k.run(&["auth", "whoami"]).await;
     assert!(

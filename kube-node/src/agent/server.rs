@@ -10,6 +10,10 @@
 //!   parameters are ignored, as the kubelet does. With `follow=true` the response streams what the container writes next,
 //!   until it exits or the client goes away. An unknown pod or container (or no previous
 //!   instance) is 404, a bad parameter 400, both with a one-line message.
+//! * `POST /exec/{namespace}/{pod}/{container}?command=..&command=..`: runs the command in the
+//!   running container to completion (the runtime's ExecSync, at most 5 minutes, or
+//!   `timeoutSeconds`) and answers its output with the exit code in `X-Exit-Code`; what the API
+//!   server's `pods/exec` calls. Not interactive: no stdin, no tty, no streaming.
 //! * `GET /healthz`: `ok`.
 //!
 //! With a [`KubeletAuth`] every request but `/healthz` carries a bearer token the check
@@ -40,6 +44,12 @@ use crate::kubelet_auth::{KubeletAccess, KubeletAuth, KubeletRequest};
 use crate::logs;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The longest an exec may run (its output comes when it ends).
+const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The header an exec's exit code comes in.
+const EXIT_CODE: &str = "x-exit-code";
 
 /// What the server answers from.
 #[derive(Debug, Clone)]
@@ -203,18 +213,26 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 impl Kubelet {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("method {} is not allowed\n", req.method()),
-            );
-        }
         let path = req.uri().path();
+        let exec = path.starts_with("/exec/");
+        let verb = match (req.method(), exec) {
+            (&Method::GET | &Method::HEAD, false) => "get",
+            (&Method::POST, true) => "create",
+            _ => {
+                return text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("method {} is not allowed\n", req.method()),
+                );
+            }
+        };
         if path == "/healthz" {
             return text(StatusCode::OK, "ok");
         }
-        if let Some(refused) = self.refused(&req).await {
+        if let Some(refused) = self.refused(&req, verb).await {
             return refused;
+        }
+        if let Some(rest) = path.strip_prefix("/exec/") {
+            return self.exec(rest, req.uri().query()).await;
         }
         let Some(rest) = path.strip_prefix("/containerLogs/") else {
             return text(StatusCode::NOT_FOUND, format!("no such path: {path}\n"));
@@ -240,7 +258,7 @@ impl Kubelet {
     }
 
     /// The answer to a caller the [`KubeletAuth`] does not let through, if any.
-    async fn refused(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+    async fn refused(&self, req: &Request<Incoming>, verb: &str) -> Option<Response<Body>> {
         let auth = self.auth.as_ref()?;
         let bearer = req
             .headers()
@@ -251,7 +269,7 @@ impl Kubelet {
             .filter(|t| !t.is_empty());
         let request = KubeletRequest {
             node: &self.node_name,
-            verb: "get",
+            verb,
             subresource: "proxy",
         };
         match auth.check(bearer, &request).await {
@@ -270,6 +288,89 @@ impl Kubelet {
                     format!("cannot check who is calling: {e}\n"),
                 ))
             }
+        }
+    }
+
+    /// `POST /exec/{namespace}/{pod}/{container}?command=..&command=..[&timeoutSeconds=N]`:
+    /// runs the command in the running container to completion (the runtime's ExecSync) and
+    /// answers its output (stdout, then stderr) with the exit code in `X-Exit-Code`.
+    async fn exec(&self, rest: &str, query: Option<&str>) -> Response<Body> {
+        let segments: Result<Vec<String>, String> = rest.split('/').map(percent_decode).collect();
+        let (namespace, pod, container) = match segments.as_deref() {
+            Ok([ns, pod, c]) if !ns.is_empty() && !pod.is_empty() && !c.is_empty() => {
+                (ns.clone(), pod.clone(), c.clone())
+            }
+            Ok(_) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "expected /exec/{namespace}/{pod}/{container}\n",
+                );
+            }
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
+        let mut command = Vec::new();
+        let mut timeout = EXEC_TIMEOUT;
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = match percent_decode(&value.replace('+', " ")) {
+                Ok(v) => v,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            };
+            match name {
+                "command" => command.push(value),
+                "timeoutSeconds" => match value.parse::<u64>() {
+                    Ok(s) if s > 0 => timeout = Duration::from_secs(s).min(EXEC_TIMEOUT),
+                    _ => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            format!("timeoutSeconds must be a positive integer, not {value:?}\n"),
+                        );
+                    }
+                },
+                _ => {}
+            }
+        }
+        if command.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "no command given\n");
+        }
+        let node = Some(self.node_name.as_str());
+        let instance =
+            match logs::find_instance(&*self.runtime, node, &namespace, &pod, &container, false)
+                .await
+            {
+                Ok(instance) => instance,
+                Err(e) => return error_response(&e),
+            };
+        if instance.state != kube_core::runtime::ContainerState::Running {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("container {container} is not running\n"),
+            );
+        }
+        match self
+            .runtime
+            .exec_sync(&instance.id, &command, timeout)
+            .await
+        {
+            Ok(result) => {
+                let mut response = Response::new(Full::new(result.output).boxed_unsync());
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                response
+                    .headers_mut()
+                    .insert(EXIT_CODE, HeaderValue::from(result.exit_code));
+                response
+            }
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("exec in container {container}: {e}\n"),
+            ),
         }
     }
 

@@ -290,9 +290,10 @@ impl kube_node::KubeletAuth for TwoTokens {
         request: &kube_node::KubeletRequest<'_>,
     ) -> Result<kube_node::KubeletAccess, kube_core::orchestrator::BoxError> {
         assert_eq!(
-            (request.node, request.verb, request.subresource),
-            (crate::common::NODE, "get", "proxy")
+            (request.node, request.subresource),
+            (crate::common::NODE, "proxy")
         );
+        assert!(["get", "create"].contains(&request.verb), "{request:?}");
         Ok(match bearer {
             Some("apiserver-token") => kube_node::KubeletAccess::Allowed,
             Some("bob-token") => kube_node::KubeletAccess::Forbidden { user: "bob".into() },
@@ -304,32 +305,50 @@ impl kube_node::KubeletAuth for TwoTokens {
 
 /// `GET path` with a bearer token; status and body.
 async fn get_as(addr: SocketAddr, path: &str, token: &str) -> (StatusCode, String) {
+    let (status, _, body) = call_as(addr, hyper::Method::GET, path, token).await;
+    (status, body)
+}
+
+/// A request with a bearer token; status, headers and body.
+async fn call_as(
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    token: &str,
+) -> (StatusCode, hyper::HeaderMap, String) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
     tokio::spawn(conn);
-    let request = hyper::Request::get(path)
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", addr.to_string())
         .header("authorization", format!("Bearer {token}"))
         .body(Empty::<Bytes>::new())
         .expect("request");
     let response = sender.send_request(request).await.expect("response");
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = response
         .into_body()
         .collect()
         .await
         .expect("body")
         .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 #[tokio::test]
-async fn with_a_kubelet_auth_only_callers_it_allows_read_logs() {
+async fn with_a_kubelet_auth_only_callers_it_allows_read_logs_and_exec() {
     let fake = FakeRuntime::new();
     fake.set_default_behavior(FakeBehavior::run_forever().with_output("secret\n"));
-    let agent = agent(Arc::new(fake))
+    let agent = agent(Arc::new(fake.clone()))
         .node_ip("127.0.0.1")
         .serve("127.0.0.1:0".parse().expect("addr"))
         .kubelet_auth(Arc::new(TwoTokens))
@@ -375,6 +394,35 @@ async fn with_a_kubelet_auth_only_callers_it_allows_read_logs() {
     assert_eq!(
         get_as(addr, logs, "apiserver-token").await,
         (StatusCode::OK, "secret\n".into())
+    );
+
+    // Exec: POST, checked like the rest; the exit code comes in a header.
+    let exec = "/exec/default/web/c?command=check&command=--all";
+    assert_eq!(
+        call_as(addr, hyper::Method::POST, exec, "bob-token")
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, headers, _) = call_as(addr, hyper::Method::POST, exec, "apiserver-token").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-exit-code"], "0");
+    fake.set_exec_result("check", 3);
+    let (_, headers, _) = call_as(addr, hyper::Method::POST, exec, "apiserver-token").await;
+    assert_eq!(headers["x-exit-code"], "3");
+    for (path, want) in [
+        ("/exec/default/web/c", StatusCode::BAD_REQUEST),
+        ("/exec/default/web/nope?command=x", StatusCode::NOT_FOUND),
+        ("/exec/default/web?command=x", StatusCode::NOT_FOUND),
+    ] {
+        let (status, _, body) = call_as(addr, hyper::Method::POST, path, "apiserver-token").await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    assert_eq!(
+        call_as(addr, hyper::Method::GET, exec, "apiserver-token")
+            .await
+            .0,
+        StatusCode::METHOD_NOT_ALLOWED
     );
     cluster.shutdown().await;
 }

@@ -152,7 +152,13 @@ pub(crate) fn attributes(inner: &Inner, method: &Method, path: &str, query: &Que
         return non_resource();
     };
     let watch = query.flag("watch").unwrap_or(false);
+    let connect = matches!(
+        target.subresource.as_deref(),
+        Some("exec" | "attach" | "portforward")
+    );
     let verb = match (method.as_str(), target.name.is_some()) {
+        // A WebSocket exec is a GET; Kubernetes asks for `create` on it all the same.
+        _ if connect => "create",
         ("GET", _) if watch => "watch",
         ("GET", true) => "get",
         ("GET", false) => "list",

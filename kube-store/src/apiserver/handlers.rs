@@ -19,7 +19,8 @@ use super::patch::{PatchType, apply_patch};
 use super::request::{ApiPath, Query, Target, not_found_path, parse_path};
 use super::status::{ApiError, ApiResult, success};
 use super::table::{IncludeObject, table, wants_table};
-use super::{defaults, discovery, logs, openapi, serviceaccounts, validation, watch};
+use super::{defaults, discovery, exec, logs, openapi, serviceaccounts, validation, watch};
+use axum::extract::FromRequestParts as _;
 
 /// How many times a patch is re-applied when the object changed underneath it.
 const PATCH_RETRIES: usize = 8;
@@ -147,7 +148,18 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         }
         ApiPath::Resource(target) => target,
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // `pods/exec` answers over a WebSocket: take the upgrade before the parts are spent.
+    let upgrade = if target.subresource.as_deref() == Some("exec") {
+        Some(
+            axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|rejection| rejection.body_text()),
+        )
+    } else {
+        None
+    };
+    let raw_query = parts.uri.query().map(str::to_string);
     let headers = parts.headers;
     let ctx = Ctx {
         inner,
@@ -171,6 +183,9 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
         (Method::GET, true, None | Some("status")) => get(&ctx).await,
         (Method::GET, true, Some("scale")) => get_scale(&ctx).await,
         (Method::GET, true, Some("log")) => logs::serve(&ctx).await,
+        (Method::GET | Method::POST, true, Some("exec")) if ctx.info().kind == "Pod" => {
+            exec::serve(&ctx, upgrade, raw_query.as_deref()).await
+        }
         (Method::POST, false, None) => create(&ctx, read_body(&ctx, body).await?).await,
         (Method::POST, true, Some("binding")) => bind(&ctx, read_body(&ctx, body).await?).await,
         (Method::POST, true, Some("eviction")) => evict(&ctx, read_body(&ctx, body).await?).await,

@@ -23,7 +23,17 @@ const PASSED_PARAMETERS: [&str; 6] = [
     "sinceSeconds",
 ];
 
-pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
+/// Where a `pods/log` or `pods/exec` request goes: the container it names (or the pod's only
+/// app container), the node that runs the pod, and that node agent's kubelet server.
+pub(crate) struct Located {
+    pub(crate) key: ObjectKey,
+    pub(crate) container: String,
+    pub(crate) node_name: String,
+    /// `http://host:port`.
+    pub(crate) kubelet: String,
+}
+
+pub(crate) async fn locate(ctx: &Ctx<'_>) -> ApiResult<Located> {
     let key = ctx.key();
     let pod = ctx
         .inner
@@ -109,6 +119,38 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
     } else {
         address
     };
+    Ok(Located {
+        key,
+        container,
+        node_name,
+        kubelet: format!("http://{host}:{port}"),
+    })
+}
+
+/// A request to a kubelet server, carrying the API server's identity when it is secure (node
+/// agents check who calls them with TokenReview and SubjectAccessReview back here).
+pub(crate) fn kubelet_request(
+    ctx: &Ctx<'_>,
+    method: hyper::Method,
+    uri: hyper::Uri,
+) -> hyper::http::request::Builder {
+    let mut request = hyper::Request::builder().method(method).uri(uri);
+    if let Some(security) = &ctx.inner.security {
+        request = request.header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", security.kubelet_client_token),
+        );
+    }
+    request
+}
+
+pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
+    let Located {
+        key,
+        container,
+        node_name,
+        kubelet,
+    } = locate(ctx).await?;
     let query = {
         let mut query = form_urlencoded::Serializer::new(String::new());
         for name in PASSED_PARAMETERS {
@@ -119,7 +161,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
         query.finish()
     };
     let url = format!(
-        "http://{host}:{port}/containerLogs/{}/{}/{container}?{query}",
+        "{kubelet}/containerLogs/{}/{}/{container}?{query}",
         key.namespace.as_deref().unwrap_or("default"),
         key.name,
     );
@@ -127,15 +169,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
         .parse()
         .map_err(|e| ApiError::internal(format!("bad node agent address {url}: {e}")))?;
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = hyper::Request::get(uri);
-    if let Some(security) = &ctx.inner.security {
-        // Node agents check who calls them (TokenReview and SubjectAccessReview back here).
-        request = request.header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", security.kubelet_client_token),
-        );
-    }
-    let request = request
+    let request = kubelet_request(ctx, hyper::Method::GET, uri)
         .body(Body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let response = tokio::time::timeout(

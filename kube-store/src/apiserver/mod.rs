@@ -25,6 +25,7 @@ pub mod auth;
 mod defaults;
 mod discovery;
 mod encoded;
+mod exec;
 mod handlers;
 mod logs;
 mod metrics;
