@@ -54,6 +54,7 @@ curl_web || fail "no answer through NodePort 30080"
 kubectl scale deployment web --replicas=3
 kubectl rollout status deployment/web --timeout=120s
 [[ "$(kubectl get deployment web -o jsonpath='{.status.readyReplicas}')" == 3 ]] || fail "not 3 ready"
+kubectl exec deployment/web -- ls / | grep -qx bin || fail "kubectl exec deployment/web -- ls / did not list /bin"
 
 echo "==> restart: the cluster keeps its state and its pods come back"
 stop
