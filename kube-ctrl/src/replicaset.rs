@@ -342,3 +342,45 @@ impl Controller for ReplicaSetController {
         Ok(Action::await_change())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created_s: i64) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": format!("2026-01-01T00:00:{created_s:02}Z")},
+            "spec": {"nodeName": node, "containers": [{"name": "c"}]},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn surplus_pods_go_unscheduled_pending_not_ready_then_newest_first() {
+        let mut pods = [
+            pod("ready-old", Some("n1"), "Running", true, 1),
+            pod("ready-new", Some("n1"), "Running", true, 9),
+            pod("not-ready", Some("n1"), "Running", false, 2),
+            pod("pending", Some("n1"), "Pending", false, 3),
+            pod("unscheduled", None, "Pending", false, 4),
+            pod("unknown", Some("n2"), "Unknown", false, 5),
+        ];
+        pods.sort_by_key(deletion_rank);
+        let order: Vec<_> = pods
+            .iter()
+            .map(|p| p.metadata.name.as_deref().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "unscheduled",
+                "pending",
+                "unknown",
+                "not-ready",
+                "ready-new",
+                "ready-old"
+            ]
+        );
+    }
+}
