@@ -205,6 +205,9 @@ pub struct ExecResult {
     pub exit_code: i32,
     /// Its stdout followed by its stderr.
     pub output: Bytes,
+    /// How many leading bytes of `output` are stdout (the rest is stderr), when the runtime
+    /// kept them apart; `None` when it did not (then `output` is all one stream).
+    pub stdout_len: Option<usize>,
 }
 
 /// A node's container runtime, shaped like CRI.

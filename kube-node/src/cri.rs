@@ -579,11 +579,13 @@ impl Runtime for CriRuntime {
             .await
             .map_err(|s| status_error("exec_sync", container_id, "container", s))?
             .into_inner();
+        let stdout_len = r.stdout.len();
         let mut output = r.stdout;
         output.extend_from_slice(&r.stderr);
         Ok(ExecResult {
             exit_code: r.exit_code,
             output: Bytes::from(output),
+            stdout_len: Some(stdout_len),
         })
     }
 }

@@ -798,6 +798,7 @@ impl Runtime for FakeRuntime {
         Ok(ExecResult {
             exit_code,
             output: Bytes::new(),
+            stdout_len: Some(0),
         })
     }
 }

@@ -1311,6 +1311,7 @@ impl Runtime for ProcessRuntime {
         match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(out) => {
                 let out = out?;
+                let stdout_len = out.stdout.len();
                 let mut output = out.stdout;
                 output.extend_from_slice(&out.stderr);
                 Ok(ExecResult {
@@ -1320,6 +1321,7 @@ impl Runtime for ProcessRuntime {
                         .or(out.status.signal().map(|s| 128 + s))
                         .unwrap_or(-1),
                     output: Bytes::from(output),
+                    stdout_len: Some(stdout_len),
                 })
             }
             Err(_) => {

@@ -12,7 +12,8 @@
 //!   instance) is 404, a bad parameter 400, both with a one-line message.
 //! * `POST /exec/{namespace}/{pod}/{container}?command=..&command=..`: runs the command in the
 //!   running container to completion (the runtime's ExecSync, at most 5 minutes, or
-//!   `timeoutSeconds`) and answers its output with the exit code in `X-Exit-Code`; what the API
+//!   `timeoutSeconds`) and answers its output (stdout, then stderr; `X-Stdout-Length` says
+//!   where one ends when the runtime keeps them apart) with the exit code in `X-Exit-Code`; what the API
 //!   server's `pods/exec` calls. Not interactive: no stdin, no tty, no streaming.
 //! * `GET /healthz`: `ok`.
 //!
@@ -50,6 +51,8 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The header an exec's exit code comes in.
 const EXIT_CODE: &str = "x-exit-code";
+/// The header saying how much of an exec's output is stdout (the rest is stderr).
+const STDOUT_LENGTH: &str = "x-stdout-length";
 
 /// What the server answers from.
 #[derive(Debug, Clone)]
@@ -365,6 +368,11 @@ impl Kubelet {
                 response
                     .headers_mut()
                     .insert(EXIT_CODE, HeaderValue::from(result.exit_code));
+                if let Some(len) = result.stdout_len {
+                    response
+                        .headers_mut()
+                        .insert(STDOUT_LENGTH, HeaderValue::from(len));
+                }
                 response
             }
             Err(e) => text(

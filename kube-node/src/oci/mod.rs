@@ -1099,6 +1099,7 @@ impl Runtime for OciRuntime {
         let out = tokio::time::timeout(timeout, child.wait_with_output())
             .await
             .map_err(|_| failed("exec_sync", format!("timed out after {timeout:?}")))??;
+        let stdout_len = out.stdout.len();
         let mut output = out.stdout;
         output.extend_from_slice(&out.stderr);
         Ok(ExecResult {
@@ -1108,6 +1109,7 @@ impl Runtime for OciRuntime {
                 .or(out.status.signal().map(|s| 128 + s))
                 .unwrap_or(-1),
             output: Bytes::from(output),
+            stdout_len: Some(stdout_len),
         })
     }
 }

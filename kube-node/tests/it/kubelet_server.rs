@@ -407,6 +407,7 @@ async fn with_a_kubelet_auth_only_callers_it_allows_read_logs_and_exec() {
     let (status, headers, _) = call_as(addr, hyper::Method::POST, exec, "apiserver-token").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-exit-code"], "0");
+    assert_eq!(headers["x-stdout-length"], "0");
     fake.set_exec_result("check", 3);
     let (_, headers, _) = call_as(addr, hyper::Method::POST, exec, "apiserver-token").await;
     assert_eq!(headers["x-exit-code"], "3");

@@ -1,11 +1,12 @@
 //! `pods/exec` (`kubectl exec POD -- COMMAND`): the command runs in the container through the
 //! node agent that runs the pod (its kubelet server's `POST /exec/...`, the runtime's
 //! ExecSync), and the answer goes back over the WebSocket protocol kubectl 1.30 and newer
-//! speak (`v5.channel.k8s.io`, `v4.channel.k8s.io`): the output on the stdout channel, then a
+//! speak (`v5.channel.k8s.io`, `v4.channel.k8s.io`): the output on the stdout and stderr
+//! channels, then a
 //! `Status` on the error channel (`Success`, or `NonZeroExitCode` with the code, which kubectl
 //! exits with). Not interactive: a request for stdin or a tty is refused with a message that
-//! says so, and the output arrives when the command ends (stdout and stderr together, as the
-//! runtimes' ExecSync gives them). Older kubectl (SPDY) gets a 400 that names the version.
+//! says so, and the output arrives when the command ends (all stdout, then all stderr).
+//! Older kubectl (SPDY) gets a 400 that names the version.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -23,6 +24,7 @@ use super::status::{ApiError, ApiResult};
 /// The channel protocols served, preferred first.
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 /// Output is sent in pieces of at most this much.
 const PIECE: usize = 32 * 1024;
@@ -75,8 +77,9 @@ fn false_or_true(value: Option<&str>) -> bool {
     matches!(value, Some("true" | "1" | "True" | "TRUE" | "t" | "T"))
 }
 
-/// What the node agent answered: the output and exit code, or why the command did not run.
-type Outcome = Result<(Bytes, i32), String>;
+/// What the node agent answered: stdout, stderr and the exit code, or why the command did not
+/// run.
+type Outcome = Result<(Bytes, Bytes, i32), String>;
 
 /// A call to the node agent's `/exec`, owned, to make once the socket is up.
 struct ExecCall {
@@ -120,11 +123,15 @@ impl ExecCall {
             .await
             .map_err(|e| format!("node agent of {node}: {e}"))?;
         let status = response.status();
-        let exit_code = response
-            .headers()
-            .get("x-exit-code")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok());
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        let exit_code = header("x-exit-code").and_then(|c| i32::try_from(c).ok());
+        let stdout_len = header("x-stdout-length").and_then(|n| usize::try_from(n).ok());
         let body = response
             .into_body()
             .collect()
@@ -132,7 +139,11 @@ impl ExecCall {
             .map_err(|e| format!("node agent of {node}: {e}"))?
             .to_bytes();
         match (status, exit_code) {
-            (StatusCode::OK, Some(code)) => Ok((body, code)),
+            (StatusCode::OK, Some(code)) => {
+                // Without the length the runtime did not keep them apart: all of it is stdout.
+                let split = stdout_len.unwrap_or(body.len()).min(body.len());
+                Ok((body.slice(..split), body.slice(split..), code))
+            }
             _ => Err(String::from_utf8_lossy(&body).trim().to_string()),
         }
     }
@@ -141,13 +152,15 @@ impl ExecCall {
 /// Sends the outcome as kubectl reads it, then closes.
 async fn answer(mut socket: WebSocket, outcome: Outcome) {
     let status = match outcome {
-        Ok((output, code)) => {
-            for piece in output.chunks(PIECE) {
-                let mut frame = Vec::with_capacity(piece.len() + 1);
-                frame.push(STDOUT);
-                frame.extend_from_slice(piece);
-                if socket.send(Message::Binary(frame.into())).await.is_err() {
-                    return;
+        Ok((stdout, stderr, code)) => {
+            for (channel, output) in [(STDOUT, stdout), (STDERR, stderr)] {
+                for piece in output.chunks(PIECE) {
+                    let mut frame = Vec::with_capacity(piece.len() + 1);
+                    frame.push(channel);
+                    frame.extend_from_slice(piece);
+                    if socket.send(Message::Binary(frame.into())).await.is_err() {
+                        return;
+                    }
                 }
             }
             exit_status(code)
