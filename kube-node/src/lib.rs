@@ -105,6 +105,7 @@ mod agent;
 mod cgroup;
 mod cri;
 mod error;
+mod exec_output;
 mod fake;
 mod files;
 pub mod image;

@@ -1304,35 +1304,17 @@ impl Runtime for ProcessRuntime {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()?;
-        let group = child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .map(Pid::from_raw);
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(out) => {
-                let out = out?;
-                let stdout_len = out.stdout.len();
-                let mut output = out.stdout;
-                output.extend_from_slice(&out.stderr);
-                Ok(ExecResult {
-                    exit_code: out
-                        .status
-                        .code()
-                        .or(out.status.signal().map(|s| 128 + s))
-                        .unwrap_or(-1),
-                    output: Bytes::from(output),
-                    stdout_len: Some(stdout_len),
-                })
-            }
-            Err(_) => {
-                if let Some(group) = group {
-                    let _ = killpg(group, Signal::SIGKILL);
+        // Its whole process group goes if it runs too long or writes too much.
+        crate::exec_output::collect(
+            child,
+            timeout,
+            crate::exec_output::EXEC_OUTPUT_LIMIT,
+            |child| {
+                if let Some(group) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
                 }
-                Err(RuntimeError::Failed {
-                    operation: "exec_sync",
-                    message: format!("timed out after {timeout:?}"),
-                })
-            }
-        }
+            },
+        )
+        .await
     }
 }

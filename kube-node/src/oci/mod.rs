@@ -1096,21 +1096,13 @@ impl Runtime for OciRuntime {
             // A timed-out exec must not linger.
             .kill_on_drop(true)
             .spawn()?;
-        let out = tokio::time::timeout(timeout, child.wait_with_output())
-            .await
-            .map_err(|_| failed("exec_sync", format!("timed out after {timeout:?}")))??;
-        let stdout_len = out.stdout.len();
-        let mut output = out.stdout;
-        output.extend_from_slice(&out.stderr);
-        Ok(ExecResult {
-            exit_code: out
-                .status
-                .code()
-                .or(out.status.signal().map(|s| 128 + s))
-                .unwrap_or(-1),
-            output: Bytes::from(output),
-            stdout_len: Some(stdout_len),
-        })
+        crate::exec_output::collect(
+            child,
+            timeout,
+            crate::exec_output::EXEC_OUTPUT_LIMIT,
+            |_| {},
+        )
+        .await
     }
 }
 
