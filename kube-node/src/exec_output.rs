@@ -19,7 +19,7 @@ pub(crate) async fn collect(
     mut child: tokio::process::Child,
     timeout: Duration,
     limit: usize,
-    on_timeout: impl FnOnce(&tokio::process::Child),
+    kill_group: impl FnOnce(&tokio::process::Child),
 ) -> Result<ExecResult, RuntimeError> {
     let failed = |message: String| RuntimeError::Failed {
         operation: "exec_sync",
@@ -67,7 +67,7 @@ pub(crate) async fn collect(
             })
         }
         Ok(Ok(None)) => {
-            on_timeout(&child);
+            kill_group(&child);
             let _ = child.start_kill();
             Err(failed(format!(
                 "the command's output exceeds {} MiB; it was stopped",
@@ -76,7 +76,7 @@ pub(crate) async fn collect(
         }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => {
-            on_timeout(&child);
+            kill_group(&child);
             let _ = child.start_kill();
             Err(failed(format!("timed out after {timeout:?}")))
         }

@@ -204,6 +204,23 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
 }
 
+/// `{namespace}/{pod}/{container}` after `/{route}/`, percent-decoded; a wrong shape is 404,
+/// bad escapes 400.
+#[allow(clippy::result_large_err)]
+fn pod_container(rest: &str, route: &str) -> Result<(String, String, String), Response<Body>> {
+    let segments: Result<Vec<String>, String> = rest.split('/').map(percent_decode).collect();
+    match segments.as_deref() {
+        Ok([ns, pod, c]) if !ns.is_empty() && !pod.is_empty() && !c.is_empty() => {
+            Ok((ns.clone(), pod.clone(), c.clone()))
+        }
+        Ok(_) => Err(text(
+            StatusCode::NOT_FOUND,
+            format!("expected /{route}/{{namespace}}/{{pod}}/{{container}}\n"),
+        )),
+        Err(e) => Err(text(StatusCode::BAD_REQUEST, format!("{e}\n"))),
+    }
+}
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed_unsync());
     *response.status_mut() = status;
@@ -240,18 +257,9 @@ impl Kubelet {
         let Some(rest) = path.strip_prefix("/containerLogs/") else {
             return text(StatusCode::NOT_FOUND, format!("no such path: {path}\n"));
         };
-        let segments: Result<Vec<String>, String> = rest.split('/').map(percent_decode).collect();
-        let (namespace, pod, container) = match segments.as_deref() {
-            Ok([ns, pod, c]) if !ns.is_empty() && !pod.is_empty() && !c.is_empty() => {
-                (ns.clone(), pod.clone(), c.clone())
-            }
-            Ok(_) => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    "expected /containerLogs/{namespace}/{pod}/{container}\n",
-                );
-            }
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        let (namespace, pod, container) = match pod_container(rest, "containerLogs") {
+            Ok(names) => names,
+            Err(refusal) => return refusal,
         };
         let params = match LogParams::parse(req.uri().query()) {
             Ok(p) => p,
@@ -282,7 +290,9 @@ impl Kubelet {
             }
             Ok(KubeletAccess::Forbidden { user }) => Some(text(
                 StatusCode::FORBIDDEN,
-                format!("Forbidden (user={user}, verb=get, resource=nodes, subresource=proxy)\n"),
+                format!(
+                    "Forbidden (user={user}, verb={verb}, resource=nodes, subresource=proxy)\n"
+                ),
             )),
             Err(e) => {
                 tracing::warn!(error = %e, "kubelet server: cannot check a caller");
@@ -298,18 +308,9 @@ impl Kubelet {
     /// runs the command in the running container to completion (the runtime's ExecSync) and
     /// answers its output (stdout, then stderr) with the exit code in `X-Exit-Code`.
     async fn exec(&self, rest: &str, query: Option<&str>) -> Response<Body> {
-        let segments: Result<Vec<String>, String> = rest.split('/').map(percent_decode).collect();
-        let (namespace, pod, container) = match segments.as_deref() {
-            Ok([ns, pod, c]) if !ns.is_empty() && !pod.is_empty() && !c.is_empty() => {
-                (ns.clone(), pod.clone(), c.clone())
-            }
-            Ok(_) => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    "expected /exec/{namespace}/{pod}/{container}\n",
-                );
-            }
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        let (namespace, pod, container) = match pod_container(rest, "exec") {
+            Ok(names) => names,
+            Err(refusal) => return refusal,
         };
         let mut command = Vec::new();
         let mut timeout = EXEC_TIMEOUT;

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::Inner;
 use super::auth::{self, Attributes, UserInfo};
+use super::handlers::strings;
 use super::protobuf::{Wire, fields as protobuf_fields};
 use super::request::{ApiPath, Query, parse_path};
 use super::status::ApiError;
@@ -604,14 +605,7 @@ pub(crate) async fn token_review(
     if token.is_empty() {
         return Err(ApiError::bad_request("a TokenReview needs spec.token"));
     }
-    let audiences: Vec<String> = spec["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let audiences = strings(&spec["audiences"]);
     let status = match &inner.security {
         None => {
             json!({"authenticated": false, "error": "this server does not authenticate requests"})
@@ -676,14 +670,7 @@ pub(crate) async fn subject_access_review(
         }
     }
     let name = spec["user"].as_str().unwrap_or_default().to_string();
-    let groups: Vec<String> = spec["groups"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let groups = strings(&spec["groups"]);
     if name.is_empty() && groups.is_empty() {
         return Err(ApiError::bad_request(format!(
             "a {kind} needs spec.user or spec.groups"

@@ -31,17 +31,16 @@ const PIECE: usize = 32 * 1024;
 
 pub(crate) async fn serve(
     ctx: &Ctx<'_>,
-    upgrade: Option<Result<WebSocketUpgrade, String>>,
+    upgrade: Option<WebSocketUpgrade>,
     raw_query: Option<&str>,
 ) -> ApiResult<Response> {
     let mut command = Vec::new();
-    let wants = |name: &str| false_or_true(ctx.query.get(name));
     for (name, value) in form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes()) {
         if name == "command" {
             command.push(value.into_owned());
         }
     }
-    if wants("stdin") || wants("tty") {
+    if ctx.query.flag("stdin")? || ctx.query.flag("tty")? {
         return Err(ApiError::bad_request(
             "interactive exec (stdin or a tty, kubectl exec -i/-t) is not supported: commands \
              run to completion through the runtime's ExecSync; run kubectl exec without -i and -t",
@@ -52,7 +51,7 @@ pub(crate) async fn serve(
             "you must specify at least 1 command (kubectl exec POD -- COMMAND)",
         ));
     }
-    let Some(Ok(upgrade)) = upgrade else {
+    let Some(upgrade) = upgrade else {
         return Err(ApiError::bad_request(
             "exec is served over WebSocket (kubectl 1.30 or newer); this request did not ask \
              for a WebSocket upgrade (older kubectl speaks SPDY, which this server does not)",
@@ -70,11 +69,6 @@ pub(crate) async fn serve(
     Ok(upgrade
         .on_upgrade(move |socket| async move { answer(socket, call.run().await).await })
         .into_response())
-}
-
-/// `true` for the flags kubectl sets (`stdin=true`, `tty=1`).
-fn false_or_true(value: Option<&str>) -> bool {
-    matches!(value, Some("true" | "1" | "True" | "TRUE" | "t" | "T"))
 }
 
 /// What the node agent answered: stdout, stderr and the exit code, or why the command did not

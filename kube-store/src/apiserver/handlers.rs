@@ -151,11 +151,9 @@ async fn route(inner: &Arc<Inner>, request: Request<Body>) -> ApiResult<Response
     let (mut parts, body) = request.into_parts();
     // `pods/exec` answers over a WebSocket: take the upgrade before the parts are spent.
     let upgrade = if target.subresource.as_deref() == Some("exec") {
-        Some(
-            axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|rejection| rejection.body_text()),
-        )
+        axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .ok()
     } else {
         None
     };
@@ -298,6 +296,18 @@ pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Strin
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+/// The strings of a JSON array (`spec.audiences`, `spec.groups`); anything else is none.
+pub(crate) fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) fn json_response(code: StatusCode, value: &Value) -> Response {
@@ -1434,14 +1444,7 @@ async fn token_request(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         .as_u64()
         .unwrap_or(3600)
         .clamp(600, 86_400 * 2);
-    let audiences: Vec<String> = body["spec"]["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let audiences = strings(&body["spec"]["audiences"]);
     let namespace = account.metadata.namespace.clone().unwrap_or_default();
     let name = account.metadata.name.clone().unwrap_or_default();
     let bound = &body["spec"]["boundObjectRef"];
