@@ -25,3 +25,12 @@ pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     nix::sys::prctl::set_thp_disable(true).map_err(std::io::Error::from)?;
     Ok(())
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn the_process_ends_up_without_huge_pages() {
+        super::disable_transparent_huge_pages().expect("prctl");
+        assert!(nix::sys::prctl::get_thp_disable().expect("prctl"));
+    }
+}
