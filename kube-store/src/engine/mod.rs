@@ -5,11 +5,12 @@
 //! Writes are planned against the current state ([`State::plan_create`] and friends) and then
 //! applied ([`State::apply`]); the durable store puts its log write between the two. Watchers do
 //! not get copies of objects: each watch is a cursor (a revision) into the shared history. A
-//! write hands its revision to the watches it may concern ([`routes`]: by kind, namespace and
-//! `spec.nodeName`) and wakes only those, which read the change from the history. So a writer's
-//! cost grows with the watches a change concerns, not with all watches, and never with their
-//! speed; memory is bounded by the history; and a watcher that falls behind the compacted history
-//! gets [`StoreError::TooOld`].
+//! write hands the shared change to the watches it may concern ([`routes`]: by kind, namespace
+//! and `spec.nodeName`) and wakes only those, which read it without the engine's lock (or from
+//! the history, under it, while catching up). So a writer's cost grows with the watches a change
+//! concerns, not with all watches, and never with their speed; memory is bounded by the history
+//! (and a short queue per watch); and a watcher that falls behind the compacted history gets
+//! [`StoreError::TooOld`].
 
 mod objects;
 mod routes;
@@ -18,6 +19,7 @@ mod watch;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{self, AtomicU64};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -81,6 +83,9 @@ pub(crate) struct State {
     pub(crate) compacted: u64,
     /// The watches, for routing changes to them.
     pub(crate) routes: routes::Routes,
+    /// The revision of the latest change routed to the watches it concerns, read by watches
+    /// without the lock (see [`watch`]).
+    pub(crate) routed: Arc<AtomicU64>,
 }
 
 pub(crate) fn not_found(kind: &GroupKind, key: &ObjectKey) -> StoreError {
@@ -209,8 +214,11 @@ impl State {
             None => objects.remove(&change.key),
         }
         self.revision = change.revision;
-        self.routes.route(&change, &mut after.wakes);
         let change = Arc::new(change);
+        self.routes.route(&change, &mut after.wakes);
+        // After routing: a watch that reads this revision finds every change up to it queued.
+        self.routed
+            .store(change.revision, atomic::Ordering::Release);
         self.history.push_back(change.clone());
         change
     }
@@ -470,7 +478,7 @@ pub(crate) fn watch(
         .and_then(|s| s.required("spec.nodeName"))
         .map(str::to_string);
     // Registered under the write lock: every change after `registered_at` is routed to it.
-    let (from, slot, id) = {
+    let (from, routing) = {
         let mut state = engine.write();
         let from = options.resource_version.unwrap_or(state.revision);
         if from < state.compacted {
@@ -484,9 +492,10 @@ pub(crate) fn watch(
             namespace.map(str::to_string),
             node_name,
             state.revision,
+            engine.config.history_limit,
         ));
         let id = state.routes.add(slot.clone());
-        (from, slot, id)
+        (from, (slot, id, state.routed.clone()))
     };
     let scope = Scope {
         namespace: namespace.map(str::to_string),
@@ -498,6 +507,6 @@ pub(crate) fn watch(
         scope,
         from,
         options.bookmarks,
-        (slot, id),
+        routing,
     ))
 }

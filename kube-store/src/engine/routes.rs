@@ -2,7 +2,10 @@
 //! and required `spec.nodeName` (the filters worth indexing: a node agent's watch of its pods,
 //! the scheduler's watch of unscheduled ones). A write hands its revision to the slots it may
 //! concern and wakes only those; every other watch neither wakes nor reads it. With a thousand
-//! node agents watching pods, a pod write costs one wake, not a thousand.
+//! node agents watching pods, a pod write costs one wake, not a thousand. The slot holds the
+//! change itself, so a watch that keeps up reads its changes without taking the engine's lock,
+//! which writers and reads need: with 64 watchers of busy pods, their reads were most of the
+//! lock's traffic and made writers wait.
 //!
 //! Routing is conservative: label selectors and other field selectors are not indexed, so a
 //! slot may receive revisions its watch then filters out, but never misses one. A slot whose
@@ -17,7 +20,8 @@ use tokio::sync::Notify;
 
 use super::Change;
 
-/// Most revisions a slot holds before it falls back to scanning the history.
+/// Most changes a slot holds before it falls back to scanning the history (fewer if the
+/// history keeps fewer: a watcher that far behind is told it is too old, as before routing).
 const QUEUE_LIMIT: usize = 1024;
 
 /// One watch's registration.
@@ -29,16 +33,18 @@ pub(crate) struct Slot {
     /// The store's revision when the slot was registered: later changes are routed to it,
     /// earlier ones the watch reads from the history.
     pub(crate) registered_at: u64,
+    /// Most changes queued before the slot overflows.
+    limit: usize,
     queue: Mutex<Queue>,
-    /// Woken when a revision is queued (or the queue overflows).
+    /// Woken when a change is queued (or the queue overflows).
     pub(crate) notify: Notify,
 }
 
-/// Revisions routed to a slot, in order.
+/// Changes routed to a slot, in revision order.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    pub(crate) revisions: VecDeque<u64>,
-    /// Revisions were dropped: the watch must scan the history instead.
+    pub(crate) changes: VecDeque<Arc<Change>>,
+    /// Changes were dropped: the watch must scan the history instead.
     pub(crate) overflowed: bool,
 }
 
@@ -54,12 +60,14 @@ impl Slot {
         namespace: Option<String>,
         node_name: Option<String>,
         registered_at: u64,
+        history_limit: usize,
     ) -> Self {
         Self {
             kind,
             namespace,
             node_name,
             registered_at,
+            limit: QUEUE_LIMIT.min(history_limit),
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
         }
@@ -87,15 +95,15 @@ impl Slot {
         }
     }
 
-    /// Queues `revision`; the caller wakes the watch once the engine's lock is released.
-    fn deliver(&self, revision: u64) {
+    /// Queues `change`; the caller wakes the watch once the engine's lock is released.
+    fn deliver(&self, change: &Arc<Change>) {
         let mut queue = self.queue();
         if !queue.overflowed {
-            if queue.revisions.len() >= QUEUE_LIMIT {
+            if queue.changes.len() >= self.limit {
                 queue.overflowed = true;
-                queue.revisions.clear();
+                queue.changes.clear();
             } else {
-                queue.revisions.push_back(revision);
+                queue.changes.push_back(change.clone());
             }
         }
     }
@@ -131,11 +139,11 @@ impl Routes {
     }
 
     /// Hands `change` to the slots it may concern, and lists them in `wakes`.
-    pub(crate) fn route(&self, change: &Change, wakes: &mut Vec<Arc<Slot>>) {
+    pub(crate) fn route(&self, change: &Arc<Change>, wakes: &mut Vec<Arc<Slot>>) {
         if let Some(slots) = self.by_kind.get(&change.kind) {
             for (_, slot) in slots {
                 if slot.concerns(change) {
-                    slot.deliver(change.revision);
+                    slot.deliver(change);
                     // A slot listed twice is woken twice, which is harmless.
                     if !wakes.last().is_some_and(|w| Arc::ptr_eq(w, slot)) {
                         wakes.push(slot.clone());
