@@ -1,23 +1,30 @@
-//! Objects and watch events encoded once, shared by every response that sends them.
+//! Objects encoded once, shared by every response and watch event that sends them.
 //!
 //! Kubernetes' API server keeps the serialized form next to each object in its watch cache
 //! (`cachingObject`) for the same reason: a create is answered with the object, sent to every
 //! watcher of its kind and read back by GETs, and serializing the same object for each of them
 //! was about a tenth of the server's CPU under the apiserver bench's load.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use kube_core::object::DynamicObject;
 
 /// The JSON of objects the store shares ([`Store::get_shared`](kube_core::store::Store) and the
-/// others return the store's own `Arc`), and of the watch events made from them.
+/// others return the store's own `Arc`). Watch events are framed around it as they are sent
+/// (see [`watch`](super::watch)).
+///
+/// Split into shards by address, so that the 64 watchers of the apiserver bench, each looking
+/// up every event's object, and the writers adding objects rarely wait for one another, and
+/// a shard's sweep holds up only its own lookups.
 #[derive(Debug, Default)]
 pub(crate) struct Encoded {
-    objects: Mutex<Objects>,
-    events: Mutex<Events>,
+    shards: [Mutex<Objects>; SHARDS],
 }
+
+const SHARDS: usize = 16;
 
 /// Each entry holds a `Weak` to its object. While it does, the object's allocation stays, so
 /// its address names it alone; and the object cannot change in place (`Arc::get_mut` fails
@@ -25,82 +32,65 @@ pub(crate) struct Encoded {
 /// stays true. Entries whose objects are gone are swept when the map has doubled.
 #[derive(Debug, Default)]
 struct Objects {
-    by_address: HashMap<usize, (Weak<DynamicObject>, Bytes)>,
+    by_address: HashMap<usize, (Weak<DynamicObject>, Bytes), BuildHasherDefault<AddressHasher>>,
     /// Total JSON bytes held.
     bytes: usize,
     /// How many entries to allow before the next sweep.
     sweep_at: usize,
 }
 
-/// Entries before the first sweep.
-const FIRST_SWEEP_AT: usize = 4096;
-/// JSON kept at most; past it (after a sweep) the cache starts over.
-const MAX_OBJECT_BYTES: usize = 1 << 30;
+/// Entries of a shard before its first sweep.
+const FIRST_SWEEP_AT: usize = 256;
+/// JSON a shard keeps at most; past it (after a sweep) the shard starts over.
+const MAX_SHARD_BYTES: usize = (1 << 30) / SHARDS;
 
+/// Hashes an allocation's address: a multiply spreads its bits (allocations are aligned, so
+/// the low bits say little). Addresses are the allocator's, not a client's, so a keyed hash
+/// buys nothing here.
 #[derive(Debug, Default)]
-struct Events {
-    by_change: HashMap<(u64, &'static str), Bytes>,
-    order: VecDeque<(u64, &'static str)>,
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(SPREAD);
+        }
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        self.0 = (address as u64).wrapping_mul(SPREAD);
+    }
 }
 
-/// How many encoded watch events are kept: enough for every watcher to catch up on a burst.
-const EVENTS_CAPACITY: usize = 4096;
+/// 2^64 divided by the golden ratio: multiplying by it spreads close addresses apart.
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn shard_of(address: usize) -> usize {
+    // The top bits of the spread address, which the map's own use of the hash (its low bits
+    // pick the bucket, the top seven the tag) uses least.
+    ((address as u64).wrapping_mul(SPREAD) >> 40) as usize % SHARDS
+}
 
 impl Encoded {
     /// The object's JSON, encoded at most once while the store shares it.
     pub(crate) fn object(&self, object: &Arc<DynamicObject>) -> Result<Bytes, serde_json::Error> {
         let address = Arc::as_ptr(object) as usize;
-        if let Ok(objects) = self.objects.lock()
+        let shard = &self.shards[shard_of(address)];
+        if let Ok(objects) = shard.lock()
             && let Some((_, json)) = objects.by_address.get(&address)
         {
             return Ok(json.clone());
         }
+        // Encoded without the lock; two first readers may both encode, and both are right.
         let json = Bytes::from(serde_json::to_vec(object.as_ref())?);
-        if let Ok(mut objects) = self.objects.lock() {
+        if let Ok(mut objects) = shard.lock() {
             objects.insert(address, object, json.clone());
         }
         Ok(json)
-    }
-
-    /// A watch event's line, `{"type":..,"object":..}\n`, encoded once per change and event
-    /// type for all the watchers that send it.
-    pub(crate) fn event(&self, event_type: &'static str, object: &Arc<DynamicObject>) -> Bytes {
-        let Some(revision) = object.revision() else {
-            return self.event_line(event_type, object);
-        };
-        let key = (revision, event_type);
-        if let Ok(events) = self.events.lock()
-            && let Some(line) = events.by_change.get(&key)
-        {
-            return line.clone();
-        }
-        let line = self.event_line(event_type, object);
-        if let Ok(mut events) = self.events.lock()
-            && events.by_change.insert(key, line.clone()).is_none()
-        {
-            events.order.push_back(key);
-            while events.order.len() > EVENTS_CAPACITY {
-                if let Some(old) = events.order.pop_front() {
-                    events.by_change.remove(&old);
-                }
-            }
-        }
-        line
-    }
-
-    fn event_line(&self, event_type: &str, object: &Arc<DynamicObject>) -> Bytes {
-        // An object that cannot be encoded (it came through the store, so it was decoded from
-        // JSON once) leaves an empty line rather than a broken event.
-        let Ok(json) = self.object(object) else {
-            return Bytes::new();
-        };
-        let mut line = Vec::with_capacity(json.len() + event_type.len() + 24);
-        line.extend_from_slice(b"{\"type\":\"");
-        line.extend_from_slice(event_type.as_bytes());
-        line.extend_from_slice(b"\",\"object\":");
-        line.extend_from_slice(&json);
-        line.extend_from_slice(b"}\n");
-        Bytes::from(line)
     }
 }
 
@@ -130,7 +120,7 @@ impl Objects {
             live
         });
         self.bytes = bytes;
-        if self.bytes > MAX_OBJECT_BYTES {
+        if self.bytes > MAX_SHARD_BYTES {
             self.by_address.clear();
             self.bytes = 0;
         }
@@ -156,21 +146,17 @@ mod tests {
     }
 
     #[test]
-    fn an_object_and_its_events_encode_as_serde_does() {
+    fn an_object_encodes_as_serde_does_and_once() {
         let encoded = Encoded::default();
         let object = pod("a", 7);
         let json = encoded.object(&object).unwrap();
         assert_eq!(json, serde_json::to_vec(object.as_ref()).unwrap());
-        let line = encoded.event("ADDED", &object);
-        let expected = format!(
-            "{}\n",
-            serde_json::json!({"type": "ADDED", "object": &*object})
+        let again = encoded.object(&object).unwrap();
+        assert_eq!(
+            again.as_ptr(),
+            json.as_ptr(),
+            "the same bytes, not a second encoding"
         );
-        let decoded: serde_json::Value = serde_json::from_slice(&line).unwrap();
-        let wanted: serde_json::Value = serde_json::from_str(&expected).unwrap();
-        assert_eq!(decoded, wanted);
-        assert!(line.starts_with(b"{\"type\":\"ADDED\",\"object\":{"));
-        assert!(line.ends_with(b"}\n"));
     }
 
     #[test]
@@ -193,18 +179,20 @@ mod tests {
         let encoded = Encoded::default();
         let kept = pod("kept", 1);
         encoded.object(&kept).unwrap();
-        for i in 0..3 * FIRST_SWEEP_AT {
+        for i in 0..3 * FIRST_SWEEP_AT * SHARDS {
             let gone = pod(&format!("p{i}"), i as u64 + 2);
             encoded.object(&gone).unwrap();
         }
-        let objects = encoded.objects.lock().unwrap();
-        assert!(objects.by_address.len() <= FIRST_SWEEP_AT + 1);
-        assert!(
-            objects
-                .by_address
-                .contains_key(&(Arc::as_ptr(&kept) as usize))
-        );
-        let held: usize = objects.by_address.values().map(|(_, j)| j.len()).sum();
-        assert_eq!(objects.bytes, held);
+        let kept_address = Arc::as_ptr(&kept) as usize;
+        for (i, shard) in encoded.shards.iter().enumerate() {
+            let objects = shard.lock().unwrap();
+            assert!(objects.by_address.len() <= FIRST_SWEEP_AT + 1);
+            assert_eq!(
+                objects.by_address.contains_key(&kept_address),
+                i == shard_of(kept_address)
+            );
+            let held: usize = objects.by_address.values().map(|(_, j)| j.len()).sum();
+            assert_eq!(objects.bytes, held);
+        }
     }
 }

@@ -29,6 +29,47 @@ struct Render {
     table: Option<IncludeObject>,
 }
 
+/// One event, as it will be written.
+enum Piece {
+    /// An event of an object the store shares: its JSON comes from the cache, and the event is
+    /// framed around it as the chunk is joined.
+    Object(&'static str, Bytes),
+    /// A whole line (a table, a bookmark, an error).
+    Line(Bytes),
+}
+
+impl Piece {
+    const OBJECT_PREFIX: &'static [u8] = b"{\"type\":\"";
+    const OBJECT_INFIX: &'static [u8] = b"\",\"object\":";
+    const OBJECT_SUFFIX: &'static [u8] = b"}\n";
+
+    fn len(&self) -> usize {
+        match self {
+            Piece::Object(event_type, json) => {
+                Self::OBJECT_PREFIX.len()
+                    + event_type.len()
+                    + Self::OBJECT_INFIX.len()
+                    + json.len()
+                    + Self::OBJECT_SUFFIX.len()
+            }
+            Piece::Line(line) => line.len(),
+        }
+    }
+
+    fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Piece::Object(event_type, json) => {
+                out.extend_from_slice(Self::OBJECT_PREFIX);
+                out.extend_from_slice(event_type.as_bytes());
+                out.extend_from_slice(Self::OBJECT_INFIX);
+                out.extend_from_slice(json);
+                out.extend_from_slice(Self::OBJECT_SUFFIX);
+            }
+            Piece::Line(line) => out.extend_from_slice(line),
+        }
+    }
+}
+
 fn encode(
     cache: &Encoded,
     kind: &str,
@@ -36,17 +77,22 @@ fn encode(
     object: &Arc<DynamicObject>,
     render: Render,
     first: bool,
-) -> Bytes {
+) -> Piece {
     match render.table {
-        Some(include) => line(&json!({"type": event_type, "object": table(
+        Some(include) => Piece::Line(line(&json!({"type": event_type, "object": table(
             kind,
             std::slice::from_ref(object),
             object.metadata.resource_version.clone(),
             None,
             include,
             first,
-        )})),
-        None => cache.event(event_type, object),
+        )}))),
+        // An object that cannot be encoded (it came through the store, so it was decoded from
+        // JSON once) leaves an empty line rather than a broken event.
+        None => cache.object(object).map_or_else(
+            |_| Piece::Line(Bytes::new()),
+            |json| Piece::Object(event_type, json),
+        ),
     }
 }
 
@@ -110,7 +156,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let plural = info.plural.clone();
     let group = info.group.clone();
     let mut first = true;
-    let initial_events: Vec<Bytes> = initial
+    let initial_events: Vec<Piece> = initial
         .iter()
         .map(|o| {
             let bytes = encode(&cache, &kind_name, "ADDED", o, render, first);
@@ -136,19 +182,19 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
                 first = false;
                 Some(b)
             }
-            Ok(WatchEvent::Bookmark { resource_version }) => Some(line(&json!({
+            Ok(WatchEvent::Bookmark { resource_version }) => Some(Piece::Line(line(&json!({
                 "type": "BOOKMARK",
                 "object": {
                     "kind": kind_for_events,
                     "apiVersion": api_version,
                     "metadata": {"resourceVersion": resource_version.to_string()},
                 },
-            }))),
+            })))),
             Err(e) => {
                 let status = ApiError::from_store(e, &plural, &group);
-                Some(line(
+                Some(Piece::Line(line(
                     &json!({"type": "ERROR", "object": status.to_status()}),
-                ))
+                )))
             }
         })
         .take_while(|b| futures::future::ready(b.is_some()))
@@ -166,13 +212,13 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
 /// Most events sent in one chunk.
 const EVENTS_PER_CHUNK: usize = 512;
 
-fn join_lines(mut lines: Vec<Bytes>) -> Bytes {
-    if lines.len() == 1 {
-        return lines.pop().unwrap_or_default();
+fn join_lines(pieces: Vec<Piece>) -> Bytes {
+    if let [Piece::Line(line)] = pieces.as_slice() {
+        return line.clone();
     }
-    let mut joined = Vec::with_capacity(lines.iter().map(Bytes::len).sum());
-    for line in &lines {
-        joined.extend_from_slice(line);
+    let mut joined = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
+    for piece in &pieces {
+        piece.write_to(&mut joined);
     }
     Bytes::from(joined)
 }
