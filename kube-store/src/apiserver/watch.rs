@@ -206,7 +206,28 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
         // client) instead of one each; a lone event still leaves at once.
         .ready_chunks(EVENTS_PER_CHUNK)
         .map(join_lines);
-    Ok(stream_response(body.boxed()))
+    Ok(stream_response(after_others(body).boxed()))
+}
+
+/// How many times a watch lets every other ready task run before it collects its next chunk.
+const YIELDS_PER_CHUNK: u32 = 3;
+
+/// `chunks`, each collected only after the watch has gone to the back of the runtime's queue
+/// [`YIELDS_PER_CHUNK`] times. An idle server runs it again at once; a busy one first serves
+/// the requests that are waiting, while more events gather for the watch. Under the apiserver
+/// bench (64 watchers of every create) that is fewer, larger writes: about a tenth more requests
+/// served, create p99 0.2–0.8 ms lower, and watch events ~2.5 ms later at p99.
+fn after_others(
+    chunks: impl futures::Stream<Item = Bytes> + Send + 'static,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+    stream::unfold(chunks.boxed(), |mut chunks| async move {
+        // Fewer than three made no difference in the bench; more delayed events for no gain.
+        for _ in 0..YIELDS_PER_CHUNK {
+            tokio::task::yield_now().await;
+        }
+        let chunk = chunks.next().await?;
+        Some((chunk, chunks))
+    })
 }
 
 /// Most events sent in one chunk.
