@@ -86,12 +86,37 @@ impl Encoded {
             return Ok(json.clone());
         }
         // Encoded without the lock; two first readers may both encode, and both are right.
-        let json = Bytes::from(serde_json::to_vec(object.as_ref())?);
+        let json = encode(object)?;
         if let Ok(mut objects) = shard.lock() {
             objects.insert(address, object, json.clone());
         }
         Ok(json)
     }
+}
+
+thread_local! {
+    /// Where objects are encoded: it has grown to the largest object this thread encoded, so
+    /// encoding does not grow a fresh buffer from 128 bytes by doubling (six reallocations and
+    /// copies for a 2.4 KB pod), and the cache keeps exactly the JSON's bytes.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers past this size are not kept between encodings.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+fn encode(object: &DynamicObject) -> Result<Bytes, serde_json::Error> {
+    SCRATCH.with(|scratch| {
+        let Ok(mut buffer) = scratch.try_borrow_mut() else {
+            return serde_json::to_vec(object).map(Bytes::from);
+        };
+        buffer.clear();
+        serde_json::to_writer(&mut *buffer, object)?;
+        let json = Bytes::copy_from_slice(&buffer);
+        if buffer.capacity() > SCRATCH_KEPT {
+            *buffer = Vec::new();
+        }
+        Ok(json)
+    })
 }
 
 impl Objects {
