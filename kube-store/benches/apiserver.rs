@@ -30,20 +30,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
 use kube_core::object::DynamicObject;
 use kube_core::store::Store;
 use kube_store::{ApiServer, MemStore, RunningApiServer};
 use serde_json::json;
+use tokio::net::TcpStream;
 
 // Binaries that embed the server choose their allocator (see benches/store.rs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-type Http = Client<HttpConnector, Full<Bytes>>;
 
 const NAMESPACE: &str = "bench";
 const PODS: &str = "/api/v1/namespaces/bench/pods";
@@ -216,30 +215,57 @@ fn added_pod_name(line: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-fn http_client() -> Http {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1)
-        .build(connector)
+/// One keep-alive HTTP/1.1 connection of a client's (or watcher's) own: hyper's connection API
+/// with no pool in front of it, so the load generator spends as little of the CPUs the server
+/// shares as it can.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
 }
 
-fn request(method: Method, url: &str, body: Bytes) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .body(Full::new(body))
-        .expect("request")
+impl Connection {
+    async fn open(url: &str) -> Self {
+        let host = url
+            .strip_prefix("http://")
+            .expect("the server's URL is http://host:port")
+            .to_string();
+        let stream = TcpStream::connect(&host).await.expect("connect");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Self { sender, host }
+    }
+
+    /// Sends a request for `path` and returns the response once its head arrived.
+    async fn send(&mut self, method: Method, path: &str, body: Bytes) -> Response<Incoming> {
+        self.sender.ready().await.expect("connection ready");
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(body))
+            .expect("request");
+        self.sender
+            .send_request(request)
+            .await
+            .expect("HTTP request")
+    }
 }
 
 /// Sends a request and reads its whole body.
-async fn call(client: &Http, method: Method, url: &str, body: Bytes) -> (StatusCode, Bytes) {
-    let response = client
-        .request(request(method, url, body))
-        .await
-        .expect("HTTP request");
+async fn call(
+    connection: &mut Connection,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> (StatusCode, Bytes) {
+    let response = connection.send(method, path, body).await;
     let status = response.status();
     let body = response
         .into_body()
@@ -290,8 +316,8 @@ async fn create_get_client(
     template: Arc<String>,
     phase: Arc<AtomicU8>,
 ) -> ClientRecord {
-    let http = http_client();
-    let collection = format!("{url}{PODS}");
+    let mut http = Connection::open(&url).await;
+    let collection = PODS;
     let mut record = ClientRecord::default();
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (client_id as u64 + 1);
     loop {
@@ -306,7 +332,7 @@ async fn create_get_client(
         }
         let body = Bytes::from(template.replace("__NAME__", &pod_name(client_id, seq)));
         let started = Instant::now();
-        let (status, answer) = call(&http, Method::POST, &collection, body).await;
+        let (status, answer) = call(&mut http, Method::POST, collection, body).await;
         let acked = Instant::now();
         assert_eq!(
             status,
@@ -326,7 +352,7 @@ async fn create_get_client(
         let target = (rng % record.acks.len() as u64) as usize;
         let item = format!("{collection}/{}", pod_name(client_id, target));
         let started = Instant::now();
-        let (status, _) = call(&http, Method::GET, &item, Bytes::new()).await;
+        let (status, _) = call(&mut http, Method::GET, &item, Bytes::new()).await;
         let done = Instant::now();
         if status != StatusCode::OK {
             record.errors += 1;
@@ -345,12 +371,9 @@ async fn watcher(
     expected: Arc<AtomicU64>,
     connected: tokio::sync::mpsc::Sender<()>,
 ) -> Vec<(u32, u32, Instant)> {
-    let http = http_client();
-    let uri = format!("{url}{PODS}?watch=true&resourceVersion={from}&timeoutSeconds=3600");
-    let response = http
-        .request(request(Method::GET, &uri, Bytes::new()))
-        .await
-        .expect("watch request");
+    let mut http = Connection::open(&url).await;
+    let path = format!("{PODS}?watch=true&resourceVersion={from}&timeoutSeconds=3600");
+    let response = http.send(Method::GET, &path, Bytes::new()).await;
     assert_eq!(response.status(), StatusCode::OK, "watch");
     let _ = connected.send(()).await;
     let mut body = response.into_body();
@@ -509,11 +532,11 @@ async fn load_phase(
 
 async fn list_phase(running: &RunningApiServer, store: &Arc<dyn Store>, args: &Args) -> f64 {
     let url = running.url();
-    let http = http_client();
+    let mut http = Connection::open(&url).await;
 
     // One pod through the API (defaults, uid, timestamps), the rest copied into the store.
     let body = Bytes::from(pod_template().replace("__NAME__", &pod_name(0, 0)));
-    let (status, created) = call(&http, Method::POST, &format!("{url}{PODS}"), body).await;
+    let (status, created) = call(&mut http, Method::POST, PODS, body).await;
     assert_eq!(status, StatusCode::CREATED, "create the list template pod");
     let template: DynamicObject = serde_json::from_slice(&created).expect("created pod");
     let filling = Instant::now();
@@ -534,14 +557,11 @@ async fn list_phase(running: &RunningApiServer, store: &Arc<dyn Store>, args: &A
         filling.elapsed().as_secs_f64()
     );
 
-    let all = format!("{url}/api/v1/pods");
+    let all = "/api/v1/pods";
     let mut best = f64::INFINITY;
     for run in 0..args.list_runs {
         let started = Instant::now();
-        let response = http
-            .request(request(Method::GET, &all, Bytes::new()))
-            .await
-            .expect("list request");
+        let response = http.send(Method::GET, all, Bytes::new()).await;
         let first_byte = started.elapsed();
         assert_eq!(response.status(), StatusCode::OK, "list");
         let body = response
