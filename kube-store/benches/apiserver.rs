@@ -38,6 +38,7 @@ use kube_core::object::DynamicObject;
 use kube_core::store::Store;
 use kube_store::{ApiServer, MemStore, RunningApiServer};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 // Binaries that embed the server choose their allocator (see benches/store.rs).
@@ -364,62 +365,161 @@ async fn create_get_client(
     record
 }
 
+/// Undoes HTTP/1.1 chunked framing as bytes arrive, handing on the data of each chunk.
+#[derive(Default)]
+struct Dechunker {
+    /// Data bytes left in the current chunk, then its closing CRLF.
+    left: usize,
+    in_data: bool,
+    /// A size line cut across reads.
+    size_line: Vec<u8>,
+    /// The last chunk (size 0) was read.
+    done: bool,
+}
+
+impl Dechunker {
+    /// Feeds `bytes` through, calling `data` with each piece of chunk data in order.
+    fn feed(&mut self, mut bytes: &[u8], mut data: impl FnMut(&[u8])) {
+        while !bytes.is_empty() && !self.done {
+            if self.in_data {
+                let take = self.left.min(bytes.len());
+                // Data, then the CRLF that ends the chunk (counted in `left`, not handed on).
+                let data_left = self.left.saturating_sub(2);
+                if data_left > 0 {
+                    data(&bytes[..take.min(data_left)]);
+                }
+                self.left -= take;
+                bytes = &bytes[take..];
+                if self.left == 0 {
+                    self.in_data = false;
+                }
+                continue;
+            }
+            let Some(end) = memchr::memchr(b'\n', bytes) else {
+                self.size_line.extend_from_slice(bytes);
+                return;
+            };
+            self.size_line.extend_from_slice(&bytes[..end]);
+            bytes = &bytes[end + 1..];
+            let line = std::str::from_utf8(&self.size_line).expect("chunk size line");
+            let hex = line.trim_end_matches('\r').split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(hex.trim(), 16).expect("chunk size");
+            self.size_line.clear();
+            if size == 0 {
+                self.done = true;
+            } else {
+                self.left = size + 2;
+                self.in_data = true;
+            }
+        }
+    }
+}
+
 /// One watcher: when it read the `ADDED` event of each pod, as (client, seq, arrival).
+///
+/// It reads its watch off its own socket, the request written by hand and the chunked framing
+/// undone here: every watcher reads every event the server sends, so this is most of the load
+/// generator's work, and an HTTP client adds a task hop and a channel per chunk on the cores
+/// the server needs.
 async fn watcher(
     url: String,
     from: u64,
     expected: Arc<AtomicU64>,
     connected: tokio::sync::mpsc::Sender<()>,
 ) -> Vec<(u32, u32, Instant)> {
-    let mut http = Connection::open(&url).await;
-    let path = format!("{PODS}?watch=true&resourceVersion={from}&timeoutSeconds=3600");
-    let response = http.send(Method::GET, &path, Bytes::new()).await;
-    assert_eq!(response.status(), StatusCode::OK, "watch");
+    let host = url
+        .strip_prefix("http://")
+        .expect("the server's URL is http://host:port");
+    let mut stream = TcpStream::connect(host).await.expect("connect");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let request = format!(
+        "GET {PODS}?watch=true&resourceVersion={from}&timeoutSeconds=3600 HTTP/1.1\r\n\
+         Host: {host}\r\nAccept: application/json\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("watch request");
+
+    let mut read = vec![0u8; 256 * 1024];
+    // The response head.
+    let mut head: Vec<u8> = Vec::new();
+    let body_start = loop {
+        let n = stream.read(&mut read).await.expect("watch response");
+        assert!(n > 0, "the server closed the watch before answering");
+        head.extend_from_slice(&read[..n]);
+        if let Some(end) = find(&head, b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head_text = String::from_utf8_lossy(&head[..body_start]).to_ascii_lowercase();
+    assert!(head_text.starts_with("http/1.1 200"), "watch: {head_text}");
+    assert!(
+        head_text.contains("transfer-encoding: chunked"),
+        "watch response is chunked: {head_text}"
+    );
     let _ = connected.send(()).await;
-    let mut body = response.into_body();
-    let mut buffer: Vec<u8> = Vec::new();
+
+    let mut dechunker = Dechunker::default();
+    // An event line cut across reads or chunks.
+    let mut partial: Vec<u8> = Vec::new();
     let mut arrivals = Vec::new();
     let mut seen = 0u64;
+    let mut take = |data: &[u8], now: Instant, seen: &mut u64, arrivals: &mut Vec<_>| {
+        let mut record = |line: &[u8]| {
+            if let Some((client, seq)) = added_pod_name(line).and_then(parse_pod_name) {
+                arrivals.push((client as u32, seq as u32, now));
+                *seen += 1;
+            }
+        };
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', data) {
+            if partial.is_empty() {
+                record(&data[start..end]);
+            } else {
+                partial.extend_from_slice(&data[start..end]);
+                record(&partial);
+                partial.clear();
+            }
+            start = end + 1;
+        }
+        partial.extend_from_slice(&data[start..]);
+    };
+    let now = Instant::now();
+    dechunker.feed(&head[body_start..], |data| {
+        take(data, now, &mut seen, &mut arrivals)
+    });
     loop {
-        if seen >= expected.load(Ordering::Relaxed) {
+        if seen >= expected.load(Ordering::Relaxed) || dechunker.done {
             break;
         }
-        let frame = match tokio::time::timeout(Duration::from_secs(1), body.frame()).await {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => panic!("watch stream failed: {e}"),
-            Ok(None) => break,
+        let n = match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut read)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => panic!("watch stream failed: {e}"),
             // Nothing for 1 s: once every create is done, this watcher has all it will get.
             Err(_) if expected.load(Ordering::Relaxed) != u64::MAX => break,
             Err(_) => continue,
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
         let now = Instant::now();
-        // Whole lines are read where they arrived; only a line cut across frames is copied.
-        let mut lines = |bytes: &[u8]| {
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', bytes) {
-                if let Some((client, seq)) =
-                    added_pod_name(&bytes[start..end]).and_then(parse_pod_name)
-                {
-                    arrivals.push((client as u32, seq as u32, now));
-                    seen += 1;
-                }
-                start = end + 1;
-            }
-            start
-        };
-        if buffer.is_empty() {
-            let used = lines(&data);
-            buffer.extend_from_slice(&data[used..]);
-        } else {
-            buffer.extend_from_slice(&data);
-            let used = lines(&buffer);
-            buffer.drain(..used);
-        }
+        dechunker.feed(&read[..n], |data| take(data, now, &mut seen, &mut arrivals));
     }
     arrivals
+}
+
+/// The bench's own check of [`Dechunker`] (a `harness = false` bench runs no `#[test]`), run
+/// before it measures anything.
+fn check_dechunker() {
+    let wire = b"5\r\nhello\r\nC;ext=1\r\n world\nagain\r\n0\r\n\r\n";
+    for cut in 1..wire.len() {
+        let mut dechunker = Dechunker::default();
+        let mut out = Vec::new();
+        for piece in wire.chunks(cut) {
+            dechunker.feed(piece, |data| out.extend_from_slice(data));
+        }
+        assert_eq!(out, b"hello world\nagain", "cut every {cut} bytes");
+        assert!(dechunker.done);
+    }
 }
 
 struct LoadFigures {
@@ -615,6 +715,7 @@ fn main() {
     // the store grows by every created pod, and 2 MiB first-touch stalls land on requests.
     kube_store::disable_transparent_huge_pages().expect("prctl(PR_SET_THP_DISABLE)");
     let args = Args::parse();
+    check_dechunker();
     // The server and the load generator get a runtime each, so that profiles tell them apart
     // by thread name. The machine's cores are shared by both, as with a real co-located client.
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
