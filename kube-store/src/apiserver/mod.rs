@@ -39,6 +39,7 @@ mod status;
 mod table;
 mod validation;
 mod watch;
+mod watch_hub;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -108,6 +109,7 @@ pub(crate) struct Inner {
     pub(crate) limits: access::Limits,
     pub(crate) audit: Option<tokio::sync::mpsc::Sender<String>>,
     pub(crate) encoded: Arc<encoded::Encoded>,
+    pub(crate) watch_hubs: Arc<watch_hub::Hubs>,
     pub(crate) metrics: metrics::Metrics,
 }
 
@@ -176,6 +178,7 @@ impl ApiServer {
                 audit: None,
                 security,
                 encoded: Arc::default(),
+                watch_hubs: Arc::default(),
                 metrics: metrics::Metrics::default(),
             }),
         }
@@ -225,6 +228,7 @@ impl ApiServer {
                     limits: access::Limits::new(server.inner.config.max_inflight),
                     audit: None,
                     encoded: Arc::default(),
+                    watch_hubs: Arc::default(),
                     metrics: metrics::Metrics::default(),
                 };
                 inner.audit = Some(access::audit_writer(path.clone()));

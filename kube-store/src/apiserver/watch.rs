@@ -4,6 +4,10 @@
 //! Without a `resourceVersion` (or with `"0"`) the watch starts with an `ADDED` event for every
 //! current object, then every change after that; with one, it sends every change after it, or
 //! one `ERROR` event with a 410 `Expired` status when that revision is no longer retained.
+//!
+//! Plain watches (JSON, no selectors, no bookmarks) of one scope share a hub: one store watch
+//! and one log of encoded chunks (see [`watch_hub`](super::watch_hub)). Other watches, and
+//! plain ones that start before the hub's log, read a store watch of their own.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,13 +19,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use kube_core::object::DynamicObject;
-use kube_core::store::{WatchEvent, WatchOptions};
+use kube_core::store::{StoreError, WatchEvent, WatchOptions};
 use serde_json::{Value, json};
 
 use super::encoded::Encoded;
 use super::handlers::{Ctx, list_options};
 use super::status::{ApiError, ApiResult};
 use super::table::{IncludeObject, table};
+use super::watch_hub::{hub_events, subscribe};
 
 /// How each event's object is rendered.
 #[derive(Clone, Copy)]
@@ -135,6 +140,67 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
             (list.items, list.resource_version)
         }
     };
+    // A plain watch shares a hub with the others of its scope (see `watch_hub`).
+    let plain = render.table.is_none()
+        && !bookmarks
+        && filter.label_selector.is_none()
+        && filter.field_selector.is_none();
+    if plain {
+        let hub = ctx
+            .inner
+            .watch_hubs
+            .join((kind.clone(), namespace.clone()), start, || async {
+                match store
+                    .watch(
+                        &kind,
+                        namespace.as_deref(),
+                        &WatchOptions::from_revision(start),
+                    )
+                    .await
+                {
+                    Ok(events) => {
+                        let cache = cache.clone();
+                        let (plural, group) = (info.plural.clone(), info.group.clone());
+                        Ok(Some(hub_events(
+                            events,
+                            move |event_type, object| {
+                                let piece = encode(
+                                    &cache,
+                                    "",
+                                    event_type,
+                                    object,
+                                    Render { table: None },
+                                    false,
+                                );
+                                let mut line = Vec::with_capacity(piece.len());
+                                piece.write_to(&mut line);
+                                Bytes::from(line)
+                            },
+                            move |e| {
+                                let status = ApiError::from_store(e, &plural, &group);
+                                line(&json!({"type": "ERROR", "object": status.to_status()}))
+                            },
+                        )))
+                    }
+                    // A too-old revision is answered by a watch of its own, below.
+                    Err(StoreError::TooOld { .. }) => Ok(None),
+                    Err(e) => Err(ctx.store_error(e)),
+                }
+            })
+            .await?;
+        if let Some(hub) = hub {
+            let initial: Vec<Piece> = initial
+                .iter()
+                .map(|o| encode(&cache, &info.kind, "ADDED", o, render, false))
+                .collect();
+            let body = stream::iter(initial)
+                .ready_chunks(EVENTS_PER_CHUNK)
+                .map(join_lines)
+                .chain(subscribe(hub, start))
+                .take_until(tokio::time::sleep(timeout));
+            return Ok(stream_response(body.boxed()));
+        }
+    }
     let mut options = WatchOptions::from_revision(start).filter(filter);
     if bookmarks {
         options = options.bookmarks();
@@ -210,7 +276,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
 }
 
 /// How many times a watch lets every other ready task run before it collects its next chunk.
-const YIELDS_PER_CHUNK: u32 = 3;
+pub(crate) const YIELDS_PER_CHUNK: u32 = 3;
 
 /// `chunks`, each collected only after the watch has gone to the back of the runtime's queue
 /// [`YIELDS_PER_CHUNK`] times. An idle server runs it again at once; a busy one first serves

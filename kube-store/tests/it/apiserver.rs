@@ -690,6 +690,105 @@ async fn watch_streams_current_state_then_changes_and_honours_timeouts() {
     assert_eq!(names, ["b"]);
 }
 
+/// The (type, name) of every event of a watch, read until it ends.
+async fn watch_events(url: String, path: String) -> Vec<(String, String)> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .get(format!("{url}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_watches_of_one_scope_each_get_every_change_from_their_own_revision() {
+    let s = server().await;
+    s.call(Method::POST, CMS, Some(config_map("a"))).await;
+    let (_, first) = s.call(Method::POST, CMS, Some(config_map("b"))).await;
+    let after_b = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = s.running.url();
+    let watch = |query: String| tokio::spawn(watch_events(url.clone(), format!("{CMS}?{query}")));
+
+    // Watches of the same scope (these share one store watch and log), one with a selector
+    // (its own), and one without a revision (the current state first).
+    let from_b = watch(format!(
+        "watch=1&resourceVersion={after_b}&timeoutSeconds=2"
+    ));
+    let also_from_b = watch(format!(
+        "watch=1&resourceVersion={after_b}&timeoutSeconds=2"
+    ));
+    let selected = watch(format!(
+        "watch=1&resourceVersion={after_b}&labelSelector=tier%3Da&timeoutSeconds=2"
+    ));
+    let current = watch("watch=1&timeoutSeconds=2".to_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in ["c", "d"] {
+        s.call(Method::POST, CMS, Some(config_map(name))).await;
+    }
+    s.call(Method::DELETE, &format!("{CMS}/a"), None).await;
+    // A watch from an older revision than the shared log holds gets every change too.
+    let from_start = watch("watch=1&resourceVersion=1&timeoutSeconds=1".to_string());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.call(Method::POST, CMS, Some(config_map("e"))).await;
+
+    let changes = |names: &[(&str, &str)]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|(t, n)| (t.to_string(), n.to_string()))
+            .collect()
+    };
+    let after = changes(&[
+        ("ADDED", "c"),
+        ("ADDED", "d"),
+        ("DELETED", "a"),
+        ("ADDED", "e"),
+    ]);
+    assert_eq!(from_b.await.unwrap(), after);
+    assert_eq!(also_from_b.await.unwrap(), after);
+    assert_eq!(selected.await.unwrap(), after);
+    assert_eq!(
+        current.await.unwrap(),
+        changes(&[
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+            ("ADDED", "c"),
+            ("ADDED", "d"),
+            ("DELETED", "a"),
+            ("ADDED", "e")
+        ])
+    );
+    assert_eq!(
+        from_start.await.unwrap(),
+        changes(&[
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+            ("ADDED", "c"),
+            ("ADDED", "d"),
+            ("DELETED", "a"),
+            ("ADDED", "e")
+        ])
+    );
+}
+
 #[tokio::test]
 async fn lists_page_and_filter_and_deletecollection_deletes_the_selection() {
     let s = server().await;
