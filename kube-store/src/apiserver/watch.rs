@@ -5,7 +5,7 @@
 //! current object, then every change after that; with one, it sends every change after it, or
 //! one `ERROR` event with a 410 `Expired` status when that revision is no longer retained.
 //!
-//! Plain watches (JSON, no selectors, no bookmarks) of one scope share a hub: one store watch
+//! Plain watches (JSON, no selectors) of one scope share a hub: one store watch
 //! and one log of encoded chunks (see [`watch_hub`](super::watch_hub)). Other watches, and
 //! plain ones that start before the hub's log, read a store watch of their own.
 
@@ -101,6 +101,18 @@ fn encode(
     }
 }
 
+/// A `BOOKMARK` event's line: the kind, with only the revision in its metadata.
+fn bookmark_line(kind: &str, api_version: &str, revision: u64) -> Bytes {
+    line(&json!({
+        "type": "BOOKMARK",
+        "object": {
+            "kind": kind,
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": revision.to_string()},
+        },
+    }))
+}
+
 fn line(value: &Value) -> Bytes {
     let mut bytes = value.to_string().into_bytes();
     bytes.push(b'\n');
@@ -142,7 +154,6 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
     };
     // A plain watch shares a hub with the others of its scope (see `watch_hub`).
     let plain = render.table.is_none()
-        && !bookmarks
         && filter.label_selector.is_none()
         && filter.field_selector.is_none();
     if plain {
@@ -150,17 +161,13 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
             .inner
             .watch_hubs
             .join((kind.clone(), namespace.clone()), start, || async {
-                match store
-                    .watch(
-                        &kind,
-                        namespace.as_deref(),
-                        &WatchOptions::from_revision(start),
-                    )
-                    .await
-                {
+                // With bookmarks, for the watches that ask for them.
+                let options = WatchOptions::from_revision(start).bookmarks();
+                match store.watch(&kind, namespace.as_deref(), &options).await {
                     Ok(events) => {
                         let cache = cache.clone();
                         let (plural, group) = (info.plural.clone(), info.group.clone());
+                        let (kind_name, api_version) = (info.kind.clone(), info.api_version());
                         Ok(Some(hub_events(
                             events,
                             move |event_type, object| {
@@ -176,6 +183,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
                                 piece.write_to(&mut line);
                                 Bytes::from(line)
                             },
+                            move |revision| bookmark_line(&kind_name, &api_version, revision),
                             move |e| {
                                 let status = ApiError::from_store(e, &plural, &group);
                                 line(&json!({"type": "ERROR", "object": status.to_status()}))
@@ -196,7 +204,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
             let body = stream::iter(initial)
                 .ready_chunks(EVENTS_PER_CHUNK)
                 .map(join_lines)
-                .chain(subscribe(hub, start))
+                .chain(subscribe(hub, start, bookmarks))
                 .take_until(tokio::time::sleep(timeout));
             return Ok(stream_response(body.boxed()));
         }
@@ -248,14 +256,11 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
                 first = false;
                 Some(b)
             }
-            Ok(WatchEvent::Bookmark { resource_version }) => Some(Piece::Line(line(&json!({
-                "type": "BOOKMARK",
-                "object": {
-                    "kind": kind_for_events,
-                    "apiVersion": api_version,
-                    "metadata": {"resourceVersion": resource_version.to_string()},
-                },
-            })))),
+            Ok(WatchEvent::Bookmark { resource_version }) => Some(Piece::Line(bookmark_line(
+                &kind_for_events,
+                &api_version,
+                resource_version,
+            ))),
             Err(e) => {
                 let status = ApiError::from_store(e, &plural, &group);
                 Some(Piece::Line(line(

@@ -1,8 +1,8 @@
 //! Plain watches of one scope share their work.
 //!
 //! A plain watch is the JSON watch of a kind (in one namespace or all) with no label or field
-//! selector and no bookmarks: what informers of a whole kind ask for, and what the apiserver
-//! bench's 64 watchers ask for. Watches of the same scope share a [`Hub`]: one store watch, whose
+//! selector, with or without bookmarks: what informers of a whole kind ask for, and what the
+//! apiserver bench's 64 watchers ask for. Watches of the same scope share a [`Hub`]: one store watch, whose
 //! events one task encodes and joins into chunks kept in a short log; each watch sends the
 //! chunks after its revision as they are, the same bytes for all (kube-apiserver's watch cache
 //! has the same shape: one watch of etcd per resource, dispatched to its watchers). Without it,
@@ -76,6 +76,8 @@ struct Chunk {
     bytes: Bytes,
     /// Each event's revision and where its line ends in `bytes`.
     ends: Vec<(u64, usize)>,
+    /// One bookmark line, not events.
+    bookmark: bool,
 }
 
 impl Chunk {
@@ -104,6 +106,8 @@ const RETAINED_BYTES: usize = 64 << 20;
 pub(crate) enum HubEvent {
     /// An event at a revision, as its line.
     Line(u64, Bytes),
+    /// A bookmark at a revision, as its line: sent to the watches that asked for bookmarks.
+    Bookmark(u64, Bytes),
     /// The store watch failed; its `ERROR` event line.
     Failed(Bytes),
 }
@@ -176,6 +180,7 @@ async fn run(mut events: HubEvents, shared: Arc<Shared>) {
             end(&shared, None);
             return;
         };
+        let mut chunks = Vec::new();
         let mut bytes = Vec::new();
         let mut ends = Vec::new();
         let mut failed = None;
@@ -186,6 +191,20 @@ async fn run(mut events: HubEvents, shared: Arc<Shared>) {
                     bytes.extend_from_slice(&line);
                     ends.push((revision, bytes.len()));
                 }
+                HubEvent::Bookmark(revision, line) => {
+                    if !ends.is_empty() {
+                        chunks.push(Chunk {
+                            bytes: Bytes::from(std::mem::take(&mut bytes)),
+                            ends: std::mem::take(&mut ends),
+                            bookmark: false,
+                        });
+                    }
+                    chunks.push(Chunk {
+                        ends: vec![(revision, line.len())],
+                        bytes: line,
+                        bookmark: true,
+                    });
+                }
                 HubEvent::Failed(line) => {
                     failed = Some(line);
                     break;
@@ -195,15 +214,19 @@ async fn run(mut events: HubEvents, shared: Arc<Shared>) {
                 next = events.next().now_or_never().flatten();
             }
         }
+        if !ends.is_empty() {
+            chunks.push(Chunk {
+                bytes: Bytes::from(bytes),
+                ends,
+                bookmark: false,
+            });
+        }
         {
             let mut log = shared.lock();
-            if !ends.is_empty() {
-                log.events += ends.len();
-                log.bytes += bytes.len();
-                log.chunks.push_back(Chunk {
-                    bytes: Bytes::from(bytes),
-                    ends,
-                });
+            for chunk in chunks {
+                log.events += chunk.ends.len();
+                log.bytes += chunk.bytes.len();
+                log.chunks.push_back(chunk);
             }
             // The latest chunk always stays.
             while (log.events > RETAINED_EVENTS || log.bytes > RETAINED_BYTES)
@@ -230,55 +253,67 @@ fn end(shared: &Shared, error: Option<Bytes>) {
     shared.appended.notify_waiters();
 }
 
-/// The chunks of `hub` after `from`, as they come; ends when the hub's store watch ends (with
-/// its `ERROR` line, if it failed) or when the log has dropped what this watch has not sent.
-pub(crate) fn subscribe(hub: Arc<Hub>, from: u64) -> impl Stream<Item = Bytes> + Send + 'static {
-    stream::unfold((hub, from, false), |(hub, mut position, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            let appended = hub.shared.appended.notified();
-            tokio::pin!(appended);
-            // Registered before the log is read, so an append after the read wakes it.
-            appended.as_mut().enable();
-            {
-                let log = hub.shared.lock();
-                if position < log.start {
-                    // Fell behind what the log keeps: ended, as a watcher that does not keep up.
-                    return None;
-                }
-                let mut pieces: Vec<Bytes> = Vec::new();
-                for chunk in &log.chunks {
-                    if chunk.last() > position {
-                        pieces.push(chunk.after(position));
-                        position = chunk.last();
+/// The chunks of `hub` after `from` (with its bookmarks if `bookmarks`), as they come; ends
+/// when the hub's store watch ends (with its `ERROR` line, if it failed) or when the log has
+/// dropped what this watch has not sent.
+pub(crate) fn subscribe(
+    hub: Arc<Hub>,
+    from: u64,
+    bookmarks: bool,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    stream::unfold(
+        (hub, from, false),
+        move |(hub, mut position, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let appended = hub.shared.appended.notified();
+                tokio::pin!(appended);
+                // Registered before the log is read, so an append after the read wakes it.
+                appended.as_mut().enable();
+                {
+                    let log = hub.shared.lock();
+                    if position < log.start {
+                        // Fell behind what the log keeps: ended, as a watcher that does not keep up.
+                        return None;
+                    }
+                    let mut pieces: Vec<Bytes> = Vec::new();
+                    for chunk in &log.chunks {
+                        if chunk.last() > position {
+                            if bookmarks || !chunk.bookmark {
+                                pieces.push(chunk.after(position));
+                            }
+                            position = chunk.last();
+                        }
+                    }
+                    if !pieces.is_empty() {
+                        let bytes = if pieces.len() == 1 {
+                            pieces.pop().unwrap_or_default()
+                        } else {
+                            Bytes::from(pieces.concat())
+                        };
+                        return Some((bytes, (hub.clone(), position, false)));
+                    }
+                    if let Some(ended) = &log.ended {
+                        return ended
+                            .clone()
+                            .map(|line| (line, (hub.clone(), position, true)));
                     }
                 }
-                if !pieces.is_empty() {
-                    let bytes = if pieces.len() == 1 {
-                        pieces.pop().unwrap_or_default()
-                    } else {
-                        Bytes::from(pieces.concat())
-                    };
-                    return Some((bytes, (hub.clone(), position, false)));
-                }
-                if let Some(ended) = &log.ended {
-                    return ended
-                        .clone()
-                        .map(|line| (line, (hub.clone(), position, true)));
-                }
+                appended.await;
             }
-            appended.await;
-        }
-    })
+        },
+    )
 }
 
 /// The events of a store watch as the hub takes them: each object event encoded by `encode`
-/// (which returns its line), bookmarks dropped, an error as its `ERROR` line.
+/// (which returns its line), a bookmark as `bookmark_line` makes it, an error as its `ERROR`
+/// line.
 pub(crate) fn hub_events(
     events: WatchStream,
     encode: impl Fn(&'static str, &Arc<kube_core::object::DynamicObject>) -> Bytes + Send + 'static,
+    bookmark_line: impl Fn(u64) -> Bytes + Send + 'static,
     error_line: impl Fn(kube_core::store::StoreError) -> Bytes + Send + 'static,
 ) -> HubEvents {
     events
@@ -296,7 +331,10 @@ pub(crate) fn hub_events(
                     o.revision().unwrap_or(0),
                     encode("DELETED", &o),
                 )),
-                Ok(WatchEvent::Bookmark { .. }) => None,
+                Ok(WatchEvent::Bookmark { resource_version }) => Some(HubEvent::Bookmark(
+                    resource_version,
+                    bookmark_line(resource_version),
+                )),
                 Err(e) => Some(HubEvent::Failed(error_line(e))),
             };
             futures::future::ready(item)
@@ -353,7 +391,7 @@ mod tests {
         tx.send(HubEvent::Failed(Bytes::from_static(b"error\n")))
             .unwrap();
         let read = |hub, from| async move {
-            let chunks: Vec<Bytes> = subscribe(hub, from).collect().await;
+            let chunks: Vec<Bytes> = subscribe(hub, from, false).collect().await;
             String::from_utf8(chunks.concat()).unwrap()
         };
         assert_eq!(read(first, 10).await, "11\n12\n13\n14\nerror\n");
@@ -361,10 +399,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bookmarks_go_only_to_the_watches_that_asked() {
+        let hubs = Hubs::default();
+        let (hub, tx) = hub(&hubs, 10).await;
+        tx.send(line(11)).unwrap();
+        tx.send(HubEvent::Bookmark(12, Bytes::from_static(b"bookmark 12\n")))
+            .unwrap();
+        tx.send(line(13)).unwrap();
+        drop(tx);
+        let read = |bookmarks| {
+            let hub = hub.clone();
+            async move {
+                let chunks: Vec<Bytes> = subscribe(hub, 10, bookmarks).collect().await;
+                String::from_utf8(chunks.concat()).unwrap()
+            }
+        };
+        assert_eq!(read(true).await, "11\nbookmark 12\n13\n");
+        assert_eq!(read(false).await, "11\n13\n");
+    }
+
+    #[tokio::test]
     async fn a_watch_the_log_has_left_behind_is_ended() {
         let hubs = Hubs::default();
         let (hub, tx) = hub(&hubs, 0).await;
-        let mut slow = Box::pin(subscribe(hub.clone(), 0));
+        let mut slow = Box::pin(subscribe(hub.clone(), 0, false));
         for revision in 1..=(RETAINED_EVENTS as u64 + 600) {
             tx.send(line(revision)).unwrap();
             if revision % 500 == 0 {
