@@ -101,6 +101,11 @@ fn encode(
     }
 }
 
+/// An `ERROR` event's line, carrying the error's `Status`.
+fn error_line(error: &ApiError) -> Bytes {
+    line(&json!({"type": "ERROR", "object": error.to_status()}))
+}
+
 /// A `BOOKMARK` event's line: the kind, with only the revision in its metadata.
 fn bookmark_line(kind: &str, api_version: &str, revision: u64) -> Bytes {
     line(&json!({
@@ -152,6 +157,16 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
             (list.items, list.resource_version)
         }
     };
+    let mut first = true;
+    let initial_events: Vec<Piece> = initial
+        .iter()
+        .map(|o| {
+            let piece = encode(&cache, &info.kind, "ADDED", o, render, first);
+            first = false;
+            piece
+        })
+        .collect();
+
     // A plain watch shares a hub with the others of its scope (see `watch_hub`).
     let plain = render.table.is_none()
         && filter.label_selector.is_none()
@@ -171,23 +186,13 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
                         Ok(Some(hub_events(
                             events,
                             move |event_type, object| {
-                                let piece = encode(
-                                    &cache,
-                                    "",
-                                    event_type,
-                                    object,
-                                    Render { table: None },
-                                    false,
-                                );
-                                let mut line = Vec::with_capacity(piece.len());
-                                piece.write_to(&mut line);
-                                Bytes::from(line)
+                                let json = Render { table: None };
+                                join_lines(vec![encode(
+                                    &cache, "", event_type, object, json, false,
+                                )])
                             },
                             move |revision| bookmark_line(&kind_name, &api_version, revision),
-                            move |e| {
-                                let status = ApiError::from_store(e, &plural, &group);
-                                line(&json!({"type": "ERROR", "object": status.to_status()}))
-                            },
+                            move |e| error_line(&ApiError::from_store(e, &plural, &group)),
                         )))
                     }
                     // A too-old revision is answered by a watch of its own, below.
@@ -197,11 +202,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
             })
             .await?;
         if let Some(hub) = hub {
-            let initial: Vec<Piece> = initial
-                .iter()
-                .map(|o| encode(&cache, &info.kind, "ADDED", o, render, false))
-                .collect();
-            let body = stream::iter(initial)
+            let body = stream::iter(initial_events)
                 .ready_chunks(EVENTS_PER_CHUNK)
                 .map(join_lines)
                 .chain(subscribe(hub, start, bookmarks))
@@ -219,26 +220,16 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
             // Kubernetes answers a too-old revision on a watch with 200 and one ERROR event.
             let status = ctx.store_error(e);
             if status.code == StatusCode::GONE {
-                let body = line(&json!({"type": "ERROR", "object": status.to_status()}));
+                let body = error_line(&status);
                 return Ok(stream_response(stream::once(async move { body }).boxed()));
             }
             return Err(status);
         }
     };
-    let kind_name = info.kind.clone();
+    let kind_for_events = info.kind.clone();
     let api_version = info.api_version();
     let plural = info.plural.clone();
     let group = info.group.clone();
-    let mut first = true;
-    let initial_events: Vec<Piece> = initial
-        .iter()
-        .map(|o| {
-            let bytes = encode(&cache, &kind_name, "ADDED", o, render, first);
-            first = false;
-            bytes
-        })
-        .collect();
-    let kind_for_events = kind_name.clone();
     let changes = events
         .map(move |event| match event {
             Ok(WatchEvent::Added(o)) => {
@@ -261,12 +252,9 @@ pub(crate) async fn serve(ctx: &Ctx<'_>) -> ApiResult<Response> {
                 &api_version,
                 resource_version,
             ))),
-            Err(e) => {
-                let status = ApiError::from_store(e, &plural, &group);
-                Some(Piece::Line(line(
-                    &json!({"type": "ERROR", "object": status.to_status()}),
-                )))
-            }
+            Err(e) => Some(Piece::Line(error_line(&ApiError::from_store(
+                e, &plural, &group,
+            )))),
         })
         .take_while(|b| futures::future::ready(b.is_some()))
         .filter_map(futures::future::ready);

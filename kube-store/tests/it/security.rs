@@ -152,6 +152,53 @@ fn admin(pki: &Pki) -> HttpsClient {
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
+const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+
+/// A Role in `namespace` (a ClusterRole with `None`) and the path it is created at.
+fn role(namespace: Option<&str>, name: &str, rules: Value) -> (String, Value) {
+    let (kind, path) = match namespace {
+        Some(ns) => ("Role", format!("{RBAC}/namespaces/{ns}/roles")),
+        None => ("ClusterRole", format!("{RBAC}/clusterroles")),
+    };
+    let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+        "metadata": {"name": name}, "rules": rules});
+    (path, object)
+}
+
+/// A RoleBinding in `namespace` (a ClusterRoleBinding with `None`) of the `role_kind` named
+/// `role` to `subjects`, and the path it is created at.
+fn binding(
+    namespace: Option<&str>,
+    name: &str,
+    (role_kind, role): (&str, &str),
+    subjects: Value,
+) -> (String, Value) {
+    let (kind, path) = match namespace {
+        Some(ns) => (
+            "RoleBinding",
+            format!("{RBAC}/namespaces/{ns}/rolebindings"),
+        ),
+        None => ("ClusterRoleBinding", format!("{RBAC}/clusterrolebindings")),
+    };
+    let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        "subjects": subjects});
+    (path, object)
+}
+
+/// Creates each object as the admin; each must be created.
+async fn create_all(
+    admin: &HttpsClient,
+    url: &str,
+    objects: impl IntoIterator<Item = (String, Value)>,
+) {
+    for (path, object) in objects {
+        let (code, answer, _) = call(admin, url, Method::POST, &path, None, Some(object)).await;
+        assert_eq!(code, 201, "{path}: {answer}");
+    }
+}
+
 fn pod(name: &str, node: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
@@ -236,39 +283,36 @@ async fn rbac_roles_bindings_wildcards_names_and_subresources() {
                 .0
         }
     };
-    let rbac = "/apis/rbac.authorization.k8s.io/v1";
-    for (path, object) in [
-        (
-            format!("{rbac}/namespaces/default/roles"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]},
-                      {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["get"]}]}),
-        ),
-        (
-            format!("{rbac}/namespaces/default/rolebindings"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "devs-read"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-            "subjects": [{"kind": "Group", "name": "devs"}]}),
-        ),
-        (
-            format!("{rbac}/clusterroles"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "node-watcher"},
-            "rules": [{"apiGroups": ["*"], "resources": ["nodes"], "verbs": ["*"]}]}),
-        ),
-        (
-            format!("{rbac}/clusterrolebindings"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "alice-nodes"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-watcher"},
-            "subjects": [{"kind": "User", "name": "alice"}]}),
-        ),
-    ] {
-        let (code, body, _) = call(&admin, &url, Method::POST, &path, None, Some(object)).await;
-        assert_eq!(code, 201, "{body}");
-    }
+    create_all(
+        &admin,
+        &url,
+        [
+            role(
+                Some("default"),
+                "pod-reader",
+                json!([{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]},
+                       {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["get"]}]),
+            ),
+            binding(
+                Some("default"),
+                "devs-read",
+                ("Role", "pod-reader"),
+                json!([{"kind": "Group", "name": "devs"}]),
+            ),
+            role(
+                None,
+                "node-watcher",
+                json!([{"apiGroups": ["*"], "resources": ["nodes"], "verbs": ["*"]}]),
+            ),
+            binding(
+                None,
+                "alice-nodes",
+                ("ClusterRole", "node-watcher"),
+                json!([{"kind": "User", "name": "alice"}]),
+            ),
+        ],
+    )
+    .await;
     call(&admin, &url, Method::POST, PODS, None, Some(pod("p", "n1"))).await;
 
     assert_eq!(
@@ -1185,42 +1229,39 @@ async fn impersonation_needs_the_impersonate_verb_for_the_user_and_each_group() 
     let url = s.running.url();
     let admin = admin(&s.pki);
     let alice = client(&s.pki, None);
-    let rbac = "/apis/rbac.authorization.k8s.io/v1";
     let robot = "system:serviceaccount:default:robot";
-    for (path, object) in [
-        // alice may act as the robot account and as bob, nothing else.
-        (
-            format!("{rbac}/clusterroles"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "impersonate-some"},
-            "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["robot"], "verbs": ["impersonate"]},
-                      {"apiGroups": [""], "resources": ["users"], "resourceNames": ["bob"], "verbs": ["impersonate"]}]}),
-        ),
-        (
-            format!("{rbac}/clusterrolebindings"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "alice-impersonates"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonate-some"},
-            "subjects": [{"kind": "User", "name": "alice"}]}),
-        ),
-        // The robot account may read pods in default.
-        (
-            format!("{rbac}/namespaces/default/roles"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
-        ),
-        (
-            format!("{rbac}/namespaces/default/rolebindings"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "robot-reads"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-            "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}]}),
-        ),
-    ] {
-        let (code, answer, _) = call(&admin, &url, Method::POST, &path, None, Some(object)).await;
-        assert_eq!(code, 201, "{path}: {answer}");
-    }
+    create_all(
+        &admin,
+        &url,
+        [
+            // alice may act as the robot account and as bob, nothing else.
+            role(
+                None,
+                "impersonate-some",
+                json!([{"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["robot"], "verbs": ["impersonate"]},
+                       {"apiGroups": [""], "resources": ["users"], "resourceNames": ["bob"], "verbs": ["impersonate"]}]),
+            ),
+            binding(
+                None,
+                "alice-impersonates",
+                ("ClusterRole", "impersonate-some"),
+                json!([{"kind": "User", "name": "alice"}]),
+            ),
+            // The robot account may read pods in default.
+            role(
+                Some("default"),
+                "pod-reader",
+                json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]),
+            ),
+            binding(
+                Some("default"),
+                "robot-reads",
+                ("Role", "pod-reader"),
+                json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}]),
+            ),
+        ],
+    )
+    .await;
     let (code, _, _) = call(
         &admin,
         &url,
@@ -1469,7 +1510,6 @@ async fn token_and_subject_access_reviews_answer_for_others_to_auth_delegators_o
     let admin = admin(&s.pki);
     let alice = client(&s.pki, None);
     let token = Some("alice-token");
-    let rbac = "/apis/rbac.authorization.k8s.io/v1";
     let tokenreviews = "/apis/authentication.k8s.io/v1/tokenreviews";
     let sar = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
     let review = |t: &str, audiences: Value| {
@@ -1489,35 +1529,34 @@ async fn token_and_subject_access_reviews_answer_for_others_to_auth_delegators_o
     )
     .await;
     assert_eq!(code, 403);
-    for (path, object) in [
-        (
-            format!("{rbac}/clusterrolebindings"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "alice-delegates"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-            "subjects": [{"kind": "User", "name": "alice"}]}),
-        ),
-        (
-            format!("{rbac}/namespaces/default/roles"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "pod-lister"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
-        ),
-        (
-            format!("{rbac}/namespaces/default/rolebindings"),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "devs-list"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-lister"},
-            "subjects": [{"kind": "Group", "name": "devs"}]}),
-        ),
-        (
-            "/api/v1/namespaces/default/serviceaccounts".to_string(),
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}),
-        ),
-    ] {
-        let (code, answer, _) = call(&admin, &url, Method::POST, &path, None, Some(object)).await;
-        assert_eq!(code, 201, "{path}: {answer}");
-    }
+    create_all(
+        &admin,
+        &url,
+        [
+            binding(
+                None,
+                "alice-delegates",
+                ("ClusterRole", "system:auth-delegator"),
+                json!([{"kind": "User", "name": "alice"}]),
+            ),
+            role(
+                Some("default"),
+                "pod-lister",
+                json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
+            ),
+            binding(
+                Some("default"),
+                "devs-list",
+                ("Role", "pod-lister"),
+                json!([{"kind": "Group", "name": "devs"}]),
+            ),
+            (
+                "/api/v1/namespaces/default/serviceaccounts".to_string(),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}),
+            ),
+        ],
+    )
+    .await;
 
     // A static token: good for any audience. The token is not sent back.
     let (code, answer) = call_with_headers(
