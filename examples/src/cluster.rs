@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kube_apiserver::authz::{CONTROLLER_MANAGER_USER, PROXY_USER, SCHEDULER_USER};
+use kube_apiserver::{ApiServer, ApiServerComponent, ApiServerConfig, Pki, Security, TokenSigner};
 use kube_core::Orchestrator;
 use kube_core::orchestrator::{OnStore, RunningOrchestrator};
 use kube_core::runtime::Runtime;
@@ -17,12 +19,7 @@ use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
 use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime};
 use kube_parts::remote::{ApiBinder, RemoteKubeletAuth, RemoteTokenSource};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
-use kube_store::apiserver::auth::{
-    CONTROLLER_MANAGER_USER, PROXY_USER, Pki, SCHEDULER_USER, Security, TokenSigner,
-};
-use kube_store::{
-    ApiServer, ApiServerComponent, ApiServerConfig, DurableStore, MemStore, RemoteAuth, RemoteStore,
-};
+use kube_store::{DurableStore, MemStore, RemoteAuth, RemoteStore};
 use serde_json::json;
 
 /// Which runtime the local nodes use.

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube_apiserver::{ApiServer, ApiServerComponent, ApiServerConfig};
 use kube_core::Orchestrator;
 use kube_core::controller::{Action, Controller, ControllerContext, ReconcileError, Watches};
 use kube_core::kind::{KindInfo, Registry};
@@ -39,9 +40,7 @@ use kube_core::orchestrator::RunningOrchestrator;
 use kube_core::store::{Preconditions, Store};
 use kube_core::typed::Api;
 use kube_ctrl::{ControllerManager, GarbageCollector};
-use kube_store::{
-    ApiServer, ApiServerComponent, ApiServerConfig, MemStore, RemoteStore, StoreConfig,
-};
+use kube_store::{MemStore, RemoteStore, StoreConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

@@ -6,7 +6,8 @@
 //! | module | crate | what |
 //! |---|---|---|
 //! | [`core`] | `kube-core` | API types, the five traits (`Store`, `Scheduler`, `Controller`, `Runtime`, `Proxy`), `Api<K>`, informers, the `Orchestrator` builder |
-//! | [`store`] | `kube-store` | `MemStore`, `DurableStore`, the API server (feature `server`), `RemoteStore` (feature `client`) |
+//! | [`store`] | `kube-store` | `MemStore`, `DurableStore`, `EtcdStore` (feature `etcd` of kube-store), `RemoteStore` (feature `client`) |
+//! | `apiserver` | `kube-apiserver` | `ApiServer`, the Kubernetes REST API over any `Store` (feature `server`) |
 //! | [`sched`] | `kube-sched` | the scheduling framework, `DefaultScheduler`, `SchedulingLoop` |
 //! | [`ctrl`] | `kube-ctrl` | `ControllerManager` and the controllers |
 //! | [`node`] | `kube-node` | `NodeAgent` and the runtimes (`FakeRuntime`, `ProcessRuntime`, …) |
@@ -18,7 +19,7 @@
 //!   scheduler, controllers, node agents on simulated runtimes, in-memory proxy) with helpers
 //!   to wait for conditions, kill or partition nodes and read Events. Enable it in
 //!   `[dev-dependencies]`: `kube-parts = { version = "0.1", features = ["testing"] }`.
-//! - `server`: kube-store's Kubernetes REST API server.
+//! - `server`: the Kubernetes REST API server (`kube-apiserver`), as `apiserver`.
 //! - `client`: kube-store's `RemoteStore`, and [`remote`]: what components need to run as
 //!   clients of an API server ([`remote::ApiBinder`] for a scheduler,
 //!   [`remote::RemoteTokenSource`] for a node agent's projected ServiceAccount tokens).
@@ -92,6 +93,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The Kubernetes REST API server (feature `server`).
+#[cfg(feature = "server")]
+pub use kube_apiserver as apiserver;
 pub use kube_core as core;
 pub use kube_ctrl as ctrl;
 pub use kube_net as net;

@@ -25,8 +25,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "server")]
-pub mod apiserver;
 mod durable;
 mod engine;
 #[cfg(feature = "etcd")]
@@ -41,8 +39,6 @@ mod prepare;
 mod remote;
 mod transition;
 
-#[cfg(feature = "server")]
-pub use apiserver::{ApiServer, ApiServerComponent, ApiServerConfig, RunningApiServer};
 pub use durable::{DurableConfig, DurableStore};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore};

@@ -11,7 +11,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Config};
-use kube_store::{ApiServer, MemStore, RunningApiServer};
+use kube_apiserver::{ApiServer, RunningApiServer};
+use kube_store::MemStore;
 use serde_json::json;
 
 async fn server_and_client() -> (RunningApiServer, Client) {
@@ -222,7 +223,7 @@ async fn kube_rs_works_with_a_service_account_token_and_its_rbac_limits() {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
     use k8s_openapi::api::rbac::v1::RoleBinding;
-    use kube_store::apiserver::auth::{Pki, Security, TokenSigner};
+    use kube_apiserver::{Pki, Security, TokenSigner};
 
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::load_or_create(dir.path()).unwrap();
@@ -245,7 +246,7 @@ async fn kube_rs_works_with_a_service_account_token_and_its_rbac_limits() {
     let running = ApiServer::secure(
         store,
         kube_core::kind::Registry::builtin().clone(),
-        kube_store::ApiServerConfig::default(),
+        kube_apiserver::ApiServerConfig::default(),
         security,
     )
     .serve("127.0.0.1:0".parse().unwrap())

@@ -463,7 +463,7 @@ async fn every_kubectl_version_applies_and_reads() {
     let ns = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
         .unwrap();
     store.create(ns).await.unwrap();
-    let server = kube_store::ApiServer::new(store)
+    let server = kube_apiserver::ApiServer::new(store)
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

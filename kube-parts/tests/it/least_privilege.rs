@@ -7,6 +7,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube_parts::apiserver::authz::{CONTROLLER_MANAGER_USER, PROXY_USER, SCHEDULER_USER};
 use kube_parts::core::orchestrator::{Orchestrator, RunningOrchestrator};
 use kube_parts::core::store::{Store, StoreError};
 use kube_parts::core::{GroupKind, ObjectKey};
@@ -19,7 +20,6 @@ use kube_parts::node::{FakeRuntime, NodeAgent};
 use kube_parts::remote::ApiBinder;
 use kube_parts::sched::framework::Framework;
 use kube_parts::sched::{DEFAULT_SCHEDULER_NAME, SchedulingConfig, SchedulingLoop};
-use kube_parts::store::apiserver::auth::{CONTROLLER_MANAGER_USER, PROXY_USER, SCHEDULER_USER};
 use kube_parts::store::{RemoteError, RemoteStore};
 use serde_json::json;
 

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use kube_parts::apiserver::{
+    ApiServer, ApiServerConfig, Pki, RunningApiServer, Security, TokenSigner,
+};
 use kube_parts::core::DynamicObject;
 use kube_parts::core::store::Store;
-use kube_parts::store::apiserver::auth::{Pki, Security, TokenSigner};
-use kube_parts::store::{
-    ApiServer, ApiServerConfig, MemStore, RemoteAuth, RemoteStore, RunningApiServer,
-};
+use kube_parts::store::{MemStore, RemoteAuth, RemoteStore};
 use serde_json::{Value, json};
 
 pub(crate) fn object(value: Value) -> DynamicObject {

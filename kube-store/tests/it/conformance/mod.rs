@@ -50,13 +50,13 @@ pub(crate) async fn etcd() -> Fixture {
 
 /// The API server over a memory store, reached through `RemoteStore`: the client and the
 /// server together must behave as a store.
-#[cfg(all(feature = "server", feature = "client"))]
+#[cfg(feature = "client")]
 pub(crate) async fn remote() -> Fixture {
     let backend = Arc::new(MemStore::with_config(config()));
     // The cases write to namespaces they never create.
-    let mut api = kube_store::ApiServerConfig::default();
+    let mut api = kube_apiserver::ApiServerConfig::default();
     api.namespace_lifecycle = false;
-    let server = kube_store::ApiServer::with_config(
+    let server = kube_apiserver::ApiServer::with_config(
         backend,
         kube_core::kind::Registry::builtin().clone(),
         api,
@@ -95,6 +95,6 @@ all_cases!(durable);
 #[cfg(feature = "etcd")]
 all_cases!(etcd);
 // Compaction is not part of the Kubernetes API; everything else is.
-#[cfg(all(feature = "server", feature = "client"))]
+#[cfg(feature = "client")]
 suite!(remote: crud, conflicts, watch_order_and_resume, selectors, paging, concurrent_writers,
     unconditional_races, linearizable, bookmarks);

@@ -1,0 +1,949 @@
+//! The API server, spoken to over real HTTP: status codes and reasons, Kubernetes' object
+//! semantics (defaulting, validation, graceful deletion, finalizers), patch types,
+//! subresources, watch, discovery and Table output.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kube_apiserver::{ApiServer, RunningApiServer};
+use kube_core::store::Store;
+use kube_store::MemStore;
+use serde_json::{Value, json};
+
+struct Server {
+    running: RunningApiServer,
+    store: Arc<dyn Store>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+async fn namespace(store: &Arc<dyn Store>, name: &str) {
+    let ns = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )
+    .unwrap();
+    store.create(ns).await.unwrap();
+}
+
+async fn server() -> Server {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    namespace(&store, "default").await;
+    let running = ApiServer::new(store.clone())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    Server {
+        running,
+        store,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl Server {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.running.url()))
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = self.client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.send(method, path, "application/json", "application/json", body)
+            .await
+    }
+
+    async fn patch(&self, path: &str, content_type: &str, body: Value) -> (u16, Value) {
+        self.send(
+            Method::PATCH,
+            path,
+            content_type,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// The lines of a watch response, read until the server ends it.
+    async fn watch_lines(&self, path: &str) -> Vec<Value> {
+        let (_, body) = self.call(Method::GET, path, None).await;
+        match body {
+            Value::String(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            single => vec![single],
+        }
+    }
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+fn pod(name: &str, node: Option<&str>) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    });
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
+    pod
+}
+
+fn config_map(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"tier": "a"}}, "data": {"k": "v"}})
+}
+
+#[tokio::test]
+async fn errors_are_status_objects_with_kubernetes_codes() {
+    let s = server().await;
+    let (code, status) = s.call(Method::GET, &format!("{CMS}/missing"), None).await;
+    assert_eq!(code, 404);
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "NotFound");
+    assert_eq!(status["message"], "configmaps \"missing\" not found");
+
+    assert_eq!(
+        s.call(Method::POST, CMS, Some(config_map("a"))).await.0,
+        201
+    );
+    let (code, status) = s.call(Method::POST, CMS, Some(config_map("a"))).await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+
+    let mut stale = config_map("a");
+    stale["metadata"]["resourceVersion"] = json!("1");
+    s.call(Method::PUT, &format!("{CMS}/a"), Some(config_map("a")))
+        .await;
+    let (code, status) = s.call(Method::PUT, &format!("{CMS}/a"), Some(stale)).await;
+    assert_eq!((code, status["reason"].as_str()), (409, Some("Conflict")));
+
+    let (code, status) = s
+        .call(Method::POST, CMS, Some(config_map("Bad_Name")))
+        .await;
+    assert_eq!(code, 422);
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value")
+    );
+
+    let (code, status) = s
+        .call(Method::GET, "/apis/example.com/v1/widgets", None)
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(
+        s.call(Method::POST, &format!("{CMS}/a"), Some(config_map("a")))
+            .await
+            .0,
+        405
+    );
+    let (code, status) = s
+        .send(
+            Method::PATCH,
+            &format!("{CMS}/a"),
+            "text/plain",
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (415, Some("UnsupportedMediaType"))
+    );
+    let (code, status) = s
+        .send(
+            Method::POST,
+            CMS,
+            "application/json",
+            "application/json",
+            b"{not json".to_vec(),
+        )
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+
+    // Over 3 MiB: refused before it is read.
+    let mut huge = config_map("huge");
+    huge["data"]["k"] = json!("x".repeat(4 * 1024 * 1024));
+    // Answered without reading the body; a client still writing may see a reset first.
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}{CMS}", s.running.url()))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(huge.to_string())))
+        .unwrap();
+    match s.client.request(request).await {
+        Ok(response) => {
+            assert_eq!(response.status().as_u16(), 413);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let status: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(status["reason"], "RequestEntityTooLarge");
+        }
+        Err(e) => assert!(
+            format!("{e:?}").contains("BrokenPipe") || format!("{e:?}").contains("reset"),
+            "{e:?}"
+        ),
+    }
+    let (code, _) = s.call(Method::GET, &format!("{CMS}/huge"), None).await;
+    assert_eq!(code, 404, "nothing of a refused request is stored");
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_is_410_expired() {
+    let s = server().await;
+    for i in 0..5 {
+        s.call(Method::POST, CMS, Some(config_map(&format!("c{i}"))))
+            .await;
+    }
+    let revision = s.store.current_revision().await.unwrap();
+    s.store.compact(revision).await.unwrap();
+    let lines = s
+        .watch_lines(&format!(
+            "{CMS}?watch=true&resourceVersion=2&timeoutSeconds=2"
+        ))
+        .await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["type"], "ERROR");
+    assert_eq!(lines[0]["object"]["code"], 410);
+    assert_eq!(lines[0]["object"]["reason"], "Expired");
+}
+
+#[tokio::test]
+async fn objects_are_defaulted_and_generation_follows_spec() {
+    let s = server().await;
+    let (code, created) = s.call(Method::POST, PODS, Some(pod("p", None))).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["restartPolicy"], "Always");
+    assert_eq!(created["spec"]["terminationGracePeriodSeconds"], 30);
+    assert_eq!(
+        created["spec"]["containers"][0]["imagePullPolicy"],
+        "Always"
+    );
+    assert_eq!(created["status"]["phase"], "Pending");
+    assert!(created["metadata"]["uid"].is_string());
+
+    let deploy = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
+            "metadata": {"labels": {"app": "d"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}},
+    });
+    let path = "/apis/apps/v1/namespaces/default/deployments";
+    let (code, created) = s.call(Method::POST, path, Some(deploy)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+        "25%"
+    );
+    assert_eq!(created["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(created["metadata"]["generation"], 1);
+    let (_, labelled) = s
+        .patch(
+            &format!("{path}/d"),
+            "application/merge-patch+json",
+            json!({"metadata": {"labels": {"x": "y"}}}),
+        )
+        .await;
+    assert_eq!(
+        labelled["metadata"]["generation"], 1,
+        "metadata changes keep the generation"
+    );
+    let (_, scaled) = s
+        .patch(
+            &format!("{path}/d"),
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 3}}),
+        )
+        .await;
+    assert_eq!(scaled["metadata"]["generation"], 2);
+
+    // Pod specs are immutable but for images.
+    let (code, status) = s
+        .patch(
+            &format!("{PODS}/p"),
+            "application/merge-patch+json",
+            json!({"spec": {"restartPolicy": "Never"}}),
+        )
+        .await;
+    assert_eq!(code, 422, "{status}");
+    let (code, _) = s
+        .patch(
+            &format!("{PODS}/p"),
+            "application/strategic-merge-patch+json",
+            json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn strict_field_validation_refuses_unknown_fields() {
+    let s = server().await;
+    let mut bad = pod("p", None);
+    bad["spec"]["containers"][0]["imagePullPolice"] = json!("Always");
+    let (code, status) = s
+        .call(
+            Method::POST,
+            &format!("{PODS}?fieldValidation=Strict"),
+            Some(bad.clone()),
+        )
+        .await;
+    assert_eq!(code, 422);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field \"spec.containers[0].imagePullPolice\""),
+        "{status}"
+    );
+    let mut wrong_type = pod("q", None);
+    wrong_type["spec"]["containers"] = json!("not a list");
+    let (code, status) = s.call(Method::POST, PODS, Some(wrong_type)).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.containers",
+        "{status}"
+    );
+    let mut deep = pod("r", None);
+    deep["spec"]["containers"][0]["ports"] = json!([{"containerPort": "eighty"}]);
+    let (code, status) = s.call(Method::POST, PODS, Some(deep)).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "spec.containers[0].ports[0].containerPort",
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn bound_pods_are_deleted_gracefully_and_unbound_ones_at_once() {
+    let s = server().await;
+    s.call(Method::POST, PODS, Some(pod("running", Some("n1"))))
+        .await;
+    s.call(Method::POST, PODS, Some(pod("pending", None))).await;
+
+    let (code, marked) = s
+        .call(Method::DELETE, &format!("{PODS}/running"), None)
+        .await;
+    assert_eq!(code, 200);
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "{marked}"
+    );
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert_eq!(
+        s.call(Method::GET, &format!("{PODS}/running"), None)
+            .await
+            .0,
+        200,
+        "the node agent finishes it"
+    );
+
+    // A shorter grace period shortens it; 0 (what the node agent sends) removes it.
+    let (_, shorter) = s
+        .call(
+            Method::DELETE,
+            &format!("{PODS}/running"),
+            Some(json!({"gracePeriodSeconds": 5})),
+        )
+        .await;
+    assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 5);
+    let (code, _) = s
+        .call(
+            Method::DELETE,
+            &format!("{PODS}/running?gracePeriodSeconds=0"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        s.call(Method::GET, &format!("{PODS}/running"), None)
+            .await
+            .0,
+        404
+    );
+
+    assert_eq!(
+        s.call(Method::DELETE, &format!("{PODS}/pending"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.call(Method::GET, &format!("{PODS}/pending"), None)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn finalizers_hold_an_object_until_the_last_is_removed() {
+    let s = server().await;
+    let mut cm = config_map("held");
+    cm["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+    s.call(Method::POST, CMS, Some(cm)).await;
+    let (code, marked) = s.call(Method::DELETE, &format!("{CMS}/held"), None).await;
+    assert_eq!(code, 200);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let (code, _) = s.call(Method::GET, &format!("{CMS}/held"), None).await;
+    assert_eq!(code, 200);
+    let (code, _) = s
+        .patch(
+            &format!("{CMS}/held"),
+            "application/merge-patch+json",
+            json!({"metadata": {"finalizers": null}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        s.call(Method::GET, &format!("{CMS}/held"), None).await.0,
+        404
+    );
+
+    // Foreground propagation marks the owner with its finalizer for the garbage collector.
+    s.call(Method::POST, CMS, Some(config_map("owner"))).await;
+    let (_, marked) = s
+        .call(
+            Method::DELETE,
+            &format!("{CMS}/owner"),
+            Some(json!({"propagationPolicy": "Foreground"})),
+        )
+        .await;
+    assert_eq!(
+        marked["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+
+    // Preconditions.
+    s.call(Method::POST, CMS, Some(config_map("pre"))).await;
+    let (code, status) = s
+        .call(
+            Method::DELETE,
+            &format!("{CMS}/pre"),
+            Some(json!({"preconditions": {"uid": "not-it"}})),
+        )
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (409, Some("Conflict")));
+    let (code, _) = s
+        .call(
+            Method::DELETE,
+            &format!("{CMS}/pre"),
+            Some(json!({"propagationPolicy": "Sideways"})),
+        )
+        .await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn patch_types_and_server_side_apply() {
+    let s = server().await;
+    let mut two = pod("p", None);
+    two["spec"]["containers"] =
+        json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]);
+    s.call(Method::POST, PODS, Some(two)).await;
+    let (code, patched) = s
+        .patch(
+            &format!("{PODS}/p"),
+            "application/strategic-merge-patch+json",
+            json!({"metadata": {"labels": {"v": "2"}}, "spec": {"containers": [{"name": "b", "image": "b:2"}]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{patched}");
+    let images: Vec<&str> = patched["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(images, ["a:1", "b:2"], "containers merge by name");
+    assert_eq!(
+        patched["metadata"]["labels"],
+        json!({"app": "web", "v": "2"})
+    );
+
+    let (code, patched) = s
+        .patch(
+            &format!("{PODS}/p"),
+            "application/json-patch+json",
+            json!([{"op": "remove", "path": "/metadata/labels/v"}]),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(patched["metadata"]["labels"], json!({"app": "web"}));
+
+    // Server-side apply: create when missing, then update; the manager is recorded.
+    let applied =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: \"1\"\n";
+    let path = format!("{CMS}/applied?fieldManager=tester");
+    let (code, created) = s
+        .send(
+            Method::PATCH,
+            &path,
+            "application/apply-patch+yaml",
+            "application/json",
+            applied.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["metadata"]["managedFields"][0]["manager"], "tester");
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["operation"],
+        "Apply"
+    );
+    let (code, updated) = s
+        .send(
+            Method::PATCH,
+            &path,
+            "application/apply-patch+yaml",
+            "application/json",
+            applied.replace("\"1\"", "\"2\"").as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(updated["data"]["a"], "2");
+    let (code, _) = s
+        .send(
+            Method::PATCH,
+            &format!("{CMS}/applied"),
+            "application/apply-patch+yaml",
+            "application/json",
+            applied.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(code, 400, "apply needs a field manager");
+}
+
+#[tokio::test]
+async fn status_scale_binding_and_eviction_subresources() {
+    let s = server().await;
+    s.call(Method::POST, PODS, Some(pod("p", None))).await;
+    let (code, _) = s
+        .call(Method::POST, &format!("{PODS}/p/binding"), Some(json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}})))
+        .await;
+    assert_eq!(code, 201);
+    let (_, bound) = s.call(Method::GET, &format!("{PODS}/p"), None).await;
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+    let (code, status) = s
+        .call(
+            Method::POST,
+            &format!("{PODS}/p/binding"),
+            Some(json!({"target": {"kind": "Node", "name": "n2"}})),
+        )
+        .await;
+    assert_eq!(code, 409, "{status}");
+
+    // A status write changes only the status.
+    let mut status_write = bound.clone();
+    status_write["status"] = json!({"phase": "Running"});
+    status_write["metadata"]["labels"] = json!({"changed": "yes"});
+    let (code, written) = s
+        .call(Method::PUT, &format!("{PODS}/p/status"), Some(status_write))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(written["status"]["phase"], "Running");
+    assert_eq!(written["metadata"]["labels"], json!({"app": "web"}));
+
+    let rs = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "rs"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "rs"}}, "template": {
+            "metadata": {"labels": {"app": "rs"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    });
+    let rs_path = "/apis/apps/v1/namespaces/default/replicasets/rs";
+    s.call(
+        Method::POST,
+        "/apis/apps/v1/namespaces/default/replicasets",
+        Some(rs),
+    )
+    .await;
+    let (code, scale) = s.call(Method::GET, &format!("{rs_path}/scale"), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(1))
+    );
+    assert_eq!(scale["status"]["selector"], "app=rs");
+    let (code, _) = s
+        .patch(
+            &format!("{rs_path}/scale"),
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 4}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (_, rs) = s.call(Method::GET, rs_path, None).await;
+    assert_eq!(rs["spec"]["replicas"], 4);
+
+    // Eviction respects a PodDisruptionBudget with no disruptions allowed.
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+        "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}});
+    let (code, _) = s
+        .call(
+            Method::POST,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            Some(pdb),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, status) = s
+        .call(
+            Method::POST,
+            &format!("{PODS}/p/eviction"),
+            Some(json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}})),
+        )
+        .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (429, Some("TooManyRequests")),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn watch_streams_current_state_then_changes_and_honours_timeouts() {
+    let s = server().await;
+    s.call(Method::POST, CMS, Some(config_map("a"))).await;
+    let (_, list) = s.call(Method::GET, CMS, None).await;
+    let revision = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watcher = tokio::spawn(watch_events(
+        s.running.url(),
+        format!("{CMS}?watch=true&timeoutSeconds=2&allowWatchBookmarks=true"),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.call(Method::POST, CMS, Some(config_map("b"))).await;
+    s.call(Method::DELETE, &format!("{CMS}/a"), None).await;
+    let started = std::time::Instant::now();
+    let events = tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timeoutSeconds ends the watch"
+    );
+    assert_eq!(
+        events,
+        [
+            ("ADDED".into(), "a".into()),
+            ("ADDED".into(), "b".into()),
+            ("DELETED".into(), "a".into())
+        ]
+    );
+
+    // From the list's revision only later changes come; a field selector watches one object.
+    let lines = s
+        .watch_lines(&format!("{CMS}?watch=1&resourceVersion={revision}&fieldSelector=metadata.name%3Db&timeoutSeconds=1"))
+        .await;
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|e| e["object"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b"]);
+}
+
+/// The (type, name) of every event of a watch but its bookmarks, read until it ends.
+async fn watch_events(url: String, path: String) -> Vec<(String, String)> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .get(format!("{url}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_watches_of_one_scope_each_get_every_change_from_their_own_revision() {
+    let s = server().await;
+    s.call(Method::POST, CMS, Some(config_map("a"))).await;
+    let (_, first) = s.call(Method::POST, CMS, Some(config_map("b"))).await;
+    let after_b = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = s.running.url();
+    let watch = |query: String| tokio::spawn(watch_events(url.clone(), format!("{CMS}?{query}")));
+
+    // Watches of the same scope (these share one store watch and log), one with a selector
+    // (its own), and one without a revision (the current state first).
+    let from_b = watch(format!(
+        "watch=1&resourceVersion={after_b}&timeoutSeconds=2"
+    ));
+    let also_from_b = watch(format!(
+        "watch=1&resourceVersion={after_b}&timeoutSeconds=2"
+    ));
+    let selected = watch(format!(
+        "watch=1&resourceVersion={after_b}&labelSelector=tier%3Da&timeoutSeconds=2"
+    ));
+    let current = watch("watch=1&timeoutSeconds=2".to_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in ["c", "d"] {
+        s.call(Method::POST, CMS, Some(config_map(name))).await;
+    }
+    s.call(Method::DELETE, &format!("{CMS}/a"), None).await;
+    // A watch from an older revision than the shared log holds gets every change too.
+    let from_start = watch("watch=1&resourceVersion=1&timeoutSeconds=1".to_string());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.call(Method::POST, CMS, Some(config_map("e"))).await;
+
+    let changes = |names: &[(&str, &str)]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|(t, n)| (t.to_string(), n.to_string()))
+            .collect()
+    };
+    let after = changes(&[
+        ("ADDED", "c"),
+        ("ADDED", "d"),
+        ("DELETED", "a"),
+        ("ADDED", "e"),
+    ]);
+    assert_eq!(from_b.await.unwrap(), after);
+    assert_eq!(also_from_b.await.unwrap(), after);
+    assert_eq!(selected.await.unwrap(), after);
+    assert_eq!(
+        current.await.unwrap(),
+        changes(&[
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+            ("ADDED", "c"),
+            ("ADDED", "d"),
+            ("DELETED", "a"),
+            ("ADDED", "e")
+        ])
+    );
+    assert_eq!(
+        from_start.await.unwrap(),
+        changes(&[
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+            ("ADDED", "c"),
+            ("ADDED", "d"),
+            ("DELETED", "a"),
+            ("ADDED", "e")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn lists_page_and_filter_and_deletecollection_deletes_the_selection() {
+    let s = server().await;
+    for i in 0..5 {
+        let mut cm = config_map(&format!("c{i}"));
+        cm["metadata"]["labels"]["tier"] = json!(if i % 2 == 0 { "even" } else { "odd" });
+        s.call(Method::POST, CMS, Some(cm)).await;
+    }
+    let (_, page) = s.call(Method::GET, &format!("{CMS}?limit=2"), None).await;
+    assert_eq!(page["kind"], "ConfigMapList");
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let token = page["metadata"]["continue"].as_str().unwrap();
+    let (_, rest) = s
+        .call(
+            Method::GET,
+            &format!("{CMS}?limit=10&continue={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 3);
+    let (_, even) = s
+        .call(
+            Method::GET,
+            &format!("{CMS}?labelSelector=tier%3Deven"),
+            None,
+        )
+        .await;
+    assert_eq!(even["items"].as_array().unwrap().len(), 3);
+    let (code, _) = s
+        .call(
+            Method::GET,
+            &format!("{CMS}?labelSelector=tier%3D%3D%3D"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 400);
+
+    let (code, _) = s
+        .call(
+            Method::DELETE,
+            &format!("{CMS}?labelSelector=tier%3Deven"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (_, left) = s.call(Method::GET, CMS, None).await;
+    assert_eq!(left["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_long_list_arrives_whole_and_in_order() {
+    // Long lists are streamed in chunks; the client must still get one valid document.
+    let s = server().await;
+    let count = 3000;
+    for i in 0..count {
+        let cm: kube_core::DynamicObject =
+            serde_json::from_value(config_map(&format!("c{i:05}"))).unwrap();
+        let mut cm = cm;
+        cm.metadata.namespace = Some("default".into());
+        // A value large enough that the list spans several chunks.
+        cm.data["data"]["k"] = json!("v".repeat(400));
+        s.store.create(cm).await.unwrap();
+    }
+    let (code, list) = s.call(Method::GET, CMS, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["kind"], "ConfigMapList");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), count);
+    let names: Vec<&str> = items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+    assert_eq!(items[count - 1]["data"]["k"].as_str().unwrap().len(), 400);
+    assert!(list["metadata"]["resourceVersion"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn discovery_and_tables_for_kubectl() {
+    let s = server().await;
+    let (code, version) = s.call(Method::GET, "/version", None).await;
+    assert_eq!((code, version["major"].as_str()), (200, Some("1")));
+    let (_, core) = s.call(Method::GET, "/api", None).await;
+    assert_eq!(core["versions"], json!(["v1"]));
+    let (_, groups) = s.call(Method::GET, "/apis", None).await;
+    assert!(
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "apps")
+    );
+    let (_, resources) = s.call(Method::GET, "/apis/apps/v1", None).await;
+    let deploy = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "deployments")
+        .unwrap();
+    assert_eq!(deploy["shortNames"], json!(["deploy"]));
+    assert_eq!(deploy["categories"], json!(["all"]));
+    assert_eq!(s.call(Method::GET, "/healthz", None).await.0, 200);
+    let (code, openapi) = s.call(Method::GET, "/openapi/v3", None).await;
+    assert_eq!(code, 200);
+    assert!(openapi["paths"]["apis/apps/v1"]["serverRelativeURL"].is_string());
+
+    s.call(Method::POST, PODS, Some(pod("p", Some("n1")))).await;
+    let (code, table) = s
+        .send(
+            Method::GET,
+            PODS,
+            "application/json",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(table["kind"], "Table");
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &columns[..5],
+        ["Name", "Ready", "Status", "Restarts", "Age"]
+    );
+    assert_eq!(table["rows"][0]["cells"][0], "p");
+    assert_eq!(table["rows"][0]["cells"][6], "n1");
+}
+
+#[tokio::test]
+async fn objects_are_created_only_in_namespaces_that_exist_and_are_not_terminating() {
+    let s = server().await;
+    let (code, status) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/nowhere/configmaps",
+            Some(config_map("a")),
+        )
+        .await;
+    assert_eq!(code, 404);
+    assert_eq!(status["message"], "namespaces \"nowhere\" not found");
+    namespace(&s.store, "leaving").await;
+    let (code, _) = s
+        .call(
+            Method::DELETE,
+            "/api/v1/namespaces/leaving",
+            Some(json!({"propagationPolicy": "Foreground"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, status) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/leaving/configmaps",
+            Some(config_map("a")),
+        )
+        .await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("because it is being terminated")
+    );
+    let (_, created) = s.call(Method::POST, PODS, Some(pod("sa", None))).await;
+    assert_eq!(
+        created["spec"]["serviceAccountName"], "default",
+        "ServiceAccount defaulting"
+    );
+}
