@@ -29,7 +29,7 @@ pub use object::{DynamicObject, GroupKind, ObjectKey, ObjectRef};
 pub use orchestrator::{Component, ComponentContext, Orchestrator, OrchestratorError};
 pub use proxy::{Proxy, ProxyError, ServiceTable};
 pub use quantity::{Quantity, QuantityError};
-pub use runtime::{Runtime, RuntimeError};
+pub use runtime::{AuthConfig, Image, ImageFsInfo, PulledImage, Runtime, RuntimeError};
 pub use scheduler::{ScheduleError, Scheduler, Snapshot};
 pub use selector::{FieldSelector, Selector, SelectorError};
 pub use store::{Store, StoreError, WatchEvent};

@@ -13,7 +13,7 @@ pub enum RuntimeError {
     /// No sandbox or container has this ID.
     #[error("{what} {id} not found")]
     NotFound {
-        /// `"sandbox"` or `"container"`.
+        /// `"sandbox"`, `"container"` or `"image"`.
         what: &'static str,
         /// The ID asked for.
         id: String,
@@ -132,6 +132,12 @@ pub struct ContainerConfig {
     pub resources: ContainerResources,
     /// Volumes to mount. Runtimes without filesystem isolation may ignore them.
     pub mounts: Vec<Mount>,
+    /// The user to run as (`securityContext.runAsUser`, the container's over the pod's);
+    /// `None`: the image's `User`, else root.
+    pub run_as_user: Option<i64>,
+    /// The primary group to run as (`securityContext.runAsGroup`); `None`: the image user's
+    /// group, else the user's ID.
+    pub run_as_group: Option<i64>,
 }
 
 /// A container's lifecycle state.
@@ -210,6 +216,120 @@ pub struct ExecResult {
     pub stdout_len: Option<usize>,
 }
 
+/// Credentials for a registry, as CRI's `AuthConfig`: what the node agent found for the
+/// image's registry in the pod's `imagePullSecrets` (and its ServiceAccount's) or the node's
+/// credentials file.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// User name, for basic authentication.
+    pub username: String,
+    /// Password, for basic authentication.
+    pub password: String,
+    /// `base64(username:password)`, as Docker config files carry it (used when `username`
+    /// is empty).
+    pub auth: String,
+    /// The registry host these credentials are for (`docker.io`, `127.0.0.1:5000`).
+    pub server_address: String,
+    /// An identity token (OAuth2 refresh token) to exchange for a registry token.
+    pub identity_token: String,
+    /// A bearer token sent to the registry as it is.
+    pub registry_token: String,
+}
+
+impl AuthConfig {
+    /// Basic authentication with `username` and `password` for `server_address`.
+    pub fn basic(
+        server_address: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        Self {
+            server_address: server_address.into(),
+            username: username.into(),
+            password: password.into(),
+            ..Self::default()
+        }
+    }
+}
+
+// Credentials stay out of logs and `Debug` output.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("server_address", &self.server_address)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An image the runtime holds, as CRI's `Image`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Image {
+    /// The image's ID: the digest of its config (`sha256:…`).
+    pub id: String,
+    /// Tagged references that name it (`docker.io/library/nginx:1.27`).
+    pub repo_tags: Vec<String>,
+    /// Digested references it was pulled by (`docker.io/library/nginx@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Size on disk (the compressed layers), in bytes.
+    pub size_bytes: u64,
+    /// The user its config names (`User`), if any: `runAsNonRoot` is checked against it.
+    pub user: Option<String>,
+    /// Pinned images are never garbage-collected (e.g. the sandbox image).
+    pub pinned: bool,
+}
+
+impl Image {
+    /// An image with `id`, named by `repo_tags`.
+    pub fn new(id: impl Into<String>, repo_tags: Vec<String>) -> Self {
+        Self {
+            id: id.into(),
+            repo_tags,
+            ..Self::default()
+        }
+    }
+}
+
+/// What [`Runtime::pull_image`] reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PulledImage {
+    /// The reference the image now resolves by, digest included where known
+    /// (`docker.io/library/nginx@sha256:…`): the container status' `imageID`.
+    pub image_ref: String,
+    /// The image's ID (its config digest).
+    pub id: String,
+    /// Size on disk, in bytes (the kubelet's `Pulled` event reports it).
+    pub size_bytes: u64,
+}
+
+impl PulledImage {
+    /// A pulled image resolving as `image_ref`, with ID `id`, of `size_bytes`.
+    pub fn new(image_ref: impl Into<String>, id: impl Into<String>, size_bytes: u64) -> Self {
+        Self {
+            image_ref: image_ref.into(),
+            id: id.into(),
+            size_bytes,
+        }
+    }
+}
+
+/// How full the filesystem holding images is, as CRI's `ImageFsInfo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImageFsInfo {
+    /// Where images are kept.
+    pub mountpoint: String,
+    /// Bytes the images take.
+    pub used_bytes: u64,
+    /// Bytes of the filesystem in all (0 when unknown).
+    pub capacity_bytes: u64,
+    /// Bytes still free on it.
+    pub available_bytes: u64,
+}
+
 /// A node's container runtime, shaped like CRI.
 ///
 /// The node agent (`kube_node::NodeAgent`) drives it: one sandbox per pod, one container per
@@ -281,6 +401,46 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
             operation: "exec_sync",
             message: format!("{} cannot exec in container {container_id}", self.version()),
         })
+    }
+
+    /// Pulls `image` (as the pod names it) with `auth` for its registry, for the pod of
+    /// `sandbox` when known (CRI's `PullImage`). A runtime that resolves images itself when a
+    /// container is created keeps this default, which reports the image as present.
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+        sandbox: Option<&PodSandboxConfig>,
+    ) -> Result<PulledImage, RuntimeError> {
+        let _ = (auth, sandbox);
+        Ok(PulledImage::new(image, image, 0))
+    }
+
+    /// Reports the image `image` names, or `None` if the runtime does not hold it (CRI's
+    /// `ImageStatus`). The default knows of no images, so every pull policy pulls (through
+    /// the default [`pull_image`](Runtime::pull_image), which does nothing).
+    async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
+        let _ = image;
+        Ok(None)
+    }
+
+    /// Reports every image the runtime holds (CRI's `ListImages`; the Node's
+    /// `status.images`).
+    async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the image `image` names (a reference or an ID; CRI's `RemoveImage`).
+    /// Removing an image the runtime does not hold succeeds, as in CRI.
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let _ = image;
+        Ok(())
+    }
+
+    /// How full the image filesystem is (CRI's `ImageFsInfo`), for image garbage
+    /// collection. The default reports nothing known.
+    async fn image_fs_info(&self) -> Result<ImageFsInfo, RuntimeError> {
+        Ok(ImageFsInfo::default())
     }
 }
 

@@ -104,6 +104,7 @@
 mod agent;
 mod cgroup;
 mod cri;
+mod docker;
 mod error;
 mod exec_output;
 mod fake;
@@ -116,6 +117,7 @@ mod net;
 mod oci;
 mod persist;
 mod process;
+pub mod pull;
 pub mod tokens;
 
 pub use agent::{ContainerGcPolicy, NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};

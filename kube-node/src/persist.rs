@@ -126,6 +126,10 @@ pub(crate) struct ContainerRecord {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) cpu_limit_milli: Option<i64>,
     pub(crate) memory_limit_bytes: Option<i64>,
+    #[serde(default)]
+    pub(crate) run_as_user: Option<i64>,
+    #[serde(default)]
+    pub(crate) run_as_group: Option<i64>,
     pub(crate) mounts: Vec<MountRecord>,
     /// `created`, `running`, `exited` or `unknown`.
     pub(crate) state: String,
@@ -168,6 +172,8 @@ impl ContainerRecord {
             labels: config.labels.clone(),
             cpu_limit_milli: config.resources.cpu_limit_milli,
             memory_limit_bytes: config.resources.memory_limit_bytes,
+            run_as_user: config.run_as_user,
+            run_as_group: config.run_as_group,
             mounts: config
                 .mounts
                 .iter()
@@ -218,6 +224,8 @@ impl ContainerRecord {
                     read_only: m.read_only,
                 })
                 .collect(),
+            run_as_user: self.run_as_user,
+            run_as_group: self.run_as_group,
         }
     }
 

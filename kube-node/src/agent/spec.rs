@@ -351,6 +351,23 @@ pub(crate) fn container_config(
             memory_limit_bytes: limit("memory", parse_bytes),
         },
         mounts,
+        run_as_user: security(facts.pod, c, |s| s.run_as_user, |s| s.run_as_user),
+        run_as_group: security(facts.pod, c, |s| s.run_as_group, |s| s.run_as_group),
+    })
+}
+
+/// A `securityContext` setting: the container's, else the pod's (as the kubelet merges them).
+pub(crate) fn security<T>(
+    pod: &Pod,
+    c: &Container,
+    field: impl Fn(&k8s_openapi::api::core::v1::SecurityContext) -> Option<T>,
+    pod_field: impl Fn(&k8s_openapi::api::core::v1::PodSecurityContext) -> Option<T>,
+) -> Option<T> {
+    c.security_context.as_ref().and_then(&field).or_else(|| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(&pod_field)
     })
 }
 

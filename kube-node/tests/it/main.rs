@@ -2,6 +2,7 @@
 //! `MemStore` with each runtime.
 
 mod agent_cri;
+mod agent_docker;
 mod agent_fake;
 mod agent_oci;
 mod agent_process;
@@ -9,9 +10,11 @@ mod common;
 mod container_gc;
 mod containerd_env;
 mod fake_runtime;
+mod image_pull;
 mod kubelet_server;
 mod probes;
 mod process_runtime;
 mod process_volumes;
 mod projected_volumes;
+mod registry;
 mod restart_recovery;

@@ -1,0 +1,1 @@
+//! `DockerRuntime`: pods and containers on the Docker Engine API.
