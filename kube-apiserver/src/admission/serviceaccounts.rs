@@ -41,7 +41,8 @@ const DEFAULT_ACCOUNT_TRIES: usize = 10;
 /// The ServiceAccount admission plugin for a new pod: its ServiceAccount must exist, and it
 /// gets the token volume unless it or its ServiceAccount says
 /// `automountServiceAccountToken: false` (the pod's own setting wins), or it already mounts
-/// something at [`MOUNT_PATH`] everywhere.
+/// something at [`MOUNT_PATH`] everywhere; a pod naming no `imagePullSecrets` gets its
+/// ServiceAccount's.
 ///
 /// `with_ca`: whether the server publishes `kube-root-ca.crt` (it has a CA certificate); if
 /// not, the volume has no `ca.crt`, rather than a source the pod would wait for forever.
@@ -104,6 +105,20 @@ pub(crate) async fn admit_pod(
         .unwrap_or(true);
     if automount {
         add_token_volume(spec, with_ca);
+    }
+    // A pod that names no pull secrets gets its account's, as Kubernetes' admission does.
+    let no_pull_secrets = spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if no_pull_secrets
+        && let Some(secrets) = account
+            .data
+            .get("imagePullSecrets")
+            .and_then(Value::as_array)
+            .filter(|s| !s.is_empty())
+    {
+        spec.insert("imagePullSecrets".into(), Value::Array(secrets.clone()));
     }
     Ok(())
 }

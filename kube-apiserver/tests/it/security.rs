@@ -938,7 +938,7 @@ async fn pods_get_a_projected_token_volume_unless_automount_is_off() {
         None,
         Some(
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "quiet"},
-            "automountServiceAccountToken": false}),
+            "automountServiceAccountToken": false, "imagePullSecrets": [{"name": "registry"}]}),
         ),
     )
     .await;
@@ -967,6 +967,27 @@ async fn pods_get_a_projected_token_volume_unless_automount_is_off() {
     assert!(
         token_volume(&created).is_some(),
         "the pod's own setting wins"
+    );
+    // Pods of the account get its image pull secrets, unless they name their own.
+    assert_eq!(
+        created["spec"]["imagePullSecrets"],
+        json!([{"name": "registry"}])
+    );
+    let (_, created, _) = call(
+        &admin,
+        &url,
+        Method::POST,
+        PODS,
+        None,
+        Some(bare(
+            "own-secrets",
+            json!({"serviceAccountName": "quiet", "imagePullSecrets": [{"name": "mine"}]}),
+        )),
+    )
+    .await;
+    assert_eq!(
+        created["spec"]["imagePullSecrets"],
+        json!([{"name": "mine"}])
     );
 }
 
