@@ -250,10 +250,13 @@ kinds! {
     core::v1::ConfigMap => "configmaps", ["cm"], [];
     core::v1::Secret => "secrets", [], [];
     core::v1::ServiceAccount => "serviceaccounts", ["sa"], [];
+    core::v1::ReplicationController => "replicationcontrollers", ["rc"], ["all"];
+    core::v1::PodTemplate => "podtemplates", [], [];
     apps::v1::ReplicaSet => "replicasets", ["rs"], ["all"];
     apps::v1::Deployment => "deployments", ["deploy"], ["all"];
     apps::v1::DaemonSet => "daemonsets", ["ds"], ["all"];
     batch::v1::Job => "jobs", [], ["all"];
+    batch::v1::CronJob => "cronjobs", ["cj"], ["all"];
     coordination::v1::Lease => "leases", [], [];
     discovery::v1::EndpointSlice => "endpointslices", [], [];
     policy::v1::PodDisruptionBudget => "poddisruptionbudgets", ["pdb"], [];
@@ -290,6 +293,20 @@ mod tests {
                 .by_plural("rbac.authorization.k8s.io", "clusterroles")
                 .is_some()
         );
+        let rc = registry.resolve("rc").unwrap();
+        assert_eq!(
+            rc.item_path(Some("default"), "web"),
+            "/api/v1/namespaces/default/replicationcontrollers/web"
+        );
+        assert!(rc.categories.iter().any(|c| c == "all"));
+        assert_eq!(
+            registry
+                .resolve("cj")
+                .unwrap()
+                .collection_path(Some("default")),
+            "/apis/batch/v1/namespaces/default/cronjobs"
+        );
+        assert!(registry.resolve("podtemplates").unwrap().namespaced);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod cron;
 pub mod events;
 pub mod fields;
 pub mod informer;

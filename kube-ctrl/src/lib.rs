@@ -15,8 +15,14 @@
 //! - [`finalizers`]: add and remove finalizers with conflict retries.
 //! - [`EventRecorder`]: Kubernetes Events, deduplicated and aggregated.
 //! - [`ServiceAllocator`]: ClusterIPs and NodePorts for Services, never duplicated.
+//! - [`ReplicationControllerController`]: ReplicationControllers (equality selectors), as
+//!   ReplicaSets are reconciled.
 //! - [`JobController`]: runs a Job's pods to completion (completions, parallelism,
-//!   backoffLimit, activeDeadlineSeconds).
+//!   backoffLimit, activeDeadlineSeconds, Indexed completion, suspend, podFailurePolicy,
+//!   backoffLimitPerIndex, tracking with the pod finalizer).
+//! - [`TtlAfterFinishedController`]: deletes finished Jobs after `ttlSecondsAfterFinished`.
+//! - [`CronJobController`]: Jobs on a cron schedule (time zones, concurrency policies,
+//!   starting deadlines, missed runs and history limits as Kubernetes' controller v2).
 //! - [`DaemonSetController`]: one pod per eligible node, rolling update.
 //! - [`EndpointSliceController`]: discovery/v1 EndpointSlices with ready/serving/terminating.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
@@ -59,6 +65,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deletion;
 pub mod deployment;
@@ -77,8 +84,11 @@ mod namespace;
 pub mod node_lifecycle;
 mod pods;
 mod replicaset;
+mod replicationcontroller;
 mod service_alloc;
+mod ttl;
 
+pub use cronjob::CronJobController;
 pub use daemonset::DaemonSetController;
 pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;
@@ -95,4 +105,6 @@ pub use metrics::{ControllerStats, ManagerMetrics};
 pub use namespace::{NAMESPACE_FINALIZER, NamespaceController, delete_namespace};
 pub use node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
+pub use replicationcontroller::ReplicationControllerController;
 pub use service_alloc::{AllocatorError, ServiceAllocator};
+pub use ttl::TtlAfterFinishedController;

@@ -15,9 +15,10 @@ use tracing::Instrument;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
 use crate::metrics::{Counters, ManagerMetrics};
 use crate::{
-    DaemonSetController, DeletionFinalizer, DeploymentController, EndpointSliceController,
-    EndpointsController, GarbageCollector, JobController, NamespaceController, NodeLifecycleConfig,
-    NodeLifecycleController, ReplicaSetController, ServiceAllocator,
+    CronJobController, DaemonSetController, DeletionFinalizer, DeploymentController,
+    EndpointSliceController, EndpointsController, GarbageCollector, JobController,
+    NamespaceController, NodeLifecycleConfig, NodeLifecycleController, ReplicaSetController,
+    ReplicationControllerController, ServiceAllocator, TtlAfterFinishedController,
 };
 
 /// Runs controllers as one orchestrator component.
@@ -68,10 +69,12 @@ impl ControllerManager {
     }
 
     /// Adds the controllers kube-controller-manager runs for the kinds we serve: ReplicaSet,
-    /// Deployment, DaemonSet, Job, Endpoints, EndpointSlice, Service IP allocation,
-    /// Namespace, node lifecycle (with `node_lifecycle`), garbage collection of pods (owned by
-    /// ReplicaSets, DaemonSets and Jobs) and of ReplicaSets (owned by Deployments), and the
-    /// deletion finalizers of Deployments and ReplicaSets (`propagationPolicy`).
+    /// ReplicationController, Deployment, DaemonSet, Job, CronJob, TTL-after-finished,
+    /// Endpoints, EndpointSlice, Service IP allocation, Namespace, node lifecycle (with
+    /// `node_lifecycle`), garbage collection of pods (owned by ReplicaSets,
+    /// ReplicationControllers, DaemonSets and Jobs), of ReplicaSets (owned by Deployments) and
+    /// of Jobs (owned by CronJobs), and the deletion finalizers of Deployments, ReplicaSets and
+    /// ReplicationControllers (`propagationPolicy`).
     ///
     /// ```
     /// use kube_ctrl::{ControllerManager, NodeLifecycleConfig};
@@ -80,24 +83,37 @@ impl ControllerManager {
     /// ```
     pub fn with_default_controllers(self, node_lifecycle: NodeLifecycleConfig) -> Self {
         let deployment = GroupKind::new("apps", "Deployment");
+        let rc = GroupKind::from_static("", "ReplicationController");
         self.with(ReplicaSetController::new())
+            .with(ReplicationControllerController::new())
             .with(DeploymentController::new())
             .with(DaemonSetController::new())
             .with(JobController::new())
+            .with(CronJobController::new())
+            .with(TtlAfterFinishedController::new())
             .with(EndpointsController::new())
             .with(EndpointSliceController::new())
             .with(ServiceAllocator::new())
             .with(NamespaceController::new())
             .with(NodeLifecycleController::with_config(node_lifecycle))
             .with(
+                GarbageCollector::new(GroupKind::new("batch", "Job"))
+                    .owner(GroupKind::new("batch", "CronJob")),
+            )
+            .with(
                 GarbageCollector::new(GroupKind::POD)
                     .owner(GroupKind::REPLICA_SET)
+                    .owner(rc)
                     .owner(GroupKind::new("apps", "DaemonSet"))
                     .owner(GroupKind::new("batch", "Job")),
             )
             .with(GarbageCollector::new(GroupKind::REPLICA_SET).owner(deployment.clone()))
             .with(DeletionFinalizer::new(deployment))
             .with(DeletionFinalizer::new(GroupKind::REPLICA_SET))
+            .with(DeletionFinalizer::new(GroupKind::from_static(
+                "",
+                "ReplicationController",
+            )))
     }
 
     /// Adds a controller.

@@ -1,16 +1,20 @@
 //! [`ReplicaSetController`]: keeps `spec.replicas` pods of a ReplicaSet's template running.
+//!
+//! The same reconcile serves ReplicationControllers ([`crate::ReplicationControllerController`]),
+//! as Kubernetes' replication controller is its ReplicaSet controller over a conversion: the
+//! kinds differ only in their selector (a label map instead of a `LabelSelector`).
 
 use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube_core::controller::{Action, Controller, ControllerContext, ReconcileError, Watches};
 use kube_core::object::{GroupKind, ObjectKey, controller_owner_ref, controller_ref};
 use kube_core::selector::Selector;
 use kube_core::store::Preconditions;
-use kube_core::typed::Api;
+use kube_core::typed::{Api, Resource};
 
 use crate::events::{EventRecorder, EventType};
 use crate::expectations::Expectations;
@@ -31,9 +35,7 @@ const BURST: usize = 500;
 /// deletes twice.
 #[derive(Debug, Clone)]
 pub struct ReplicaSetController {
-    events: EventRecorder,
-    expectations: Arc<Expectations>,
-    pods: Arc<OwnerIndex>,
+    inner: Replicas,
 }
 
 impl Default for ReplicaSetController {
@@ -46,72 +48,70 @@ impl ReplicaSetController {
     /// A ReplicaSet controller.
     pub fn new() -> Self {
         Self {
-            events: EventRecorder::new("replicaset-controller"),
-            expectations: Arc::default(),
-            pods: Arc::new(OwnerIndex::new(GroupKind::POD)),
+            inner: Replicas::new("replicaset-controller"),
         }
     }
 }
 
-fn invalid(rs: &ObjectKey, message: impl std::fmt::Display) -> ReconcileError {
-    ReconcileError::Invalid(format!("ReplicaSet {rs}: {message}"))
+/// What the reconcile needs of a kind that keeps replicas of a pod template: ReplicaSet and
+/// ReplicationController.
+pub(crate) trait Replicated: Resource + std::fmt::Debug {
+    /// `spec.replicas` (default 1), `spec.minReadySeconds`, the template and the selector
+    /// (`None` if the object has no spec).
+    fn replica_spec(&self) -> Option<ReplicaSpec>;
+    /// The status as a ReplicaSet's (the two kinds' statuses have the same fields).
+    fn replica_status(&self) -> ReplicaSetStatus;
+    /// Sets the status from a ReplicaSet's.
+    fn set_replica_status(&mut self, status: ReplicaSetStatus);
 }
 
-/// Order in which surplus pods are deleted: unscheduled, then pending, then not ready, then
-/// the most recently created.
-fn deletion_rank(pod: &Pod) -> impl Ord + use<> {
-    let unscheduled = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or("")
-        .is_empty();
-    let phase_rank = match phase(pod) {
-        "Pending" => 0,
-        "Unknown" => 1,
-        _ => 2,
-    };
-    let created = pod.metadata.creation_timestamp.clone();
-    (
-        Reverse(unscheduled),
-        phase_rank,
-        is_ready(pod),
-        Reverse(created),
-    )
+/// A replicated kind's spec, in the ReplicaSet's terms.
+#[derive(Debug)]
+pub(crate) struct ReplicaSpec {
+    pub(crate) replicas: i32,
+    pub(crate) min_ready_seconds: i32,
+    pub(crate) template: Option<PodTemplateSpec>,
+    pub(crate) selector: Result<Selector, String>,
 }
 
-fn new_pod(rs: &ReplicaSet, namespace: &str) -> Result<Pod, ReconcileError> {
-    let key = ObjectKey::from_meta(&rs.metadata);
-    let template = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .ok_or_else(|| invalid(&key, "spec.template is required"))?;
-    let owner = controller_owner_ref(rs).ok_or_else(|| invalid(&key, "has no name or uid"))?;
-    let template_meta = template.metadata.unwrap_or_default();
-    let mut pod = Pod {
-        spec: template.spec,
-        ..Pod::default()
-    };
-    pod.metadata.generate_name = Some(format!("{}-", key.name));
-    pod.metadata.namespace = Some(namespace.to_string());
-    pod.metadata.labels = template_meta.labels;
-    pod.metadata.annotations = template_meta.annotations;
-    pod.metadata.owner_references = Some(vec![owner]);
-    Ok(pod)
-}
-
-#[async_trait::async_trait]
-impl Controller for ReplicaSetController {
-    fn name(&self) -> &str {
-        "replicaset"
+impl Replicated for ReplicaSet {
+    fn replica_spec(&self) -> Option<ReplicaSpec> {
+        let spec = self.spec.as_ref()?;
+        Some(ReplicaSpec {
+            replicas: spec.replicas.unwrap_or(1),
+            min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+            template: spec.template.clone(),
+            selector: Selector::from_label_selector(&spec.selector).map_err(|e| e.to_string()),
+        })
     }
 
-    fn watches(&self) -> Watches {
-        Watches::primary(GroupKind::REPLICA_SET).owns(GroupKind::POD)
+    fn replica_status(&self) -> ReplicaSetStatus {
+        self.status.clone().unwrap_or_default()
     }
 
-    async fn reconcile(
+    fn set_replica_status(&mut self, status: ReplicaSetStatus) {
+        self.status = Some(status);
+    }
+}
+
+/// The reconcile shared by the ReplicaSet and ReplicationController controllers.
+#[derive(Debug, Clone)]
+pub(crate) struct Replicas {
+    events: EventRecorder,
+    expectations: Arc<Expectations>,
+    pods: Arc<OwnerIndex>,
+}
+
+impl Replicas {
+    pub(crate) fn new(component: &str) -> Self {
+        Self {
+            events: EventRecorder::new(component),
+            expectations: Arc::default(),
+            pods: Arc::new(OwnerIndex::new(GroupKind::POD)),
+        }
+    }
+
+    pub(crate) async fn reconcile<K: Replicated>(
         &self,
         key: &ObjectKey,
         ctx: &ControllerContext,
@@ -119,24 +119,22 @@ impl Controller for ReplicaSetController {
         let Some(namespace) = key.namespace.as_deref() else {
             return Ok(Action::await_change());
         };
-        let sets: Api<ReplicaSet> = Api::namespaced(ctx.store.clone(), namespace);
+        let sets: Api<K> = Api::namespaced(ctx.store.clone(), namespace);
         let pods: Api<Pod> = Api::namespaced(ctx.store.clone(), namespace);
         let Some(rs) = sets.get_opt(&key.name).await? else {
             // Deleted: its pods are the garbage collector's.
             self.expectations.forget(key);
             return Ok(Action::await_change());
         };
-        if rs.metadata.deletion_timestamp.is_some() {
+        if rs.metadata().deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }
         let spec = rs
-            .spec
-            .clone()
-            .ok_or_else(|| invalid(key, "spec is required"))?;
-        let selector =
-            Selector::from_label_selector(&spec.selector).map_err(|e| invalid(key, e))?;
+            .replica_spec()
+            .ok_or_else(|| invalid::<K>(key, "spec is required"))?;
+        let selector = spec.selector.clone().map_err(|e| invalid::<K>(key, e))?;
         if selector.is_empty() {
-            return Err(invalid(key, "spec.selector must not be empty"));
+            return Err(invalid::<K>(key, "spec.selector must not be empty"));
         }
         let template_labels = spec
             .template
@@ -145,12 +143,12 @@ impl Controller for ReplicaSetController {
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
         if !selector.matches(&template_labels) {
-            return Err(invalid(
+            return Err(invalid::<K>(
                 key,
                 "spec.selector does not match spec.template labels",
             ));
         }
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let uid = rs.metadata().uid.clone().unwrap_or_default();
 
         // Pods come from the shared cache, found through the owner index (never a scan of the
         // namespace); our own recent writes must show there first.
@@ -158,41 +156,59 @@ impl Controller for ReplicaSetController {
         if !self.expectations.satisfied(key, &index) {
             return Ok(Action::requeue(Duration::from_millis(100)));
         }
-        let candidates: Vec<Pod> = index
-            .controlled_by(&uid)
+        let mut owned = Vec::new();
+        let mut claims_changed = false;
+        for object in index.controlled_by(&uid) {
+            let Ok(mut pod) = object.to_typed::<Pod>() else {
+                continue;
+            };
+            if controller_ref(&pod.metadata).is_none_or(|o| o.uid != uid) {
+                continue;
+            }
+            if selector.matches_object(&object) {
+                owned.push(pod);
+            } else if pod.metadata.deletion_timestamp.is_none() {
+                // Its labels stopped matching: release it (drop our owner reference), as
+                // Kubernetes' ClaimPods does; it lives on as an orphan.
+                if let Some(refs) = pod.metadata.owner_references.as_mut() {
+                    refs.retain(|r| r.uid != uid);
+                }
+                match pods.replace(&pod).await {
+                    Ok(_) => claims_changed = true,
+                    Err(e) if e.is_conflict() || e.is_not_found() => claims_changed = true,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let orphans: Vec<Pod> = index
+            .uncontrolled(Some(namespace))
             .into_iter()
-            .chain(index.uncontrolled(Some(namespace)))
             .filter(|p| selector.matches_object(p))
             .filter_map(|p| p.to_typed::<Pod>().ok())
             .collect();
-        let mut owned = Vec::new();
-        let mut adopted_any = false;
-        for mut pod in candidates {
-            match controller_ref(&pod.metadata) {
-                Some(owner) if owner.uid == uid => owned.push(pod),
-                Some(_) => {}
-                None if pod.metadata.deletion_timestamp.is_none() => {
-                    // Adopt the orphan: it matches our selector and nobody controls it.
-                    if let Some(owner) = controller_owner_ref(&rs) {
-                        pod.metadata
-                            .owner_references
-                            .get_or_insert_with(Vec::new)
-                            .push(owner);
-                        match pods.replace(&pod).await {
-                            Ok(adopted) => {
-                                adopted_any = true;
-                                owned.push(adopted);
-                            }
-                            Err(e) if e.is_conflict() || e.is_not_found() => {}
-                            Err(e) => return Err(e.into()),
-                        }
+        for mut pod in orphans {
+            if controller_ref(&pod.metadata).is_some() || pod.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            // Adopt the orphan: it matches our selector and nobody controls it.
+            if let Some(owner) = controller_owner_ref(&rs) {
+                pod.metadata
+                    .owner_references
+                    .get_or_insert_with(Vec::new)
+                    .push(owner);
+                match pods.replace(&pod).await {
+                    Ok(adopted) => {
+                        claims_changed = true;
+                        owned.push(adopted);
                     }
+                    Err(e) if e.is_conflict() || e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
                 }
-                None => {}
             }
         }
         let mut active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
-        let want = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+        let want = usize::try_from(spec.replicas).unwrap_or(0);
 
         // Status reports the pods observed in this pass (as Kubernetes does); the changes made
         // below trigger another pass that reports them.
@@ -200,7 +216,7 @@ impl Controller for ReplicaSetController {
         let ready = active.iter().filter(|p| is_ready(p)).count();
         // Available means ready for minReadySeconds; check again when the next pod gets there.
         let now = std::time::SystemTime::now();
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let min_ready = spec.min_ready_seconds;
         let mut available = 0;
         let mut next_available: Option<Duration> = None;
         for pod in &active {
@@ -222,24 +238,24 @@ impl Controller for ReplicaSetController {
             })
             .count();
         let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        let old = rs.status.clone().unwrap_or_default();
+        let old = rs.replica_status();
         let status = ReplicaSetStatus {
             replicas: as_i32(active.len()),
             ready_replicas: Some(as_i32(ready)),
             available_replicas: Some(as_i32(available)),
             fully_labeled_replicas: Some(as_i32(fully_labeled)),
-            observed_generation: rs.metadata.generation,
+            observed_generation: rs.metadata().generation,
             conditions: old.conditions.clone(),
             terminating_replicas: None,
         };
         let observed = active.len();
-        if adopted_any {
-            // The cache still shows the adopted pods as orphans: wait for it before counting
-            // again, or the next pass could create for pods it already has.
+        if claims_changed {
+            // The cache still shows the adopted (or released) pods as they were: wait for it
+            // before counting again, or the next pass could create for pods it already has.
             return Ok(Action::requeue(Duration::from_millis(100)));
         } else if active.len() < want {
             let missing = (want - active.len()).min(BURST);
-            let template = new_pod(&rs, namespace)?;
+            let template = new_pod(&rs, spec.template.clone(), namespace)?;
             // Slow start, as Kubernetes: batches of 1, 2, 4, ... created concurrently, stopping
             // at the first failure so a template the store rejects costs one call, not 500.
             let mut remaining = missing;
@@ -263,7 +279,7 @@ impl Controller for ReplicaSetController {
                 remaining -= n;
                 batch *= 2;
             }
-            tracing::debug!(replicaset = %key, created = created_names.len(), "created pods");
+            tracing::debug!(owner = %key, kind = K::KIND, created = created_names.len(), "created pods");
             // One event per pod, as Kubernetes; the recorder folds a flood into one Event.
             for name in &created_names {
                 self.events
@@ -323,12 +339,12 @@ impl Controller for ReplicaSetController {
                     }
                 }
             }
-            tracing::debug!(replicaset = %key, deleted = surplus, "deleted pods");
+            tracing::debug!(owner = %key, kind = K::KIND, deleted = surplus, "deleted pods");
         }
 
         if status != old {
             let mut updated = rs.clone();
-            updated.status = Some(status);
+            updated.set_replica_status(status);
             sets.replace(&updated).await?;
         }
         if observed != want {
@@ -341,6 +357,73 @@ impl Controller for ReplicaSetController {
         }
         Ok(Action::await_change())
     }
+}
+
+#[async_trait::async_trait]
+impl Controller for ReplicaSetController {
+    fn name(&self) -> &str {
+        "replicaset"
+    }
+
+    fn watches(&self) -> Watches {
+        Watches::primary(GroupKind::REPLICA_SET).owns(GroupKind::POD)
+    }
+
+    async fn reconcile(
+        &self,
+        key: &ObjectKey,
+        ctx: &ControllerContext,
+    ) -> Result<Action, ReconcileError> {
+        self.inner.reconcile::<ReplicaSet>(key, ctx).await
+    }
+}
+
+fn invalid<K: Resource>(rs: &ObjectKey, message: impl std::fmt::Display) -> ReconcileError {
+    ReconcileError::Invalid(format!("{} {rs}: {message}", K::KIND))
+}
+
+/// Order in which surplus pods are deleted: unscheduled, then pending, then not ready, then
+/// the most recently created.
+fn deletion_rank(pod: &Pod) -> impl Ord + use<> {
+    let unscheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+        .is_empty();
+    let phase_rank = match phase(pod) {
+        "Pending" => 0,
+        "Unknown" => 1,
+        _ => 2,
+    };
+    let created = pod.metadata.creation_timestamp.clone();
+    (
+        Reverse(unscheduled),
+        phase_rank,
+        is_ready(pod),
+        Reverse(created),
+    )
+}
+
+fn new_pod<K: Replicated>(
+    rs: &K,
+    template: Option<PodTemplateSpec>,
+    namespace: &str,
+) -> Result<Pod, ReconcileError> {
+    let key = ObjectKey::from_meta(rs.metadata());
+    let template = template.ok_or_else(|| invalid::<K>(&key, "spec.template is required"))?;
+    let owner = controller_owner_ref(rs).ok_or_else(|| invalid::<K>(&key, "has no name or uid"))?;
+    let template_meta = template.metadata.unwrap_or_default();
+    let mut pod = Pod {
+        spec: template.spec,
+        ..Pod::default()
+    };
+    pod.metadata.generate_name = Some(format!("{}-", key.name));
+    pod.metadata.namespace = Some(namespace.to_string());
+    pod.metadata.labels = template_meta.labels;
+    pod.metadata.annotations = template_meta.annotations;
+    pod.metadata.owner_references = Some(vec![owner]);
+    Ok(pod)
 }
 
 #[cfg(test)]

@@ -792,3 +792,238 @@ async fn kubectl_create_and_run_send_protobuf_bodies() {
     .await;
     assert_eq!(get("pdb/web", "{.spec.minAvailable}").await, "1");
 }
+
+/// A ReplicationController keeps its replicas, `kubectl get rc` prints Kubernetes' columns and
+/// `kubectl scale rc` scales it; `kubectl create cronjob` runs a Job on schedule (for real,
+/// within 70 s) and `kubectl create job --from=cronjob/…` makes one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_replication_controllers_and_cron_jobs() {
+    let Some(binary) = kubectl_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, k) = cluster_with_kubectl(
+        binary,
+        ClusterConfig {
+            listen: "127.0.0.19:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            nodes: 1,
+            runtime: RuntimeKind::Fake,
+            store: StoreKind::Memory,
+            ..ClusterConfig::default()
+        },
+    )
+    .await;
+
+    let rc = dir.path().join("rc.yaml");
+    std::fs::write(
+        &rc,
+        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        command: [\"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+    let out = k.run(&["apply", "-f", rc.to_str().unwrap()]).await;
+    assert!(out.contains("replicationcontroller/web created"), "{out}");
+    let table = k
+        .wait_for("3 ready replicas", &["get", "rc", "web"], |out| {
+            out.lines()
+                .nth(1)
+                .is_some_and(|l| l.split_whitespace().take(4).eq(["web", "3", "3", "3"]))
+        })
+        .await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        "{table}"
+    );
+    let wide = k.run(&["get", "rc", "web", "-o", "wide"]).await;
+    assert!(
+        wide.contains("SELECTOR") && wide.contains("app=web"),
+        "{wide}"
+    );
+    let out = k.run(&["scale", "rc", "web", "--replicas=1"]).await;
+    assert!(out.contains("replicationcontroller/web scaled"), "{out}");
+    k.wait_for(
+        "one pod left",
+        &["get", "pods", "-l", "app=web", "--no-headers"],
+        |out| out.lines().filter(|l| !l.contains("Terminating")).count() == 1,
+    )
+    .await;
+    assert!(
+        k.run(&["get", "all"])
+            .await
+            .contains("replicationcontroller/web")
+    );
+
+    let out = k
+        .run(&[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox",
+            "--schedule=*/1 * * * *",
+            "--",
+            "echo",
+            "tick",
+        ])
+        .await;
+    assert!(out.contains("cronjob.batch/tick created"), "{out}");
+    let spec = k
+        .run(&[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.spec.schedule}/{.spec.concurrencyPolicy}/{.spec.successfulJobsHistoryLimit}/{.spec.jobTemplate.spec.template.spec.restartPolicy}",
+        ])
+        .await;
+    assert_eq!(spec, "*/1 * * * */Allow/3/OnFailure");
+    let out = k
+        .run(&["create", "job", "manual", "--from=cronjob/tick"])
+        .await;
+    assert!(out.contains("job.batch/manual created"), "{out}");
+    let manual = k
+        .run(&[
+            "get",
+            "job",
+            "manual",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate}/{.spec.template.spec.containers[0].command[1]}",
+        ])
+        .await;
+    assert_eq!(manual, "CronJob/manual/tick");
+
+    // The first scheduled run comes within 70 s, named after its minute.
+    let deadline = Instant::now() + Duration::from_secs(70);
+    let jobs = loop {
+        let jobs = k
+            .run(&["get", "jobs", "-o", "jsonpath={.items[*].metadata.name}"])
+            .await;
+        if jobs.split_whitespace().any(|n| n.starts_with("tick-")) {
+            break jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled Job within 70 s: {jobs}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let scheduled = jobs
+        .split_whitespace()
+        .find(|n| n.starts_with("tick-"))
+        .unwrap();
+    let minute: i64 = scheduled.trim_start_matches("tick-").parse().unwrap();
+    let stamp = k
+        .run(&[
+            "get",
+            "job",
+            scheduled,
+            "-o",
+            "jsonpath={.metadata.annotations.batch\\.kubernetes\\.io/cronjob-scheduled-timestamp}",
+        ])
+        .await;
+    let at: k8s_openapi::jiff::Timestamp = stamp.parse().unwrap();
+    assert_eq!(at.as_second(), minute * 60, "{stamp}");
+    k.wait_for(
+        "the CronJob's lastScheduleTime",
+        &[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastScheduleTime}",
+        ],
+        |out| !out.is_empty(),
+    )
+    .await;
+    let table = k.run(&["get", "cronjob", "tick"]).await;
+    assert!(table.contains("*/1 * * * *"), "{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"
+        ],
+        "{table}"
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+/// An Indexed Job through the API server and real node agents: each pod sees its index in
+/// `JOB_COMPLETION_INDEX`, `status.completedIndexes` lists them all, the tracking finalizer
+/// is gone from the finished pods, and `ttlSecondsAfterFinished` deletes the Job after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_an_indexed_job_that_expires() {
+    let Some(binary) = kubectl_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, k) = cluster_with_kubectl(
+        binary,
+        ClusterConfig {
+            listen: "127.0.0.20:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            nodes: 1,
+            runtime: RuntimeKind::detect(),
+            store: StoreKind::Memory,
+            pod_network_base: 16,
+            ..ClusterConfig::default()
+        },
+    )
+    .await;
+    let job = dir.path().join("indexed.yaml");
+    std::fs::write(
+        &job,
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: shards\nspec:\n  completionMode: Indexed\n  completions: 3\n  parallelism: 3\n  ttlSecondsAfterFinished: 3\n  template:\n    metadata:\n      labels:\n        app: shards\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: shard\n        image: busybox\n        command: [\"sh\", \"-c\", \"echo shard $JOB_COMPLETION_INDEX\"]\n",
+    )
+    .unwrap();
+    let out = k.run(&["apply", "-f", job.to_str().unwrap()]).await;
+    assert!(out.contains("job.batch/shards created"), "{out}");
+    k.run(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/shards",
+        "--timeout=90s",
+    ])
+    .await;
+    let status = k
+        .run(&[
+            "get",
+            "job",
+            "shards",
+            "-o",
+            "jsonpath={.status.completedIndexes}/{.status.succeeded}",
+        ])
+        .await;
+    assert_eq!(status, "0-2/3");
+    let pods = k
+        .run(&[
+            "get",
+            "pods",
+            "-l",
+            "app=shards",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.annotations.batch\\.kubernetes\\.io/job-completion-index}:{.metadata.finalizers}{\"\\n\"}{end}",
+        ])
+        .await;
+    let mut lines: Vec<&str> = pods.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["0:", "1:", "2:"], "{pods}");
+    let logs = k.run(&["logs", "-l", "app=shards"]).await;
+    for i in 0..3 {
+        assert!(logs.contains(&format!("shard {i}")), "{logs}");
+    }
+    k.wait_for(
+        "the Job deleted after its TTL",
+        &["get", "jobs", "-o", "name"],
+        |out| !out.contains("job.batch/shards"),
+    )
+    .await;
+    k.wait_for(
+        "its pods collected",
+        &["get", "pods", "-l", "app=shards", "-o", "name"],
+        |out| out.trim().is_empty(),
+    )
+    .await;
+    cluster.shutdown().await.unwrap();
+}

@@ -80,19 +80,61 @@ pub(crate) fn apply(object: &mut DynamicObject) {
         }
         ("batch", "Job") => {
             if let Some(spec) = obj(data, "spec") {
-                set(spec, "parallelism", json!(1));
-                if !spec.contains_key("completions") {
-                    spec.insert("completions".into(), json!(1));
-                }
-                set(spec, "backoffLimit", json!(6));
-                set(spec, "completionMode", json!("NonIndexed"));
+                job_spec(spec);
+            }
+        }
+        ("batch", "CronJob") => {
+            if let Some(spec) = obj(data, "spec") {
+                set(spec, "concurrencyPolicy", json!("Allow"));
                 set(spec, "suspend", json!(false));
-                if let Some(template) = obj(spec, "template") {
-                    if let Some(pod) = obj(template, "spec") {
-                        // Jobs have no default restart policy; validation requires one.
-                        pod_spec(pod);
+                set(spec, "successfulJobsHistoryLimit", json!(3));
+                set(spec, "failedJobsHistoryLimit", json!(1));
+                // The job template's pod spec gets pod defaults; its Job fields are
+                // defaulted when a Job is made from it.
+                if let Some(pod) = obj(spec, "jobTemplate")
+                    .and_then(|t| obj(t, "spec"))
+                    .and_then(|s| obj(s, "template"))
+                    .and_then(|t| obj(t, "spec"))
+                {
+                    pod_spec(pod);
+                }
+            }
+        }
+        ("", "ReplicationController") => {
+            // As Kubernetes: an empty selector and empty labels become the template's labels.
+            let template_labels = data
+                .get("spec")
+                .and_then(|s| s.get("template"))
+                .and_then(|t| t.get("metadata"))
+                .and_then(|m| m.get("labels"))
+                .filter(|l| l.as_object().is_some_and(|l| !l.is_empty()))
+                .cloned();
+            if let Some(spec) = obj(data, "spec") {
+                if let Some(labels) = &template_labels {
+                    let empty = spec
+                        .get("selector")
+                        .is_none_or(|s| s.as_object().is_none_or(Map::is_empty));
+                    if empty {
+                        spec.insert("selector".into(), labels.clone());
                     }
                 }
+                set(spec, "replicas", json!(1));
+                template(spec);
+            }
+            if let Some(Value::Object(labels)) = template_labels {
+                let metadata_labels = object.metadata.labels.get_or_insert_with(Default::default);
+                if metadata_labels.is_empty() {
+                    for (key, value) in labels {
+                        if let Value::String(value) = value {
+                            metadata_labels.insert(key, value);
+                        }
+                    }
+                }
+            }
+        }
+        ("", "PodTemplate") => {
+            if let Some(pod) = obj(data, "template").and_then(|t| obj(t, "spec")) {
+                pod_spec(pod);
             }
         }
         _ => {}
@@ -162,6 +204,49 @@ pub(crate) fn service_account(object: &mut DynamicObject) {
         if let Some(account) = spec.get("serviceAccountName").cloned() {
             set(spec, "serviceAccount", account);
         }
+    }
+}
+
+/// A Job's spec, as Kubernetes' `SetDefaults_Job`: parallelism and completions 1 when neither
+/// is set (parallelism alone leaves completions unset: a work queue), `backoffLimit` 6 (or
+/// the maximum when `backoffLimitPerIndex` is set), `completionMode` NonIndexed, `suspend`
+/// false, `podReplacementPolicy` Failed with a `podFailurePolicy` and TerminatingOrFailed
+/// otherwise, `status: True` in a pod failure policy's condition patterns, and pod defaults
+/// for the template.
+fn job_spec(spec: &mut Map<String, Value>) {
+    let unset = |spec: &Map<String, Value>, key: &str| spec.get(key).is_none_or(Value::is_null);
+    if unset(spec, "completions") && unset(spec, "parallelism") {
+        spec.insert("completions".into(), json!(1));
+    }
+    set(spec, "parallelism", json!(1));
+    if unset(spec, "backoffLimitPerIndex") {
+        set(spec, "backoffLimit", json!(6));
+    } else {
+        set(spec, "backoffLimit", json!(i32::MAX));
+    }
+    set(spec, "completionMode", json!("NonIndexed"));
+    set(spec, "suspend", json!(false));
+    let replacement = if unset(spec, "podFailurePolicy") {
+        "TerminatingOrFailed"
+    } else {
+        "Failed"
+    };
+    set(spec, "podReplacementPolicy", json!(replacement));
+    // A pod failure policy's condition patterns match status True unless they say otherwise.
+    if let Some(Value::Array(rules)) =
+        obj(spec, "podFailurePolicy").and_then(|p| p.get_mut("rules"))
+    {
+        for rule in rules.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(Value::Array(patterns)) = rule.get_mut("onPodConditions") {
+                for pattern in patterns.iter_mut().filter_map(Value::as_object_mut) {
+                    set(pattern, "status", json!("True"));
+                }
+            }
+        }
+    }
+    if let Some(pod) = obj(spec, "template").and_then(|t| obj(t, "spec")) {
+        // Jobs have no default restart policy; validation requires one.
+        pod_spec(pod);
     }
 }
 

@@ -122,29 +122,16 @@ pub(crate) fn validate(
                 }
             }
         }
-        ("batch", "Job") => {
-            if let Some(spec) = object
-                .data
-                .get("spec")
-                .and_then(|s| s.get("template"))
-                .and_then(|t| t.get("spec"))
-            {
-                pod_spec("spec.template.spec", spec, &mut causes);
-                let policy = spec.get("restartPolicy").and_then(Value::as_str);
-                if !matches!(policy, Some("Never" | "OnFailure")) {
-                    causes.push(Cause {
-                        reason: "FieldValueNotSupported",
-                        field: "spec.template.spec.restartPolicy".into(),
-                        message: format!(
-                            "Unsupported value: \"{}\": supported values: \"OnFailure\", \"Never\"",
-                            policy.unwrap_or_default()
-                        ),
-                    });
-                }
-            } else {
-                causes.push(Cause::required("spec.template"));
-            }
-        }
+        ("batch", "Job") => match object.data.get("spec") {
+            Some(spec) => job_spec("spec", spec, &mut causes),
+            None => causes.push(Cause::required("spec")),
+        },
+        ("batch", "CronJob") => cron_job(object, &mut causes),
+        ("", "ReplicationController") => replication_controller(object, &mut causes),
+        ("", "PodTemplate") => match object.data.get("template").and_then(|t| t.get("spec")) {
+            Some(pod) => pod_spec("template.spec", pod, &mut causes),
+            None => causes.push(Cause::required("template.spec")),
+        },
         ("", "Service") => service(object, old, &mut causes),
         _ => {}
     }
@@ -181,6 +168,9 @@ fn roundtrip(kind: &str, group: &str, value: &Value) -> Option<Value> {
         ("apps", "ReplicaSet") => via::<apps::v1::ReplicaSet>(value),
         ("apps", "DaemonSet") => via::<apps::v1::DaemonSet>(value),
         ("batch", "Job") => via::<batch::v1::Job>(value),
+        ("batch", "CronJob") => via::<batch::v1::CronJob>(value),
+        ("", "ReplicationController") => via::<core::v1::ReplicationController>(value),
+        ("", "PodTemplate") => via::<core::v1::PodTemplate>(value),
         _ => None,
     }
 }
@@ -318,6 +308,308 @@ fn pod_spec_immutable(old: Option<&Value>, new: &Value, causes: &mut Vec<Cause>)
             "spec",
             "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations)",
         ));
+    }
+}
+
+fn not_supported(field: String, value: &str, supported: &[&str]) -> Cause {
+    let supported: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
+    Cause {
+        reason: "FieldValueNotSupported",
+        field,
+        message: format!(
+            "Unsupported value: \"{value}\": supported values: {}",
+            supported.join(", ")
+        ),
+    }
+}
+
+fn required_when(field: String, when: &str) -> Cause {
+    Cause {
+        message: format!("Required value: {when}"),
+        ..Cause::required(field)
+    }
+}
+
+fn non_negative(field: String, value: Option<&Value>, causes: &mut Vec<Cause>) {
+    if let Some(n) = value.and_then(Value::as_i64).filter(|n| *n < 0) {
+        causes.push(Cause::invalid(
+            field,
+            &n.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+}
+
+/// A Job's spec (of a Job at `spec`, or of a CronJob's template at `spec.jobTemplate.spec`),
+/// with Kubernetes' rules: the pod template's restart policy is Never or OnFailure; counts are
+/// not negative; `Indexed` needs `completions`; `backoffLimitPerIndex` needs `Indexed`;
+/// `maxFailedIndexes` needs `backoffLimitPerIndex` and at most `completions`; a
+/// `podFailurePolicy` needs restart policy Never and known actions and operators.
+fn job_spec(path: &str, spec: &Value, causes: &mut Vec<Cause>) {
+    let field = |name: &str| format!("{path}.{name}");
+    for name in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
+        "ttlSecondsAfterFinished",
+    ] {
+        non_negative(field(name), spec.get(name), causes);
+    }
+    if let Some(d) = spec
+        .get("activeDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .filter(|d| *d <= 0)
+    {
+        causes.push(Cause::invalid(
+            field("activeDeadlineSeconds"),
+            &d.to_string(),
+            "must be greater than 0",
+        ));
+    }
+    let mode = spec
+        .get("completionMode")
+        .and_then(Value::as_str)
+        .unwrap_or("NonIndexed");
+    if !matches!(mode, "NonIndexed" | "Indexed") {
+        causes.push(not_supported(
+            field("completionMode"),
+            mode,
+            &["NonIndexed", "Indexed"],
+        ));
+    }
+    let completions = spec.get("completions").and_then(Value::as_i64);
+    if mode == "Indexed" && completions.is_none() {
+        causes.push(required_when(
+            field("completions"),
+            "when completion mode is Indexed",
+        ));
+    }
+    let per_index = spec
+        .get("backoffLimitPerIndex")
+        .filter(|v| !v.is_null())
+        .is_some();
+    if per_index && mode != "Indexed" {
+        causes.push(Cause::forbidden(
+            field("backoffLimitPerIndex"),
+            "requires indexed completion mode",
+        ));
+    }
+    if let Some(max) = spec.get("maxFailedIndexes").and_then(Value::as_i64) {
+        if !per_index {
+            causes.push(required_when(
+                field("backoffLimitPerIndex"),
+                "when maxFailedIndexes is specified",
+            ));
+        } else if completions.is_some_and(|c| max > c) {
+            causes.push(Cause::invalid(
+                field("maxFailedIndexes"),
+                &max.to_string(),
+                "must be less than or equal to completions",
+            ));
+        }
+    }
+    let Some(pod) = spec.get("template").and_then(|t| t.get("spec")) else {
+        causes.push(Cause::required(field("template")));
+        return;
+    };
+    pod_spec(&field("template.spec"), pod, causes);
+    let policy = pod.get("restartPolicy").and_then(Value::as_str);
+    if !matches!(policy, Some("Never" | "OnFailure")) {
+        causes.push(not_supported(
+            field("template.spec.restartPolicy"),
+            policy.unwrap_or_default(),
+            &["OnFailure", "Never"],
+        ));
+    }
+    if per_index && policy != Some("Never") {
+        causes.push(Cause::invalid(
+            field("backoffLimitPerIndex"),
+            &spec
+                .get("backoffLimitPerIndex")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            "requires the pod's restartPolicy to be Never",
+        ));
+    }
+    if let Some(rules) = spec.get("podFailurePolicy").map(|p| p.get("rules")) {
+        if policy != Some("Never") {
+            causes.push(Cause::invalid(
+                field("template.spec.restartPolicy"),
+                policy.unwrap_or_default(),
+                "only \"Never\" is supported when podFailurePolicy is specified",
+            ));
+        }
+        for (i, rule) in rules
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = |name: &str| field(&format!("podFailurePolicy.rules[{i}].{name}"));
+            let action = rule
+                .get("action")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !matches!(action, "FailJob" | "FailIndex" | "Ignore" | "Count") {
+                causes.push(not_supported(
+                    at("action"),
+                    action,
+                    &["Count", "FailIndex", "FailJob", "Ignore"],
+                ));
+            }
+            if action == "FailIndex" && !per_index {
+                causes.push(Cause::forbidden(
+                    at("action"),
+                    "The action FailIndex can be used only when backoffLimitPerIndex is specified",
+                ));
+            }
+            let exit_codes = rule.get("onExitCodes").filter(|v| !v.is_null());
+            let conditions = rule.get("onPodConditions").filter(|v| !v.is_null());
+            match (exit_codes, conditions) {
+                (Some(_), Some(_)) => causes.push(Cause::invalid(
+                    field(&format!("podFailurePolicy.rules[{i}]")),
+                    "",
+                    "specifying both OnExitCodes and OnPodConditions is not supported",
+                )),
+                (None, None) => causes.push(Cause::invalid(
+                    field(&format!("podFailurePolicy.rules[{i}]")),
+                    "",
+                    "specifying one of OnExitCodes and OnPodConditions is required",
+                )),
+                _ => {}
+            }
+            if let Some(codes) = exit_codes {
+                let operator = codes
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !matches!(operator, "In" | "NotIn") {
+                    causes.push(not_supported(
+                        at("onExitCodes.operator"),
+                        operator,
+                        &["In", "NotIn"],
+                    ));
+                }
+                let values = codes.get("values").and_then(Value::as_array);
+                if values.is_none_or(Vec::is_empty) {
+                    causes.push(Cause::required(at("onExitCodes.values")));
+                }
+                if operator == "In"
+                    && values.is_some_and(|v| v.iter().any(|c| c.as_i64() == Some(0)))
+                {
+                    causes.push(Cause::invalid(
+                        at("onExitCodes.values"),
+                        "0",
+                        "must not be 0 for the In operator",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A CronJob: a schedule Kubernetes' cron parser accepts, a known time zone, a known
+/// concurrency policy, non-negative deadlines and history limits, a name of at most 52
+/// characters (its Jobs append 11), and a valid Job template.
+fn cron_job(object: &DynamicObject, causes: &mut Vec<Cause>) {
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    if name.len() > 52 {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            name,
+            "must be no more than 52 characters",
+        ));
+    }
+    let Some(spec) = object.data.get("spec") else {
+        causes.push(Cause::required("spec"));
+        return;
+    };
+    match spec.get("schedule").and_then(Value::as_str) {
+        None | Some("") => causes.push(Cause::required("spec.schedule")),
+        Some(schedule) => {
+            if let Err(e) = kube_core::cron::Schedule::parse(schedule) {
+                causes.push(Cause::invalid("spec.schedule", schedule, e.to_string()));
+            }
+        }
+    }
+    if let Some(tz) = spec.get("timeZone").and_then(Value::as_str) {
+        if let Err(e) = kube_core::cron::time_zone(Some(tz)) {
+            causes.push(Cause::invalid("spec.timeZone", tz, e.to_string()));
+        }
+    }
+    if let Some(policy) = spec.get("concurrencyPolicy").and_then(Value::as_str) {
+        if !matches!(policy, "Allow" | "Forbid" | "Replace") {
+            causes.push(not_supported(
+                "spec.concurrencyPolicy".into(),
+                policy,
+                &["Allow", "Forbid", "Replace"],
+            ));
+        }
+    }
+    for name in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        non_negative(format!("spec.{name}"), spec.get(name), causes);
+    }
+    match spec.get("jobTemplate").and_then(|t| t.get("spec")) {
+        Some(job) => job_spec("spec.jobTemplate.spec", job, causes),
+        None => causes.push(Cause::required("spec.jobTemplate.spec")),
+    }
+}
+
+/// A ReplicationController: a non-empty selector (a label map) that the template's labels
+/// match, a template whose restart policy is Always, and non-negative replicas.
+fn replication_controller(object: &DynamicObject, causes: &mut Vec<Cause>) {
+    let Some(spec) = object.data.get("spec") else {
+        causes.push(Cause::required("spec"));
+        return;
+    };
+    non_negative("spec.replicas".into(), spec.get("replicas"), causes);
+    non_negative(
+        "spec.minReadySeconds".into(),
+        spec.get("minReadySeconds"),
+        causes,
+    );
+    let selector: std::collections::BTreeMap<String, String> = spec
+        .get("selector")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    if selector.is_empty() {
+        causes.push(Cause::required("spec.selector"));
+    }
+    let Some(template) = spec.get("template").filter(|t| !t.is_null()) else {
+        causes.push(Cause::required("spec.template"));
+        return;
+    };
+    let labels: std::collections::BTreeMap<String, String> = template
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
+    if !selector.is_empty() && !Selector::from_labels(&selector).matches(&labels) {
+        causes.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            &format!("{labels:?}"),
+            "`selector` does not match template `labels`",
+        ));
+    }
+    match template.get("spec") {
+        Some(pod) => {
+            pod_spec("spec.template.spec", pod, causes);
+            let policy = pod.get("restartPolicy").and_then(Value::as_str);
+            if policy != Some("Always") {
+                causes.push(not_supported(
+                    "spec.template.spec.restartPolicy".into(),
+                    policy.unwrap_or_default(),
+                    &["Always"],
+                ));
+            }
+        }
+        None => causes.push(Cause::required("spec.template.spec")),
     }
 }
 

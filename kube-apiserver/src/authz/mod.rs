@@ -118,11 +118,12 @@ fn scheduler_rules() -> serde_json::Value {
 }
 
 /// What a controller manager may do: the union of Kubernetes' per-controller roles for the
-/// controllers kube-ctrl runs (ReplicaSet, Deployment, DaemonSet, Job, endpoints and
-/// EndpointSlices, Service IPs, namespace deletion, node lifecycle, garbage collection), plus
-/// events and its leader lease. Like Kubernetes' garbage collector and namespace controller it
-/// may read and delete any object; it creates and updates only what its controllers own, and
-/// it cannot create or change Roles and bindings, Secrets or ServiceAccount tokens.
+/// controllers kube-ctrl runs (ReplicaSet, ReplicationController, Deployment, DaemonSet, Job,
+/// CronJob, TTL-after-finished, endpoints and EndpointSlices, Service IPs, namespace deletion,
+/// node lifecycle, garbage collection), plus events and its leader lease. Like Kubernetes'
+/// garbage collector and namespace controller it may read and delete any object; it creates
+/// and updates only what its controllers own, and it cannot create or change Roles and
+/// bindings, Secrets or ServiceAccount tokens.
 fn controller_manager_rules() -> serde_json::Value {
     let rw = [
         "get", "list", "watch", "create", "update", "patch", "delete",
@@ -131,7 +132,9 @@ fn controller_manager_rules() -> serde_json::Value {
         {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "delete", "deletecollection"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update"]},
-        {"apiGroups": [""], "resources": ["pods", "endpoints"], "verbs": rw},
+        {"apiGroups": [""], "resources": ["pods", "endpoints", "replicationcontrollers", "podtemplates"], "verbs": rw},
+        {"apiGroups": [""], "resources": ["replicationcontrollers/status", "replicationcontrollers/scale",
+            "replicationcontrollers/finalizers"], "verbs": ["update", "patch"]},
         {"apiGroups": [""], "resources": ["pods/status", "pods/binding", "pods/eviction"], "verbs": ["create", "update", "patch"]},
         {"apiGroups": [""], "resources": ["services", "services/status", "nodes", "nodes/status",
             "namespaces", "namespaces/status", "namespaces/finalize"], "verbs": ["update", "patch"]},
@@ -139,8 +142,9 @@ fn controller_manager_rules() -> serde_json::Value {
         {"apiGroups": ["apps"], "resources": ["replicasets/status", "replicasets/scale", "deployments/status",
             "deployments/scale", "daemonsets/status", "replicasets/finalizers", "deployments/finalizers"],
             "verbs": ["update", "patch"]},
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": rw},
-        {"apiGroups": ["batch"], "resources": ["jobs/status", "jobs/finalizers"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": rw},
+        {"apiGroups": ["batch"], "resources": ["jobs/status", "jobs/finalizers", "cronjobs/status",
+            "cronjobs/finalizers"], "verbs": ["update", "patch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": rw},
     ])
 }

@@ -108,11 +108,16 @@ pub(crate) fn subresources(info: &KindInfo) -> Vec<(&'static str, &'static str, 
             | "Deployment"
             | "DaemonSet"
             | "Job"
+            | "CronJob"
+            | "ReplicationController"
             | "PodDisruptionBudget"
     ) {
         subs.push(("status", "", update.clone()));
     }
-    if matches!(info.kind.as_str(), "ReplicaSet" | "Deployment") {
+    if matches!(
+        info.kind.as_str(),
+        "ReplicaSet" | "Deployment" | "ReplicationController"
+    ) {
         subs.push(("scale", "Scale", update));
     }
     if info.kind == "ServiceAccount" && info.group.is_empty() {

@@ -80,6 +80,29 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             s("Images", 1),
             s("Selector", 1),
         ],
+        "ReplicationController" => vec![
+            name,
+            i("Desired", 0),
+            i("Current", 0),
+            i("Ready", 0),
+            age,
+            s("Containers", 1),
+            s("Images", 1),
+            s("Selector", 1),
+        ],
+        "CronJob" => vec![
+            name,
+            s("Schedule", 0),
+            s("Timezone", 0),
+            s("Suspend", 0),
+            i("Active", 0),
+            s("Last Schedule", 0),
+            age,
+            s("Containers", 1),
+            s("Images", 1),
+            s("Selector", 1),
+        ],
+        "PodTemplate" => vec![name, s("Containers", 0), s("Images", 0), s("Pod Labels", 0)],
         "DaemonSet" => vec![
             name,
             i("Desired", 0),
@@ -176,6 +199,58 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
             json!(template_field(object, "image")),
             json!(selector(object)),
         ],
+        "ReplicationController" => vec![
+            name,
+            int("spec.replicas"),
+            int("status.replicas"),
+            int("status.readyReplicas"),
+            age,
+            json!(containers_at(
+                object,
+                "spec.template.spec.containers",
+                "name"
+            )),
+            json!(containers_at(
+                object,
+                "spec.template.spec.containers",
+                "image"
+            )),
+            json!(map_text(&get("spec.selector"))),
+        ],
+        "CronJob" => {
+            let containers = "spec.jobTemplate.spec.template.spec.containers";
+            let last = object.field("status.lastScheduleTime").and_then(|t| {
+                t.as_str()
+                    .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            });
+            let last = last.map_or_else(
+                || "<none>".to_string(),
+                |t| {
+                    let secs = u64::try_from(t.as_second()).unwrap_or(0);
+                    let then = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                    human_duration(now.duration_since(then).unwrap_or_default())
+                },
+            );
+            let suspend = get("spec.suspend").as_bool() == Some(true);
+            vec![
+                name,
+                json!(text("spec.schedule")),
+                json!(or_none(text("spec.timeZone"))),
+                json!(if suspend { "True" } else { "False" }),
+                json!(get("status.active").as_array().map_or(0, Vec::len)),
+                json!(last),
+                age,
+                json!(containers_at(object, containers, "name")),
+                json!(containers_at(object, containers, "image")),
+                json!(map_text(&get("spec.jobTemplate.spec.selector.matchLabels"))),
+            ]
+        }
+        "PodTemplate" => vec![
+            name,
+            json!(containers_at(object, "template.spec.containers", "name")),
+            json!(containers_at(object, "template.spec.containers", "image")),
+            json!(map_text(&get("template.metadata.labels"))),
+        ],
         "DaemonSet" => vec![
             name,
             int("status.desiredNumberScheduled"),
@@ -259,6 +334,8 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
                 "Complete"
             } else if has("Failed") {
                 "Failed"
+            } else if has("Suspended") {
+                "Suspended"
             } else {
                 "Running"
             };
@@ -317,8 +394,13 @@ fn selector(object: &DynamicObject) -> String {
 }
 
 fn template_field(object: &DynamicObject, field: &str) -> String {
+    containers_at(object, "spec.template.spec.containers", field)
+}
+
+/// One field of each container in the list at `path`, comma-separated.
+fn containers_at(object: &DynamicObject, path: &str, field: &str) -> String {
     object
-        .field("spec.template.spec.containers")
+        .field(path)
         .and_then(|c| c.as_array().cloned())
         .unwrap_or_default()
         .iter()
@@ -575,6 +657,58 @@ mod tests {
         assert_eq!(cells[5], "10.0.0.5");
         assert_eq!(cells[6], "n1");
         assert_eq!(table["rows"][0]["object"]["metadata"]["name"], "web");
+    }
+
+    #[test]
+    fn replication_controller_and_cron_job_rows_read_like_kubectl() {
+        let rc: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "web"},
+            "spec": {"replicas": 3, "selector": {"app": "web"},
+                "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+            "status": {"replicas": 2, "readyReplicas": 1},
+        }))
+        .unwrap();
+        let t = table(
+            "ReplicationController",
+            &[rc],
+            None,
+            None,
+            IncludeObject::None,
+            true,
+        );
+        let names: Vec<_> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["priority"] == 0)
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["Name", "Desired", "Current", "Ready", "Age"]);
+        let cells = t["rows"][0]["cells"].as_array().unwrap();
+        assert_eq!(cells[..4], [json!("web"), json!(3), json!(2), json!(1)]);
+        assert_eq!(cells[5..], [json!("c"), json!("busybox"), json!("app=web")]);
+
+        let cj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+            "spec": {"schedule": "*/1 * * * *", "suspend": false, "jobTemplate": {"spec": {
+                "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}},
+            "status": {"active": [{"name": "tick-1"}]},
+        }))
+        .unwrap();
+        let t = table("CronJob", &[cj], None, None, IncludeObject::None, true);
+        let cells = t["rows"][0]["cells"].as_array().unwrap();
+        assert_eq!(
+            cells[..6],
+            [
+                json!("tick"),
+                json!("*/1 * * * *"),
+                json!("<none>"),
+                json!("False"),
+                json!(1),
+                json!("<none>")
+            ]
+        );
+        assert_eq!(cells[7], "c");
     }
 
     #[test]

@@ -1195,12 +1195,23 @@ async fn delete_collection(ctx: &Ctx<'_>, raw: &[u8]) -> ApiResult<Response> {
 }
 
 fn scale_of(ctx: &Ctx<'_>, object: &DynamicObject) -> Value {
-    let selector = object
-        .field("spec.selector")
-        .and_then(|s| serde_json::from_value(s).ok())
-        .and_then(|s| kube_core::selector::Selector::from_label_selector(&s).ok())
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let selector = if object.kind == "ReplicationController" {
+        // A ReplicationController's selector is a label map.
+        object
+            .field("spec.selector")
+            .and_then(|s| {
+                serde_json::from_value::<std::collections::BTreeMap<String, String>>(s).ok()
+            })
+            .map(|labels| kube_core::selector::Selector::from_labels(&labels).to_string())
+            .unwrap_or_default()
+    } else {
+        object
+            .field("spec.selector")
+            .and_then(|s| serde_json::from_value(s).ok())
+            .and_then(|s| kube_core::selector::Selector::from_label_selector(&s).ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",

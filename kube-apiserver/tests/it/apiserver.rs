@@ -947,3 +947,230 @@ async fn objects_are_created_only_in_namespaces_that_exist_and_are_not_terminati
         "ServiceAccount defaulting"
     );
 }
+
+#[tokio::test]
+async fn replication_controllers_are_defaulted_validated_and_scaled() {
+    let s = server().await;
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    // No selector and no labels: both become the template's labels.
+    let rc = json!({
+        "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "web"},
+        "spec": {"template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    });
+    let (code, created) = s.call(Method::POST, rcs, Some(rc)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["selector"], json!({"app": "web"}));
+    assert_eq!(created["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(created["spec"]["replicas"], 1);
+    assert_eq!(
+        created["spec"]["template"]["spec"]["restartPolicy"],
+        "Always"
+    );
+
+    let (code, scale) = s.call(Method::GET, &format!("{rcs}/web/scale"), None).await;
+    assert_eq!(code, 200, "{scale}");
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let mut scale = scale;
+    scale["spec"]["replicas"] = json!(3);
+    let (code, _) = s
+        .call(Method::PUT, &format!("{rcs}/web/scale"), Some(scale))
+        .await;
+    assert_eq!(code, 200);
+    let (_, rc) = s.call(Method::GET, &format!("{rcs}/web"), None).await;
+    assert_eq!(rc["spec"]["replicas"], 3);
+
+    // A selector the template does not match, and a restart policy other than Always.
+    let bad = json!({
+        "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "bad"},
+        "spec": {"selector": {"app": "other"}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}},
+    });
+    let (code, status) = s.call(Method::POST, rcs, Some(bad)).await;
+    assert_eq!(code, 422, "{status}");
+    let fields: Vec<_> = status["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        fields.contains(&"spec.template.metadata.labels".to_string()),
+        "{status}"
+    );
+    assert!(
+        fields.contains(&"spec.template.spec.restartPolicy".to_string()),
+        "{status}"
+    );
+
+    // Discovery lists the status and scale subresources and the short name.
+    let (_, core) = s.call(Method::GET, "/api/v1", None).await;
+    let names: Vec<_> = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    for name in [
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "replicationcontrollers/status",
+        "podtemplates",
+    ] {
+        assert!(names.contains(&name.to_string()), "{name}: {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn pod_templates_are_served() {
+    let s = server().await;
+    let path = "/api/v1/namespaces/default/podtemplates";
+    let template = json!({
+        "apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+        "template": {"metadata": {"labels": {"app": "t"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+    });
+    let (code, created) = s.call(Method::POST, path, Some(template)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+    let (code, list) = s.call(Method::GET, path, None).await;
+    assert_eq!(
+        (code, list["items"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    let (code, _) = s.call(Method::DELETE, &format!("{path}/t"), None).await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn cron_jobs_are_defaulted_and_their_schedules_validated_as_kubernetes_does() {
+    let s = server().await;
+    let path = "/apis/batch/v1/namespaces/default/cronjobs";
+    let cron_job = |name: &str, schedule: &str| {
+        json!({
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
+            "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "OnFailure",
+                "containers": [{"name": "c", "image": "busybox"}]}}}}},
+        })
+    };
+    let (code, created) = s
+        .call(Method::POST, path, Some(cron_job("tick", "*/1 * * * *")))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let spec = &created["spec"];
+    assert_eq!(spec["concurrencyPolicy"], "Allow");
+    assert_eq!(spec["suspend"], false);
+    assert_eq!(spec["successfulJobsHistoryLimit"], 3);
+    assert_eq!(spec["failedJobsHistoryLimit"], 1);
+    for schedule in ["@hourly", "0 0 ? * SUN", "5-10/2 * 1,15 JAN-MAR *"] {
+        let name = format!("ok-{}", schedule.len());
+        let (code, body) = s
+            .call(Method::POST, path, Some(cron_job(&name, schedule)))
+            .await;
+        assert_eq!(code, 201, "{schedule}: {body}");
+        s.call(Method::DELETE, &format!("{path}/{name}"), None)
+            .await;
+    }
+    for (schedule, why) in [
+        ("0 0 * * 7", "end of range (7) above maximum (6)"),
+        ("* * * *", "expected exactly 5 fields"),
+        ("0 0 L * *", "failed to parse int from L"),
+        ("TZ=UTC 0 0 * * *", "use timeZone field instead"),
+    ] {
+        let (code, status) = s
+            .call(Method::POST, path, Some(cron_job("bad", schedule)))
+            .await;
+        assert_eq!(code, 422, "{schedule}: {status}");
+        let cause = &status["details"]["causes"][0];
+        assert_eq!(cause["field"], "spec.schedule", "{status}");
+        assert!(cause["message"].as_str().unwrap().contains(why), "{status}");
+    }
+    let mut zoned = cron_job("zoned", "0 9 * * *");
+    zoned["spec"]["timeZone"] = json!("Mars/Olympus");
+    let (code, status) = s.call(Method::POST, path, Some(zoned.clone())).await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.timeZone");
+    zoned["spec"]["timeZone"] = json!("Europe/Berlin");
+    let (code, status) = s.call(Method::POST, path, Some(zoned)).await;
+    assert_eq!(code, 201, "{status}");
+
+    let mut policy = cron_job("policy", "@daily");
+    policy["spec"]["concurrencyPolicy"] = json!("Sometimes");
+    let (code, status) = s.call(Method::POST, path, Some(policy)).await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "FieldValueNotSupported"
+    );
+}
+
+#[tokio::test]
+async fn job_features_are_defaulted_and_validated() {
+    let s = server().await;
+    let path = "/apis/batch/v1/namespaces/default/jobs";
+    let job = |name: &str, spec: Value| {
+        let mut job = json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}},
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            job["spec"][k] = v.clone();
+        }
+        job
+    };
+    // Parallelism alone leaves completions unset (a work queue).
+    let (code, created) = s
+        .call(
+            Method::POST,
+            path,
+            Some(job("queue", json!({"parallelism": 3}))),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["spec"].get("completions").is_none(), "{created}");
+    assert_eq!(
+        created["spec"]["podReplacementPolicy"],
+        "TerminatingOrFailed"
+    );
+    let (code, created) = s
+        .call(
+            Method::POST,
+            path,
+            Some(job(
+                "indexed",
+                json!({"completionMode": "Indexed", "completions": 3, "backoffLimitPerIndex": 1}),
+            )),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["backoffLimit"], i64::from(i32::MAX));
+    for (name, spec, field) in [
+        (
+            "no-completions",
+            json!({"completionMode": "Indexed", "parallelism": 2}),
+            "spec.completions",
+        ),
+        (
+            "per-index",
+            json!({"backoffLimitPerIndex": 1}),
+            "spec.backoffLimitPerIndex",
+        ),
+        (
+            "bad-action",
+            json!({"podFailurePolicy": {"rules": [{"action": "Retry", "onExitCodes": {"operator": "In", "values": [1]}}]}}),
+            "spec.podFailurePolicy.rules[0].action",
+        ),
+    ] {
+        let (code, status) = s.call(Method::POST, path, Some(job(name, spec))).await;
+        assert_eq!(code, 422, "{name}: {status}");
+        let fields: Vec<_> = status["details"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["field"].as_str().unwrap().to_string())
+            .collect();
+        assert!(fields.contains(&field.to_string()), "{name}: {status}");
+    }
+}

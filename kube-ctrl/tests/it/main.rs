@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod cascade;
+mod cronjob;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -13,5 +14,6 @@ mod leader;
 mod manager;
 mod node_lifecycle;
 mod replicaset;
+mod replicationcontroller;
 mod services;
 mod support;

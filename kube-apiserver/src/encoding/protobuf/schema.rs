@@ -449,6 +449,34 @@ pub(crate) const JOB_SPEC: &[Field] = &[
     Field::one(9, "completionMode", Ty::Str),
     Field::one(10, "suspend", Ty::Bool),
     Field::one(11, "podFailurePolicy", Ty::Untabled),
+    Field::one(12, "backoffLimitPerIndex", Ty::Int32),
+    Field::one(13, "maxFailedIndexes", Ty::Int32),
+    Field::one(14, "podReplacementPolicy", Ty::Str),
+];
+
+/// batch/v1 CronJob (`kubectl create cronjob`).
+pub(crate) const CRON_JOB: &[Field] = &[
+    Field::one(1, "metadata", Ty::Msg(OBJECT_META)),
+    Field::one(2, "spec", Ty::Msg(CRON_JOB_SPEC)),
+    Field::one(3, "status", Ty::Ignore),
+];
+
+/// batch/v1 CronJobSpec.
+pub(crate) const CRON_JOB_SPEC: &[Field] = &[
+    Field::one(1, "schedule", Ty::Str),
+    Field::one(2, "startingDeadlineSeconds", Ty::Int64),
+    Field::one(3, "concurrencyPolicy", Ty::Str),
+    Field::one(4, "suspend", Ty::Bool),
+    Field::one(5, "jobTemplate", Ty::Msg(JOB_TEMPLATE_SPEC)),
+    Field::one(6, "successfulJobsHistoryLimit", Ty::Int32),
+    Field::one(7, "failedJobsHistoryLimit", Ty::Int32),
+    Field::one(8, "timeZone", Ty::Str),
+];
+
+/// batch/v1 JobTemplateSpec.
+pub(crate) const JOB_TEMPLATE_SPEC: &[Field] = &[
+    Field::one(1, "metadata", Ty::Msg(OBJECT_META)),
+    Field::one(2, "spec", Ty::Msg(JOB_SPEC)),
 ];
 
 // ---------------------------------------------------------------------------
@@ -546,6 +574,7 @@ pub(crate) const KINDS: &[(&str, &str, &[Field])] = &[
     ("v1", "Service", SERVICE),
     ("apps/v1", "Deployment", DEPLOYMENT),
     ("batch/v1", "Job", JOB),
+    ("batch/v1", "CronJob", CRON_JOB),
     ("policy/v1", "PodDisruptionBudget", POD_DISRUPTION_BUDGET),
     ("rbac.authorization.k8s.io/v1", "Role", ROLE),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", CLUSTER_ROLE),
