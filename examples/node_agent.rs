@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use examples::cluster::{NodeConfig, RemoteNode, RuntimeKind};
 use kube_store::RemoteAuth;
 
-const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|fake] [--index N] [--heartbeat-interval-ms MS]";
+const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|docker|fake] [--index N] [--heartbeat-interval-ms MS] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH]";
 
 fn parse_args() -> anyhow::Result<NodeConfig> {
     let mut server = None;
@@ -38,6 +38,7 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
         runtime: RuntimeKind::detect(),
         index: 1,
         heartbeat_interval: None,
+        images: Default::default(),
     };
     let (mut cert, mut key) = (None, None);
     let read =
@@ -74,6 +75,7 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
             "--cert" => cert = Some(read(&value)?),
             "--key" => key = Some(read(&value)?),
             "--token" => config.auth.token = Some(value),
+            other if config.images.flag(other, &value)? => {}
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }

@@ -10,9 +10,14 @@
 //! controllers, N node agents and the proxy; writes `DIR/kubeconfig`; and runs until Ctrl-C or
 //! SIGTERM, then stops every pod and exits.
 //!
-//! The runtime defaults to `oci` (containers run by runc, every image on a busybox root
-//! filesystem built from the host's `/bin/busybox`) when running as root with runc and
-//! busybox-static installed, else `process` (commands as host processes).
+//! The runtime defaults to `oci` (containers run by runc on images pulled from registries;
+//! `busybox` and `busybox:1.36` run on the host's `/bin/busybox` unless a registry is
+//! configured) when running as root with runc and busybox-static installed, else `process`
+//! (commands as host processes); the first lines it prints say which and why. `--runtime
+//! docker` runs pods through Docker. `--registry-mirror docker.io=http://127.0.0.1:5000`
+//! (repeatable) pulls through a mirror; `--registries-config DIR` reads containerd-style
+//! `DIR/<host>/hosts.toml` files; `--credentials-file` is a Docker `config.json` for every
+//! pull.
 
 use std::path::PathBuf;
 
@@ -25,7 +30,7 @@ use examples::cluster::{ClusterConfig, LocalCluster, StoreKind};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: quickstart [--listen ADDR:PORT] [--data-dir DIR] [--nodes N] [--runtime process|oci|fake] [--store durable|memory|etcd] [--etcd-endpoints URL,...]";
+const USAGE: &str = "usage: quickstart [--listen ADDR:PORT] [--data-dir DIR] [--nodes N] [--runtime process|oci|docker|fake] [--store durable|memory|etcd] [--etcd-endpoints URL,...] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH]";
 
 fn parse_args() -> anyhow::Result<ClusterConfig> {
     let mut config = ClusterConfig::default();
@@ -58,6 +63,7 @@ fn parse_args() -> anyhow::Result<ClusterConfig> {
                     .map(str::to_string)
                     .collect()
             }
+            other if config.images.flag(other, &value)? => {}
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
@@ -72,7 +78,20 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    let runtime_explicit = std::env::args().any(|a| a == "--runtime");
     let config = parse_args()?;
+    // What this machine lets the cluster use, in one line each, before pods need it.
+    if !runtime_explicit {
+        println!("{}", examples::cluster::RuntimeKind::detect_with_reason().1);
+    }
+    if config.runtime == examples::cluster::RuntimeKind::Oci && !config.images.configured {
+        println!(
+            "images: pulled from their registries; busybox and busybox:1.36 run on the host's /bin/busybox (--registry-mirror or --registries-config pulls them too)"
+        );
+    }
+    if let Some(why) = examples::cluster::pod_network_unavailable() {
+        println!("pod network: the host's (pods get no IP of their own): {why}");
+    }
     let nodes = config.nodes;
     let runtime = config.runtime;
     let cluster = LocalCluster::start(config).await?;

@@ -3,8 +3,10 @@
 # start the cluster -> kubectl apply the web app -> pods Running -> HTTP through the Service's
 # NodePort answered by the pods -> kubectl scale -> stop and restart (state kept, pods back)
 # -> kubectl delete -> a Job to completion and a DaemonSet's pod on each node -> the README's
-# imperative commands (create deployment, expose, run, logs) -> clean stop with no pod process
-# left.
+# imperative commands (create deployment, expose, run, logs) -> an image's Entrypoint run with no
+# command -> clean stop with no pod process left. Images come from a real registry on loopback
+# (scripts/local-registry.sh) through the quickstart's --registry-mirror, as Docker Hub would
+# serve them.
 # Runs on its own loopback address and data directory; needs root for pod networking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +21,11 @@ export KUBECONFIG="$data/kubeconfig"
 cargo build --quiet --example quickstart
 bin="$PWD/target/debug/examples/quickstart"
 pid=
+registry="$(./scripts/local-registry.sh start "$work/registry" "${QUICKSTART_REGISTRY_PORT:-5055}")"
 
 start() {
-  (cd "$work" && exec "$bin" --listen "$addr:6443" --nodes 2) >>"$log" 2>&1 &
+  (cd "$work" && exec "$bin" --listen "$addr:6443" --nodes 2 \
+    --registry-mirror "docker.io=http://$registry") >>"$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     kubectl get nodes >/dev/null 2>&1 && return 0
@@ -34,7 +38,7 @@ stop() {
   wait "$pid"
 }
 fail() { echo "FAILED: $*"; cat "$log"; kill -TERM "$pid" 2>/dev/null || true; exit 1; }
-trap 'kill -TERM "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill -TERM "$pid" 2>/dev/null || true; ./scripts/local-registry.sh stop "$work/registry"; rm -rf "$work"' EXIT
 
 curl_web() {
   for _ in $(seq 50); do
@@ -94,8 +98,22 @@ done
 kubectl run once --image=busybox --restart=Never -- echo hi
 kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/once --timeout=60s || fail "pod once did not succeed"
 [[ "$(kubectl logs once)" == hi ]] || fail "kubectl logs once did not print hi"
-kubectl delete deployment hello
-kubectl delete service hello
+echo "==> an image's Entrypoint runs when the pod names no command"
+kubectl create deployment entry --image=hello-httpd:1
+kubectl expose deployment entry --port=80 --target-port=8080 --type=NodePort
+kubectl rollout status deployment/entry --timeout=120s
+kubectl get events --field-selector reason=Pulled -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -q 'hello-httpd:1' \
+  || fail "no Pulled event for hello-httpd:1"
+entry_port="$(kubectl get service entry -o jsonpath='{.spec.ports[0].nodePort}')"
+entry=
+for _ in $(seq 50); do
+  entry="$(curl -s --max-time 2 "http://$addr:$entry_port/" || true)"
+  [[ "$entry" == "hello from an image's entrypoint" ]] && break
+  sleep 0.2
+done
+[[ "$entry" == "hello from an image's entrypoint" ]] || fail "the image's entrypoint did not answer: $entry"
+kubectl delete deployment hello entry
+kubectl delete service hello entry
 kubectl delete pod once
 kubectl wait --for=delete pod --all --timeout=60s || true
 [[ -z "$(kubectl get pods --no-headers 2>/dev/null)" ]] || fail "pods left after deleting hello and once"

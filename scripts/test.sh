@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(etcd-server etcd-client protobuf-compiler libprotobuf-dev runc containerd containernetworking-plugins
-          busybox-static nftables iptables iproute2 curl util-linux ca-certificates)
+          busybox-static nftables iptables iproute2 curl util-linux ca-certificates
+          docker-registry skopeo umoci docker.io)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -30,6 +31,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "the quickstart builds without protoc: no build script in its dependencies compiles protos"
+if cargo tree -p examples -e build,normal -i prost-build >/dev/null 2>&1; then
+  cargo tree -p examples -e build,normal -i prost-build
+  echo "prost-build is in the quickstart's build, so a fresh machine would need protoc"
+  exit 1
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

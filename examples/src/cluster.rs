@@ -33,6 +33,55 @@ pub enum RuntimeKind {
     Oci,
     /// Scripted, nothing runs (`FakeRuntime`).
     Fake,
+    /// Containers run by Docker (`DockerRuntime`, over the Engine API's unix socket): Docker
+    /// pulls the images (with its own registry mirrors) and runs a sandbox container per pod.
+    Docker,
+}
+
+/// Where the nodes' images come from.
+#[derive(Clone, Debug, Default)]
+pub struct ImageOptions {
+    /// Registry mirrors and per-registry settings (`--registry-mirror HOST=URL`,
+    /// `--registries-config DIR` in containerd's `hosts.toml` layout). With none, the runc
+    /// runtime runs `busybox` and `busybox:1.36` on the host's static busybox without a pull,
+    /// so the example manifests work offline; every other image is pulled.
+    pub registries: kube_node::pull::RegistryConfig,
+    /// Whether any registry setting was given (then nothing is served from the host's
+    /// busybox: every image is pulled).
+    pub configured: bool,
+    /// A node credentials file (Docker's `config.json` format) for every pod's pulls.
+    pub credentials_file: Option<PathBuf>,
+    /// The Docker Engine socket for [`RuntimeKind::Docker`] (default `/var/run/docker.sock`).
+    pub docker_socket: Option<PathBuf>,
+}
+
+impl ImageOptions {
+    /// Takes one of the image flags (`--registry-mirror`, `--registries-config`,
+    /// `--credentials-file`, `--docker-socket`) with its value; `false` if `flag` is none of
+    /// them.
+    pub fn flag(&mut self, flag: &str, value: &str) -> anyhow::Result<bool> {
+        match flag {
+            "--registry-mirror" => {
+                self.registries = std::mem::take(&mut self.registries)
+                    .mirror_flag(value)
+                    .with_context(|| format!("--registry-mirror {value}"))?;
+                self.configured = true;
+            }
+            "--registries-config" => {
+                self.registries = std::mem::take(&mut self.registries)
+                    .load_hosts_dir(Path::new(value))
+                    .with_context(|| format!("--registries-config {value}"))?;
+                self.configured = true;
+            }
+            "--credentials-file" => self.credentials_file = Some(PathBuf::from(value)),
+            "--docker-socket" => self.docker_socket = Some(PathBuf::from(value)),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The flags [`ImageOptions::flag`] takes, for usage lines.
+    pub const USAGE: &str = "[--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH]";
 }
 
 /// Where Debian's `busybox-static` puts the binary the OCI image is built from.
@@ -42,14 +91,53 @@ impl RuntimeKind {
     /// The default for this machine: [`RuntimeKind::Oci`] when running as root with `runc`
     /// on `PATH` and a static busybox to build the image from, else [`RuntimeKind::Process`].
     pub fn detect() -> Self {
+        Self::detect_with_reason().0
+    }
+
+    /// [`RuntimeKind::detect`], with one line saying what it chose and why (the quickstart
+    /// prints it, so a machine missing a part says so instead of leaving pods `Pending`).
+    pub fn detect_with_reason() -> (Self, String) {
         let runc = std::env::var_os("PATH")
             .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("runc").is_file()));
-        if is_root() && runc && Path::new(BUSYBOX).is_file() {
-            Self::Oci
-        } else {
-            Self::Process
-        }
+        let busybox = Path::new(BUSYBOX).is_file();
+        let missing = match (is_root(), runc, busybox) {
+            (true, true, true) => {
+                return (
+                    Self::Oci,
+                    "runtime: runc containers (root, runc and busybox found)".into(),
+                );
+            }
+            (false, _, _) => "not running as root",
+            (true, false, _) => "runc not found on PATH (Debian package runc)",
+            (true, true, false) => {
+                "no static busybox at /bin/busybox (Debian package busybox-static)"
+            }
+        };
+        (
+            Self::Process,
+            format!("runtime: host processes, not runc containers: {missing}"),
+        )
     }
+}
+
+/// Why pods cannot get their own network namespace and IP here (the CNI plugins the pod
+/// network runs are missing), if they cannot.
+pub fn pod_network_unavailable() -> Option<String> {
+    if !is_root() {
+        return Some("not running as root".into());
+    }
+    let dir = CniConfig::default().bin_dir;
+    let missing: Vec<&str> = ["bridge", "host-local"]
+        .into_iter()
+        .filter(|p| !dir.join(p).is_file())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "CNI plugins {} not found in {} (Debian package containernetworking-plugins)",
+            missing.join(", "),
+            dir.display()
+        )
+    })
 }
 
 impl std::str::FromStr for RuntimeKind {
@@ -58,6 +146,7 @@ impl std::str::FromStr for RuntimeKind {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         match s {
             "process" => Ok(Self::Process),
+            "docker" => Ok(Self::Docker),
             "oci" => Ok(Self::Oci),
             "fake" => Ok(Self::Fake),
             other => anyhow::bail!("unknown runtime {other:?} (expected process, oci or fake)"),
@@ -133,6 +222,8 @@ pub struct ClusterConfig {
     /// `kp<base+i-1>` and subnet `10.88.<base+i-1>.0/24` (default 1). Clusters running side
     /// by side on one host need distinct ranges.
     pub pod_network_base: usize,
+    /// Where images come from.
+    pub images: ImageOptions,
 }
 
 impl Default for ClusterConfig {
@@ -145,6 +236,7 @@ impl Default for ClusterConfig {
             store: StoreKind::Durable,
             node_lifecycle: NodeLifecycleConfig::default(),
             pod_network_base: 1,
+            images: ImageOptions::default(),
         }
     }
 }
@@ -225,8 +317,12 @@ fn is_root() -> bool {
 }
 
 /// The pod network of node `index` as root: a bridge and subnet of the node's own (`kp<index>`,
-/// `10.88.<index>.0/24`), reachable from the host.
+/// `10.88.<index>.0/24`), reachable from the host. Without the CNI plugins, pods share the
+/// host's network ([`pod_network_unavailable`] says why).
 fn pod_network(index: usize) -> PodNetwork {
+    if pod_network_unavailable().is_some() {
+        return PodNetwork::Host;
+    }
     PodNetwork::Cni(CniConfig {
         bridge: format!("kp{index}"),
         subnet: format!("10.88.{index}.0/24"),
@@ -252,18 +348,24 @@ fn busybox_image(images: &Path) -> anyhow::Result<PathBuf> {
 const OCI_IMAGES: [&str; 3] = ["busybox", "busybox:1.36", "docker.io/library/busybox:1.36"];
 
 /// The runtime of node `index` (1-based), keeping its state in `dir`; `images` holds the
-/// OCI runtime's image. As root, pods get IPs from the node's own bridge ([`pod_network`]).
-fn node_runtime(
+/// OCI runtime's busybox image. As root, pods get IPs from the node's own bridge
+/// ([`pod_network`]).
+async fn node_runtime(
     kind: RuntimeKind,
     index: usize,
     dir: &Path,
     images: &Path,
+    options: &ImageOptions,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match kind {
         RuntimeKind::Process => {
             let mut builder = ProcessRuntime::builder().root_dir(dir);
             if is_root() {
                 builder = builder.cgroups(true).network(pod_network(index));
+            }
+            if options.configured {
+                // Host processes ignore images unless asked to pull them.
+                builder = builder.registries(options.registries.clone());
             }
             Arc::new(
                 builder
@@ -276,12 +378,15 @@ fn node_runtime(
                 is_root(),
                 "--runtime oci needs root (runc, network namespaces, cgroups)"
             );
-            let rootfs = busybox_image(images)?;
             let mut builder = OciRuntime::builder()
                 .root_dir(dir)
-                .network(pod_network(index));
-            for reference in OCI_IMAGES {
-                builder = builder.image(reference, &rootfs);
+                .network(pod_network(index))
+                .registries(options.registries.clone());
+            if !options.configured {
+                let rootfs = busybox_image(images)?;
+                for reference in OCI_IMAGES {
+                    builder = builder.image(reference, &rootfs);
+                }
             }
             Arc::new(
                 builder
@@ -290,6 +395,13 @@ fn node_runtime(
             )
         }
         RuntimeKind::Fake => Arc::new(FakeRuntime::new()),
+        RuntimeKind::Docker => {
+            let mut builder = kube_node::DockerRuntime::builder();
+            if let Some(socket) = &options.docker_socket {
+                builder = builder.socket(socket);
+            }
+            Arc::new(builder.build().await.context("connecting to Docker")?)
+        }
     })
 }
 
@@ -389,7 +501,9 @@ impl LocalCluster {
                 config.pod_network_base + i - 1,
                 &dir.join("runtime"),
                 &config.data_dir.join("images"),
-            )?;
+                &config.images,
+            )
+            .await?;
             // Tokens for pods' projected volumes come from the API server's TokenRequest,
             // asked with the node's own identity (as a kubelet asks).
             let pair = pki.client(
@@ -412,9 +526,13 @@ impl LocalCluster {
                 .root_dir(dir.join("agent"))
                 .node_ip(config.listen.ip().to_string())
                 .serve(SocketAddr::new(config.listen.ip(), 0))
-                .detect_capacity()
-                .build()
-                .context("configuring a node agent")?;
+                .detect_capacity();
+            let agent = match &config.images.credentials_file {
+                Some(file) => agent.credentials_file(file),
+                None => agent,
+            }
+            .build()
+            .context("configuring a node agent")?;
             builder = builder.node(agent);
         }
         let running = builder.build()?.start();
@@ -464,6 +582,8 @@ pub struct NodeConfig {
     pub index: usize,
     /// How often the node heartbeats (`None`: the agent's default, 10 s).
     pub heartbeat_interval: Option<Duration>,
+    /// Where images come from.
+    pub images: ImageOptions,
 }
 
 /// A node agent joined to a remote API server through [`kube_store::RemoteStore`].
@@ -494,7 +614,9 @@ impl RemoteNode {
             config.index,
             &config.root_dir.join("runtime"),
             &config.root_dir.join("images"),
-        )?;
+            &config.images,
+        )
+        .await?;
         let mut builder = NodeAgent::builder(config.name.clone(), runtime)
             .token_source(Arc::new(RemoteTokenSource::new(remote.clone())))
             .kubelet_auth(Arc::new(RemoteKubeletAuth::new(remote)))
@@ -504,6 +626,9 @@ impl RemoteNode {
             .detect_capacity();
         if let Some(interval) = config.heartbeat_interval {
             builder = builder.heartbeat_interval(interval);
+        }
+        if let Some(file) = &config.images.credentials_file {
+            builder = builder.credentials_file(file);
         }
         let agent = builder.build().context("configuring the node agent")?;
         let kubelet_addr = agent.kubelet_addr();

@@ -417,11 +417,10 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     }
 
     /// Reports the image `image` names, or `None` if the runtime does not hold it (CRI's
-    /// `ImageStatus`). The default knows of no images, so every pull policy pulls (through
-    /// the default [`pull_image`](Runtime::pull_image), which does nothing).
+    /// `ImageStatus`). The default, for runtimes that resolve images themselves when a
+    /// container is created, reports every image as present.
     async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
-        let _ = image;
-        Ok(None)
+        Ok(Some(Image::new(image, vec![image.to_string()])))
     }
 
     /// Reports every image the runtime holds (CRI's `ListImages`; the Node's

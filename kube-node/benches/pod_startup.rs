@@ -2,17 +2,21 @@
 //! Running with Ready=True, node agent and runtime together.
 //!
 //! ```sh
-//! cargo bench -p kube-node --bench pod_startup -- --runtime <fake|process|runc|containerd> --pods N [--concurrency C] [--warmup W]
+//! cargo bench -p kube-node --bench pod_startup -- --runtime <fake|process|runc|containerd|docker> --pods N [--concurrency C] [--warmup W]
 //! ```
 //!
 //! Pods are created `C` at a time (default 1: each pod alone, pure latency), after `W`
 //! warm-up pods (default 1) whose one-time costs (the first CNI bridge, the first snapshot)
 //! are reported on their own line but not counted; the final line is
-//! `runtime=R pods=N startup_p50_ms=<x> startup_p99_ms=<x>`. runc and containerd need root;
-//! containerd is started privately (see `tests/it/containerd_env.rs`).
+//! `runtime=R pods=N startup_p50_ms=<x> startup_p99_ms=<x>`. runc, containerd and docker need
+//! root; containerd and dockerd are started privately (see `tests/it/containerd_env.rs`), and
+//! dockerd pulls busybox from a registry on loopback (`tests/it/registry.rs`) through its
+//! mirror setting.
 
 #[path = "../tests/it/containerd_env.rs"]
 mod containerd_env;
+#[path = "../tests/it/registry.rs"]
+mod registry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
     let mut containerd = None;
+    let mut docker = None;
     let (runtime, image): (Arc<dyn Runtime>, &str) = match a.runtime.as_str() {
         "fake" => (Arc::new(FakeRuntime::new()), "busybox"),
         "process" => (Arc::new(ProcessRuntime::temp()?), "busybox"),
@@ -110,7 +115,25 @@ async fn main() -> anyhow::Result<()> {
             containerd = Some(c);
             (Arc::new(rt), "busybox")
         }
-        other => anyhow::bail!("unknown runtime {other:?} (fake, process, runc, containerd)"),
+        "docker" => {
+            let reg = registry::Registry::start();
+            reg.push(
+                "library/busybox",
+                "1",
+                &registry::TestImage::busybox(&[], &["sh"]),
+            )
+            .await;
+            let d = containerd_env::Dockerd::start(Some(&reg.host()), &[])?;
+            let rt = d.runtime("busybox:1").await?;
+            // Pulled once up front, and tagged (policy IfNotPresent): startup latency, not
+            // pull time, is measured.
+            rt.pull_image("busybox:1", None, None).await?;
+            docker = Some((d, reg));
+            (Arc::new(rt), "busybox:1")
+        }
+        other => {
+            anyhow::bail!("unknown runtime {other:?} (fake, process, runc, containerd, docker)")
+        }
     };
     let store = Arc::new(kube_store::MemStore::new()) as Arc<dyn Store>;
     // Pods stay until the end: the node must fit them all (the default is Kubernetes' 110).
@@ -170,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(c) = containerd {
         c.stop().await?;
     }
+    drop(docker);
 
     let warm: Vec<f64> = latencies.drain(..a.warmup).collect();
     if !warm.is_empty() {

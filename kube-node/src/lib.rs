@@ -5,9 +5,10 @@
 //! |---|---|
 //! | [`NodeAgent`] | a [`Component`](kube_core::orchestrator::Component): registers a Node, runs the pods bound to it, reports their status |
 //! | [`FakeRuntime`] | a simulated runtime: configurable exits, start failures, latency; records calls; cheap enough for thousands of pods |
-//! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; images ignored; volumes bind-mounted in a private mount namespace (or linked, unprivileged: [`VolumeMounts`]); optionally cgroup limits and a network namespace (CNI IP) per pod |
+//! | [`ProcessRuntime`] | containers as host processes (one process group each), logs in files; images ignored unless given registries (then pulled, and an image's Entrypoint runs from its root); volumes bind-mounted in a private mount namespace (or linked, unprivileged: [`VolumeMounts`]); optionally cgroup limits and a network namespace (CNI IP) per pod |
 //! | [`CriRuntime`] | a CRI v1 client over a unix socket (containerd, CRI-O) |
-//! | [`OciRuntime`] | real containers through `runc`: local images, a network namespace per pod (CNI optional), cgroup limits, OOMKilled |
+//! | [`DockerRuntime`] | Docker Engine over its unix socket, as dockershim did: a pause-like sandbox container holding the pod's namespaces, containers joining it, images pulled by Docker |
+//! | [`OciRuntime`] | real containers through `runc`: images pulled from registries ([`pull`]) on overlayfs, or local root filesystems; a network namespace per pod (CNI optional), cgroup limits, OOMKilled |
 //!
 //! # Running a node
 //!
@@ -91,7 +92,7 @@
 //!
 //! # What it does not do (yet)
 //!
-//! No image pulls (images are registered or imported), no postStart hooks, no gRPC or HTTPS
+//! No image signature checks or lazy pulls, no postStart hooks, no gRPC or HTTPS
 //! probes, no `resourceFieldRef` in downwardAPI volume files, no restartable ("sidecar") init containers
 //! (treated as ordinary init containers), no eviction or node-pressure conditions, no graceful
 //! node shutdown. The kubelet server has no TLS or authentication and serves only logs and
@@ -120,10 +121,13 @@ mod process;
 pub mod pull;
 pub mod tokens;
 
-pub use agent::{ContainerGcPolicy, NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels};
+pub use agent::{
+    ContainerGcPolicy, ImageGcPolicy, NodeAgent, NodeAgentBuilder, NodeAgentConfig, labels,
+};
 pub use cri::CriRuntime;
+pub use docker::{DEFAULT_SANDBOX_IMAGE, DockerRuntime, DockerRuntimeBuilder};
 pub use error::{Error, Result};
-pub use fake::{FakeBehavior, FakeCall, FakeOp, FakeRuntime};
+pub use fake::{FakeBehavior, FakeCall, FakeOp, FakePull, FakeRuntime};
 pub use kubelet_auth::{KubeletAccess, KubeletAuth, KubeletRequest};
 pub use logs::{follow_pod_logs, pod_logs};
 pub use mounts::VolumeMounts;

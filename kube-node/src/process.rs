@@ -1,8 +1,12 @@
 //! [`ProcessRuntime`]: a [`Runtime`] whose containers are host processes.
 //!
 //! Each container's `command` + `args` run as a child process in a process group of its own,
-//! so stopping a container signals everything it forked. There is no isolation: the image is
-//! ignored, the process shares the host's filesystem, network and users. A sandbox is a
+//! so stopping a container signals everything it forked. There is no isolation: the process
+//! shares the host's filesystem, network and users. Images are ignored unless the runtime has
+//! an image store ([`ProcessRuntimeBuilder::image_store`] or
+//! [`registries`](ProcessRuntimeBuilder::registries)): then they are pulled and reported, and
+//! a container with neither command nor args runs its image's `Entrypoint` + `Cmd`, the
+//! executable taken from the image's unpacked root, with the image's `Env` under its own. A sandbox is a
 //! directory (the default working directory of its containers) and the node's IP.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,8 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
-    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState,
+    AuthConfig, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult,
+    Image, ImageFsInfo, LogOptions, PodSandboxConfig, PodSandboxStatus, PulledImage, Runtime,
+    RuntimeError, SandboxState,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -31,6 +36,8 @@ use crate::persist::{
     self, ContainerRecord, ExitRecord, ExitWatcher, ExitsDir, Lifecycle, SandboxRecord, StateDir,
     Watched,
 };
+use crate::pull::local::{self, ImageService};
+use crate::pull::{ImageStore, RegistryConfig};
 
 /// How long `start_container` waits for a container's volumes to be mounted.
 const MOUNT_WAIT: Duration = Duration::from_secs(10);
@@ -162,6 +169,8 @@ struct Inner {
     network: PodNetwork,
     /// How volume mounts reach processes (resolved: never `Auto`).
     volume_mounts: VolumeMounts,
+    /// Pulled images, when the runtime has a store.
+    images: Option<ImageService>,
     state: Mutex<State>,
     /// The records on disk (and the lock on the root).
     store: StateDir,
@@ -373,9 +382,25 @@ pub struct ProcessRuntimeBuilder {
     network: PodNetwork,
     keep_on_drop: bool,
     volume_mounts: VolumeMounts,
+    image_store: Option<ImageStore>,
+    registries: Option<RegistryConfig>,
 }
 
 impl ProcessRuntimeBuilder {
+    /// Pulls and reports images with `store` (default: images are ignored; pulls succeed
+    /// without doing anything).
+    pub fn image_store(mut self, store: ImageStore) -> Self {
+        self.image_store = Some(store);
+        self
+    }
+
+    /// Pulls images through `registries` into a store under the runtime's root
+    /// (`images/store`), unless an [`image_store`](Self::image_store) is given.
+    pub fn registries(mut self, registries: RegistryConfig) -> Self {
+        self.registries = Some(registries);
+        self
+    }
+
     /// How containers' volume mounts reach their processes (default [`VolumeMounts::Auto`]:
     /// a private mount namespace as root, symlinks otherwise).
     pub fn volume_mounts(mut self, mode: VolumeMounts) -> Self {
@@ -451,8 +476,22 @@ impl ProcessRuntimeBuilder {
         let cgroups = self.cgroups.then(|| Cgroups::new(store.id()));
         let exits = store.exits();
         let (state, watched) = adopt(&root, &store);
+        let image_store = match (self.image_store, self.registries) {
+            (Some(store), _) => Some(store),
+            (None, Some(registries)) => Some(
+                ImageStore::open(root.join("images").join("store"), registries).map_err(|e| {
+                    RuntimeError::Failed {
+                        operation: "new",
+                        message: e.to_string(),
+                    }
+                })?,
+            ),
+            (None, None) => None,
+        };
+        let images = image_store.map(|s| ImageService::new(&HashMap::new(), s));
         let inner = Arc::new(Inner {
             root,
+            images,
             ip: self.ip,
             cgroups,
             pids_limit: self.pids_limit,
@@ -563,6 +602,8 @@ impl ProcessRuntime {
             network: PodNetwork::Host,
             keep_on_drop: false,
             volume_mounts: VolumeMounts::Auto,
+            image_store: None,
+            registries: None,
         }
     }
 
@@ -899,6 +940,48 @@ fn new_id() -> String {
 
 #[async_trait::async_trait]
 impl Runtime for ProcessRuntime {
+    /// With an image store, pulls into it; without one, does nothing (images are ignored).
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+        _sandbox: Option<&PodSandboxConfig>,
+    ) -> Result<PulledImage, RuntimeError> {
+        match &self.inner.images {
+            Some(images) => images.pull(image, auth).await,
+            None => Ok(PulledImage::new(image, image, 0)),
+        }
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
+        Ok(self.inner.images.as_ref().and_then(|i| i.status(image)))
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
+        Ok(self
+            .inner
+            .images
+            .as_ref()
+            .map(ImageService::list)
+            .unwrap_or_default())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match &self.inner.images {
+            Some(images) => images.remove(image),
+            None => Ok(()),
+        }
+    }
+
+    async fn image_fs_info(&self) -> Result<ImageFsInfo, RuntimeError> {
+        Ok(self
+            .inner
+            .images
+            .as_ref()
+            .map(ImageService::fs_info)
+            .unwrap_or_default())
+    }
+
     fn version(&self) -> String {
         format!("process://{}", env!("CARGO_PKG_VERSION"))
     }
@@ -1051,6 +1134,29 @@ impl Runtime for ProcessRuntime {
         sandbox_id: &str,
         config: &ContainerConfig,
     ) -> Result<String, RuntimeError> {
+        let mut config = config.clone();
+        // A pulled image supplies what the container leaves out (its executable from the
+        // image's root: the process still runs on the host).
+        let pulled = self
+            .inner
+            .images
+            .as_ref()
+            .and_then(|images| images.store().status(&config.image));
+        if let Some(image) = &pulled {
+            if config.command.is_empty() {
+                let mut argv = local::argv(&config, Some(&image.config))?;
+                if argv[0].starts_with('/') {
+                    let inside = image.rootfs.join(argv[0].trim_start_matches('/'));
+                    if inside.exists() {
+                        argv[0] = inside.display().to_string();
+                    }
+                }
+                config.command = argv;
+                config.args = Vec::new();
+            }
+            config.env = local::env(&config, Some(&image.config));
+        }
+        let config = &config;
         if config.command.is_empty() && config.args.is_empty() {
             return Err(RuntimeError::InvalidArgument(format!(
                 "container {:?} has neither command nor args, and images are not run",

@@ -70,6 +70,7 @@ async fn role_child() {
                 runtime: RuntimeKind::Process,
                 index,
                 heartbeat_interval: None,
+                images: Default::default(),
             })
             .await
             .unwrap();

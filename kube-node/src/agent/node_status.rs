@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
-    NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -21,6 +21,9 @@ const KUBELET_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), "-kube-nod
 
 /// How many times a conflicting Node write is retried at once before waiting for the next try.
 const CONFLICT_RETRIES: usize = 5;
+
+/// The kubelet's `nodeStatusMaxImages`.
+const MAX_NODE_STATUS_IMAGES: usize = 50;
 
 /// The conditions the agent owns: type, status, reason, message.
 const CONDITIONS: [(&str, &str, &str, &str); 4] = [
@@ -82,8 +85,40 @@ impl Agent {
     /// The Node status the agent reports, merged onto `old`: fields the agent does not own
     /// (images, volumes, other conditions) are kept, and a condition keeps its
     /// `lastTransitionTime` while its status does not change.
-    fn node_status(&self, old: Option<NodeStatus>, now: &Time) -> NodeStatus {
+    /// The Node's `status.images` as the kubelet reports them: the 50 largest images, each
+    /// named by its digests, then its tags. `None` keeps what the Node has (the runtime could
+    /// not list them).
+    async fn node_images(&self) -> Option<Vec<ContainerImage>> {
+        let mut images = match self.runtime.list_images().await {
+            Ok(images) => images,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not list images for the node status");
+                return None;
+            }
+        };
+        images.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
+        Some(
+            images
+                .into_iter()
+                .take(MAX_NODE_STATUS_IMAGES)
+                .map(|i| ContainerImage {
+                    names: Some(i.repo_digests.into_iter().chain(i.repo_tags).collect()),
+                    size_bytes: i64::try_from(i.size_bytes).ok(),
+                })
+                .collect(),
+        )
+    }
+
+    fn node_status(
+        &self,
+        old: Option<NodeStatus>,
+        now: &Time,
+        images: Option<Vec<ContainerImage>>,
+    ) -> NodeStatus {
         let mut status = old.unwrap_or_default();
+        if let Some(images) = images {
+            status.images = Some(images);
+        }
         let capacity = quantities(&self.config.capacity);
         let mut allocatable = capacity.clone();
         allocatable.extend(quantities(&self.config.allocatable));
@@ -183,6 +218,7 @@ impl Agent {
     /// Creates the Node, or renews its status (a heartbeat) if it exists.
     pub(super) async fn sync_node(&self) -> Result<()> {
         let key = ObjectKey::cluster(self.config.node_name.clone());
+        let images = self.node_images().await;
         for _ in 0..CONFLICT_RETRIES {
             let now = now();
             let current = match self.store.get(&GroupKind::NODE, &key).await {
@@ -195,7 +231,7 @@ impl Agent {
                             ..Default::default()
                         },
                         spec: None,
-                        status: Some(self.node_status(None, &now)),
+                        status: Some(self.node_status(None, &now, images.clone())),
                     };
                     let object =
                         DynamicObject::from_typed(&node).map_err(|source| Error::Decode {
@@ -222,7 +258,7 @@ impl Agent {
             let mut labels = updated.metadata.labels.take().unwrap_or_default();
             labels.extend(self.node_labels());
             updated.metadata.labels = Some(labels);
-            let status = self.node_status(node.status, &now);
+            let status = self.node_status(node.status, &now, images.clone());
             let status = serde_json::to_value(&status).map_err(|source| Error::Decode {
                 what: format!("node {} status", self.config.node_name),
                 source,

@@ -14,6 +14,7 @@ use kube_core::runtime::{
 use kube_core::store::Preconditions;
 
 use super::backoff::CrashBackoff;
+use super::images::{NotReady, PullMemory, verify_run_as_non_root};
 use super::pod_status::{Observed, Waiting, by_name, container_status, is_terminal, pod_phase};
 use super::spec::{PodFacts, Sources, container_config, referenced, sandbox_config};
 use super::volumes;
@@ -61,6 +62,8 @@ struct ContainerMemory {
     /// While its ConfigMaps, Secrets or volumes do not resolve: when to try again, and the
     /// wait that led there.
     config_retry: Option<(std::time::Instant, Duration)>,
+    /// Its image's pull back-off.
+    pull: PullMemory,
 }
 
 /// The first wait after a container's references failed to resolve; it doubles up to
@@ -522,7 +525,20 @@ impl Agent {
                     record.sandboxes.remove(&s.id);
                 }
                 let config = sandbox_config(pod, &self.config.node_name, attempt);
-                let id = self.runtime.run_pod_sandbox(&config).await?;
+                let id = match self.runtime.run_pod_sandbox(&config).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        // As the kubelet: the reason is in `kubectl describe pod`, not only
+                        // in the node's log; the sync is retried with back-off.
+                        self.event(
+                            pod,
+                            EventType::Warning,
+                            "FailedCreatePodSandBox",
+                            format!("Failed to create pod sandbox: {}", error_chain(&e)),
+                        );
+                        return Err(e.into());
+                    }
+                };
                 record.sandboxes.insert(id.clone());
                 tracing::debug!(pod = %key, sandbox = %id, "sandbox created");
                 self.runtime.pod_sandbox_status(&id).await?
@@ -801,9 +817,19 @@ impl Agent {
                     // A restart: the next one waits longer.
                     memory.backoff.step(base, max);
                 }
+                let image = match self.ensure_image(facts.pod, c, &mut memory.pull).await {
+                    Ok(image) => image,
+                    Err(NotReady::Wait(waiting, retry)) => {
+                        memory.error = Some(waiting.clone());
+                        progress.waiting.insert(c.name.clone(), waiting);
+                        progress.requeue_after(retry);
+                        return Ok(());
+                    }
+                };
                 let config = match facts.volume_error {
                     Some(e) => Err(e.to_string()),
-                    None => container_config(facts, c, attempt),
+                    None => verify_run_as_non_root(facts.pod, c, image.as_ref())
+                        .and_then(|()| container_config(facts, c, attempt)),
                 };
                 let config = match config {
                     Ok(config) => {

@@ -3,6 +3,11 @@
 //! Nothing is executed. A started container "runs" until it is stopped, or until the duration
 //! its [`FakeBehavior`] gives has passed. Exits are computed lazily when the container is looked
 //! at, so a simulated container costs a map entry and no task: thousands of pods are cheap.
+//! Pulls are simulated too ([`FakePull`]): a latency, a size, or a failure per image.
+
+mod images;
+
+pub use images::FakePull;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -12,8 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
-    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState, trim_log,
+    AuthConfig, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult,
+    Image, ImageFsInfo, LogOptions, PodSandboxConfig, PodSandboxStatus, PulledImage, Runtime,
+    RuntimeError, SandboxState, trim_log,
 };
 use tokio::time::Instant;
 
@@ -123,10 +129,20 @@ pub enum FakeOp {
     ContainerLogs,
     /// [`Runtime::exec_sync`].
     ExecSync,
+    /// [`Runtime::pull_image`].
+    PullImage,
+    /// [`Runtime::image_status`].
+    ImageStatus,
+    /// [`Runtime::list_images`].
+    ListImages,
+    /// [`Runtime::remove_image`].
+    RemoveImage,
+    /// [`Runtime::image_fs_info`].
+    ImageFsInfo,
 }
 
 impl FakeOp {
-    const ALL: usize = 13;
+    const ALL: usize = 18;
 
     fn index(self) -> usize {
         self as usize
@@ -148,6 +164,11 @@ impl FakeOp {
             Self::ListContainers => "list_containers",
             Self::ContainerLogs => "container_logs",
             Self::ExecSync => "exec_sync",
+            Self::PullImage => "pull_image",
+            Self::ImageStatus => "image_status",
+            Self::ListImages => "list_images",
+            Self::RemoveImage => "remove_image",
+            Self::ImageFsInfo => "image_fs_info",
         }
     }
 
@@ -162,6 +183,8 @@ impl FakeOp {
                 | Self::StartContainer
                 | Self::StopContainer
                 | Self::RemoveContainer
+                | Self::PullImage
+                | Self::RemoveImage
         )
     }
 }
@@ -268,6 +291,7 @@ struct State {
     rules: Rules,
     injected: HashMap<FakeOp, VecDeque<String>>,
     calls: Vec<FakeCall>,
+    images: images::Images,
     next_id: u64,
     next_ip: u64,
 }
@@ -415,6 +439,38 @@ impl FakeRuntime {
     /// The state-changing calls so far, in order.
     pub fn calls(&self) -> Vec<FakeCall> {
         self.state().calls.clone()
+    }
+
+    /// How pulls go unless [`FakeRuntime::on_pull`] names the image (default: at once, 5 MiB).
+    pub fn set_default_pull(&self, pull: FakePull) {
+        self.state().images.default_pull = pull;
+    }
+
+    /// How pulls of `image` go (matched as containerd normalizes references: `nginx` is
+    /// `docker.io/library/nginx:latest`).
+    pub fn on_pull(&self, image: &str, pull: FakePull) {
+        self.state()
+            .images
+            .pulls
+            .insert(images::normalize(image), pull);
+    }
+
+    /// Makes `image` present without a pull, as an image loaded onto the node beforehand.
+    pub fn preload_image(&self, image: &str, size_bytes: u64) {
+        self.state()
+            .images
+            .add(&images::normalize(image), size_bytes, false);
+    }
+
+    /// The images present (normalized references), in order.
+    pub fn images(&self) -> Vec<String> {
+        self.state().images.present.keys().cloned().collect()
+    }
+
+    /// The size of the simulated image filesystem, for image garbage collection (default 0:
+    /// unknown, and nothing is collected).
+    pub fn set_image_fs_capacity(&self, bytes: u64) {
+        self.state().images.capacity_bytes = bytes;
     }
 
     /// Forgets the recorded calls (counts are kept).
@@ -800,6 +856,63 @@ impl Runtime for FakeRuntime {
             output: Bytes::new(),
             stdout_len: Some(0),
         })
+    }
+
+    /// Waits the image's [`FakePull`] latency, then fails as it says or leaves the image
+    /// present.
+    async fn pull_image(
+        &self,
+        image: &str,
+        _auth: Option<&AuthConfig>,
+        _sandbox: Option<&PodSandboxConfig>,
+    ) -> Result<PulledImage, RuntimeError> {
+        self.enter(FakeOp::PullImage, image).await?;
+        let name = images::normalize(image);
+        let pull = self.state().images.pull_of(&name);
+        if !pull.latency.is_zero() {
+            tokio::time::sleep(pull.latency).await;
+        }
+        if let Some(message) = pull.error {
+            return Err(RuntimeError::Failed {
+                operation: FakeOp::PullImage.name(),
+                message: format!("failed to pull and unpack image {name:?}: {message}"),
+            });
+        }
+        Ok(self.state().images.add(&name, pull.size_bytes, false))
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
+        self.enter(FakeOp::ImageStatus, image).await?;
+        let state = self.state();
+        Ok(state
+            .images
+            .find(image)
+            .map(|(name, i)| images::Images::status(name, i)))
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
+        self.enter(FakeOp::ListImages, "").await?;
+        let state = self.state();
+        Ok(state
+            .images
+            .present
+            .iter()
+            .map(|(name, i)| images::Images::status(name, i))
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.enter(FakeOp::RemoveImage, image).await?;
+        let mut state = self.state();
+        if let Some(name) = state.images.find(image).map(|(name, _)| name.clone()) {
+            state.images.present.remove(&name);
+        }
+        Ok(())
+    }
+
+    async fn image_fs_info(&self) -> Result<ImageFsInfo, RuntimeError> {
+        self.enter(FakeOp::ImageFsInfo, "").await?;
+        Ok(self.state().images.fs_info())
     }
 }
 

@@ -1,9 +1,12 @@
-//! OCI runtime-spec `config.json` for one container: the busybox-sized subset runc needs.
+//! OCI runtime-spec `config.json` for one container: the busybox-sized subset runc needs;
+//! and the overlay root of containers of pulled images.
 
 use std::path::Path;
 
 use kube_core::runtime::ContainerConfig;
 use serde_json::{Value, json};
+
+use crate::pull::local::User;
 
 /// The `PATH` given to containers that set none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -14,8 +17,13 @@ const CPU_PERIOD_US: i64 = 100_000;
 /// What a bundle needs beyond the container's own config.
 #[derive(Debug)]
 pub(crate) struct BundleFacts<'a> {
-    /// The image's root filesystem (shared read-only by every container of the image).
+    /// The container's root: a registered image's directory (shared read-only by every
+    /// container of the image) or the container's overlay mount.
     pub(crate) rootfs: &'a Path,
+    /// Whether the root is mounted read-only (registered images; overlays are writable).
+    pub(crate) readonly_root: bool,
+    /// Who the process runs as.
+    pub(crate) user: &'a User,
     /// The pod's network namespace (`None`: the host's network).
     pub(crate) netns: Option<&'a Path>,
     /// The pod's hostname.
@@ -24,8 +32,8 @@ pub(crate) struct BundleFacts<'a> {
     pub(crate) cgroups_path: &'a str,
 }
 
-/// The argv: `command` + `args`, like the kubelet (no image entrypoint is known here, so one
-/// of them must be set).
+/// The argv: `command` + `args` (the caller has already resolved them against the image's
+/// Entrypoint and Cmd, see [`crate::pull::local::argv`]).
 pub(crate) fn argv(config: &ContainerConfig) -> Vec<String> {
     config.command.iter().chain(&config.args).cloned().collect()
 }
@@ -63,7 +71,11 @@ pub(crate) fn config_json(config: &ContainerConfig, facts: &BundleFacts<'_>) -> 
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": {
+                "uid": facts.user.uid,
+                "gid": facts.user.gid,
+                "additionalGids": facts.user.additional_gids,
+            },
             "args": argv(config),
             "env": env,
             "cwd": config.working_dir.as_deref().unwrap_or("/"),
@@ -71,7 +83,7 @@ pub(crate) fn config_json(config: &ContainerConfig, facts: &BundleFacts<'_>) -> 
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true
         },
-        "root": {"path": facts.rootfs, "readonly": true},
+        "root": {"path": facts.rootfs, "readonly": facts.readonly_root},
         "hostname": facts.hostname,
         "mounts": mounts(config),
         "linux": {
@@ -88,6 +100,41 @@ pub(crate) fn config_json(config: &ContainerConfig, facts: &BundleFacts<'_>) -> 
             ]
         }
     })
+}
+
+/// Mounts `<bundle>/rootfs` as an overlay: `lower` (an image's unpacked root, shared and
+/// never written) under `<bundle>/upper` (this container's changes), with `<bundle>/work`.
+pub(crate) fn mount_overlay(lower: &Path, bundle: &Path) -> std::io::Result<()> {
+    let (root, upper, work) = (
+        bundle.join("rootfs"),
+        bundle.join("upper"),
+        bundle.join("work"),
+    );
+    for dir in [&root, &upper, &work] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| std::io::Error::other(format!("mounting the overlay root ({options}): {e}")))
+}
+
+/// Unmounts `<bundle>/rootfs` if it is mounted (lazily: runc may still be letting go).
+pub(crate) fn unmount_overlay(bundle: &Path) {
+    let root = bundle.join("rootfs");
+    if root.exists() {
+        let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// Docker's default capability set (what Kubernetes containers get unless told otherwise).
@@ -162,8 +209,15 @@ mod tests {
             },
             ..Default::default()
         };
+        let user = User {
+            uid: 1000,
+            gid: 50,
+            additional_gids: vec![7],
+        };
         let facts = BundleFacts {
             rootfs: Path::new("/images/busybox"),
+            readonly_root: true,
+            user: &user,
             netns: Some(Path::new("/run/netns/kn-1")),
             hostname: "web",
             cgroups_path: "/kube-node/x/c",
@@ -178,6 +232,10 @@ mod tests {
         );
         assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 25_000);
         assert_eq!(json["root"]["readonly"], true);
+        assert_eq!(
+            json["process"]["user"],
+            json!({"uid": 1000, "gid": 50, "additionalGids": [7]})
+        );
         let ns = json["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.contains(&json!({"type": "network", "path": "/run/netns/kn-1"})));
     }

@@ -1,7 +1,8 @@
 //! [`OciRuntime`]: a [`Runtime`] running real containers with `runc`.
 //!
 //! A container is an OCI bundle (`<root>/bundles/<id>/config.json`, see [`bundle`]) whose root
-//! is its image's directory, shared read-only (with a private tmpfs `/tmp`). Each container
+//! is an overlay over its pulled image's unpacked layers, or a registered image's directory
+//! shared read-only (with a private tmpfs `/tmp`). Each container
 //! runs under a foreground `runc run`, whose exit status is the container's: that is how exit
 //! codes are known without a shim. A pod's sandbox is a network namespace its containers join
 //! (see [`crate::net`]); limits go through cgroups (see [`crate::cgroup`]).
@@ -18,8 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult, LogOptions,
-    PodSandboxConfig, PodSandboxStatus, Runtime, RuntimeError, SandboxState,
+    AuthConfig, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult,
+    Image, ImageFsInfo, LogOptions, PodSandboxConfig, PodSandboxStatus, PulledImage, Runtime,
+    RuntimeError, SandboxState,
 };
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -31,6 +33,8 @@ use crate::persist::{
     self, ContainerRecord, ExitRecord, ExitWatcher, ExitsDir, Lifecycle, SandboxRecord, StateDir,
     Watched,
 };
+use crate::pull::local::{self, ImageService, Resolved};
+use crate::pull::{ImageStore, RegistryConfig};
 use bundle::BundleFacts;
 
 /// How long to wait for a container to die after SIGKILL before reporting failure.
@@ -135,7 +139,7 @@ struct State {
 struct Inner {
     root: PathBuf,
     runc: PathBuf,
-    images: HashMap<String, PathBuf>,
+    images: ImageService,
     network: PodNetwork,
     host_ip: String,
     cgroups: Cgroups,
@@ -331,6 +335,7 @@ impl Drop for Inner {
             }
             self.cgroups.kill_all(id);
             self.cgroups.remove(id);
+            bundle::unmount_overlay(&c.bundle);
         }
         for s in state.sandboxes.values() {
             if let Some(netns) = &s.netns {
@@ -349,10 +354,17 @@ impl Drop for Inner {
 /// Runs containers with `runc` (OCI). Cheap to clone; clones share state, and dropping the
 /// last clone kills every container it started and removes their cgroups and namespaces.
 ///
-/// * Images are local root filesystems registered with [`OciRuntimeBuilder::image`] (e.g. one
-///   made by [`crate::image::busybox_rootfs`]); nothing is pulled. References match with or
-///   without a `:latest` tag.
-/// * `command` + `args` form the argv (one of them must be set: image configs are not read).
+/// * Images are pulled from registries into an [`ImageStore`] (unpacked once each; a
+///   container's root is an overlay over it with a writable upper layer of its own), or are
+///   local root filesystems registered with [`OciRuntimeBuilder::image`] (e.g. one made by
+///   [`crate::image::busybox_rootfs`]), always present and never pulled. References are
+///   normalized as Docker does (`busybox` is `docker.io/library/busybox:latest`).
+/// * The argv follows the kubelet's four cases (`command` + `args`, `command`, image
+///   `Entrypoint` + `args`, `Entrypoint` + `Cmd`); the image's `Env` goes under the
+///   container's, its `WorkingDir` applies unless the container sets one, and its `User`
+///   unless `run_as_user` / `run_as_group` say otherwise (names resolved in the image's
+///   `/etc/passwd` and `/etc/group`). Registered images have no config: `command` or `args`
+///   must be set.
 /// * Every container of a pod joins the pod's network namespace ([`PodNetwork`], default
 ///   [`PodNetwork::Isolated`]); with [`PodNetwork::Cni`] the pod gets an IP on a bridge.
 /// * CPU limits become a CFS quota; memory limits are enforced on a cgroup the runtime owns,
@@ -374,7 +386,7 @@ impl fmt::Debug for OciRuntime {
         f.debug_struct("OciRuntime")
             .field("root", &self.inner.root)
             .field("network", &self.inner.network)
-            .field("images", &self.inner.images.keys().collect::<Vec<_>>())
+            .field("images", &self.inner.images)
             .finish_non_exhaustive()
     }
 }
@@ -386,6 +398,8 @@ pub struct OciRuntimeBuilder {
     runc: PathBuf,
     images: HashMap<String, PathBuf>,
     archives: Vec<(String, PathBuf)>,
+    image_store: Option<ImageStore>,
+    registries: RegistryConfig,
     network: PodNetwork,
     host_ip: String,
     keep_on_drop: bool,
@@ -428,6 +442,20 @@ impl OciRuntimeBuilder {
         archive: impl Into<PathBuf>,
     ) -> Self {
         self.archives.push((reference.into(), archive.into()));
+        self
+    }
+
+    /// Pulls images into `store` (default: a store under the runtime's root, `images/store`).
+    /// Clones of one store may be shared by runtimes.
+    pub fn image_store(mut self, store: ImageStore) -> Self {
+        self.image_store = Some(store);
+        self
+    }
+
+    /// Where the default image store pulls from: mirrors, plain-HTTP and TLS settings per
+    /// registry host (ignored with [`image_store`](Self::image_store)).
+    pub fn registries(mut self, registries: RegistryConfig) -> Self {
+        self.registries = registries;
         self
     }
 
@@ -491,6 +519,12 @@ impl OciRuntimeBuilder {
             })?;
             images.insert(reference.clone(), dest);
         }
+        let image_store = match self.image_store {
+            Some(store) => store,
+            None => ImageStore::open(root.join("images").join("store"), self.registries)
+                .map_err(|e| failed("new", e.to_string()))?,
+        };
+        let images = ImageService::new(&images, image_store);
         let store = StateDir::open(&root)?;
         let (state, watched) = adopt(&store);
         let inner = Arc::new(Inner {
@@ -526,6 +560,8 @@ impl OciRuntime {
             runc: PathBuf::from("runc"),
             images: HashMap::new(),
             archives: Vec::new(),
+            image_store: None,
+            registries: RegistryConfig::default(),
             network: PodNetwork::default(),
             host_ip: "127.0.0.1".into(),
             keep_on_drop: false,
@@ -547,25 +583,9 @@ impl OciRuntime {
         self.inner.state()
     }
 
-    /// The image's root, matching references as Docker normalizes them (`busybox`,
-    /// `busybox:latest` and `docker.io/library/busybox:latest` are one image).
-    fn rootfs(&self, image: &str) -> Option<&PathBuf> {
-        let normalize = |r: &str| {
-            let r = r.strip_prefix("docker.io/library/").unwrap_or(r);
-            let r = r.strip_prefix("docker.io/").unwrap_or(r);
-            let last = r.rsplit('/').next().unwrap_or(r);
-            if last.contains(':') || last.contains('@') {
-                r.to_string()
-            } else {
-                format!("{r}:latest")
-            }
-        };
-        let wanted = normalize(image);
-        self.inner
-            .images
-            .iter()
-            .find(|(name, _)| normalize(name) == wanted)
-            .map(|(_, dir)| dir)
+    /// The image store pulls go to.
+    pub fn image_store(&self) -> &ImageStore {
+        self.inner.images.store()
     }
 
     fn runc(&self) -> Command {
@@ -770,6 +790,33 @@ fn new_id() -> String {
 
 #[async_trait::async_trait]
 impl Runtime for OciRuntime {
+    /// Registered images are present and never pulled; others are pulled into the image
+    /// store (see [`ImageStore`]).
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+        _sandbox: Option<&PodSandboxConfig>,
+    ) -> Result<PulledImage, RuntimeError> {
+        self.inner.images.pull(image, auth).await
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
+        Ok(self.inner.images.status(image))
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
+        Ok(self.inner.images.list())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.inner.images.remove(image)
+    }
+
+    async fn image_fs_info(&self) -> Result<ImageFsInfo, RuntimeError> {
+        Ok(self.inner.images.fs_info())
+    }
+
     fn version(&self) -> String {
         "runc://1.1".to_string()
     }
@@ -856,25 +903,33 @@ impl Runtime for OciRuntime {
             .collect())
     }
 
-    /// Writes the container's bundle. Unknown images and empty argvs are
-    /// [`RuntimeError::InvalidArgument`].
+    /// Writes the container's bundle. For a pulled image the root is an overlay (the image's
+    /// unpacked layers below, a writable upper directory per container in the bundle) and the
+    /// argv, environment, working directory and user follow the image config as the kubelet
+    /// derives them. Unknown images and empty argvs are [`RuntimeError::InvalidArgument`].
     async fn create_container(
         &self,
         sandbox_id: &str,
         config: &ContainerConfig,
     ) -> Result<String, RuntimeError> {
-        if config.command.is_empty() && config.args.is_empty() {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "container {:?} has neither command nor args (image entrypoints are not read)",
-                config.name
-            )));
-        }
-        let rootfs = self.rootfs(&config.image).cloned().ok_or_else(|| {
+        let image = self.inner.images.resolve(&config.image).ok_or_else(|| {
             RuntimeError::InvalidArgument(format!(
-                "image {:?} is not in the local store",
+                "image {:?} is not present (pull it first)",
                 config.image
             ))
         })?;
+        let image_config = image.config();
+        let mut resolved = config.clone();
+        resolved.command = local::argv(config, image_config)?;
+        resolved.args = Vec::new();
+        resolved.env = local::env(config, image_config);
+        resolved.working_dir = local::working_dir(config, image_config);
+        let user = local::user(
+            image.rootfs(),
+            image_config.and_then(|c| c.user.as_deref()),
+            config.run_as_user,
+            config.run_as_group,
+        )?;
         let (netns, hostname) = {
             let state = self.state();
             let s = state
@@ -899,20 +954,35 @@ impl Runtime for OciRuntime {
             .prepare(&id, config.resources.memory_limit_bytes)
             .map_err(|e| failed("create_container", format!("creating cgroup: {e}")))?;
         let bundle = self.inner.root.join("bundles").join(&id);
+        let (rootfs, readonly_root) = match &image {
+            Resolved::Registered(dir) => (dir.clone(), true),
+            Resolved::Stored(_) => (bundle.join("rootfs"), false),
+        };
         let facts = BundleFacts {
             rootfs: &rootfs,
+            readonly_root,
+            user: &user,
             netns: netns.as_deref(),
             hostname: &hostname,
             cgroups_path: &cgroups_path,
         };
-        let json = bundle::config_json(config, &facts);
-        // Written synchronously (one small file): no await point between creating the cgroup
-        // and recording the container, so a cancelled call cannot leak the cgroup.
-        let written = std::fs::create_dir_all(&bundle)
-            .and_then(|()| std::fs::write(bundle.join("config.json"), json.to_string()));
+        let json = bundle::config_json(&resolved, &facts);
+        // Written synchronously (one small file, one mount): no await point between creating
+        // the cgroup and recording the container, so a cancelled call cannot leak the cgroup.
+        let written = std::fs::create_dir_all(&bundle).and_then(|()| {
+            if let Resolved::Stored(stored) = &image {
+                bundle::mount_overlay(&stored.rootfs, &bundle)?;
+            }
+            std::fs::write(bundle.join("config.json"), json.to_string())
+        });
         if let Err(e) = written {
+            bundle::unmount_overlay(&bundle);
+            let _ = std::fs::remove_dir_all(&bundle);
             self.inner.cgroups.remove(&id);
-            return Err(e.into());
+            return Err(failed(
+                "create_container",
+                format!("writing the bundle: {e}"),
+            ));
         }
         let log_path = self.inner.root.join("logs").join(format!("{id}.log"));
         let container = Container {
@@ -932,6 +1002,7 @@ impl Runtime for OciRuntime {
             exited: None,
         };
         if let Err(e) = self.inner.store.write_container(&id, &container.record()) {
+            bundle::unmount_overlay(&container.bundle);
             self.inner.cgroups.remove(&id);
             return Err(e.into());
         }
@@ -1007,6 +1078,7 @@ impl Runtime for OciRuntime {
         self.inner.cgroups.remove(container_id);
         if let Some(c) = removed {
             remove_file_if_exists(&c.log_path).await?;
+            bundle::unmount_overlay(&c.bundle);
             match tokio::fs::remove_dir_all(&c.bundle).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

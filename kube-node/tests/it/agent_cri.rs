@@ -10,11 +10,17 @@ use kube_node::CriRuntime;
 
 use crate::common::{Cluster, agent, eventually, first_container, pod, require};
 use crate::containerd_env::Containerd;
+use crate::registry::{REGISTRY_BIN, Registry, TestImage, require_tool};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A busybox container running `script`. The image is imported, not in any registry: an
+/// untagged name's default policy (`Always`) would pull it.
 fn sh(name: &str, script: &str) -> serde_json::Value {
-    serde_json::json!({"name": name, "image": "busybox", "command": ["sh", "-c", script]})
+    serde_json::json!({
+        "name": name, "image": "busybox", "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", script]
+    })
 }
 
 async fn logs(runtime: &CriRuntime, pod: &str, previous: bool) -> String {
@@ -257,5 +263,139 @@ async fn containerd_liveness_grace_and_agent_restart() {
     })
     .await;
     second.shutdown().await;
+    containerd.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_pulls_through_a_mirror_and_with_credentials() {
+    use kube_core::runtime::{AuthConfig, PodSandboxConfig, RuntimeError};
+    if !require("containerd") || !require("runc") || !require_tool(REGISTRY_BIN) {
+        return;
+    }
+    // docker.io is mirrored by one registry; another is private (htpasswd).
+    let mirror = Registry::start();
+    let image = TestImage::busybox(
+        &["/bin/sh", "-c", "echo entrypoint \"$@\" $IMAGE_VAR", "--"],
+        &["from-cmd"],
+    );
+    let digest = mirror.push("library/app", "1", &image).await;
+    let private = Registry::builder().htpasswd("alice", "s3cret").start();
+    private
+        .push("team/app", "1", &TestImage::busybox(&[], &["sh"]))
+        .await;
+    let containerd = Containerd::start_with_registries(
+        "kn-cri-t3",
+        "10.219.0.0/24",
+        Some(&mirror.host()),
+        &[&private.host()],
+    )
+    .unwrap();
+    let runtime = containerd.runtime().await.unwrap();
+
+    assert_eq!(runtime.image_status("app:1").await.unwrap(), None);
+    let sandbox = PodSandboxConfig {
+        metadata: kube_core::runtime::PodSandboxMetadata {
+            name: "entry".into(),
+            namespace: "default".into(),
+            uid: "u-entry".into(),
+            attempt: 0,
+        },
+        ..Default::default()
+    };
+    let pulled = runtime
+        .pull_image("app:1", None, Some(&sandbox))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", containerd.log()));
+    assert_eq!(pulled.image_ref, format!("docker.io/library/app@{digest}"));
+    assert_eq!(pulled.id, image.id());
+    assert!(pulled.size_bytes > 0);
+    let status = runtime.image_status("app:1").await.unwrap().unwrap();
+    assert_eq!(status.repo_tags, ["docker.io/library/app:1"]);
+    assert!(
+        runtime
+            .list_images()
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id == pulled.id)
+    );
+    // containerd measures its snapshots' usage every 10 s or so: `used_bytes` may still be 0.
+    let fs = runtime.image_fs_info().await.unwrap();
+    assert!(
+        fs.mountpoint.contains("snapshotter") && fs.capacity_bytes >= fs.available_bytes,
+        "{fs:?}"
+    );
+    assert!(fs.capacity_bytes > 0, "{fs:?}");
+
+    // A pod of that image with no command runs the image's Entrypoint and Cmd.
+    let cluster = Cluster::start(agent(Arc::new(runtime.clone())).build().unwrap());
+    let pods = cluster.pods();
+    pods.create(&pod(
+        "entry",
+        "Never",
+        serde_json::json!([{"name": "c", "image": "app:1"}]),
+    ))
+    .await
+    .unwrap();
+    cluster.wait_phase("entry", "Succeeded", WAIT).await;
+    assert_eq!(
+        logs(&runtime, "entry", false).await,
+        "entrypoint from-cmd from-image\n"
+    );
+
+    // An image nobody pulled yet: the node agent has containerd pull it (through the
+    // mirror), then runs it.
+    let web = TestImage::busybox(&["/bin/sh", "-c", "echo web \"$@\"", "--"], &["up"]);
+    mirror.push("library/web", "1", &web).await;
+    pods.create(&pod(
+        "web",
+        "Never",
+        serde_json::json!([{"name": "c", "image": "web:1"}]),
+    ))
+    .await
+    .unwrap();
+    cluster.wait_phase("web", "Succeeded", WAIT).await;
+    assert_eq!(logs(&runtime, "web", false).await, "web up\n");
+    let held = runtime.image_status("web:1").await.unwrap();
+    assert_eq!(held.map(|i| i.id), Some(web.id()));
+
+    // Credentials go to the registry as CRI's AuthConfig; a wrong password gives its 401.
+    let reference = private.reference("team/app", "1");
+    let wrong = AuthConfig::basic(private.host(), "alice", "wrong");
+    match runtime.pull_image(&reference, Some(&wrong), None).await {
+        Err(RuntimeError::Failed { operation, message }) => {
+            assert_eq!(operation, "pull_image");
+            assert!(message.contains("401 Unauthorized"), "{message}");
+        }
+        other => panic!("expected the registry's refusal, got {other:?}"),
+    }
+    let right = AuthConfig::basic(private.host(), "alice", "s3cret");
+    let pulled = runtime
+        .pull_image(&reference, Some(&right), None)
+        .await
+        .unwrap();
+    assert!(
+        pulled
+            .image_ref
+            .starts_with(&format!("{}/team/app@sha256:", private.host())),
+        "{pulled:?}"
+    );
+    runtime.remove_image(&reference).await.unwrap();
+    assert_eq!(runtime.image_status(&reference).await.unwrap(), None);
+    runtime.remove_image(&reference).await.unwrap();
+
+    for name in ["entry", "web"] {
+        pods.delete(name, &Preconditions::default()).await.unwrap();
+    }
+    eventually(WAIT, "sandboxes removed", || async {
+        runtime
+            .list_pod_sandboxes()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
     containerd.stop().await.unwrap();
 }

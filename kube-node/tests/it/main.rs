@@ -4,6 +4,7 @@
 mod agent_cri;
 mod agent_docker;
 mod agent_fake;
+mod agent_images;
 mod agent_oci;
 mod agent_process;
 mod common;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kube_core::runtime::{
-    ContainerConfig, ContainerFilter, ContainerStatus, ExecResult, LogOptions, PodSandboxConfig,
-    PodSandboxStatus, Runtime, RuntimeError,
+    AuthConfig, ContainerConfig, ContainerFilter, ContainerStatus, ExecResult, Image, ImageFsInfo,
+    LogOptions, PodSandboxConfig, PodSandboxStatus, PulledImage, Runtime, RuntimeError,
 };
 use kube_node::FakeRuntime;
 
@@ -133,5 +133,30 @@ impl Runtime for NodeRuntime {
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
         self.fake.exec_sync(container_id, cmd, timeout).await
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+        sandbox: Option<&PodSandboxConfig>,
+    ) -> Result<PulledImage, RuntimeError> {
+        self.fake.pull_image(image, auth, sandbox).await
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
+        self.fake.image_status(image).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
+        self.fake.list_images().await
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.fake.remove_image(image).await
+    }
+
+    async fn image_fs_info(&self) -> Result<ImageFsInfo, RuntimeError> {
+        self.fake.image_fs_info().await
     }
 }
