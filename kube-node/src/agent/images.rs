@@ -277,11 +277,20 @@ impl Agent {
                 Err(_) => None,
             };
             if let Some(secret) = secret {
+                // `stringData` too, for secrets written to the store without the API
+                // server (which folds it into `data`).
                 let data = secret
                     .data
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(k, v)| (k, v.0))
+                    .chain(
+                        secret
+                            .string_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes())),
+                    )
                     .collect();
                 let typ = secret.type_.as_deref().unwrap_or_default();
                 if let Err(e) = keyring.add_secret(typ, &data) {

@@ -365,3 +365,31 @@ async fn image_gc_frees_unused_images_and_never_used_ones() {
     assert!(status.is_some());
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_be_created_is_an_event_and_is_retried() {
+    let fake = FakeRuntime::new();
+    fake.fail_next(
+        FakeOp::RunPodSandbox,
+        "failed to find plugin \"bridge\" in path [/usr/lib/cni]",
+    );
+    let cluster = start(&fake);
+    cluster
+        .pods()
+        .create(&pod(
+            "web",
+            "Always",
+            serde_json::json!([{"name": "c", "image": "web:1"}]),
+        ))
+        .await
+        .unwrap();
+    let message = wait_event(&cluster, "web", "FailedCreatePodSandBox").await;
+    assert!(
+        message.starts_with("Failed to create pod sandbox: ")
+            && message.contains("failed to find plugin \"bridge\""),
+        "{message}"
+    );
+    // The next attempt works.
+    cluster.wait_phase("web", "Running", WAIT).await;
+    cluster.shutdown().await;
+}

@@ -7,6 +7,7 @@ mod agent_fake;
 mod agent_images;
 mod agent_oci;
 mod agent_process;
+mod agent_pull;
 mod common;
 mod container_gc;
 mod containerd_env;
