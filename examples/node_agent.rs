@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use examples::cluster::{NodeConfig, RemoteNode, RuntimeKind};
 use kube_store::RemoteAuth;
 
-const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|docker|fake] [--index N] [--heartbeat-interval-ms MS] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH]";
+const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|docker|containerd|fake] [--index N] [--heartbeat-interval-ms MS] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH] [--cri-socket PATH]";
 
 fn parse_args() -> anyhow::Result<NodeConfig> {
     let mut server = None;

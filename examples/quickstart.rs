@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example quickstart
-//! cargo run --release --example quickstart -- --listen 127.0.0.1:6443 --data-dir DIR --nodes 2 --runtime process|oci|fake --store durable|memory
+//! cargo run --release --example quickstart -- --listen 127.0.0.1:6443 --data-dir DIR --nodes 2 --runtime process|oci|docker|containerd|fake --store durable|memory
 //! cargo run --release --features etcd --example quickstart -- --store etcd --etcd-endpoints http://127.0.0.1:2379
 //! ```
 //!
@@ -14,7 +14,10 @@
 //! `busybox` and `busybox:1.36` run on the host's `/bin/busybox` unless a registry is
 //! configured) when running as root with runc and busybox-static installed, else `process`
 //! (commands as host processes); the first lines it prints say which and why. `--runtime
-//! docker` runs pods through Docker. `--registry-mirror docker.io=http://127.0.0.1:5000`
+//! docker` runs pods through Docker (`--docker-socket PATH`, default `/var/run/docker.sock`),
+//! `--runtime containerd` (or `cri`) through containerd's CRI (`--cri-socket PATH`, default
+//! `/run/containerd/containerd.sock`); both pull images with their own registry settings.
+//! `--registry-mirror docker.io=http://127.0.0.1:5000`
 //! (repeatable) pulls through a mirror; `--registries-config DIR` reads containerd-style
 //! `DIR/<host>/hosts.toml` files; `--credentials-file` is a Docker `config.json` for every
 //! pull.
@@ -30,7 +33,7 @@ use examples::cluster::{ClusterConfig, LocalCluster, StoreKind};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: quickstart [--listen ADDR:PORT] [--data-dir DIR] [--nodes N] [--runtime process|oci|docker|fake] [--store durable|memory|etcd] [--etcd-endpoints URL,...] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH]";
+const USAGE: &str = "usage: quickstart [--listen ADDR:PORT] [--data-dir DIR] [--nodes N] [--runtime process|oci|docker|containerd|fake] [--store durable|memory|etcd] [--etcd-endpoints URL,...] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH] [--cri-socket PATH]";
 
 fn parse_args() -> anyhow::Result<ClusterConfig> {
     let mut config = ClusterConfig::default();

@@ -36,6 +36,10 @@ pub enum RuntimeKind {
     /// Containers run by Docker (`DockerRuntime`, over the Engine API's unix socket): Docker
     /// pulls the images (with its own registry mirrors) and runs a sandbox container per pod.
     Docker,
+    /// Containers run by containerd over CRI (`CriRuntime`, over its unix socket):
+    /// containerd pulls the images (with its own registry configuration) and runs the pod
+    /// sandboxes on its own CNI network.
+    Cri,
 }
 
 /// Where the nodes' images come from.
@@ -53,12 +57,17 @@ pub struct ImageOptions {
     pub credentials_file: Option<PathBuf>,
     /// The Docker Engine socket for [`RuntimeKind::Docker`] (default `/var/run/docker.sock`).
     pub docker_socket: Option<PathBuf>,
+    /// containerd's CRI socket for [`RuntimeKind::Cri`] (default [`DEFAULT_CRI_SOCKET`]).
+    pub cri_socket: Option<PathBuf>,
 }
+
+/// Where containerd serves CRI unless `--cri-socket` says otherwise.
+pub const DEFAULT_CRI_SOCKET: &str = "/run/containerd/containerd.sock";
 
 impl ImageOptions {
     /// Takes one of the image flags (`--registry-mirror`, `--registries-config`,
-    /// `--credentials-file`, `--docker-socket`) with its value; `false` if `flag` is none of
-    /// them.
+    /// `--credentials-file`, `--docker-socket`, `--cri-socket`) with its value; `false` if
+    /// `flag` is none of them.
     pub fn flag(&mut self, flag: &str, value: &str) -> anyhow::Result<bool> {
         match flag {
             "--registry-mirror" => {
@@ -75,13 +84,14 @@ impl ImageOptions {
             }
             "--credentials-file" => self.credentials_file = Some(PathBuf::from(value)),
             "--docker-socket" => self.docker_socket = Some(PathBuf::from(value)),
+            "--cri-socket" => self.cri_socket = Some(PathBuf::from(value)),
             _ => return Ok(false),
         }
         Ok(true)
     }
 
     /// The flags [`ImageOptions::flag`] takes, for usage lines.
-    pub const USAGE: &str = "[--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH]";
+    pub const USAGE: &str = "[--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH] [--cri-socket PATH]";
 }
 
 /// Where Debian's `busybox-static` puts the binary the OCI image is built from.
@@ -147,9 +157,12 @@ impl std::str::FromStr for RuntimeKind {
         match s {
             "process" => Ok(Self::Process),
             "docker" => Ok(Self::Docker),
+            "containerd" | "cri" => Ok(Self::Cri),
             "oci" => Ok(Self::Oci),
             "fake" => Ok(Self::Fake),
-            other => anyhow::bail!("unknown runtime {other:?} (expected process, oci or fake)"),
+            other => anyhow::bail!(
+                "unknown runtime {other:?} (expected process, oci, docker, containerd or fake)"
+            ),
         }
     }
 }
@@ -401,6 +414,17 @@ async fn node_runtime(
                 builder = builder.socket(socket);
             }
             Arc::new(builder.build().await.context("connecting to Docker")?)
+        }
+        RuntimeKind::Cri => {
+            let socket = options
+                .cri_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CRI_SOCKET));
+            // Container logs go where the agent reads them back: containerd writes them.
+            let runtime = kube_node::CriRuntime::connect(&socket, dir.join("pods"))
+                .await
+                .with_context(|| format!("connecting to containerd at {}", socket.display()))?;
+            Arc::new(runtime)
         }
     })
 }

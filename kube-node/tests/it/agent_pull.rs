@@ -26,7 +26,7 @@ fn pull_secret(name: &str, host: &str, user: &str, password: &str) -> Secret {
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config.to_string())},
     }))
-    .unwrap()
+    .expect("a valid Secret")
 }
 
 /// A pod of `image` with no command, pulling with `secret` if given.
@@ -44,7 +44,7 @@ fn pod(name: &str, image: &str, secret: Option<&str>) -> kube_core::api::Pod {
         "metadata": {"name": name, "namespace": "default"},
         "spec": spec,
     }))
-    .unwrap()
+    .expect("a valid Pod")
 }
 
 #[tokio::test]
