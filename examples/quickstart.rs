@@ -87,12 +87,20 @@ async fn main() -> anyhow::Result<()> {
     if !runtime_explicit {
         println!("{}", examples::cluster::RuntimeKind::detect_with_reason().1);
     }
-    if config.runtime == examples::cluster::RuntimeKind::Oci && !config.images.configured {
+    if config.runtime == examples::cluster::RuntimeKind::Oci
+        && !config.images.configured
+        && std::path::Path::new("/bin/busybox").is_file()
+    {
         println!(
             "images: pulled from their registries; busybox and busybox:1.36 run on the host's /bin/busybox (--registry-mirror or --registries-config pulls them too)"
         );
     }
-    if let Some(why) = examples::cluster::pod_network_unavailable() {
+    // Docker and containerd give pods their own network; the other runtimes use ours.
+    let uses_our_network = matches!(
+        config.runtime,
+        examples::cluster::RuntimeKind::Process | examples::cluster::RuntimeKind::Oci
+    );
+    if let Some(why) = examples::cluster::pod_network_unavailable().filter(|_| uses_our_network) {
         println!("pod network: the host's (pods get no IP of their own): {why}");
     }
     let nodes = config.nodes;

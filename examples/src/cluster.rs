@@ -99,7 +99,7 @@ const BUSYBOX: &str = kube_node::image::HOST_BUSYBOX;
 
 impl RuntimeKind {
     /// The default for this machine: [`RuntimeKind::Oci`] when running as root with `runc`
-    /// on `PATH` and a static busybox to build the image from, else [`RuntimeKind::Process`].
+    /// on `PATH` and overlayfs in the kernel, else [`RuntimeKind::Process`].
     pub fn detect() -> Self {
         Self::detect_with_reason().0
     }
@@ -109,19 +109,21 @@ impl RuntimeKind {
     pub fn detect_with_reason() -> (Self, String) {
         let runc = std::env::var_os("PATH")
             .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("runc").is_file()));
-        let busybox = Path::new(BUSYBOX).is_file();
-        let missing = match (is_root(), runc, busybox) {
+        // Pulled images run on overlay mounts.
+        let overlayfs = std::fs::read_to_string("/proc/filesystems").is_ok_and(|fs| {
+            fs.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        });
+        let missing = match (is_root(), runc, overlayfs) {
             (true, true, true) => {
                 return (
                     Self::Oci,
-                    "runtime: runc containers (root, runc and busybox found)".into(),
+                    "runtime: runc containers (root, runc and overlayfs found)".into(),
                 );
             }
             (false, _, _) => "not running as root",
             (true, false, _) => "runc not found on PATH (Debian package runc)",
-            (true, true, false) => {
-                "no static busybox at /bin/busybox (Debian package busybox-static)"
-            }
+            (true, true, false) => "the kernel has no overlayfs (modprobe overlay)",
         };
         (
             Self::Process,
@@ -395,7 +397,7 @@ async fn node_runtime(
                 .root_dir(dir)
                 .network(pod_network(index))
                 .registries(options.registries.clone());
-            if !options.configured {
+            if !options.configured && Path::new(BUSYBOX).is_file() {
                 let rootfs = busybox_image(images)?;
                 for reference in OCI_IMAGES {
                     builder = builder.image(reference, &rootfs);

@@ -11,4 +11,5 @@ mod kube_rs;
 mod kubectl;
 mod multi_host;
 mod multi_process;
+mod runtimes;
 mod token_volume;

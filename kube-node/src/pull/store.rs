@@ -14,7 +14,7 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -590,10 +590,28 @@ async fn pull_from(
         (None, Some(t)) => Reference::with_tag(endpoint.host.clone(), repository, t.to_owned()),
         (None, None) => Reference::with_tag(endpoint.host.clone(), repository, "latest".into()),
     };
-    let (top, _) = client
-        .pull_manifest_raw(&reference, auth, ACCEPT)
-        .await
-        .map_err(registry_err)?;
+    let (top, _) = match client.pull_manifest_raw(&reference, auth, ACCEPT).await {
+        Ok(pulled) => pulled,
+        // With token authentication (Docker Hub's), oci-client gets the bearer token on the
+        // first request but ignores a failed token request and sends that request without a
+        // token: a wrong password shows only as the registry's "authentication required".
+        // Asking for the token again, explicitly, reports why the token server refused it
+        // (`{"details":"incorrect username or password"}`); if it is granted, the registry's
+        // refusal stands (an anonymous token without access to a private repository).
+        Err(e @ OciDistributionError::UnauthorizedError { .. }) => {
+            return Err(
+                match client.auth(&reference, auth, RegistryOperation::Pull).await {
+                    Err(refused) => PullError::Registry {
+                        image: image.clone(),
+                        endpoint: endpoint.url(),
+                        reason: format!("getting a token: {}", reason(&refused)),
+                    },
+                    Ok(_) => registry_err(e),
+                },
+            );
+        }
+        Err(e) => return Err(registry_err(e)),
+    };
     let top_digest = sha256(&top);
     if let Some(wanted) = name.digest() {
         if wanted != top_digest {

@@ -6,7 +6,7 @@ use kube_core::runtime::AuthConfig;
 use kube_node::pull::reference::normalize;
 use kube_node::pull::{HostConfig, ImageStore, Platform, PullError, RegistryConfig};
 
-use crate::registry::{Registry, TestImage, host_arch, require_tool};
+use crate::registry::{Registry, TOKEN_REFUSAL, TestImage, TokenRequest, host_arch, require_tool};
 
 fn store(dir: &std::path::Path) -> ImageStore {
     ImageStore::open(dir.join("store"), RegistryConfig::default()).expect("the store opens")
@@ -208,6 +208,145 @@ async fn a_private_tls_registry_needs_the_right_credentials() {
     let good = AuthConfig::basic(registry.host(), "alice", "s3cret");
     let pulled = store.pull(&name, Some(&good)).await.unwrap();
     assert_eq!(pulled.id, image.id());
+}
+
+// ---- Docker Hub's token authentication ----
+
+/// A token-auth registry (user `alice`, password `s3cret`) holding `image` as `private/app:1`
+/// and `public/app:1`, and an empty store; `None` if the registry is not installed.
+async fn token_registry(dir: &std::path::Path) -> Option<(Registry, TestImage, ImageStore)> {
+    if !require_tool(crate::registry::REGISTRY_BIN) {
+        return None;
+    }
+    let registry = Registry::builder().token_auth("alice", "s3cret").start();
+    let image = TestImage::busybox(&[], &["/bin/sh"]);
+    registry.push("private/app", "1", &image).await;
+    registry.push("public/app", "1", &image).await;
+    Some((registry, image, store(dir)))
+}
+
+/// The token requests made since `before` of them.
+fn token_requests_since(registry: &Registry, before: usize) -> Vec<TokenRequest> {
+    let requests = registry.token_server().expect("a token server").requests();
+    requests[before..].to_vec()
+}
+
+fn token_request(user: Option<&str>, scope: &str, status: u16, granted: &[&str]) -> TokenRequest {
+    TokenRequest {
+        user: user.map(str::to_owned),
+        scopes: vec![scope.to_owned()],
+        status,
+        granted: granted.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn token_auth_pulls_with_a_bearer_token_from_the_realm() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((registry, image, store)) = token_registry(dir.path()).await else {
+        return;
+    };
+    // Without a token the registry challenges, as Docker Hub does.
+    assert!(registry.log().contains("\"GET /v2/ HTTP/1.1\" 401"));
+    let before = registry.token_server().unwrap().requests().len();
+    let name = normalize(&registry.reference("private/app", "1")).unwrap();
+    let good = AuthConfig::basic(registry.host(), "alice", "s3cret");
+    let pulled = store.pull(&name, Some(&good)).await.unwrap();
+    assert_eq!(pulled.id, image.id());
+    assert!(pulled.rootfs.join("bin/busybox").is_file());
+    // One token for the manifest and every blob, asked with the basic credentials.
+    let scope = "repository:private/app:pull";
+    assert_eq!(
+        token_requests_since(&registry, before),
+        [token_request(Some("alice"), scope, 200, &[scope])]
+    );
+    // The registry authorized the manifest and blob requests by their bearer token (it
+    // accepts nothing else), and served them.
+    let log = registry.log();
+    for path in [
+        "/v2/private/app/manifests/1",
+        "/v2/private/app/blobs/sha256:",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("msg=\"authorized request\"")
+                && l.contains("http.request.method=GET")
+                // (logrus quotes values with a `:`)
+                && (l.contains(&format!("http.request.uri={path}"))
+                    || l.contains(&format!("http.request.uri=\"{path}")))),
+            "no bearer-authorized GET {path} in\n{log}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("\"GET {path}")) && l.contains("HTTP/1.1\" 200 ")),
+            "no GET {path} served in\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_auth_with_a_wrong_password_fails_with_the_token_servers_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((registry, _, store)) = token_registry(dir.path()).await else {
+        return;
+    };
+    let before = registry.token_server().unwrap().requests().len();
+    let name = normalize(&registry.reference("private/app", "1")).unwrap();
+    let wrong = AuthConfig::basic(registry.host(), "alice", "wrong");
+    let err = store.pull(&name, Some(&wrong)).await.unwrap_err();
+    assert!(matches!(err, PullError::Registry { .. }), "{err:?}");
+    // The token server's reason, not only the registry's "authentication required".
+    assert!(
+        err.to_string()
+            .contains(&format!("getting a token: unauthorized: {TOKEN_REFUSAL}")),
+        "{err}"
+    );
+    // Two token requests: oci-client's (refused, then ignored: it sends the manifest request
+    // without a token and gets the registry's 401) and the store's, asking why.
+    let asked = token_requests_since(&registry, before);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let scope = "repository:private/app:pull";
+    for request in asked {
+        assert_eq!(request, token_request(Some("alice"), scope, 401, &[]));
+    }
+    assert!(store.list().is_empty());
+}
+
+#[tokio::test]
+async fn token_auth_anonymous_pulls_get_public_repositories_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((registry, image, store)) = token_registry(dir.path()).await else {
+        return;
+    };
+    // A private repository: the anonymous token grants nothing, the registry refuses it.
+    let before = registry.token_server().unwrap().requests().len();
+    let private = normalize(&registry.reference("private/app", "1")).unwrap();
+    let err = store.pull(&private, None).await.unwrap_err();
+    assert!(matches!(err, PullError::Registry { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("unauthorized: authentication required"),
+        "{err}"
+    );
+    let asked = token_requests_since(&registry, before);
+    assert!(!asked.is_empty());
+    for request in &asked {
+        assert_eq!(
+            *request,
+            token_request(None, "repository:private/app:pull", 200, &[])
+        );
+    }
+    assert!(store.list().is_empty());
+
+    // A public one: an anonymous token for it, and the pull works.
+    let before = before + asked.len();
+    let public = normalize(&registry.reference("public/app", "1")).unwrap();
+    let pulled = store.pull(&public, None).await.unwrap();
+    assert_eq!(pulled.id, image.id());
+    let scope = "repository:public/app:pull";
+    assert_eq!(
+        token_requests_since(&registry, before),
+        [token_request(None, scope, 200, &[scope])]
+    );
 }
 
 #[tokio::test]

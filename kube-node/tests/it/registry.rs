@@ -9,13 +9,16 @@
 //! ```
 //!
 //! `Registry::builder().htpasswd("user", "pw").tls().start()` serves a private registry over
-//! TLS with a self-signed certificate (`ca_pem()`). Everything here compiles on its own too,
-//! so the `image_pull` bench includes this file with `#[path]`.
+//! TLS with a self-signed certificate (`ca_pem()`); `Registry::builder().token_auth("user",
+//! "pw").start()` authenticates as Docker Hub does, with bearer tokens from a token server in
+//! this process ([`TokenServer`]). Everything here compiles on its own too, so the
+//! `image_pull` bench includes this file with `#[path]`.
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -73,6 +76,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct RegistryBuilder {
     htpasswd: Option<(String, String)>,
+    token: Option<(String, String)>,
     tls: bool,
 }
 
@@ -80,6 +84,14 @@ impl RegistryBuilder {
     /// Requires basic authentication as `user` / `password` (an htpasswd file, bcrypt).
     pub(crate) fn htpasswd(mut self, user: &str, password: &str) -> Self {
         self.htpasswd = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Requires bearer tokens, as Docker Hub does, from a [`TokenServer`] started with the
+    /// registry: `user` / `password` may pull and push every repository, anonymous requests
+    /// may pull repositories under `public/` only.
+    pub(crate) fn token_auth(mut self, user: &str, password: &str) -> Self {
+        self.token = Some((user.to_owned(), password.to_owned()));
         self
     }
 
@@ -129,6 +141,21 @@ impl RegistryBuilder {
                 file.display()
             ));
         }
+        let mut token = None;
+        if let Some((user, password)) = &self.token {
+            let server = TokenServer::start(user, password);
+            let bundle = dir.path().join("token-ca.pem");
+            std::fs::write(&bundle, server.cert_pem()).expect("write token cert bundle");
+            // `info` logs each request with the user its token names (`auth.user.name`).
+            config = config.replace("level: warn", "level: info");
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: \
+                 {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                server.realm(),
+                bundle.display()
+            ));
+            token = Some(server);
+        }
         let config_file = dir.path().join("config.yml");
         std::fs::write(&config_file, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
@@ -145,7 +172,8 @@ impl RegistryBuilder {
             dir,
             port,
             ca_pem,
-            auth: self.htpasswd,
+            auth: self.htpasswd.or(self.token),
+            token,
         };
         registry.wait_ready();
         registry
@@ -160,6 +188,7 @@ pub(crate) struct Registry {
     port: u16,
     ca_pem: Option<String>,
     auth: Option<(String, String)>,
+    token: Option<TokenServer>,
 }
 
 impl Registry {
@@ -191,6 +220,16 @@ impl Registry {
     /// The self-signed certificate (PEM) of a TLS registry.
     pub(crate) fn ca_pem(&self) -> Option<&str> {
         self.ca_pem.as_deref()
+    }
+
+    /// The token server of a `token_auth` registry.
+    pub(crate) fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
+    }
+
+    /// The registry's log so far (access log lines, and at `info` its request log).
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
     /// The registry's storage root.
@@ -366,6 +405,326 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `service` of a token-auth registry (the tokens' audience).
+pub(crate) const TOKEN_SERVICE: &str = "test-registry";
+/// The issuer the registry trusts.
+pub(crate) const TOKEN_ISSUER: &str = "test-issuer";
+/// What the token server answers wrong credentials with (Docker Hub's words).
+pub(crate) const TOKEN_REFUSAL: &str = r#"{"details":"incorrect username or password"}"#;
+
+/// One request to a [`TokenServer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TokenRequest {
+    /// The basic-auth user; `None` for an anonymous request.
+    pub(crate) user: Option<String>,
+    /// Its `scope` parameters (`repository:NAME:ACTIONS`).
+    pub(crate) scopes: Vec<String>,
+    /// The response's status.
+    pub(crate) status: u16,
+    /// What the issued token grants, as scopes (`repository:public/app:pull`); may be empty.
+    pub(crate) granted: Vec<String>,
+}
+
+/// A Docker-style token server (the `realm` of `WWW-Authenticate: Bearer`) on a loopback port,
+/// served by its own thread: `GET /token?service=…&scope=repository:NAME:ACTIONS`, with basic
+/// credentials or none, answers `{"token": JWT}`, a JWT signed (ES256) by a key whose
+/// self-signed certificate is the registry's `rootcertbundle`, carried in the `x5c` header
+/// (Distribution's `VerifySigningKey` takes the key from the `x5c` chain it verifies against
+/// that bundle). Wrong credentials get `401` and [`TOKEN_REFUSAL`]; like Docker Hub, an
+/// anonymous request gets a token granting pull of `public/…` repositories and nothing else.
+pub(crate) struct TokenServer {
+    port: u16,
+    cert_pem: String,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TokenServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenServer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the token server's handler needs.
+struct TokenIssuer {
+    user: String,
+    password: String,
+    key: ring::signature::EcdsaKeyPair,
+    /// The certificate, base64 DER, for `x5c`.
+    cert_b64: String,
+    rng: ring::rand::SystemRandom,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
+}
+
+impl TokenServer {
+    /// Starts a token server accepting `user` / `password`.
+    pub(crate) fn start(user: &str, password: &str) -> Self {
+        use base64::Engine;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("P-256 key");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("P-256 key pair");
+        let cert_key = rcgen::KeyPair::try_from(pkcs8.as_ref()).expect("rcgen key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, TOKEN_ISSUER);
+        let cert = params.self_signed(&cert_key).expect("token certificate");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let issuer = Arc::new(TokenIssuer {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            key,
+            cert_b64: base64::engine::general_purpose::STANDARD.encode(cert.der()),
+            rng,
+            requests: requests.clone(),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("token server port");
+        let port = listener.local_addr().expect("token server address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let (shutdown, stopped) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("token server runtime")
+                .block_on(serve_tokens(listener, issuer, stopped));
+        });
+        Self {
+            port,
+            cert_pem: cert.pem(),
+            requests,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/token`.
+    pub(crate) fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// The signing key's certificate (PEM): the registry's `rootcertbundle`.
+    pub(crate) fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Every request served so far, oldest first.
+    pub(crate) fn requests(&self) -> Vec<TokenRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve_tokens(
+    listener: std::net::TcpListener,
+    issuer: Arc<TokenIssuer>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let issuer = issuer.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = issuer.answer(&req);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `%XX` and `+` decoded (a query parameter).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenIssuer {
+    fn answer<B>(
+        &self,
+        req: &hyper::Request<B>,
+    ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        use base64::Engine;
+        let query: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+            .collect();
+        let scopes: Vec<String> = query
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let service_ok = query
+            .iter()
+            .any(|(k, v)| k == "service" && v == TOKEN_SERVICE);
+        let credentials = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|c| c.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
+        let user = credentials.as_ref().map(|(u, _)| u.clone());
+        let mut record = TokenRequest {
+            user: user.clone(),
+            scopes: scopes.clone(),
+            status: 200,
+            granted: Vec::new(),
+        };
+        let response = if req.uri().path() != "/token" || !service_ok {
+            record.status = 400;
+            respond(400, r#"{"details":"unknown service"}"#.to_owned())
+        } else if credentials
+            .as_ref()
+            .is_some_and(|(u, p)| *u != self.user || *p != self.password)
+        {
+            record.status = 401;
+            respond(401, TOKEN_REFUSAL.to_owned())
+        } else {
+            let mut access = Vec::new();
+            for scope in &scopes {
+                // `repository:NAME:ACTIONS`; NAME may hold `:` (a registry port), ACTIONS not.
+                let (Some((kind, rest)), Some((_, actions))) =
+                    (scope.split_once(':'), scope.rsplit_once(':'))
+                else {
+                    continue;
+                };
+                let Some((name, _)) = rest.rsplit_once(':') else {
+                    continue;
+                };
+                let allowed: &[&str] = match (&user, kind) {
+                    (_, k) if k != "repository" => &[],
+                    (Some(_), _) => &["pull", "push"],
+                    (None, _) if name.starts_with("public/") => &["pull"],
+                    (None, _) => &[],
+                };
+                let granted: Vec<&str> =
+                    actions.split(',').filter(|a| allowed.contains(a)).collect();
+                if !granted.is_empty() {
+                    record
+                        .granted
+                        .push(format!("{kind}:{name}:{}", granted.join(",")));
+                    access.push(serde_json::json!({
+                        "type": kind, "name": name, "actions": granted,
+                    }));
+                }
+            }
+            let token = self.sign(user.as_deref().unwrap_or(""), access);
+            let body = serde_json::json!({
+                "token": token, "access_token": token, "expires_in": 300,
+            });
+            respond(200, body.to_string())
+        };
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+        response
+    }
+
+    /// A compact JWS (ES256) of the claims Distribution checks (`iss`, `aud`, `exp`, `nbf`;
+    /// `access` for authorization), its key found by the `x5c` certificate chain.
+    fn sign(&self, subject: &str, access: Vec<serde_json::Value>) -> String {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [self.cert_b64]});
+        let claims = serde_json::json!({
+            "iss": TOKEN_ISSUER,
+            "sub": subject,
+            "aud": TOKEN_SERVICE,
+            "exp": now + 300,
+            "nbf": now,
+            "iat": now,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        // ECDSA_P256_SHA256_FIXED: `r || s`, as JWS (and libtrust) want, not DER.
+        let signature = self
+            .key
+            .sign(&self.rng, signing_input.as_bytes())
+            .expect("ES256 signature");
+        format!("{signing_input}.{}", b64(signature.as_ref()))
+    }
+}
+
+fn respond(status: u16, body: String) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn free_port() -> u16 {
