@@ -59,6 +59,11 @@ async fn pull_secrets_and_the_node_credentials_file_open_a_private_registry() {
     let image = TestImage::busybox(&["/bin/echo", "from the entrypoint"], &[]);
     registry.push("private/app", "1", &image).await;
     let name = registry.reference("private/app", "1");
+    // The same program as user 1000, for `runAsNonRoot`.
+    let mut non_root = TestImage::busybox(&["/bin/id", "-u"], &[]);
+    non_root.user = Some("1000".into());
+    registry.push("private/nonroot", "1", &non_root).await;
+    let non_root_name = registry.reference("private/nonroot", "1");
     let mut endpoint = Endpoint::from_url(&registry.url()).unwrap();
     endpoint.ca_pem.push(registry.ca_pem().unwrap().to_owned());
     let registries = RegistryConfig::default().host(
@@ -167,13 +172,15 @@ async fn pull_secrets_and_the_node_credentials_file_open_a_private_registry() {
 
     // A second node (a fresh runtime and store) with only its credentials file: a pod naming
     // no secret pulls all the same.
-    let runtime = OciRuntime::builder()
-        .root_dir(dir.path().join("runtime-2"))
-        .registries(registries)
-        .build()
-        .unwrap();
+    let runtime_2: Arc<dyn kube_core::runtime::Runtime> = Arc::new(
+        OciRuntime::builder()
+            .root_dir(dir.path().join("runtime-2"))
+            .registries(registries)
+            .build()
+            .unwrap(),
+    );
     let cluster = Cluster::start(
-        agent(Arc::new(runtime))
+        agent(runtime_2.clone())
             .credentials_file(&node_file)
             .build()
             .unwrap(),
@@ -184,5 +191,46 @@ async fn pull_secrets_and_the_node_credentials_file_open_a_private_registry() {
         .await
         .unwrap();
     cluster.wait_phase("node-creds", "Succeeded", WAIT).await;
+
+    // `runAsNonRoot`: an image whose user is 1000 runs; a root image is refused with the
+    // kubelet's message (the image's user comes from its config, through image_status).
+    let non_root_pod = |name: &str, image: &str| {
+        let mut p = pod(name, image, None);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.security_context = Some(k8s_openapi::api::core::v1::PodSecurityContext {
+                run_as_non_root: Some(true),
+                ..Default::default()
+            });
+        }
+        p
+    };
+    let pods = cluster.pods();
+    pods.create(&non_root_pod("as-1000", &non_root_name))
+        .await
+        .unwrap();
+    pods.create(&non_root_pod("as-root", &name)).await.unwrap();
+    cluster.wait_phase("as-1000", "Succeeded", WAIT).await;
+    let logs = kube_node::pod_logs(
+        runtime_2.as_ref(),
+        "default",
+        "as-1000",
+        "c",
+        false,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&logs).trim(), "1000");
+    let message = eventually(WAIT, "as-root refused", || async {
+        let pod = pods.get("as-root").await.ok()?;
+        let s = pod.status?.container_statuses?.into_iter().next()?;
+        let w = s.state?.waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError")).then_some(w.message?)
+    })
+    .await;
+    assert_eq!(
+        message,
+        "container has runAsNonRoot and image will run as root (pod: \"as-root\", container: c)"
+    );
     cluster.shutdown().await;
 }
