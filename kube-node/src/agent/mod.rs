@@ -5,10 +5,12 @@
 //! for one pod (sandbox, init and app containers, restarts, teardown); [`pod_status`] turns
 //! what the runtime reports into a `PodStatus` and writes it; [`spec`] translates pod spec
 //! containers into runtime configs; [`backoff`] is the per-container crash-loop backoff;
-//! [`probe`] runs startup, liveness and readiness probes.
+//! [`probe`] runs startup, liveness and readiness probes; [`dns`] forms each pod's
+//! `/etc/resolv.conf` (per `dnsPolicy`) and `/etc/hosts`.
 
 mod admission;
 mod backoff;
+mod dns;
 mod gc;
 mod image_gc;
 mod images;
@@ -23,7 +25,7 @@ mod spec;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -117,6 +119,20 @@ pub struct NodeAgentConfig {
     /// kubelet reads `/var/lib/kubelet/config.json`), used for every pod's pulls after the
     /// pod's own `imagePullSecrets`.
     pub credentials_file: Option<std::path::PathBuf>,
+    /// The cluster DNS servers (the kubelet's `clusterDNS`): the only nameservers of pods
+    /// with `dnsPolicy: ClusterFirst`. Empty (the default): such pods get the node's DNS
+    /// (`Default`), and the node a `MissingClusterDNS` warning Event, as from the kubelet.
+    pub cluster_dns: Vec<IpAddr>,
+    /// The cluster's DNS domain (the kubelet's `clusterDomain`, default `cluster.local`):
+    /// `ClusterFirst` pods search `<ns>.svc.<domain> svc.<domain> <domain>` first, and a
+    /// pod with a `subdomain` is `<hostname>.<subdomain>.<ns>.svc.<domain>` in its
+    /// `/etc/hosts`.
+    pub cluster_domain: String,
+    /// The node's resolver configuration (the kubelet's `resolvConf`, default
+    /// `/etc/resolv.conf`): what `dnsPolicy: Default` pods get, and the search domains
+    /// `ClusterFirst` pods add after the cluster's. `None`: none (the kubelet's `""`), so
+    /// `Default` pods ask the local machine (`nameserver 127.0.0.1`, `search .`).
+    pub resolv_conf: Option<std::path::PathBuf>,
 }
 
 impl NodeAgentConfig {
@@ -146,6 +162,9 @@ impl NodeAgentConfig {
             max_parallel_image_pulls: None,
             image_gc: ImageGcPolicy::default(),
             credentials_file: None,
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".to_string(),
+            resolv_conf: Some("/etc/resolv.conf".into()),
         }
     }
 
@@ -310,6 +329,25 @@ impl NodeAgentBuilder {
     /// format: `{"auths": {"HOST": {"auth": "…"}}}`), when the agent is built.
     pub fn credentials_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.config.credentials_file = Some(path.into());
+        self
+    }
+
+    /// The cluster DNS servers and domain (the kubelet's `clusterDNS` and `clusterDomain`,
+    /// e.g. `(vec![kube_dns_ip], "cluster.local")`): each pod gets an `/etc/resolv.conf`
+    /// per its `dnsPolicy` (`ClusterFirst`: these servers, `search <ns>.svc.<domain>
+    /// svc.<domain> <domain>` and the node's search domains, `options ndots:5`), merged
+    /// with its `dnsConfig`. Without servers `ClusterFirst` pods get the node's DNS.
+    pub fn cluster_dns(mut self, servers: Vec<IpAddr>, domain: impl Into<String>) -> Self {
+        self.config.cluster_dns = servers;
+        self.config.cluster_domain = domain.into();
+        self
+    }
+
+    /// The node's resolv.conf (default `/etc/resolv.conf`; the kubelet's `resolvConf`),
+    /// which `dnsPolicy: Default` pods get; `None` for none (they then ask the local
+    /// machine).
+    pub fn resolv_conf(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.config.resolv_conf = path;
         self
     }
 
@@ -519,6 +557,8 @@ pub(crate) struct Agent {
     tokens: Mutex<HashMap<TokenRequest, HeldToken>>,
     /// Whether the missing token source has been warned about.
     warned_no_tokens: std::sync::atomic::AtomicBool,
+    /// Whether the missing cluster DNS has been warned about (`MissingClusterDNS`).
+    warned_no_cluster_dns: std::sync::atomic::AtomicBool,
     /// Events about pods, from `kubelet` on this node (`None` when not recorded).
     events: Option<EventRecorder>,
     /// Image pulls that may run at once.
@@ -595,6 +635,7 @@ impl Agent {
             token_source: agent.token_source,
             tokens: Mutex::new(HashMap::new()),
             warned_no_tokens: std::sync::atomic::AtomicBool::new(false),
+            warned_no_cluster_dns: std::sync::atomic::AtomicBool::new(false),
             pull_slots: tokio::sync::Semaphore::new(pull_slots),
             node_keyring: agent.node_keyring,
             image_records: Mutex::new(HashMap::new()),

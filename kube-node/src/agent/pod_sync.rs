@@ -510,6 +510,8 @@ impl Agent {
             return Ok(None);
         }
 
+        // Whether the sandbox is new: its resolv.conf and hosts file are then written anew.
+        let mut fresh = false;
         let sandbox = match sandboxes
             .iter()
             .rev()
@@ -517,6 +519,7 @@ impl Agent {
         {
             Some(s) => s.clone(),
             None => {
+                fresh = true;
                 // No usable sandbox: replace any dead one (its containers go with it).
                 let attempt = sandboxes.last().map_or(0, |s| s.metadata.attempt + 1);
                 for s in &sandboxes {
@@ -551,9 +554,16 @@ impl Agent {
             Ok(tokens) => volumes::prepare(&pod_dir, pod, &sources, &tokens),
             Err(e) => Err(e),
         };
-        let (volume_dirs, volume_error) = match prepared {
+        let (volume_dirs, mut volume_error) = match prepared {
             Ok(dirs) => (dirs, None),
             Err(e) => (HashMap::new(), Some(e)),
+        };
+        let pod_mounts = match self.pod_files(pod, &pod_dir, sandbox.ip.as_deref(), fresh) {
+            Ok(mounts) => mounts,
+            Err(e) => {
+                volume_error.get_or_insert(e);
+                Vec::new()
+            }
         };
         let facts = PodFacts {
             pod,
@@ -563,6 +573,7 @@ impl Agent {
             sources: &sources,
             volumes: &volume_dirs,
             volume_error: volume_error.as_deref(),
+            pod_mounts: &pod_mounts,
         };
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let mut history = self.container_history(&sandbox.id).await?;

@@ -32,11 +32,7 @@ pub(crate) fn pod_labels(pod: &Pod, node: &str) -> BTreeMap<String, String> {
 pub(crate) fn sandbox_config(pod: &Pod, node: &str, attempt: u32) -> PodSandboxConfig {
     let meta = &pod.metadata;
     let name = meta.name.clone().unwrap_or_default();
-    let hostname = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.hostname.clone())
-        .unwrap_or_else(|| name.clone());
+    let hostname = super::dns::hostname(pod);
     PodSandboxConfig {
         metadata: PodSandboxMetadata {
             name,
@@ -63,6 +59,9 @@ pub(crate) struct PodFacts<'a> {
     pub(crate) volumes: &'a HashMap<String, PathBuf>,
     /// Why the volumes could not be prepared, if they could not.
     pub(crate) volume_error: Option<&'a str>,
+    /// Mounts every container gets unless it mounts something at the same path itself: the
+    /// pod's `/etc/resolv.conf` and `/etc/hosts`.
+    pub(crate) pod_mounts: &'a [Mount],
 }
 
 /// The data of the ConfigMaps and Secrets a pod refers to, by name (`None`: not found).
@@ -335,6 +334,17 @@ pub(crate) fn container_config(
             read_only: m.read_only.unwrap_or(false),
         });
     }
+    // As the kubelet (for /etc/hosts) and containerd (for /etc/resolv.conf): a container's
+    // own mount at the path wins.
+    let own = mounts.len();
+    for m in facts.pod_mounts {
+        if !mounts[..own]
+            .iter()
+            .any(|o| o.container_path == m.container_path)
+        {
+            mounts.push(m.clone());
+        }
+    }
     let mut labels = pod_labels(facts.pod, facts.node_name);
     labels.insert(labels::CONTAINER_NAME.to_string(), c.name.clone());
     Ok(ContainerConfig {
@@ -408,6 +418,7 @@ mod tests {
             sources: &sources,
             volumes: &volumes,
             volume_error: None,
+            pod_mounts: &[],
         };
         let spec = pod.spec.as_ref().unwrap();
         let config = container_config(&facts, &spec.containers[0], 2).unwrap();

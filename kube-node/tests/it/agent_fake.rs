@@ -744,3 +744,247 @@ async fn host_pressure_conditions_are_reported() {
     }
     cluster.shutdown().await;
 }
+
+/// A [`FakeRuntime`] that keeps the config of every container created, to look at what the
+/// agent asked for.
+#[derive(Debug, Clone)]
+struct Recording {
+    inner: FakeRuntime,
+    created: Arc<std::sync::Mutex<Vec<kube_core::runtime::ContainerConfig>>>,
+}
+
+impl Recording {
+    fn new() -> Self {
+        Self {
+            inner: FakeRuntime::new(),
+            created: Arc::default(),
+        }
+    }
+
+    fn created(&self, name: &str) -> Option<kube_core::runtime::ContainerConfig> {
+        let created = self.created.lock().expect("lock");
+        created.iter().rev().find(|c| c.name == name).cloned()
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for Recording {
+    fn version(&self) -> String {
+        self.inner.version()
+    }
+    async fn run_pod_sandbox(
+        &self,
+        config: &kube_core::runtime::PodSandboxConfig,
+    ) -> Result<String, kube_core::runtime::RuntimeError> {
+        self.inner.run_pod_sandbox(config).await
+    }
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<(), kube_core::runtime::RuntimeError> {
+        self.inner.stop_pod_sandbox(id).await
+    }
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<(), kube_core::runtime::RuntimeError> {
+        self.inner.remove_pod_sandbox(id).await
+    }
+    async fn pod_sandbox_status(
+        &self,
+        id: &str,
+    ) -> Result<kube_core::runtime::PodSandboxStatus, kube_core::runtime::RuntimeError> {
+        self.inner.pod_sandbox_status(id).await
+    }
+    async fn list_pod_sandboxes(
+        &self,
+    ) -> Result<Vec<kube_core::runtime::PodSandboxStatus>, kube_core::runtime::RuntimeError> {
+        self.inner.list_pod_sandboxes().await
+    }
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &kube_core::runtime::ContainerConfig,
+    ) -> Result<String, kube_core::runtime::RuntimeError> {
+        self.created.lock().expect("lock").push(config.clone());
+        self.inner.create_container(sandbox_id, config).await
+    }
+    async fn start_container(&self, id: &str) -> Result<(), kube_core::runtime::RuntimeError> {
+        self.inner.start_container(id).await
+    }
+    async fn stop_container(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(), kube_core::runtime::RuntimeError> {
+        self.inner.stop_container(id, timeout).await
+    }
+    async fn remove_container(&self, id: &str) -> Result<(), kube_core::runtime::RuntimeError> {
+        self.inner.remove_container(id).await
+    }
+    async fn container_status(
+        &self,
+        id: &str,
+    ) -> Result<kube_core::runtime::ContainerStatus, kube_core::runtime::RuntimeError> {
+        self.inner.container_status(id).await
+    }
+    async fn list_containers(
+        &self,
+        filter: &ContainerFilter,
+    ) -> Result<Vec<kube_core::runtime::ContainerStatus>, kube_core::runtime::RuntimeError> {
+        self.inner.list_containers(filter).await
+    }
+    async fn container_logs(
+        &self,
+        id: &str,
+        options: &kube_core::runtime::LogOptions,
+    ) -> Result<bytes::Bytes, kube_core::runtime::RuntimeError> {
+        self.inner.container_logs(id, options).await
+    }
+}
+
+/// The mount of `path` in a container's config, with the file's content.
+fn mount_of(config: &kube_core::runtime::ContainerConfig, path: &str) -> Option<(bool, String)> {
+    let m = config.mounts.iter().find(|m| m.container_path == path)?;
+    let content = std::fs::read_to_string(&m.host_path).expect("a mounted file");
+    Some((m.read_only, content))
+}
+
+/// Every container gets the pod's `/etc/resolv.conf` (per `dnsPolicy`, from the cluster DNS
+/// the agent was given) and `/etc/hosts` (its name on its IP, `hostAliases`) as mounts of
+/// files the agent writes, writable as in Kubernetes; a container mounting a volume at one of
+/// the paths keeps its own.
+#[tokio::test]
+async fn containers_get_the_pods_resolv_conf_and_hosts_as_mounts() {
+    let runtime = Recording::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host_resolv = dir.path().join("host-resolv.conf");
+    std::fs::write(&host_resolv, "nameserver 192.0.2.53\nsearch corp.example\n").expect("write");
+    let dns: std::net::IpAddr = "10.96.0.10".parse().expect("ip");
+    let agent = agent(Arc::new(runtime.clone()))
+        .root_dir(dir.path().join("pods"))
+        .cluster_dns(vec![dns], "cluster.local")
+        .resolv_conf(Some(host_resolv))
+        .build()
+        .expect("agent");
+    let cluster = Cluster::start(agent);
+    let pods = cluster.pods();
+    let mut web: Pod = pod(
+        "web",
+        "Always",
+        serde_json::json!([
+            {"name": "app", "image": "nginx",
+             "volumeMounts": [{"name": "own", "mountPath": "/etc/hosts", "subPath": "hosts"}]},
+            {"name": "sidecar", "image": "envoy"}
+        ]),
+    );
+    let spec = web.spec.as_mut().expect("spec");
+    spec.subdomain = Some("front".into());
+    spec.host_aliases = Some(
+        serde_json::from_value(serde_json::json!([{"ip": "10.1.2.3", "hostnames": ["db.local"]}]))
+            .expect("aliases"),
+    );
+    spec.volumes = Some(
+        serde_json::from_value(serde_json::json!([{"name": "own", "emptyDir": {}}]))
+            .expect("volumes"),
+    );
+    pods.create(&web).await.expect("create");
+    let running = cluster.wait_phase("web", "Running", WAIT).await;
+    let ip = running.status.and_then(|s| s.pod_ip).expect("a pod IP");
+
+    let sidecar = runtime.created("sidecar").expect("sidecar created");
+    let (read_only, resolv) = mount_of(&sidecar, "/etc/resolv.conf").expect("resolv.conf");
+    assert!(!read_only);
+    assert_eq!(
+        resolv,
+        "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
+         nameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    let (read_only, hosts) = mount_of(&sidecar, "/etc/hosts").expect("hosts");
+    assert!(!read_only);
+    assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+    assert!(
+        hosts.contains(&format!(
+            "\n{ip}\tweb.front.default.svc.cluster.local\tweb\n"
+        )),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with("# Entries added by HostAliases.\n10.1.2.3\tdb.local\n"),
+        "{hosts}"
+    );
+    // The app mounts its own /etc/hosts: only the resolv.conf is added.
+    let app = runtime.created("app").expect("app created");
+    let hosts_mounts: Vec<_> = app
+        .mounts
+        .iter()
+        .filter(|m| m.container_path == "/etc/hosts")
+        .collect();
+    assert_eq!(hosts_mounts.len(), 1);
+    assert!(hosts_mounts[0].host_path.ends_with("volumes/own/hosts"));
+    assert!(mount_of(&app, "/etc/resolv.conf").is_some());
+    cluster.shutdown().await;
+}
+
+/// `dnsPolicy: None` gives only the pod's `dnsConfig`; without cluster DNS, `ClusterFirst`
+/// falls back to the node's resolv.conf, and the node gets a `MissingClusterDNS` warning.
+#[tokio::test]
+async fn dns_policy_none_and_the_fallback_without_cluster_dns() {
+    use k8s_openapi::api::core::v1::Event;
+
+    let runtime = Recording::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host_resolv = dir.path().join("host-resolv.conf");
+    std::fs::write(
+        &host_resolv,
+        "nameserver 192.0.2.53\nsearch corp.example\noptions timeout:2\n",
+    )
+    .expect("write");
+    let agent = agent(Arc::new(runtime.clone()))
+        .resolv_conf(Some(host_resolv))
+        .build()
+        .expect("agent");
+    let cluster = Cluster::start(agent);
+    let pods = cluster.pods();
+    let mut none = pod(
+        "none",
+        "Always",
+        serde_json::json!([{"name": "c", "image": "busybox"}]),
+    );
+    let spec = none.spec.as_mut().expect("spec");
+    spec.dns_policy = Some("None".into());
+    spec.dns_config = Some(
+        serde_json::from_value(serde_json::json!({
+            "nameservers": ["1.1.1.1"], "searches": ["my.example"],
+            "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]
+        }))
+        .expect("dnsConfig"),
+    );
+    pods.create(&none).await.expect("create");
+    pods.create(&pod(
+        "plain",
+        "Always",
+        serde_json::json!([{"name": "d", "image": "busybox"}]),
+    ))
+    .await
+    .expect("create");
+    cluster.wait_phase("none", "Running", WAIT).await;
+    cluster.wait_phase("plain", "Running", WAIT).await;
+    let (_, resolv) =
+        mount_of(&runtime.created("c").expect("c"), "/etc/resolv.conf").expect("resolv.conf");
+    assert_eq!(
+        resolv,
+        "search my.example\nnameserver 1.1.1.1\noptions ndots:2 edns0\n"
+    );
+    let (_, resolv) =
+        mount_of(&runtime.created("d").expect("d"), "/etc/resolv.conf").expect("resolv.conf");
+    assert_eq!(
+        resolv,
+        "search corp.example\nnameserver 192.0.2.53\noptions timeout:2\n"
+    );
+    let events: Api<Event> = Api::all(cluster.store.clone());
+    let warning = eventually(WAIT, "a MissingClusterDNS event", || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        list.into_iter()
+            .find(|e| e.reason.as_deref() == Some("MissingClusterDNS"))
+    })
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert_eq!(warning.involved_object.kind.as_deref(), Some("Node"));
+    assert_eq!(warning.involved_object.name.as_deref(), Some(NODE));
+    cluster.shutdown().await;
+}

@@ -610,3 +610,92 @@ async fn runc_a_new_runtime_over_the_same_root_adopts_running_containers() {
     drop(second);
     assert!(leftover_cgroups(&cgroup).is_empty());
 }
+
+/// The pod's `/etc/resolv.conf` and `/etc/hosts` on runc: with cluster DNS, `ClusterFirst`
+/// gives its server, the cluster's search path and `ndots:5`, and the hosts file has the
+/// pod's name (fully qualified with its subdomain) on its IP and its `hostAliases`;
+/// `dnsPolicy: None` gives only the pod's `dnsConfig`.
+#[tokio::test]
+async fn runc_pods_get_resolv_conf_per_dns_policy_and_their_own_hosts_file() {
+    if !require("runc") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = OciRuntime::builder()
+        .root_dir(dir.path().join("oci"))
+        .image("busybox", busybox(dir.path()))
+        .cni(CniConfig {
+            bridge: "kn-test-dns".into(),
+            subnet: "10.221.0.0/24".into(),
+            name: "kn-test-dns".into(),
+            ..Default::default()
+        })
+        .build()
+        .expect("runc runtime");
+    let host_resolv = dir.path().join("host-resolv.conf");
+    std::fs::write(&host_resolv, "nameserver 192.0.2.53\nsearch corp.example\n").expect("write");
+    let dns: std::net::IpAddr = "10.96.0.10".parse().expect("ip");
+    let agent = agent(Arc::new(runtime.clone()))
+        .cluster_dns(vec![dns], "cluster.local")
+        .resolv_conf(Some(host_resolv))
+        .build()
+        .expect("agent");
+    let cluster = Cluster::start(agent);
+    let pods = cluster.pods();
+    let script = "cat /etc/resolv.conf; echo ---; cat /etc/hosts";
+    let mut web = pod("web", "Never", serde_json::json!([sh(script)]));
+    let spec = web.spec.as_mut().expect("spec");
+    spec.subdomain = Some("front".into());
+    spec.host_aliases = Some(
+        serde_json::from_value(serde_json::json!([
+            {"ip": "10.1.2.3", "hostnames": ["db.local", "db"]}
+        ]))
+        .expect("aliases"),
+    );
+    let mut custom = pod("custom", "Never", serde_json::json!([sh(script)]));
+    let spec = custom.spec.as_mut().expect("spec");
+    spec.dns_policy = Some("None".into());
+    spec.dns_config = Some(
+        serde_json::from_value(serde_json::json!({
+            "nameservers": ["1.1.1.1", "8.8.8.8"], "searches": ["my.example"],
+            "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]
+        }))
+        .expect("dnsConfig"),
+    );
+    pods.create(&web).await.expect("create web");
+    pods.create(&custom).await.expect("create custom");
+    let done = cluster.wait_phase("web", "Succeeded", WAIT).await;
+    let ip = done.status.and_then(|s| s.pod_ip).expect("a pod IP");
+    assert!(ip.starts_with("10.221.0."), "{ip}");
+    let out = logs(&runtime, "web", false).await;
+    let (resolv, hosts) = out.split_once("---\n").expect("both files");
+    assert_eq!(
+        resolv,
+        "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
+         nameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains(&format!(
+            "\n{ip}\tweb.front.default.svc.cluster.local\tweb\n"
+        )),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with("# Entries added by HostAliases.\n10.1.2.3\tdb.local\tdb\n"),
+        "{hosts}"
+    );
+
+    cluster.wait_phase("custom", "Succeeded", WAIT).await;
+    let out = logs(&runtime, "custom", false).await;
+    let (resolv, hosts) = out.split_once("---\n").expect("both files");
+    assert_eq!(
+        resolv,
+        "search my.example\nnameserver 1.1.1.1\nnameserver 8.8.8.8\noptions ndots:2 edns0\n"
+    );
+    assert!(hosts.contains("\tcustom\n"), "{hosts}");
+    cluster.shutdown().await;
+}
