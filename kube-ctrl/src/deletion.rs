@@ -123,18 +123,36 @@ fn tolerate(result: Result<(), StoreError>) -> Result<(), StoreError> {
 
 impl DeletionFinalizer {
     /// Finalizes deletions of `owner` objects. Add dependent kinds with [`Self::dependent`].
+    ///
+    /// The dependent kinds Kubernetes' own controllers give a built-in owner are included
+    /// (a ReplicaSet's or ReplicationController's Pods, a Deployment's ReplicaSets and their
+    /// Pods, ...), so an orphaning deletion removes their owner references.
     pub fn new(owner: GroupKind) -> Self {
         let name = format!("deletion-{}", owner.kind.to_ascii_lowercase());
-        Self {
-            owner,
-            dependents: Vec::new(),
-            name,
-        }
+        let builtin: &[GroupKind] = match (owner.group.as_ref(), owner.kind.as_ref()) {
+            ("apps", "Deployment") => &[GroupKind::REPLICA_SET, GroupKind::POD],
+            ("apps", "ReplicaSet" | "DaemonSet" | "StatefulSet")
+            | ("", "ReplicationController")
+            | ("batch", "Job") => &[GroupKind::POD],
+            ("batch", "CronJob") => &[GroupKind::from_static("batch", "Job"), GroupKind::POD],
+            _ => &[],
+        };
+        builtin.iter().fold(
+            Self {
+                owner,
+                dependents: Vec::new(),
+                name,
+            },
+            |finalizer, kind| finalizer.dependent(kind.clone()),
+        )
     }
 
     /// Also deletes or orphans dependents of `kind` (direct dependents of the owner, or
     /// dependents of its dependents).
     pub fn dependent(mut self, kind: GroupKind) -> Self {
+        if self.dependents.iter().any(|(k, _)| *k == kind) {
+            return self;
+        }
         let index = Arc::new(OwnerIndex::new(kind.clone()));
         self.dependents.push((kind, index));
         self
@@ -260,6 +278,15 @@ impl Controller for DeletionFinalizer {
                 if let Some(refs) = updated.metadata.owner_references.as_mut() {
                     refs.retain(|r| r.uid != uid);
                 }
+                // No references left: none at all, as Kubernetes writes it.
+                if updated
+                    .metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(Vec::is_empty)
+                {
+                    updated.metadata.owner_references = None;
+                }
                 tolerate(ctx.store.update(updated).await.map(|_| ()))?;
             }
             !dependents.is_empty()
@@ -269,6 +296,26 @@ impl Controller for DeletionFinalizer {
         if blocked {
             // Wait until the caches show the dependents gone (or orphaned) before the owner goes.
             return Ok(Action::requeue(Duration::from_millis(50)));
+        }
+        // Our finalizers removed, as Kubernetes' garbage collector does: through an API
+        // server that deletes the object (its last finalizer gone); other finalizers keep it.
+        let mut finalized = owner.clone();
+        if let Some(list) = finalized.metadata.finalizers.as_mut() {
+            list.retain(|f| f != FOREGROUND && f != ORPHAN);
+        }
+        let others = finalized
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| !f.is_empty());
+        match ctx.store.update(finalized).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(Action::await_change()),
+            Err(e) if e.is_conflict() => return Ok(Action::requeue(Duration::from_millis(50))),
+            Err(e) => return Err(e.into()),
+        }
+        if others {
+            return Ok(Action::await_change());
         }
         match ctx
             .store

@@ -1027,3 +1027,107 @@ async fn kubectl_runs_an_indexed_job_that_expires() {
     .await;
     cluster.shutdown().await.unwrap();
 }
+
+/// Everyday commands that behave as against Kubernetes: `delete namespace --all` leaves the
+/// immortal namespaces, `create role` (a protobuf body) keeps `apiGroups: [""]`, and
+/// `delete rs --cascade=orphan` completes and leaves the pods without the owner reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_namespaces_roles_and_orphan_deletion_as_kubernetes() {
+    let Some(binary) = kubectl_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, k) = cluster_with_kubectl(
+        binary,
+        ClusterConfig {
+            listen: "127.0.0.22:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            nodes: 1,
+            runtime: RuntimeKind::detect(),
+            store: StoreKind::Memory,
+            pod_network_base: 17,
+            ..ClusterConfig::default()
+        },
+    )
+    .await;
+
+    k.run(&["create", "namespace", "scratch"]).await;
+    let out = k
+        .command(&["delete", "namespace", "--all", "--wait=false"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("namespaces \"default\" is forbidden: this namespace may not be deleted"),
+        "{stderr}"
+    );
+    let names = k
+        .run(&[
+            "get",
+            "namespaces",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await;
+    for name in ["default", "kube-system", "kube-public"] {
+        assert!(names.split(' ').any(|n| n == name), "{name}: {names}");
+    }
+    let phase = k
+        .run(&[
+            "get",
+            "namespace",
+            "default",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])
+        .await;
+    assert_eq!(phase, "Active");
+
+    let out = k
+        .run(&["create", "role", "r", "--verb=get,list", "--resource=pods"])
+        .await;
+    assert!(
+        out.contains("role.rbac.authorization.k8s.io/r created"),
+        "{out}"
+    );
+    let groups = k
+        .run(&["get", "role", "r", "-o", "jsonpath={.rules[0].apiGroups}"])
+        .await;
+    assert_eq!(groups, "[\"\"]");
+
+    let rs = dir.path().join("rs.yaml");
+    std::fs::write(
+        &rs,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: keep\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: keep\n  template:\n    metadata:\n      labels:\n        app: keep\n    spec:\n      containers:\n      - name: c\n        image: busybox\n        command: [\"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", rs.to_str().unwrap()]).await;
+    k.wait_for(
+        "2 pods of the ReplicaSet",
+        &["get", "pods", "-l", "app=keep", "-o", "name"],
+        |out| out.lines().count() == 2,
+    )
+    .await;
+    let out = k
+        .run(&["delete", "rs", "keep", "--cascade=orphan", "--timeout=60s"])
+        .await;
+    assert!(out.contains("replicaset.apps \"keep\" deleted"), "{out}");
+    let left = k.run(&["get", "rs", "-o", "name"]).await;
+    assert!(!left.contains("keep"), "{left}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let owners = k
+        .run(&[
+            "get",
+            "pods",
+            "-l",
+            "app=keep",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}:{.metadata.ownerReferences}{\"\\n\"}{end}",
+        ])
+        .await;
+    let lines: Vec<&str> = owners.lines().collect();
+    assert_eq!(lines.len(), 2, "orphans kept: {owners}");
+    assert!(lines.iter().all(|l| l.ends_with(':')), "{owners}");
+    cluster.shutdown().await.unwrap();
+}

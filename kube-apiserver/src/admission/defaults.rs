@@ -25,7 +25,13 @@ pub(crate) fn apply(object: &mut DynamicObject) {
             if let Some(spec) = obj(data, "spec") {
                 service_spec(spec);
             }
+            // Kubernetes always writes a Service's status, `{"loadBalancer": {}}` at least.
+            let status = data.entry("status").or_insert_with(|| json!({}));
+            if let Value::Object(status) = status {
+                set(status, "loadBalancer", json!({}));
+            }
         }
+        ("", "Secret") => secret_string_data(data),
         ("", "Namespace") => {
             let status = data.entry("status").or_insert_with(|| json!({}));
             if let Value::Object(status) = status {
@@ -278,6 +284,7 @@ fn pod_spec(spec: &mut Map<String, Value>) {
     set(spec, "schedulerName", json!("default-scheduler"));
     set(spec, "securityContext", json!({}));
     set(spec, "enableServiceLinks", json!(true));
+    downward_api_volumes(spec);
     for list in ["initContainers", "containers"] {
         if let Some(Value::Array(containers)) = spec.get_mut(list) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
@@ -287,7 +294,69 @@ fn pod_spec(spec: &mut Map<String, Value>) {
     }
 }
 
+/// A Secret's `stringData` written into `data` (base64), overriding it, and dropped, as
+/// Kubernetes' conversion of a Secret does.
+fn secret_string_data(secret: &mut Map<String, Value>) {
+    use base64::Engine as _;
+    let Some(Value::Object(string_data)) = secret.remove("stringData") else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let data = secret.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    if let Value::Object(data) = data {
+        for (key, value) in string_data {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, Value::String(encoded));
+        }
+    }
+}
+
+/// `fieldRef.apiVersion` defaults to `v1` (env `valueFrom.fieldRef`, downwardAPI items).
+fn field_ref(holder: &mut Map<String, Value>) {
+    if let Some(field_ref) = obj(holder, "fieldRef") {
+        set(field_ref, "apiVersion", json!("v1"));
+    }
+}
+
+/// The downwardAPI volumes (plain and projected) of a pod spec get `fieldRef` defaults.
+fn downward_api_volumes(spec: &mut Map<String, Value>) {
+    let Some(Value::Array(volumes)) = spec.get_mut("volumes") else {
+        return;
+    };
+    for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
+        downward_api_items(obj(volume, "downwardAPI"));
+        if let Some(Value::Array(sources)) =
+            obj(volume, "projected").and_then(|p| p.get_mut("sources"))
+        {
+            for source in sources.iter_mut().filter_map(Value::as_object_mut) {
+                downward_api_items(obj(source, "downwardAPI"));
+            }
+        }
+    }
+}
+
+fn downward_api_items(downward: Option<&mut Map<String, Value>>) {
+    if let Some(Value::Array(items)) = downward.and_then(|d| d.get_mut("items")) {
+        for item in items.iter_mut().filter_map(Value::as_object_mut) {
+            field_ref(item);
+        }
+    }
+}
+
 fn container_defaults(container: &mut Map<String, Value>) {
+    if let Some(Value::Array(env)) = container.get_mut("env") {
+        for var in env.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(from) = obj(var, "valueFrom") {
+                field_ref(from);
+            }
+        }
+    }
     let image = container
         .get("image")
         .and_then(Value::as_str)

@@ -53,9 +53,28 @@ pub(crate) fn core_versions() -> Value {
     })
 }
 
+/// `authorization.k8s.io/v1`: its reviews are served outside the registry (serving/access.rs),
+/// `(plural, kind, namespaced)`.
+const AUTHORIZATION: &str = "authorization.k8s.io";
+const AUTHORIZATION_REVIEWS: [(&str, &str, bool); 3] = [
+    (
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+    ("subjectaccessreviews", "SubjectAccessReview", false),
+];
+
+/// Whether `group/version` is served outside the registry (and so is discoverable).
+pub(crate) fn served_outside_registry(group: &str, version: &str) -> bool {
+    group == AUTHORIZATION && version == "v1"
+}
+
 /// Groups (other than core) with their versions, the first registered version preferred.
 fn groups(registry: &Registry) -> BTreeMap<String, Vec<String>> {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    groups.insert(AUTHORIZATION.to_string(), vec!["v1".to_string()]);
     for info in registry.iter().filter(|k| !k.group.is_empty()) {
         let versions = groups.entry(info.group.clone()).or_default();
         if !versions.contains(&info.version) {
@@ -171,6 +190,17 @@ pub(crate) fn resource_list(registry: &Registry, group: &str, version: &str) -> 
                 _ => {}
             }
             resources.push(sub);
+        }
+    }
+    if served_outside_registry(group, version) {
+        for (plural, kind, namespaced) in AUTHORIZATION_REVIEWS {
+            resources.push(json!({
+                "name": plural,
+                "singularName": plural.trim_end_matches('s'),
+                "namespaced": namespaced,
+                "kind": kind,
+                "verbs": ["create"],
+            }));
         }
     }
     let group_version = if group.is_empty() {

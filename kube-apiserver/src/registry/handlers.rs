@@ -22,6 +22,7 @@ use crate::discovery;
 use crate::discovery::openapi;
 use crate::encoding::status::{ApiError, ApiResult, success};
 use crate::encoding::table::{IncludeObject, table, wants_table};
+use crate::registry::field_selectors;
 use crate::registry::patch::{PatchType, apply_patch};
 use crate::serving::access::{self, RequestUser};
 use crate::serving::request::{ApiPath, Query, Target, not_found_path, parse_path};
@@ -523,7 +524,7 @@ pub(crate) fn list_options(ctx: &Ctx<'_>) -> ApiResult<ListOptions> {
         options = options.labels(selector);
     }
     if let Some(selector) = ctx.query.field_selector()? {
-        options = options.fields(selector);
+        options = options.fields(field_selectors::check(ctx.info(), selector)?);
     }
     if let Some(limit) = ctx.query.number::<usize>("limit")? {
         if limit > 0 {
@@ -1138,8 +1139,30 @@ fn pod_grace_period(object: &DynamicObject, options: &DeleteOptions) -> i64 {
     })
 }
 
+/// Namespaces Kubernetes' namespace lifecycle admission never lets be deleted.
+const IMMORTAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Kubernetes' namespace lifecycle admission: 403 for deleting an immortal namespace.
+fn refuse_immortal_namespace(ctx: &Ctx<'_>, name: &str) -> ApiResult<()> {
+    let info = ctx.info();
+    if info.group.is_empty() && info.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+        let mut error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: this namespace may not be deleted",
+                info.plural
+            ),
+        );
+        error.details = Some(json!({"name": name, "kind": info.plural}));
+        return Err(error);
+    }
+    Ok(())
+}
+
 async fn delete(ctx: &Ctx<'_>, raw: &[u8]) -> ApiResult<Response> {
     let options = delete_options(ctx, raw)?;
+    refuse_immortal_namespace(ctx, &ctx.key().name)?;
     if ctx.dry_run() {
         let current = ctx
             .inner
@@ -1179,6 +1202,7 @@ async fn delete_collection(ctx: &Ctx<'_>, raw: &[u8]) -> ApiResult<Response> {
         .map_err(|e| ctx.store_error(e))?;
     let mut deleted = Vec::new();
     for item in &list.items {
+        refuse_immortal_namespace(ctx, &item.key().name)?;
         match delete_one(ctx, &item.key(), &options).await {
             Ok(Deleted::Gone(o) | Deleted::Marked(o)) => deleted.push(o),
             Err(e) if e.code == StatusCode::NOT_FOUND => {}

@@ -49,7 +49,7 @@ pub(crate) fn parse_path(registry: &Registry, path: &str) -> ApiResult<ApiPath> 
         let known = registry
             .iter()
             .any(|k| k.group == group && k.version == version);
-        if !known {
+        if !known && !crate::discovery::served_outside_registry(group, version) {
             return Err(not_found_path(path));
         }
         return Ok(ApiPath::GroupVersion {
@@ -170,10 +170,12 @@ impl Query {
 
     pub(crate) fn flag(&self, key: &str) -> ApiResult<bool> {
         match self.0.get(key).map(String::as_str) {
-            None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
+            // Go's `strconv.ParseBool` forms, as kube-apiserver accepts them (plus a bare
+            // `?key`, which means true).
+            None | Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+            Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
             Some(other) => Err(ApiError::bad_request(format!(
-                "invalid value for {key}: \"{other}\" (expected true or false)"
+                "invalid value for {key}: strconv.ParseBool: parsing \"{other}\": invalid syntax"
             ))),
         }
     }

@@ -1174,3 +1174,345 @@ async fn job_features_are_defaulted_and_validated() {
         assert!(fields.contains(&field.to_string()), "{name}: {status}");
     }
 }
+
+#[tokio::test]
+async fn query_booleans_take_go_parse_bool_forms() {
+    let s = server().await;
+    assert_eq!(
+        s.call(Method::POST, CMS, Some(config_map("a"))).await.0,
+        201
+    );
+    for no in ["0", "f", "F", "false", "FALSE", "False"] {
+        let (code, list) = s
+            .call(Method::GET, &format!("{CMS}?watch={no}"), None)
+            .await;
+        assert_eq!((code, list["kind"].as_str()), (200, Some("ConfigMapList")));
+    }
+    for yes in ["1", "t", "T", "true", "TRUE", "True"] {
+        let (code, body) = s
+            .call(
+                Method::GET,
+                &format!("{CMS}?watch={yes}&timeoutSeconds=1"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{yes}: {body}");
+        let first = body.as_str().map_or(body.to_string(), str::to_string);
+        assert!(
+            first.contains("\"ADDED\""),
+            "{yes}: a watch, not a list: {body}"
+        );
+    }
+    for bad in ["yes", "tRUE", "2"] {
+        let (code, status) = s
+            .call(Method::GET, &format!("{CMS}?watch={bad}"), None)
+            .await;
+        assert_eq!(code, 400, "{bad}: {status}");
+        assert_eq!(status["reason"], "BadRequest");
+        assert!(
+            status["message"].as_str().unwrap().contains(&format!(
+                "strconv.ParseBool: parsing \"{bad}\": invalid syntax"
+            )),
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn immortal_namespaces_may_not_be_deleted() {
+    let s = server().await;
+    for name in ["kube-system", "kube-public", "kube-node-lease", "scratch"] {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        assert_eq!(
+            s.call(Method::POST, "/api/v1/namespaces", Some(ns)).await.0,
+            201
+        );
+    }
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let path = format!("/api/v1/namespaces/{name}");
+        let (code, status) = s.call(Method::DELETE, &path, None).await;
+        assert_eq!(code, 403, "{status}");
+        assert_eq!(status["reason"], "Forbidden");
+        assert_eq!(
+            status["message"],
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")
+        );
+        assert_eq!(status["details"]["name"], name);
+        let (code, dry) = s
+            .call(Method::DELETE, &format!("{path}?dryRun=All"), None)
+            .await;
+        assert_eq!(code, 403, "{dry}");
+        let (code, ns) = s.call(Method::GET, &path, None).await;
+        assert_eq!(code, 200);
+        assert!(ns["metadata"].get("deletionTimestamp").is_none(), "{ns}");
+    }
+    let (code, _) = s
+        .call(Method::DELETE, "/api/v1/namespaces/scratch", None)
+        .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn unknown_field_selectors_are_refused_per_kind() {
+    let s = server().await;
+    assert_eq!(
+        s.call(Method::POST, CMS, Some(config_map("a"))).await.0,
+        201
+    );
+    let (code, list) = s
+        .call(
+            Method::GET,
+            &format!("{CMS}?fieldSelector=metadata.name%3Da"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    for path in [
+        format!("{CMS}?fieldSelector=spec.nope%3Dx"),
+        format!("{CMS}?fieldSelector=spec.nope%3Dx&watch=true"),
+    ] {
+        let (code, status) = s.call(Method::GET, &path, None).await;
+        assert_eq!(code, 400, "{path}: {status}");
+        assert_eq!(status["reason"], "BadRequest");
+        assert_eq!(
+            status["message"],
+            "\"spec.nope\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        );
+    }
+    let pods = "/api/v1/namespaces/default/pods";
+    assert_eq!(
+        s.call(Method::POST, pods, Some(pod("p", Some("n1"))))
+            .await
+            .0,
+        201
+    );
+    for selector in [
+        "spec.nodeName%3Dn1",
+        "spec.host%3Dn1",
+        "status.phase!%3DFailed,spec.nodeName%3Dn1",
+    ] {
+        let (code, list) = s
+            .call(
+                Method::GET,
+                &format!("{pods}?fieldSelector={selector}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{selector}: {list}");
+        assert_eq!(list["items"].as_array().unwrap().len(), 1, "{selector}");
+    }
+    let (code, status) = s
+        .call(
+            Method::GET,
+            &format!("{pods}?fieldSelector=spec.nope%3Dx"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(status["message"], "field label not supported: spec.nope");
+    let (code, _) = s
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets?fieldSelector=type%3DOpaque",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+}
+
+/// A length-delimited protobuf field (lengths under 128 bytes).
+fn proto_bytes(number: u8, bytes: &[u8]) -> Vec<u8> {
+    let length = u8::try_from(bytes.len()).expect("a short field");
+    assert!(length < 128, "a one-byte length");
+    let mut out = vec![(number << 3) | 2, length];
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[tokio::test]
+async fn empty_strings_in_repeated_protobuf_fields_are_kept() {
+    let s = server().await;
+    // rbac/v1 Role r: rules = [{verbs: [get, list], apiGroups: [""], resources: [pods]}],
+    // as `kubectl create role r --verb=get,list --resource=pods` sends it.
+    let rule = [
+        proto_bytes(1, b"get"),
+        proto_bytes(1, b"list"),
+        proto_bytes(2, b""),
+        proto_bytes(3, b"pods"),
+    ]
+    .concat();
+    let role = [proto_bytes(1, &proto_bytes(1, b"r")), proto_bytes(2, &rule)].concat();
+    let type_meta = [
+        proto_bytes(1, b"rbac.authorization.k8s.io/v1"),
+        proto_bytes(2, b"Role"),
+    ]
+    .concat();
+    let body = [
+        b"k8s\0".to_vec(),
+        proto_bytes(1, &type_meta),
+        proto_bytes(2, &role),
+    ]
+    .concat();
+    let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles";
+    let (code, created) = s
+        .send(
+            Method::POST,
+            path,
+            "application/vnd.kubernetes.protobuf",
+            "application/json",
+            body,
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["rules"],
+        json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}])
+    );
+    let (_, stored) = s.call(Method::GET, &format!("{path}/r"), None).await;
+    assert_eq!(stored["rules"][0]["apiGroups"], json!([""]));
+}
+
+#[tokio::test]
+async fn secret_string_data_field_refs_and_service_status_as_kubernetes_writes_them() {
+    let s = server().await;
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+        "data": {"a": "b2xk", "kept": "a2VwdA=="},
+        "stringData": {"a": "new", "b": "two"},
+    });
+    let (code, created) = s.call(Method::POST, secrets, Some(secret)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["data"],
+        json!({"a": "bmV3", "b": "dHdv", "kept": "a2VwdA=="})
+    );
+    assert!(created.get("stringData").is_none(), "{created}");
+    let mut update = created.clone();
+    update["stringData"] = json!({"kept": "changed"});
+    let (code, updated) = s
+        .call(Method::PUT, &format!("{secrets}/s"), Some(update))
+        .await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["data"]["kept"], "Y2hhbmdlZA==");
+    assert!(updated.get("stringData").is_none(), "{updated}");
+    let (code, patched) = s
+        .patch(
+            &format!("{secrets}/s"),
+            "application/merge-patch+json",
+            json!({"stringData": {"b": "2"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["data"]["b"], "Mg==");
+    assert!(patched.get("stringData").is_none(), "{patched}");
+
+    let mut p = pod("env", None);
+    p["spec"]["containers"][0]["env"] = json!([
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "PLAIN", "value": "x"},
+    ]);
+    p["spec"]["volumes"] = json!([
+        {"name": "info", "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+        {"name": "all", "projected": {"sources": [{"downwardAPI": {"items": [
+            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}},
+    ]);
+    let (code, created) = s
+        .call(Method::POST, "/api/v1/namespaces/default/pods", Some(p))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let spec = &created["spec"];
+    assert_eq!(
+        spec["containers"][0]["env"][0]["valueFrom"]["fieldRef"],
+        json!({"apiVersion": "v1", "fieldPath": "spec.nodeName"})
+    );
+    assert_eq!(
+        spec["containers"][0]["env"][1],
+        json!({"name": "PLAIN", "value": "x"})
+    );
+    assert_eq!(
+        spec["volumes"][0]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"],
+        "v1"
+    );
+    assert_eq!(
+        spec["volumes"][1]["projected"]["sources"][0]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"],
+        "v1"
+    );
+
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    });
+    let (code, created) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(service),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["status"], json!({"loadBalancer": {}}));
+}
+
+#[tokio::test]
+async fn authorization_group_is_discoverable() {
+    let s = server().await;
+    let (code, groups) = s.call(Method::GET, "/apis", None).await;
+    assert_eq!(code, 200);
+    let group = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "authorization.k8s.io")
+        .cloned()
+        .unwrap_or_else(|| panic!("authorization.k8s.io missing: {groups}"));
+    assert_eq!(
+        group["preferredVersion"],
+        json!({"groupVersion": "authorization.k8s.io/v1", "version": "v1"})
+    );
+    let (code, group) = s
+        .call(Method::GET, "/apis/authorization.k8s.io", None)
+        .await;
+    assert_eq!((code, group["kind"].as_str()), (200, Some("APIGroup")));
+    let (code, list) = s
+        .call(Method::GET, "/apis/authorization.k8s.io/v1", None)
+        .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["groupVersion"], "authorization.k8s.io/v1");
+    let resources: Vec<(String, bool, Value)> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["namespaced"].as_bool().unwrap(),
+                r["verbs"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            (
+                "localsubjectaccessreviews".to_string(),
+                true,
+                json!(["create"])
+            ),
+            (
+                "selfsubjectaccessreviews".to_string(),
+                false,
+                json!(["create"])
+            ),
+            ("subjectaccessreviews".to_string(), false, json!(["create"])),
+        ]
+    );
+    assert_eq!(
+        s.call(Method::GET, "/apis/authorization.k8s.io/v2", None)
+            .await
+            .0,
+        404
+    );
+}

@@ -414,3 +414,31 @@ async fn foreground_deletion_waits_only_for_dependents_that_block_it() {
     );
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn orphaning_with_the_default_finalizer_keeps_the_pods_without_the_reference() {
+    // As `with_default_controllers` composes it: no dependent kinds named.
+    let (store, running) = start(
+        ControllerManager::new()
+            .with(ReplicaSetController::new())
+            .with(GarbageCollector::new(GroupKind::POD).owner(GroupKind::REPLICA_SET))
+            .with(DeletionFinalizer::new(GroupKind::REPLICA_SET)),
+    );
+    let (sets, pods) = with_two_pods(&store).await;
+    let key = ObjectKey::namespaced("default", "web");
+    deletion::delete(&store, &GroupKind::REPLICA_SET, &key, Propagation::Orphan)
+        .await
+        .unwrap();
+    eventually("owner gone", || async {
+        sets.get_opt("web").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = pods.list(&Default::default()).await.unwrap().items;
+    assert_eq!(left.len(), 2, "orphans kept");
+    assert!(
+        left.iter().all(|p| p.metadata.owner_references.is_none()),
+        "{left:?}"
+    );
+    running.shutdown().await.unwrap();
+}

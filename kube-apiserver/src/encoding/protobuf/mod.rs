@@ -256,6 +256,8 @@ fn message(bytes: &[u8], table: &[Field], path: &str) -> Result<Map<String, Valu
                 }
                 continue;
             }
+            // An element of a repeated string is kept even when empty (`apiGroups: [""]`).
+            Ty::Str if field.list => Value::String(text(bytes_of(wire, &here)?, &here)?),
             ty => match value(wire, ty, &here)? {
                 Some(value) => value,
                 None => continue,
