@@ -25,6 +25,26 @@ pub(crate) fn kubectl_binary() -> Option<PathBuf> {
     None
 }
 
+/// A cluster on the machine's default runtime over a memory store in `dir`, listening on
+/// `listen`, with `nodes` nodes whose pod networks start at `pod_network_base` (distinct per
+/// test, as tests run side by side).
+fn memory_cluster(
+    dir: &std::path::Path,
+    listen: &str,
+    nodes: usize,
+    pod_network_base: usize,
+) -> ClusterConfig {
+    ClusterConfig {
+        listen: listen.parse().expect("a socket address"),
+        data_dir: dir.to_path_buf(),
+        nodes,
+        runtime: RuntimeKind::detect(),
+        store: StoreKind::Memory,
+        pod_network_base,
+        ..ClusterConfig::default()
+    }
+}
+
 pub(crate) fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
 }
@@ -958,19 +978,8 @@ async fn kubectl_runs_an_indexed_job_that_expires() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, k) = cluster_with_kubectl(
-        binary,
-        ClusterConfig {
-            listen: "127.0.0.20:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            nodes: 1,
-            runtime: RuntimeKind::detect(),
-            store: StoreKind::Memory,
-            pod_network_base: 16,
-            ..ClusterConfig::default()
-        },
-    )
-    .await;
+    let (cluster, k) =
+        cluster_with_kubectl(binary, memory_cluster(dir.path(), "127.0.0.20:0", 1, 16)).await;
     let job = dir.path().join("indexed.yaml");
     std::fs::write(
         &job,
@@ -1037,19 +1046,8 @@ async fn kubectl_namespaces_roles_and_orphan_deletion_as_kubernetes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, k) = cluster_with_kubectl(
-        binary,
-        ClusterConfig {
-            listen: "127.0.0.22:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            nodes: 1,
-            runtime: RuntimeKind::detect(),
-            store: StoreKind::Memory,
-            pod_network_base: 17,
-            ..ClusterConfig::default()
-        },
-    )
-    .await;
+    let (cluster, k) =
+        cluster_with_kubectl(binary, memory_cluster(dir.path(), "127.0.0.22:0", 1, 17)).await;
 
     k.run(&["create", "namespace", "scratch"]).await;
     let out = k
