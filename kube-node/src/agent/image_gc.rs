@@ -160,9 +160,6 @@ impl Agent {
             self.image_records().remove(&id);
             removed += 1;
         }
-        if removed > 0 {
-            self.images_changed();
-        }
         Ok(removed)
     }
 }

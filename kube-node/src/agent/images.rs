@@ -217,7 +217,6 @@ impl Agent {
                         pulled.size_bytes
                     ),
                 );
-                self.images_changed();
                 Ok(self.runtime.image_status(image).await.ok().flatten())
             }
             Err(e) => {

@@ -567,8 +567,6 @@ pub(crate) struct Agent {
     node_keyring: Option<Arc<crate::pull::credentials::Keyring>>,
     /// When each image was first seen and last used, for image GC.
     image_records: Mutex<HashMap<String, image_gc::ImageRecord>>,
-    /// Set when an image was pulled or removed: the Node's `status.images` is due.
-    images_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -639,14 +637,7 @@ impl Agent {
             pull_slots: tokio::sync::Semaphore::new(pull_slots),
             node_keyring: agent.node_keyring,
             image_records: Mutex::new(HashMap::new()),
-            images_dirty: std::sync::atomic::AtomicBool::new(true),
         }
-    }
-
-    /// Marks the Node's `status.images` as due for an update.
-    pub(crate) fn images_changed(&self) {
-        self.images_dirty
-            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn image_records(&self) -> MutexGuard<'_, HashMap<String, image_gc::ImageRecord>> {
