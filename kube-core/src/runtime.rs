@@ -61,6 +61,42 @@ pub struct PodSandboxConfig {
     pub labels: BTreeMap<String, String>,
     /// Annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Whether the pod shares the node's network namespace (`spec.hostNetwork`): no sandbox
+    /// network is made and the pod reports the node's IP.
+    pub host_network: bool,
+    /// Container ports published on the node (`hostPort`), CRI's `port_mappings`.
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A container port the runtime publishes on the node (`containers[].ports[].hostPort`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The port in the pod.
+    pub container_port: u16,
+    /// The port on the node.
+    pub host_port: u16,
+    /// The node address to publish on; empty for all of them.
+    pub host_ip: String,
+}
+
+/// The node's network facts a runtime is told as they change (CRI's `UpdateRuntimeConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// The node's pod CIDR (`spec.podCIDR`), from which pod addresses are given, once the
+    /// node IPAM controller has allocated one.
+    pub pod_cidr: Option<String>,
+}
+
+impl RuntimeConfig {
+    /// A config with the node's pod CIDR.
+    pub fn with_pod_cidr(pod_cidr: impl Into<String>) -> Self {
+        Self {
+            pod_cidr: Some(pod_cidr.into()),
+        }
+    }
 }
 
 /// Whether a sandbox is usable.
@@ -440,6 +476,15 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     /// collection. The default reports nothing known.
     async fn image_fs_info(&self) -> Result<ImageFsInfo, RuntimeError> {
         Ok(ImageFsInfo::default())
+    }
+
+    /// Tells the runtime the node's network facts, such as the pod CIDR the node IPAM
+    /// controller allocated (CRI's `UpdateRuntimeConfig`); the node agent calls it when its
+    /// Node's `spec.podCIDR` is first seen or changes. The default ignores it, for runtimes
+    /// that address pods on their own.
+    async fn update_runtime_config(&self, config: &RuntimeConfig) -> Result<(), RuntimeError> {
+        let _ = config;
+        Ok(())
     }
 }
 

@@ -81,11 +81,13 @@ pub mod leader;
 mod manager;
 mod metrics;
 mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 mod pods;
 mod replicaset;
 mod replicationcontroller;
 mod service_alloc;
+pub mod service_lb;
 mod ttl;
 
 pub use cronjob::CronJobController;

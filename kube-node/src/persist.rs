@@ -92,6 +92,8 @@ impl SandboxRecord {
             hostname: self.hostname.clone(),
             labels: self.labels.clone(),
             annotations: self.annotations.clone(),
+            // Not recorded: an adopted sandbox keeps the network it was made with.
+            ..PodSandboxConfig::default()
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube_core::quantity::{parse_bytes, parse_millicores};
 use kube_core::runtime::{
-    ContainerConfig, ContainerResources, Mount, PodSandboxConfig, PodSandboxMetadata,
+    ContainerConfig, ContainerResources, Mount, PodSandboxConfig, PodSandboxMetadata, PortMapping,
 };
 
 use super::labels;
@@ -43,7 +43,36 @@ pub(crate) fn sandbox_config(pod: &Pod, node: &str, attempt: u32) -> PodSandboxC
         hostname,
         labels: pod_labels(pod, node),
         annotations: meta.annotations.clone().unwrap_or_default(),
+        host_network: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
+        port_mappings: port_mappings(pod),
     }
+}
+
+/// The `hostPort`s of every container (init containers' too, as the kubelet), for the
+/// runtime to publish on the node.
+fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
+            Some(PortMapping {
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                container_port: u16::try_from(p.container_port).ok()?,
+                host_port,
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// Facts a container's environment can refer to with `valueFrom.fieldRef`, the ConfigMaps and

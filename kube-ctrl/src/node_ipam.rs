@@ -1,0 +1,1 @@
+//! The node IPAM controller (being written).

@@ -1,0 +1,1 @@
+//! The ServiceLB controller (being written).

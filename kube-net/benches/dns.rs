@@ -1,0 +1,5 @@
+//! DNS benchmark (being written).
+
+fn main() {
+    println!("dns bench: not written yet");
+}

@@ -1,0 +1,1 @@
+//! NetworkPolicy enforcement on nftables (being written).
