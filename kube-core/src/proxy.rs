@@ -83,8 +83,13 @@ pub struct ServiceEntry {
     pub session_affinity: Option<Duration>,
     /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to endpoints on this node.
     pub internal_traffic_local: bool,
-    /// `externalTrafficPolicy: Local`: NodePort traffic goes only to endpoints on this node.
+    /// `externalTrafficPolicy: Local`: NodePort and external-IP traffic goes only to endpoints
+    /// on this node.
     pub external_traffic_local: bool,
+    /// Addresses outside the cluster that also reach the service's ports, as its ClusterIP does:
+    /// `spec.externalIPs` and the load balancer's `status.loadBalancer.ingress` IPs (sorted, no
+    /// duplicates, the ClusterIP left out).
+    pub external_ips: Vec<IpAddr>,
 }
 
 impl ServiceEntry {
@@ -106,8 +111,33 @@ impl ServiceEntry {
         });
         self.internal_traffic_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         self.external_traffic_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        self.external_ips = external_ips(service, self.cluster_ip);
         self
     }
+}
+
+/// `spec.externalIPs` and the IPs of `status.loadBalancer.ingress` (hostname-only ingress
+/// entries carry no IP to serve), parsed, sorted and deduplicated; unparsable ones are skipped
+/// because the API server may hold addresses written by an older validation.
+fn external_ips(service: &Service, cluster_ip: Option<IpAddr>) -> Vec<IpAddr> {
+    let spec_ips = service
+        .spec
+        .iter()
+        .flat_map(|s| s.external_ips.iter().flatten());
+    let ingress_ips = service
+        .status
+        .iter()
+        .flat_map(|s| s.load_balancer.iter())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .filter_map(|i| i.ip.as_ref());
+    let mut ips: Vec<IpAddr> = spec_ips
+        .chain(ingress_ips)
+        .filter_map(|ip| ip.parse().ok())
+        .filter(|ip| Some(*ip) != cluster_ip)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 impl ServiceEntry {
@@ -220,5 +250,35 @@ pub trait Proxy: Send + Sync + std::fmt::Debug {
     /// by the loop that feeds it when the orchestrator shuts down. The default does nothing.
     async fn shutdown(&self) -> Result<(), ProxyError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_ips_join_spec_and_load_balancer_ingress() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "type": "LoadBalancer",
+                "clusterIP": "10.96.0.20",
+                "externalIPs": ["192.0.2.9", "not-an-ip", "10.96.0.20"],
+                "ports": [{"port": 80}]
+            },
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.3", "ipMode": "VIP"},
+                {"hostname": "lb.example"},
+                {"ip": "192.0.2.9"}
+            ]}}
+        }))
+        .expect("service");
+        let entry = ServiceEntry::from_objects(&service, None);
+        let want: Vec<IpAddr> = vec![
+            "192.0.2.3".parse().expect("ip"),
+            "192.0.2.9".parse().expect("ip"),
+        ];
+        assert_eq!(entry.external_ips, want);
     }
 }
