@@ -184,15 +184,19 @@ pub async fn run(runtimes: Vec<Arc<dyn Runtime>>, alive: Liveness) -> anyhow::Re
     let nodes: BTreeSet<&str> = placed.iter().map(|(_, n)| n.as_str()).collect();
     println!("3 pods running on {} node(s)", nodes.len());
 
+    // Pods sharing an address (host processes all report the node's) are one backend.
+    let addresses: BTreeSet<&str> = three
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref())
+        .collect();
     let hello_key = ObjectKey::namespaced("default", "hello");
     let table = wait_for(
         "the proxy to receive the hello service's backends",
         || async {
             let table = proxy.table();
-            let ready = table
-                .services
-                .get(&hello_key)
-                .is_some_and(|e| e.ports.iter().any(|p| !p.endpoints.is_empty()));
+            let ready = table.services.get(&hello_key).is_some_and(|e| {
+                e.ports.iter().map(|p| p.endpoints.len()).sum::<usize>() >= addresses.len()
+            });
             Ok(ready.then_some(table))
         },
     )

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_core::runtime::Runtime;
+use kube_core::runtime::{Runtime, RuntimeConfig};
 use kube_node::FakeRuntime;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,6 +12,15 @@ async fn hello_cluster_flow_runs_on_fake_runtime() {
         .iter()
         .map(|f| f.clone() as Arc<dyn Runtime>)
         .collect();
+    // Each node's pods get addresses from a CIDR of its own, as with a node IPAM controller.
+    for (i, fake) in fakes.iter().enumerate() {
+        fake.update_runtime_config(&RuntimeConfig::with_pod_cidr(format!(
+            "10.88.{}.0/24",
+            i + 1
+        )))
+        .await
+        .expect("pod CIDR");
+    }
     let report = examples::hello::run(runtimes, examples::hello::reported_running)
         .await
         .unwrap();

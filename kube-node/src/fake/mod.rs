@@ -19,7 +19,7 @@ use bytes::Bytes;
 use kube_core::runtime::{
     AuthConfig, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult,
     Image, ImageFsInfo, LogOptions, PodSandboxConfig, PodSandboxStatus, PulledImage, Runtime,
-    RuntimeError, SandboxState, trim_log,
+    RuntimeConfig, RuntimeError, SandboxState, trim_log,
 };
 use tokio::time::Instant;
 
@@ -294,6 +294,9 @@ struct State {
     images: images::Images,
     next_id: u64,
     next_ip: u64,
+    /// The node's pod CIDR once told ([`Runtime::update_runtime_config`]): network and
+    /// prefix length.
+    pod_cidr: Option<(std::net::Ipv4Addr, u8)>,
 }
 
 impl State {
@@ -302,8 +305,18 @@ impl State {
         format!("{prefix}{:015x}", self.next_id)
     }
 
-    /// Hands out 10.88.0.1, 10.88.0.2, … 10.88.0.254, 10.88.1.1, … (wrapping after 65 024).
+    /// Hands out addresses from the pod CIDR once one is known (skipping its network,
+    /// gateway and broadcast addresses, wrapping), else 10.88.0.1, 10.88.0.2, … 10.88.0.254,
+    /// 10.88.1.1, … (wrapping after 65 024).
     fn new_ip(&mut self) -> String {
+        if let Some((network, prefix)) = self.pod_cidr {
+            let size = 1u64 << (32 - u32::from(prefix.min(30)));
+            let n = self.next_ip % (size - 3);
+            self.next_ip += 1;
+            // Offset 1 is the gateway, as a real pod network keeps it.
+            let offset = u32::try_from(n + 2).unwrap_or(2);
+            return std::net::Ipv4Addr::from(u32::from(network).wrapping_add(offset)).to_string();
+        }
         let n = self.next_ip % (254 * 256);
         self.next_ip += 1;
         format!("10.88.{}.{}", n / 254, n % 254 + 1)
@@ -914,6 +927,35 @@ impl Runtime for FakeRuntime {
         self.enter(FakeOp::ImageFsInfo, "").await?;
         Ok(self.state().images.fs_info())
     }
+
+    /// An IPv4 pod CIDR makes later sandboxes take their addresses from it (as a real pod
+    /// network does); IPv6 CIDRs are ignored.
+    async fn update_runtime_config(&self, config: &RuntimeConfig) -> Result<(), RuntimeError> {
+        let Some(cidr) = &config.pod_cidr else {
+            return Ok(());
+        };
+        let invalid = || RuntimeError::Failed {
+            operation: "update_runtime_config",
+            message: format!("invalid pod CIDR {cidr:?}"),
+        };
+        let (address, prefix) = cidr.split_once('/').ok_or_else(invalid)?;
+        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+        let address: std::net::IpAddr = address.parse().map_err(|_| invalid())?;
+        let std::net::IpAddr::V4(address) = address else {
+            return Ok(());
+        };
+        if prefix > 32 {
+            return Err(invalid());
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let network = std::net::Ipv4Addr::from(u32::from(address) & mask);
+        let mut state = self.state();
+        if state.pod_cidr != Some((network, prefix)) {
+            state.pod_cidr = Some((network, prefix));
+            state.next_ip = 0;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -929,6 +971,28 @@ mod tests {
         assert_eq!(ips[254], "10.88.1.1");
         let unique: std::collections::HashSet<_> = ips.iter().collect();
         assert_eq!(unique.len(), ips.len());
+    }
+
+    #[tokio::test]
+    async fn sandboxes_take_addresses_from_the_pod_cidr() {
+        let fake = FakeRuntime::new();
+        fake.update_runtime_config(&RuntimeConfig::with_pod_cidr("10.244.3.0/30"))
+            .await
+            .unwrap();
+        let mut ips = Vec::new();
+        for _ in 0..2 {
+            let id = fake
+                .run_pod_sandbox(&PodSandboxConfig::default())
+                .await
+                .unwrap();
+            ips.push(fake.pod_sandbox_status(&id).await.unwrap().ip.unwrap());
+        }
+        // .1 is the gateway; a /30 has one pod address, reused when wrapping.
+        assert_eq!(ips, ["10.244.3.2", "10.244.3.2"]);
+        let bad = fake
+            .update_runtime_config(&RuntimeConfig::with_pod_cidr("10.244.3.0"))
+            .await;
+        assert!(bad.is_err());
     }
 
     #[test]
