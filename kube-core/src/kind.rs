@@ -238,7 +238,7 @@ macro_rules! kinds {
     };
 }
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy, rbac};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, policy, rbac};
 
 kinds! {
     core::v1::Pod => "pods", ["po"], ["all"];
@@ -259,6 +259,7 @@ kinds! {
     batch::v1::CronJob => "cronjobs", ["cj"], ["all"];
     coordination::v1::Lease => "leases", [], [];
     discovery::v1::EndpointSlice => "endpointslices", [], [];
+    networking::v1::NetworkPolicy => "networkpolicies", ["netpol"], [];
     policy::v1::PodDisruptionBudget => "poddisruptionbudgets", ["pdb"], [];
     rbac::v1::Role => "roles", [], [];
     rbac::v1::RoleBinding => "rolebindings", [], [];

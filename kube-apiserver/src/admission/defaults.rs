@@ -1,7 +1,8 @@
 //! Defaulting, as Kubernetes' API server applies it on create and update: the fields a client
 //! may leave out get the values Kubernetes gives them (pod `restartPolicy`, `dnsPolicy`,
 //! `terminationGracePeriodSeconds`, container `imagePullPolicy`; deployment strategy and
-//! `revisionHistoryLimit`; service `sessionAffinity`, port protocols and target ports; ...).
+//! `revisionHistoryLimit`; service `sessionAffinity`, port protocols and target ports;
+//! NetworkPolicy `policyTypes` and port protocols; ...).
 
 use serde_json::{Map, Value, json};
 
@@ -141,6 +142,12 @@ pub(crate) fn apply(object: &mut DynamicObject) {
         ("", "PodTemplate") => {
             if let Some(pod) = obj(data, "template").and_then(|t| obj(t, "spec")) {
                 pod_spec(pod);
+            }
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            let spec = data.entry("spec").or_insert_with(|| json!({}));
+            if let Value::Object(spec) = spec {
+                network_policy_spec(spec);
             }
         }
         _ => {}
@@ -289,6 +296,41 @@ fn pod_spec(spec: &mut Map<String, Value>) {
         if let Some(Value::Array(containers)) = spec.get_mut(list) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
                 container_defaults(container);
+            }
+        }
+    }
+}
+
+/// A NetworkPolicy's spec as Kubernetes defaults it: `podSelector` is always written (`{}`
+/// selects every pod of the namespace), a policy without `policyTypes` is an `Ingress` one,
+/// and also `Egress` when it has egress rules; ports without a protocol are TCP.
+fn network_policy_spec(spec: &mut Map<String, Value>) {
+    set(spec, "podSelector", json!({}));
+    let no_types = spec
+        .get("policyTypes")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if no_types {
+        let has_egress = spec
+            .get("egress")
+            .and_then(Value::as_array)
+            .is_some_and(|rules| !rules.is_empty());
+        let types = if has_egress {
+            json!(["Ingress", "Egress"])
+        } else {
+            json!(["Ingress"])
+        };
+        spec.insert("policyTypes".into(), types);
+    }
+    for direction in ["ingress", "egress"] {
+        let Some(Value::Array(rules)) = spec.get_mut(direction) else {
+            continue;
+        };
+        for rule in rules.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(Value::Array(ports)) = rule.get_mut("ports") {
+                for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    set(port, "protocol", json!("TCP"));
+                }
             }
         }
     }
@@ -487,5 +529,37 @@ mod tests {
         assert_eq!(svc.data["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(svc.data["spec"]["sessionAffinity"], "None");
         assert_eq!(svc.data["spec"]["type"], "ClusterIP");
+    }
+
+    #[test]
+    fn network_policies_get_policy_types_and_tcp_ports() {
+        let mut deny = object("networking.k8s.io/v1", "NetworkPolicy", json!({}));
+        apply(&mut deny);
+        assert_eq!(
+            deny.data["spec"],
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]})
+        );
+
+        let mut both = object(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            json!({"spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                "ingress": [{"ports": [{"port": 5432}, {"port": 53, "protocol": "UDP"}]}],
+                "egress": [{"ports": [{"port": 443}]}]}}),
+        );
+        apply(&mut both);
+        let spec = &both.data["spec"];
+        assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+        assert_eq!(spec["ingress"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(spec["ingress"][0]["ports"][1]["protocol"], "UDP");
+        assert_eq!(spec["egress"][0]["ports"][0]["protocol"], "TCP");
+
+        let mut egress_only = object(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            json!({"spec": {"podSelector": {}, "policyTypes": ["Egress"]}}),
+        );
+        apply(&mut egress_only);
+        assert_eq!(egress_only.data["spec"]["policyTypes"], json!(["Egress"]));
     }
 }

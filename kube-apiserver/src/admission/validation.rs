@@ -3,6 +3,8 @@
 //! `fieldValidation=Strict`), required fields, unique container names, selectors that match
 //! their template, and fields that may not change on update.
 
+mod network_policy;
+
 use std::collections::BTreeSet;
 
 use kube_core::kind::KindInfo;
@@ -133,6 +135,7 @@ pub(crate) fn validate(
             None => causes.push(Cause::required("template.spec")),
         },
         ("", "Service") => service(object, old, &mut causes),
+        ("networking.k8s.io", "NetworkPolicy") => network_policy::validate(object, &mut causes),
         _ => {}
     }
     causes
@@ -152,7 +155,7 @@ fn unknown_fields(info: &KindInfo, value: &Value) -> Vec<Cause> {
 }
 
 fn roundtrip(kind: &str, group: &str, value: &Value) -> Option<Value> {
-    use k8s_openapi::api::{apps, batch, core};
+    use k8s_openapi::api::{apps, batch, core, networking};
     fn via<K: serde::de::DeserializeOwned + serde::Serialize>(value: &Value) -> Option<Value> {
         serde_json::from_value::<K>(value.clone())
             .ok()
@@ -171,6 +174,7 @@ fn roundtrip(kind: &str, group: &str, value: &Value) -> Option<Value> {
         ("batch", "CronJob") => via::<batch::v1::CronJob>(value),
         ("", "ReplicationController") => via::<core::v1::ReplicationController>(value),
         ("", "PodTemplate") => via::<core::v1::PodTemplate>(value),
+        ("networking.k8s.io", "NetworkPolicy") => via::<networking::v1::NetworkPolicy>(value),
         _ => None,
     }
 }

@@ -135,6 +135,16 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             s("Container-Runtime", 1),
         ],
         "Namespace" => vec![name, s("Status", 0), age],
+        "NetworkPolicy" => vec![
+            name,
+            column(
+                "Pod-Selector",
+                "string",
+                0,
+                "Selects the pods to which this NetworkPolicy object applies.",
+            ),
+            age,
+        ],
         "Job" => vec![
             name,
             s("Status", 0),
@@ -323,6 +333,11 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
             ]
         }
         "Namespace" => vec![name, json!(text("status.phase")), age],
+        "NetworkPolicy" => vec![
+            name,
+            json!(format_label_selector(&get("spec.podSelector"))),
+            age,
+        ],
         "Job" => {
             let conditions = get("status.conditions");
             let has = |t: &str| {
@@ -391,6 +406,36 @@ fn selector(object: &DynamicObject) -> String {
             .field("spec.selector.matchLabels")
             .unwrap_or(Value::Null),
     )
+}
+
+/// A label selector as Kubernetes' `FormatLabelSelector` prints it: requirements sorted by
+/// key, set values sorted, `<none>` when empty, `<error>` when it is not a valid selector.
+fn format_label_selector(selector: &Value) -> String {
+    use kube_core::selector::{Operator, Selector};
+    let parsed = serde_json::from_value(selector.clone())
+        .ok()
+        .and_then(|s| Selector::from_label_selector(&s).ok());
+    let Some(parsed) = parsed else {
+        return if selector.is_null() {
+            "<none>".into()
+        } else {
+            "<error>".into()
+        };
+    };
+    let mut requirements = parsed.requirements().to_vec();
+    for requirement in &mut requirements {
+        if let Operator::In(values) | Operator::NotIn(values) = &mut requirement.operator {
+            values.sort();
+            values.dedup();
+        }
+    }
+    requirements.sort_by(|a, b| a.key.cmp(&b.key));
+    let text = Selector::from_requirements(requirements).to_string();
+    if text.is_empty() {
+        "<none>".into()
+    } else {
+        text
+    }
 }
 
 fn template_field(object: &DynamicObject, field: &str) -> String {
@@ -709,6 +754,36 @@ mod tests {
             ]
         );
         assert_eq!(cells[7], "c");
+    }
+
+    #[test]
+    fn network_policy_rows_print_the_pod_selector() {
+        let row = |spec: Value| {
+            let policy: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "p", "namespace": "default"}, "spec": spec,
+            }))
+            .unwrap();
+            let t = table(
+                "NetworkPolicy",
+                &[policy],
+                None,
+                None,
+                IncludeObject::None,
+                true,
+            );
+            assert_eq!(t["columnDefinitions"][1]["name"], "Pod-Selector");
+            t["rows"][0]["cells"][1].clone()
+        };
+        assert_eq!(row(json!({"podSelector": {}})), "<none>");
+        assert_eq!(
+            row(
+                json!({"podSelector": {"matchLabels": {"tier": "db", "app": "web"},
+                "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod", "dev"]},
+                    {"key": "zz", "operator": "DoesNotExist"}]}})
+            ),
+            "app=web,env in (dev,prod),tier=db,!zz"
+        );
     }
 
     #[test]

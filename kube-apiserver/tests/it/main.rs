@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod apiserver;
+mod network_policy;
 mod security;
