@@ -108,6 +108,9 @@ enum Frontend {
     ClusterIp { port: u16 },
     /// A NodePort; `local` for `externalTrafficPolicy: Local` (client address preserved).
     NodePort { local: bool },
+    /// An external IP (`spec.externalIPs`, a load balancer's ingress IP) on this service port:
+    /// keyed like a ClusterIP, masqueraded like a NodePort (traffic from outside the cluster).
+    External { port: u16, local: bool },
 }
 
 /// The shape of a load-balancing chain and its endpoint map, shared by every frontend of that
@@ -120,9 +123,11 @@ enum Frontend {
 struct Shape {
     family: Family,
     protocol: &'static str,
-    /// For ClusterIPs, the service port (the map is keyed by address and slot); `None` for
-    /// NodePorts (keyed by node port and slot).
+    /// For ClusterIPs and external IPs, the service port (the map is keyed by address and
+    /// slot); `None` for NodePorts (keyed by node port and slot).
     port: Option<u16>,
+    /// An external-IP shape: its chains mark as NodePorts do, so it cannot share a ClusterIP's.
+    external: bool,
     /// The port every endpoint listens on, written once in the DNAT rule; `None` when they
     /// differ (then the map's values are `address . port`).
     target: Option<u16>,
@@ -139,6 +144,9 @@ impl Shape {
             .target
             .map_or_else(|| "any".to_owned(), |t| t.to_string());
         match self.port {
+            Some(port) if self.external => {
+                format!("external{sfx}_{}_{port}_{target}_{}", self.protocol, self.n)
+            }
             Some(port) => format!("cluster{sfx}_{}_{port}_{target}_{}", self.protocol, self.n),
             None => format!("node_port{sfx}_{}_{target}_{}", self.protocol, self.n),
         }
@@ -177,6 +185,8 @@ struct Plan {
     cluster_slots: BTreeMap<Shape, Vec<Elements>>,
     /// Shape of a NodePort chain → per slot, `node port : endpoint` elements.
     node_port_slots: BTreeMap<Shape, Vec<Elements>>,
+    /// Shape of an external-IP chain → per slot, `ip : endpoint` elements.
+    external_slots: BTreeMap<Shape, Vec<Elements>>,
     /// Per-service chains, for affinity.
     chains: Vec<Chain>,
     /// `ip . ip` for each endpoint on this node: a pod reaching itself through a service
@@ -248,7 +258,9 @@ impl Plan {
             let name = format!("svc_{}_", self.chains.len());
             let mark = match frontend {
                 Frontend::ClusterIp { .. } => masquerade.cluster_ip(family),
-                Frontend::NodePort { local } => masquerade.node_port(local),
+                Frontend::NodePort { local } | Frontend::External { local, .. } => {
+                    masquerade.node_port(local)
+                }
             };
             self.chains.push(Chain {
                 name: name.clone(),
@@ -266,15 +278,17 @@ impl Plan {
             family,
             protocol,
             port: match frontend {
-                Frontend::ClusterIp { port } => Some(port),
+                Frontend::ClusterIp { port } | Frontend::External { port, .. } => Some(port),
                 Frontend::NodePort { .. } => None,
             },
+            external: matches!(frontend, Frontend::External { .. }),
             target,
             n: endpoints.len(),
         };
         let slots = match frontend {
             Frontend::ClusterIp { .. } => &mut self.cluster_slots,
             Frontend::NodePort { .. } => &mut self.node_port_slots,
+            Frontend::External { .. } => &mut self.external_slots,
         }
         .entry(shape)
         .or_insert_with(|| (0..shape.n).map(|_| Elements::default()).collect());
@@ -285,7 +299,9 @@ impl Plan {
             }
         }
         match frontend {
-            Frontend::NodePort { local: true } => format!("{}_local", shape.name()),
+            Frontend::NodePort { local: true } | Frontend::External { local: true, .. } => {
+                format!("{}_local", shape.name())
+            }
             _ => shape.name(),
         }
     }
@@ -309,6 +325,7 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
     let node = config.node_name.as_deref();
     let masquerade = Masquerade { config };
     let mut plan = Plan::default();
+    let mut externals = Externals::new(table);
     for entry in table.services.values() {
         // A service is single-stack here (one ClusterIP): its NodePorts serve that family.
         let family = entry.cluster_ip.map_or(Family::V4, Family::of);
@@ -366,9 +383,70 @@ pub(crate) fn render(table: &ServiceTable, config: &NftConfig) -> Rendered {
                     plan.node_ports[f].push(format_args!("{key} : goto {chain}"));
                 }
             }
+            let local = entry.external_traffic_local;
+            let mut external = None;
+            for ip in &entry.external_ips {
+                if Family::of(*ip) != family || !externals.claim(*ip, protocol, port.port) {
+                    continue;
+                }
+                let endpoints = external
+                    .get_or_insert_with(|| of_family(usable(&port.endpoints, local, node), family));
+                let key = format!("{ip} . {protocol} . {}", port.port);
+                if endpoints.is_empty() {
+                    plan.no_endpoints[f].push(format_args!("{key}"));
+                } else {
+                    let chain = plan.route(
+                        family,
+                        Frontend::External {
+                            port: port.port,
+                            local,
+                        },
+                        &ip.to_string(),
+                        protocol,
+                        endpoints.clone(),
+                        entry.session_affinity,
+                        &masquerade,
+                    );
+                    plan.cluster_ips[f].push(format_args!("{key} : goto {chain}"));
+                }
+            }
         }
     }
     write(&plan, config, &masquerade)
+}
+
+/// Which external `address . protocol . port` keys are taken. They share the ClusterIP
+/// verdict map, whose keys must be unique or the whole transaction fails; so an external IP
+/// never takes a ClusterIP's address, and of two services naming the same external IP and
+/// port the first (in key order) has it, as with two LoadBalancers on one port in k3s.
+struct Externals {
+    cluster_ips: BTreeSet<IpAddr>,
+    taken: BTreeSet<(IpAddr, &'static str, u16)>,
+}
+
+impl Externals {
+    fn new(table: &ServiceTable) -> Self {
+        // Only tables with external IPs pay for the set.
+        let any = table.services.values().any(|e| !e.external_ips.is_empty());
+        let cluster_ips = if any {
+            table
+                .services
+                .values()
+                .filter_map(|e| e.cluster_ip)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        Self {
+            cluster_ips,
+            taken: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `ip . protocol . port` is free (and now taken).
+    fn claim(&mut self, ip: IpAddr, protocol: &'static str, port: u16) -> bool {
+        !self.cluster_ips.contains(&ip) && self.taken.insert((ip, protocol, port))
+    }
 }
 
 fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Rendered {
@@ -378,6 +456,7 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
         .cluster_slots
         .values()
         .chain(plan.node_port_slots.values())
+        .chain(plan.external_slots.values())
         .flatten()
         .chain(&plan.cluster_ips)
         .map(|e| e.list.len())
@@ -462,6 +541,20 @@ fn write(plan: &Plan, config: &NftConfig, masquerade: &Masquerade<'_>) -> Render
         rules += write_shape(
             &mut out, shape, slots, "th dport", &entries, layout, balancing,
         );
+    }
+    for (shape, slots) in &plan.external_slots {
+        // Both policies' chains, as for NodePorts; keyed by the destination address.
+        let key = format!("{} daddr", shape.family.ip());
+        let entries = [
+            (String::new(), masquerade.node_port(false)),
+            ("_local".to_owned(), masquerade.node_port(true)),
+        ];
+        let layout = if per_slot.contains(shape) {
+            Layout::PerSlot
+        } else {
+            Layout::Concatenated
+        };
+        rules += write_shape(&mut out, shape, slots, &key, &entries, layout, balancing);
     }
     for chain in &plan.chains {
         rules += write_chain(&mut out, chain, balancing);
@@ -587,6 +680,7 @@ fn per_slot_shapes(plan: &Plan) -> BTreeSet<Shape> {
         .cluster_slots
         .iter()
         .chain(&plan.node_port_slots)
+        .chain(&plan.external_slots)
         .map(|(shape, slots)| (slots.iter().map(|e| e.len).sum(), *shape))
         .collect();
     shapes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -818,6 +912,58 @@ mod tests {
         // Without a pod network, ClusterIP traffic is not marked.
         let script = render(&t, &NftConfig::default()).script;
         assert!(script.contains("chain cluster_tcp_80_8080_1 {\n    numgen"));
+    }
+
+    #[test]
+    fn external_ips_dnat_like_cluster_ips_and_mark_like_node_ports() {
+        let mut cluster = service("10.96.0.10", &[("10.244.1.2", "b")], 30080, false);
+        cluster.external_ips = vec!["192.0.2.7".parse().unwrap(), "fd00::7".parse().unwrap()];
+        let mut local = service("10.96.0.11", &[("10.244.0.2", "a")], 30081, true);
+        // The same address and port as the first service (it keeps it), and another
+        // service's ClusterIP (never taken).
+        local.external_ips = vec!["192.0.2.7".parse().unwrap(), "10.96.0.10".parse().unwrap()];
+        let mut other_port = local.clone();
+        other_port.cluster_ip = Some("10.96.0.12".parse().unwrap());
+        other_port.ports[0].port = 81;
+        other_port.ports[0].node_port = None;
+        other_port.external_ips = vec!["192.0.2.7".parse().unwrap()];
+        let mut empty = service("10.96.0.13", &[("10.244.1.2", "b")], 30083, true);
+        empty.external_ips = vec!["192.0.2.8".parse().unwrap()];
+        let t = table(vec![cluster, local, other_port, empty]);
+        let config = NftConfig {
+            node_name: Some("a".into()),
+            pod_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            ..NftConfig::default()
+        };
+        let script = render(&t, &config).script;
+        assert!(
+            script.contains("192.0.2.7 . tcp . 80 : goto external_tcp_80_8080_1,"),
+            "{script}"
+        );
+        assert_eq!(
+            script.matches("192.0.2.7 . tcp . 80 :").count(),
+            1,
+            "{script}"
+        );
+        assert!(
+            !script.contains("10.96.0.10 . tcp . 80 : goto external"),
+            "{script}"
+        );
+        // Local policy on another port: the local chain, no mark.
+        assert!(
+            script.contains("192.0.2.7 . tcp . 81 : goto external_tcp_81_8080_1_local"),
+            "{script}"
+        );
+        assert!(
+            script
+                .contains("chain external_tcp_80_8080_1 {\n    meta mark set meta mark | 0x4000\n")
+        );
+        assert!(script.contains("chain external_tcp_81_8080_1_local {\n    numgen"));
+        // The IPv6 external IP of an IPv4 service is not served.
+        assert!(!script.contains("fd00::7"), "{script}");
+        // Local policy without a local endpoint: refused.
+        assert!(script.contains("192.0.2.8 . tcp . 80"), "{script}");
+        assert!(!script.contains("192.0.2.8 . tcp . 80 : goto"), "{script}");
     }
 
     #[test]

@@ -69,6 +69,11 @@ impl DummyAddresses {
         Error::collect(errors).map_or(Ok(()), Err)
     }
 
+    /// Whether this proxy put `ip` on the interface.
+    pub(crate) fn has(&self, ip: &IpAddr) -> bool {
+        self.present.contains(ip)
+    }
+
     /// Removes every address we added, and the interface if we created it.
     pub(crate) async fn clear(&mut self) -> Result<()> {
         self.reconcile(&BTreeSet::new()).await?;

@@ -92,6 +92,9 @@ pub type ListenerKey = (Protocol, SocketAddr);
 struct FrontendSpec {
     endpoints: Vec<SocketAddr>,
     affinity: Option<Duration>,
+    /// An external IP's listener: its address goes on the interface only when no other
+    /// interface of the host has it (a load balancer's ingress IP is often the node's own).
+    external: bool,
 }
 
 #[derive(Debug)]
@@ -108,8 +111,8 @@ struct State {
     dummy: Option<DummyAddresses>,
 }
 
-/// A userspace L4 proxy: it listens on every ClusterIP:port and NodePort itself and relays each
-/// TCP connection or UDP flow to an endpoint.
+/// A userspace L4 proxy: it listens on every ClusterIP:port, external IP:port and NodePort
+/// itself and relays each TCP connection or UDP flow to an endpoint.
 ///
 /// - New connections are balanced round robin, or stick to one endpoint per client IP with
 ///   `sessionAffinity: ClientIP` (for the configured timeout since last use).
@@ -201,6 +204,7 @@ impl UserspaceProxy {
                         .map(|e| SocketAddr::new(e.ip, e.port))
                         .collect(),
                     affinity: entry.session_affinity,
+                    external: false,
                 };
                 let cluster_addrs: Vec<IpAddr> = match &self.config.cluster_ips {
                     ClusterIpBinding::Local | ClusterIpBinding::Interface(_) => {
@@ -220,6 +224,18 @@ impl UserspaceProxy {
                         tracing::warn!(service = %key, ?listener, "two services claim one address");
                     }
                 }
+                for ip in self.external_addrs(&entry.external_ips) {
+                    let listener = (port.protocol, SocketAddr::new(ip, port.port));
+                    if out.contains_key(&listener) {
+                        tracing::warn!(service = %key, ?listener, "external IP already served");
+                        continue;
+                    }
+                    let spec = FrontendSpec {
+                        external: true,
+                        ..spec(entry.external_traffic_local)
+                    };
+                    out.insert(listener, spec);
+                }
                 let Some(node_port) = port.node_port else {
                     continue;
                 };
@@ -235,6 +251,18 @@ impl UserspaceProxy {
             }
         }
         out
+    }
+
+    /// The external IPs of a service this proxy can listen on: all of them when it binds
+    /// ClusterIPs itself or on its interface; in the unprivileged modes only those already local
+    /// (such as a load balancer ingress that is this node's address).
+    fn external_addrs(&self, ips: &[IpAddr]) -> Vec<IpAddr> {
+        match &self.config.cluster_ips {
+            ClusterIpBinding::Local | ClusterIpBinding::Interface(_) => ips.to_vec(),
+            ClusterIpBinding::Addresses(_) | ClusterIpBinding::Off => {
+                ips.iter().copied().filter(|ip| is_local(*ip)).collect()
+            }
+        }
     }
 
     /// Brings listeners (and ClusterIP addresses) to what `table` asks for. Listeners that could
@@ -258,9 +286,11 @@ impl UserspaceProxy {
         }
         if let Some(dummy) = state.dummy.as_mut() {
             let ips: BTreeSet<IpAddr> = wanted
-                .keys()
-                .map(|(_, a)| a.ip())
-                .filter(|ip| !self.config.node_addresses.contains(ip))
+                .iter()
+                .map(|((_, a), spec)| (a.ip(), spec.external))
+                .filter(|(ip, _)| !self.config.node_addresses.contains(ip))
+                .filter(|(ip, external)| !external || dummy.has(ip) || !is_local(*ip))
+                .map(|(ip, _)| ip)
                 .collect();
             if let Err(e) = dummy.reconcile(&ips).await {
                 errors.push(e);
@@ -362,6 +392,11 @@ impl UserspaceProxy {
             tasks,
         })
     }
+}
+
+/// Whether `ip` is an address of this host (network namespace): binding it succeeds.
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Closes the listening socket (waiting until it is closed) and drains its connections.

@@ -352,6 +352,65 @@ async fn nftables_masquerades_cluster_policy_and_keeps_the_client_address_for_lo
     cleanup.await;
 }
 
+/// External IPs and load balancer ingress IPs DNAT like ClusterIPs: an external IP routed to
+/// this node, and this node's own address on the service port (ServiceLB's ingress).
+/// `externalTrafficPolicy: Cluster` masquerades them, `Local` keeps the client's address.
+#[tokio::test]
+async fn nftables_dnats_external_and_load_balancer_ips() {
+    if !tools_present("nftables_dnats_external_and_load_balancer_ips") {
+        return;
+    }
+    let (client, node, pod) = (Netns::new(), Netns::new(), Netns::new());
+    node.link("n0", &["10.1.0.1/24"], &client, "c0", &["10.1.0.2/24"]);
+    node.link("n1", &["10.2.0.1/24"], &pod, "p0", &["10.2.0.2/24"]);
+    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    client.ip(&["route", "add", "default", "via", "10.1.0.1"]);
+    pod.ip(&["route", "add", "default", "via", "10.2.0.1"]);
+    let _pod = Pod::start_peer_echo(&pod.name, "10.2.0.2", 8080).await;
+
+    let proxy = NftProxy::new(NftConfig {
+        table: "kube-net-ext".into(),
+        netns: Some(node.name.clone()),
+        node_name: Some("node-a".into()),
+        pod_cidrs: vec!["10.2.0.0/16".parse().unwrap()],
+        ..NftConfig::default()
+    });
+    let mut cluster = entry("10.96.0.30", None, &[("10.2.0.2", "node-b")]);
+    cluster.external_ips = vec!["203.0.113.5".parse().unwrap(), "10.1.0.1".parse().unwrap()];
+    let mut local = entry("10.96.0.31", None, &[("10.2.0.2", "node-a")]);
+    local.ports[0].port = 81;
+    local.external_ips = vec!["10.1.0.1".parse().unwrap()];
+    local.external_traffic_local = true;
+    let mut nobody_here = entry("10.96.0.32", None, &[("10.2.0.2", "node-b")]);
+    nobody_here.ports[0].port = 82;
+    nobody_here.external_ips = vec!["10.1.0.1".parse().unwrap()];
+    nobody_here.external_traffic_local = true;
+    let table = services(vec![
+        ("cluster", cluster),
+        ("local", local),
+        ("nobody-here", nobody_here),
+    ]);
+    let result = proxy.sync(&table).await;
+    let cleanup = async {
+        proxy.shutdown().await.unwrap();
+        let tables = node.nft(&["list", "tables"]);
+        assert!(!tables.contains("kube-net-ext"), "{tables}");
+    };
+    if let Err(e) = result {
+        cleanup.await;
+        panic!("sync failed: {e} ({:?})", std::error::Error::source(&e));
+    }
+    // Cluster policy: the pod sees the node's address.
+    assert_eq!(ask_in(&client, "203.0.113.5:80").await, "10.2.0.1");
+    assert_eq!(ask_in(&client, "10.1.0.1:80").await, "10.2.0.1");
+    // Local policy with a local endpoint: the pod sees the client.
+    assert_eq!(ask_in(&client, "10.1.0.1:81").await, "10.1.0.2");
+    // Local policy without one: refused at once, not sent elsewhere.
+    let refused = ask_in(&client, "10.1.0.1:82").await;
+    assert!(refused.starts_with("error"), "{refused}");
+    cleanup.await;
+}
+
 /// IPv6 ClusterIPs and NodePorts DNAT to IPv6 endpoints (ULA addresses inside a namespace),
 /// beside an IPv4 service in the same table.
 #[tokio::test]

@@ -405,6 +405,87 @@ async fn cluster_ips_are_added_to_an_interface_and_removed_on_shutdown() {
     assert!(!addresses_after.contains("10.96.0.20"), "{addresses_after}");
 }
 
+/// External IPs and a load balancer's ingress IP are served like the ClusterIP: one not on the
+/// host goes on the interface (and away on shutdown), one the host already has (a node address,
+/// as ServiceLB hands out) is bound where it is and left alone; an ingress that goes away stops
+/// being served.
+#[tokio::test]
+async fn external_ips_and_load_balancer_ingress_are_served_and_released() {
+    let test = "external_ips_and_load_balancer_ingress_are_served_and_released";
+    if !crate::netns::tools_present(test) {
+        return;
+    }
+    let ns = crate::netns::Netns::new();
+    // The "node address" the ingress names, already on the host.
+    ns.ip(&["addr", "add", "192.168.50.1/32", "dev", "lo"]);
+    let name = ns.name.clone();
+    let (during, after) = ns
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let _pod = Pod::start("pod-a", "127.0.0.2", 8080).await;
+                let cluster = Cluster::new();
+                let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
+                    node_addresses: vec!["127.0.0.1".parse().unwrap()],
+                    cluster_ips: ClusterIpBinding::Interface("lo".into()),
+                    ..UserspaceConfig::default()
+                }));
+                let running = cluster.start_with(proxy.clone());
+                let mut service = service_spec(
+                    "web",
+                    json!({"type": "LoadBalancer", "clusterIP": "10.96.0.40",
+                        "externalIPs": ["198.51.100.7"],
+                        "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}),
+                );
+                service.status = Some(
+                    serde_json::from_value(json!({"loadBalancer": {"ingress": [
+                        {"ip": "192.168.50.1", "ipMode": "VIP"}
+                    ]}}))
+                    .unwrap(),
+                );
+                let created = cluster.services.create(&service).await.unwrap();
+                cluster
+                    .endpoints
+                    .create(&crate::support::endpoints_on(
+                        "web",
+                        &[["127.0.0.2", "node-a"]],
+                        "http",
+                        8080,
+                    ))
+                    .await
+                    .unwrap();
+                for to in ["198.51.100.7:80", "192.168.50.1:80", "10.96.0.40:80"] {
+                    eventually(to, || async {
+                        ask(addr(to)).await.as_deref() == Ok("pod-a")
+                    })
+                    .await;
+                }
+                let during = show_lo(&name);
+                // The ingress leaves: its listener closes.
+                let mut next = created.clone();
+                next.status = None;
+                cluster.services.replace(&next).await.unwrap();
+                eventually("ingress no longer served", || async {
+                    ask(addr("192.168.50.1:80")).await.is_err()
+                })
+                .await;
+                assert_eq!(ask(addr("198.51.100.7:80")).await.as_deref(), Ok("pod-a"));
+                running.shutdown().await.unwrap();
+                (during, show_lo(&name))
+            })
+        })
+        .await;
+    assert!(during.contains("198.51.100.7/32"), "{during}");
+    assert!(!after.contains("198.51.100.7"), "{after}");
+    assert!(
+        after.contains("192.168.50.1/32"),
+        "not ours to remove: {after}"
+    );
+}
+
 fn show_lo(netns: &str) -> String {
     let out = std::process::Command::new("ip")
         .args(["-n", netns, "addr", "show", "dev", "lo"])
