@@ -105,6 +105,7 @@ pub use leader::{
 pub use manager::ControllerManager;
 pub use metrics::{ControllerStats, ManagerMetrics};
 pub use namespace::{NAMESPACE_FINALIZER, NamespaceController, delete_namespace};
+pub use node_ipam::{NodeIpamConfig, NodeIpamController, NodeIpamError};
 pub use node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
 pub use replicationcontroller::ReplicationControllerController;

@@ -12,6 +12,7 @@ mod gc;
 mod job;
 mod leader;
 mod manager;
+mod node_ipam;
 mod node_lifecycle;
 mod replicaset;
 mod replicationcontroller;
