@@ -27,11 +27,13 @@ pub mod authn;
 pub mod authz;
 mod discovery;
 mod encoding;
+pub mod kubernetes_service;
 mod registry;
 mod serving;
 mod streaming;
 
 pub use authn::{CertPair, Pki, PkiError, Security, TokenSigner, UserInfo};
+pub use kubernetes_service::KubernetesService;
 
 use admission::serviceaccounts;
 use encoding::encoded;
@@ -81,6 +83,10 @@ pub struct ApiServerConfig {
     /// Namespace lifecycle admission: objects may be created only in a namespace that exists
     /// and is not terminating (default true).
     pub namespace_lifecycle: bool,
+    /// Keep Service `default/kubernetes` and its Endpoints and EndpointSlice pointing at
+    /// this server while it serves ([`KubernetesService`]; off when `None` or when it has no
+    /// address to advertise). Default off.
+    pub kubernetes_service: Option<KubernetesService>,
 }
 
 impl Default for ApiServerConfig {
@@ -95,6 +101,7 @@ impl Default for ApiServerConfig {
             max_watches_per_user: 1000,
             request_timeout: Duration::from_secs(60),
             namespace_lifecycle: true,
+            kubernetes_service: None,
         }
     }
 }
@@ -249,6 +256,16 @@ impl ApiServer {
                 revision,
                 shutdown.clone(),
             ));
+        }
+        if let Some(service) = &server.inner.config.kubernetes_service {
+            if !service.addresses().is_empty() {
+                tokio::spawn(kubernetes_service::run(
+                    server.inner.store.clone(),
+                    service.clone(),
+                    local_addr.port(),
+                    shutdown.clone(),
+                ));
+            }
         }
         let task = tokio::spawn(serve::accept_loop(listener, tls, server.router(), stop));
         Ok(RunningApiServer {

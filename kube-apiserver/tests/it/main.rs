@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod apiserver;
+mod kubernetes_service;
 mod network_policy;
 mod security;

@@ -1,1 +1,0 @@
-//! NetworkPolicy enforcement on nftables (being written).

@@ -1,1 +1,0 @@
-//! Routes to other nodes' pod CIDRs (being written).
