@@ -15,6 +15,8 @@
 //! - [`finalizers`]: add and remove finalizers with conflict retries.
 //! - [`EventRecorder`]: Kubernetes Events, deduplicated and aggregated.
 //! - [`ServiceAllocator`]: ClusterIPs and NodePorts for Services, never duplicated.
+//! - [`ServiceLbController`]: LoadBalancer Services get the Ready nodes' addresses as their
+//!   ingress (k3s's ServiceLB).
 //! - [`ReplicationControllerController`]: ReplicationControllers (equality selectors), as
 //!   ReplicaSets are reconciled.
 //! - [`JobController`]: runs a Job's pods to completion (completions, parallelism,
@@ -110,4 +112,5 @@ pub use node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
 pub use replicationcontroller::ReplicationControllerController;
 pub use service_alloc::{AllocatorError, ServiceAllocator};
+pub use service_lb::ServiceLbController;
 pub use ttl::TtlAfterFinishedController;

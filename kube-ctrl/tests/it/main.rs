@@ -16,5 +16,6 @@ mod node_ipam;
 mod node_lifecycle;
 mod replicaset;
 mod replicationcontroller;
+mod service_lb;
 mod services;
 mod support;
