@@ -16,6 +16,9 @@
 //! - [`MemoryProxy`] implements `Proxy` in memory: a reference data plane for tests and
 //!   examples, which counts how it was fed and can wait for a table or fail on demand.
 //! - [`DnsServer`]: a component answering `<service>.<namespace>.svc.<domain>` A queries.
+//! - [`NodeRoutes`]: a component beside each node agent routing to the other nodes' pod CIDRs
+//!   over netlink, host-gw where the node is on a shared link and a VXLAN overlay elsewhere
+//!   (flannel's backends), all removed on shutdown.
 //!
 //! # Usage
 //!
@@ -72,6 +75,10 @@ pub use memory::{MemoryProxy, ProxyStats};
 pub use metrics::ProxyMetrics;
 pub use nft::{Balancing, Cidr, NftConfig, NftProxy, NftStats};
 pub use proxy_loop::{ProxyLoop, ProxyLoopConfig, ProxyMetricsHandle};
+pub use routes::{
+    BACKEND_DATA_ANNOTATION, Backend, DEFAULT_ROUTE_PROTOCOL, NodeRoutes, RouteError, RoutesConfig,
+    VxlanConfig,
+};
 pub use userspace::{ClusterIpBinding, ListenerKey, UserspaceConfig, UserspaceProxy};
 
 #[cfg(test)]

@@ -9,5 +9,6 @@ mod netns;
 mod nft;
 mod pods;
 mod proxy_loop;
+mod routes;
 mod support;
 mod userspace;
