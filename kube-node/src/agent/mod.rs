@@ -21,6 +21,7 @@ mod pod_sync;
 mod pressure;
 mod probe;
 mod server;
+mod service_env;
 mod spec;
 mod volumes;
 

@@ -416,10 +416,14 @@ impl Agent {
         Ok(out)
     }
 
-    /// Reads the ConfigMaps and Secrets the pod refers to.
+    /// Reads the ConfigMaps and Secrets the pod refers to, and the Services whose variables
+    /// its containers get.
     async fn load_sources(&self, pod: &Pod) -> Result<Sources> {
         let (config_maps, secrets) = referenced(pod);
-        let mut sources = Sources::default();
+        let mut sources = Sources {
+            service_env: super::service_env::load(self.store.as_ref(), pod).await?,
+            ..Sources::default()
+        };
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         for (names, secret) in [(config_maps, false), (secrets, true)] {
             for name in names {

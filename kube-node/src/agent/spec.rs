@@ -93,11 +93,14 @@ pub(crate) struct PodFacts<'a> {
     pub(crate) pod_mounts: &'a [Mount],
 }
 
-/// The data of the ConfigMaps and Secrets a pod refers to, by name (`None`: not found).
+/// The data of the ConfigMaps and Secrets a pod refers to, by name (`None`: not found), and
+/// the Services' environment variables its containers get.
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
     pub(crate) config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
     pub(crate) secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+    /// `<SVC>_SERVICE_HOST` and the rest ([`super::service_env`]).
+    pub(crate) service_env: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -275,7 +278,12 @@ pub(crate) fn container_config(
             None => env.push((name.to_string(), value)),
         }
     }
-    // envFrom first; `env` entries override them, as in the kubelet.
+    // Service variables first: the container's own envFrom and env override them, and its
+    // `$(VAR)` references may name them, as in the kubelet.
+    for (name, value) in &facts.sources.service_env {
+        set(&mut env, &mut vars, name, value.clone());
+    }
+    // envFrom next; `env` entries override them, as in the kubelet.
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or_default();
         let (secret, name, optional) = match (&from.config_map_ref, &from.secret_ref) {

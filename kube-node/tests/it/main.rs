@@ -20,3 +20,4 @@ mod process_volumes;
 mod projected_volumes;
 mod registry;
 mod restart_recovery;
+mod service_env;
