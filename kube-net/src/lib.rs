@@ -15,6 +15,9 @@
 //!   transaction, removed on shutdown).
 //! - [`MemoryProxy`] implements `Proxy` in memory: a reference data plane for tests and
 //!   examples, which counts how it was fed and can wait for a table or fail on demand.
+//! - [`NetworkPolicyEnforcer`]: a component enforcing Kubernetes NetworkPolicies for the
+//!   node's pods in an nftables table of its own (forward hook, conntrack first, sets and
+//!   verdict maps keyed by pod address, one atomic transaction per sync, removed on shutdown).
 //! - [`DnsServer`]: a component answering `<service>.<namespace>.svc.<domain>` A queries.
 //! - [`NodeRoutes`]: a component beside each node agent routing to the other nodes' pod CIDRs
 //!   over netlink, host-gw where the node is on a shared link and a VXLAN overlay elsewhere
@@ -74,6 +77,9 @@ pub use error::{Error, Result};
 pub use memory::{MemoryProxy, ProxyStats};
 pub use metrics::ProxyMetrics;
 pub use nft::{Balancing, Cidr, NftConfig, NftProxy, NftStats};
+pub use policy::{
+    NetworkPolicyConfig, NetworkPolicyEnforcer, NetworkPolicyStats, NetworkPolicyStatsHandle,
+};
 pub use proxy_loop::{ProxyLoop, ProxyLoopConfig, ProxyMetricsHandle};
 pub use routes::{
     BACKEND_DATA_ANNOTATION, Backend, DEFAULT_ROUTE_PROTOCOL, NodeRoutes, RouteError, RoutesConfig,

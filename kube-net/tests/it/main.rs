@@ -8,6 +8,7 @@ mod dns;
 mod netns;
 mod nft;
 mod pods;
+mod policy;
 mod proxy_loop;
 mod routes;
 mod support;
