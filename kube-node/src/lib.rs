@@ -78,7 +78,9 @@
 //!
 //! Pod networking for [`OciRuntime`] and [`ProcessRuntime`] is chosen with [`PodNetwork`]:
 //! with [`PodNetwork::Cni`] each pod gets a network namespace and an IP from the CNI bridge
-//! plugin. Test images are built with [`image`] from the host's static busybox.
+//! plugin; with [`PodNetwork::Routed`] ([`RoutedConfig`]) an IP from the node's pod CIDR on a
+//! routed veth set up over netlink, with hostPorts and egress masquerading, and no CNI
+//! binary. `hostNetwork` pods share the node's network under any of them. Test images are built with [`image`] from the host's static busybox.
 //!
 //! # Agent restarts
 //!
@@ -117,6 +119,7 @@ mod mounts;
 mod net;
 mod oci;
 mod persist;
+mod podnet;
 mod process;
 pub mod pull;
 pub mod tokens;
@@ -133,6 +136,7 @@ pub use logs::{follow_pod_logs, pod_logs};
 pub use mounts::VolumeMounts;
 pub use net::{CniConfig, PodNetwork};
 pub use oci::{OciRuntime, OciRuntimeBuilder};
+pub use podnet::{MAX_LINK_PREFIX, RoutedConfig};
 pub use process::{ProcessRuntime, ProcessRuntimeBuilder};
 pub use tokens::{ServiceAccountToken, TokenRequest, TokenSource};
 

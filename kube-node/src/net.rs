@@ -1,11 +1,14 @@
 //! Pod networking: a network namespace per pod (`ip netns`), and an IP in it from CNI plugins
-//! (Debian's `containernetworking-plugins`: bridge + host-local IPAM).
+//! (Debian's `containernetworking-plugins`: bridge + host-local IPAM) or from the built-in
+//! routed network ([`crate::podnet`]).
 
 use std::path::{Path, PathBuf};
 
 use kube_core::runtime::RuntimeError;
 use serde_json::json;
 use tokio::process::Command;
+
+use crate::podnet::RoutedConfig;
 
 /// How a runtime networks its pods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +22,11 @@ pub enum PodNetwork {
     /// Each pod gets its own network namespace and an IP from the CNI bridge plugin, so pods
     /// on one node reach each other (needs root).
     Cni(CniConfig),
+    /// Each pod gets its own network namespace, wired to the node by a routed veth pair set
+    /// up over netlink, with an IP from the node's pod CIDR; hostPorts and egress
+    /// masquerading through nftables. No CNI binary (needs root and `nft`). See
+    /// [`RoutedConfig`].
+    Routed(RoutedConfig),
 }
 
 /// The CNI network a runtime attaches pods to: bridge + host-local IPAM.
@@ -108,6 +116,12 @@ pub(crate) async fn create_netns(name: &str) -> Result<PathBuf, RuntimeError> {
         let _ = delete_netns(name).await;
         return Err(e);
     }
+    Ok(netns_path(name))
+}
+
+/// Creates a named network namespace and nothing in it (its links are set up over netlink).
+pub(crate) async fn add_netns(name: &str) -> Result<PathBuf, RuntimeError> {
+    run("run_pod_sandbox", "ip", &["netns", "add", name]).await?;
     Ok(netns_path(name))
 }
 

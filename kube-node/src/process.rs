@@ -21,7 +21,7 @@ use bytes::Bytes;
 use kube_core::runtime::{
     AuthConfig, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult,
     Image, ImageFsInfo, LogOptions, PodSandboxConfig, PodSandboxStatus, PulledImage, Runtime,
-    RuntimeError, SandboxState,
+    RuntimeConfig, RuntimeError, SandboxState,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -36,6 +36,7 @@ use crate::persist::{
     self, ContainerRecord, ExitRecord, ExitWatcher, ExitsDir, Lifecycle, SandboxRecord, StateDir,
     Watched,
 };
+use crate::podnet::Routed;
 use crate::pull::local::{self, ImageService};
 use crate::pull::{ImageStore, RegistryConfig};
 
@@ -167,6 +168,8 @@ struct Inner {
     cgroups: Option<Cgroups>,
     pids_limit: Option<i64>,
     network: PodNetwork,
+    /// The built-in network's state, with [`PodNetwork::Routed`].
+    routed: Option<Routed>,
     /// How volume mounts reach processes (resolved: never `Auto`).
     volume_mounts: VolumeMounts,
     /// Pulled images, when the runtime has a store.
@@ -291,6 +294,9 @@ impl Drop for Inner {
                 cgroups.remove(id);
             }
         }
+        if let Some(routed) = &self.routed {
+            routed.shutdown_blocking();
+        }
         for s in state.sandboxes.values() {
             if let Some(netns) = &s.netns {
                 net::delete_netns_blocking(netns);
@@ -321,7 +327,9 @@ impl Drop for Inner {
 /// * When the main process exits, whatever it left in its group is killed, as in a container.
 /// * By default every sandbox gets the node's IP (no network isolation); with
 ///   [`ProcessRuntimeBuilder::network`] each pod gets its own network namespace (and with
-///   CNI its own IP), which its processes enter with `nsenter`.
+///   CNI or [`PodNetwork::Routed`] its own IP), which its processes enter with `nsenter`.
+///   `hostNetwork` pods always share the node's network and report
+///   [`ProcessRuntimeBuilder::ip`].
 /// * With [`ProcessRuntimeBuilder::cgroups`], CPU, memory and pids limits are enforced by
 ///   cgroup controllers (v1, or v2 where the host mounts it), and an OOM kill is reported as
 ///   `OOMKilled`.
@@ -446,7 +454,8 @@ impl ProcessRuntimeBuilder {
     }
 
     /// How pods are networked (default [`PodNetwork::Host`]: the node's network and IP).
-    /// With a network namespace per pod (needs root), each container process enters it.
+    /// With a network namespace per pod (needs root), each container process enters it;
+    /// `hostNetwork` pods never get one.
     pub fn network(mut self, network: PodNetwork) -> Self {
         self.network = network;
         self
@@ -476,6 +485,12 @@ impl ProcessRuntimeBuilder {
         let cgroups = self.cgroups.then(|| Cgroups::new(store.id()));
         let exits = store.exits();
         let (state, watched) = adopt(&root, &store);
+        let routed = match &self.network {
+            PodNetwork::Routed(config) => Some(Routed::open(config, &root, |id| {
+                state.sandboxes.get(id).is_some_and(|s| s.netns.is_some())
+            })?),
+            _ => None,
+        };
         let image_store = match (self.image_store, self.registries) {
             (Some(store), _) => Some(store),
             (None, Some(registries)) => Some(
@@ -496,6 +511,7 @@ impl ProcessRuntimeBuilder {
             cgroups,
             pids_limit: self.pids_limit,
             network: self.network,
+            routed,
             volume_mounts: self.volume_mounts.resolve(),
             state: Mutex::new(state),
             store,
@@ -877,6 +893,9 @@ impl ProcessRuntime {
                 tracing::warn!(sandbox = sandbox_id, error = %e, "CNI DEL failed");
             }
         }
+        if let Some(routed) = &self.inner.routed {
+            routed.detach(sandbox_id).await?;
+        }
         net::delete_netns(&netns).await?;
         let mut state = self.state();
         if let Some(s) = state.sandboxes.get_mut(sandbox_id) {
@@ -986,14 +1005,26 @@ impl Runtime for ProcessRuntime {
         format!("process://{}", env!("CARGO_PKG_VERSION"))
     }
 
+    /// With [`PodNetwork::Routed`], new pods get addresses from the node's pod CIDR.
+    async fn update_runtime_config(&self, config: &RuntimeConfig) -> Result<(), RuntimeError> {
+        match &self.inner.routed {
+            Some(routed) => routed.set_pod_cidr(config.pod_cidr.as_deref()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A directory, and per the runtime's [`PodNetwork`] a network namespace (with a CNI or
+    /// routed IP); a `hostNetwork` pod gets none and reports the node's IP. With
+    /// [`PodNetwork::Routed`] and no pod CIDR yet, fails with "network not ready".
     async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
         let id = new_id();
+        let host_network = config.host_network || self.inner.network == PodNetwork::Host;
+        if let (false, Some(routed)) = (host_network, &self.inner.routed) {
+            routed.ready()?;
+        }
         let dir = self.inner.root.join("sandboxes").join(&id);
         tokio::fs::create_dir_all(&dir).await?;
-        let netns = match self.inner.network {
-            PodNetwork::Host => None,
-            _ => Some(format!("kp-{}", &id[..16])),
-        };
+        let netns = (!host_network).then(|| format!("kp-{}", &id[..16]));
         // Recorded (in memory and on disk) before the namespace exists, so a cancelled call
         // leaves it findable.
         let sandbox = Sandbox {
@@ -1006,9 +1037,16 @@ impl Runtime for ProcessRuntime {
         };
         self.inner.store.write_sandbox(&id, &sandbox.record())?;
         self.state().sandboxes.insert(id.clone(), sandbox);
-        let ip = match &netns {
-            None => Ok(Some(self.inner.ip.clone())),
-            Some(name) => match net::create_netns(name).await {
+        let ip = match (&netns, &self.inner.routed) {
+            (None, _) => Ok(Some(self.inner.ip.clone())),
+            (Some(name), Some(routed)) => match net::add_netns(name).await {
+                Err(e) => Err(e),
+                Ok(path) => routed
+                    .attach(&id, &path, &config.port_mappings)
+                    .await
+                    .map(|ip| Some(ip.to_string())),
+            },
+            (Some(name), None) => match net::create_netns(name).await {
                 Err(e) => Err(e),
                 Ok(path) => match &self.inner.network {
                     PodNetwork::Cni(cni) => {

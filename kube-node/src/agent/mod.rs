@@ -16,6 +16,7 @@ mod image_gc;
 mod images;
 mod lease;
 mod node_status;
+mod pod_cidr;
 mod pod_status;
 mod pod_sync;
 mod pressure;
@@ -666,6 +667,7 @@ impl Agent {
         self.register_until_ok().await;
         let mut tasks = JoinSet::new();
         tasks.spawn(self.clone().heartbeat_loop());
+        tasks.spawn(self.clone().pod_cidr_loop());
 
         self.pods.start(shutdown.clone());
         self.pods.wait_until_synced().await;

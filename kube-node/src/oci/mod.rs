@@ -21,7 +21,7 @@ use bytes::Bytes;
 use kube_core::runtime::{
     AuthConfig, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecResult,
     Image, ImageFsInfo, LogOptions, PodSandboxConfig, PodSandboxStatus, PulledImage, Runtime,
-    RuntimeError, SandboxState,
+    RuntimeConfig, RuntimeError, SandboxState,
 };
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -33,6 +33,7 @@ use crate::persist::{
     self, ContainerRecord, ExitRecord, ExitWatcher, ExitsDir, Lifecycle, SandboxRecord, StateDir,
     Watched,
 };
+use crate::podnet::{Routed, RoutedConfig};
 use crate::pull::local::{self, ImageService, Resolved};
 use crate::pull::{ImageStore, RegistryConfig};
 use bundle::BundleFacts;
@@ -141,6 +142,8 @@ struct Inner {
     runc: PathBuf,
     images: ImageService,
     network: PodNetwork,
+    /// The built-in network's state, with [`PodNetwork::Routed`].
+    routed: Option<Routed>,
     host_ip: String,
     cgroups: Cgroups,
     state: Mutex<State>,
@@ -337,6 +340,9 @@ impl Drop for Inner {
             self.cgroups.remove(id);
             bundle::unmount_overlay(&c.bundle);
         }
+        if let Some(routed) = &self.routed {
+            routed.shutdown_blocking();
+        }
         for s in state.sandboxes.values() {
             if let Some(netns) = &s.netns {
                 net::delete_netns_blocking(netns);
@@ -366,7 +372,9 @@ impl Drop for Inner {
 ///   `/etc/passwd` and `/etc/group`). Registered images have no config: `command` or `args`
 ///   must be set.
 /// * Every container of a pod joins the pod's network namespace ([`PodNetwork`], default
-///   [`PodNetwork::Isolated`]); with [`PodNetwork::Cni`] the pod gets an IP on a bridge.
+///   [`PodNetwork::Isolated`]); with [`PodNetwork::Cni`] the pod gets an IP on a bridge,
+///   with [`PodNetwork::Routed`] one from the node's pod CIDR on a routed veth. A
+///   `hostNetwork` pod shares the node's network and reports [`OciRuntimeBuilder::host_ip`].
 /// * CPU limits become a CFS quota; memory limits are enforced on a cgroup the runtime owns,
 ///   and a container the kernel OOM-kills exits with 137 and reason `OOMKilled`.
 /// * stdout and stderr go to one log file per container; `stop_container` sends SIGTERM, then
@@ -470,7 +478,13 @@ impl OciRuntimeBuilder {
         self.network(PodNetwork::Cni(config))
     }
 
-    /// The IP reported for pods with [`PodNetwork::Host`] (default `127.0.0.1`).
+    /// Shorthand for [`PodNetwork::Routed`].
+    pub fn routed(self, config: RoutedConfig) -> Self {
+        self.network(PodNetwork::Routed(config))
+    }
+
+    /// The IP reported for pods with [`PodNetwork::Host`] and `hostNetwork` pods: the node's
+    /// (default `127.0.0.1`).
     pub fn host_ip(mut self, ip: impl Into<String>) -> Self {
         self.host_ip = ip.into();
         self
@@ -527,10 +541,17 @@ impl OciRuntimeBuilder {
         let images = ImageService::new(&images, image_store);
         let store = StateDir::open(&root)?;
         let (state, watched) = adopt(&store);
+        let routed = match &self.network {
+            PodNetwork::Routed(config) => Some(Routed::open(config, &root, |id| {
+                state.sandboxes.get(id).is_some_and(|s| s.netns.is_some())
+            })?),
+            _ => None,
+        };
         let inner = Arc::new(Inner {
             root,
             runc: self.runc,
             images,
+            routed,
             network: self.network,
             host_ip: self.host_ip,
             cgroups: Cgroups::new(store.id()),
@@ -670,6 +691,9 @@ impl OciRuntime {
                 tracing::warn!(sandbox = sandbox_id, error = %e, "CNI DEL failed");
             }
         }
+        if let Some(routed) = &self.inner.routed {
+            routed.detach(sandbox_id).await?;
+        }
         net::delete_netns(&netns).await?;
         let mut state = self.state();
         if let Some(s) = state.sandboxes.get_mut(sandbox_id) {
@@ -742,15 +766,22 @@ impl OciRuntime {
         Ok((child, tx, rx))
     }
 
-    /// Creates the sandbox's network namespace and (with CNI) its interface; returns its IP.
+    /// Creates the sandbox's network namespace and (with CNI or the routed network) its
+    /// interface; returns its IP.
     async fn setup_network(
         &self,
         id: &str,
         netns: Option<&str>,
+        config: &PodSandboxConfig,
     ) -> Result<Option<String>, RuntimeError> {
         let Some(name) = netns else {
             return Ok(Some(self.inner.host_ip.clone()));
         };
+        if let Some(routed) = &self.inner.routed {
+            let path = net::add_netns(name).await?;
+            let ip = routed.attach(id, &path, &config.port_mappings).await?;
+            return Ok(Some(ip.to_string()));
+        }
         let path = net::create_netns(name).await?;
         match &self.inner.network {
             PodNetwork::Cni(cni) => net::cni_add(cni, &self.inner.ipam_dir(), id, &path)
@@ -821,13 +852,24 @@ impl Runtime for OciRuntime {
         "runc://1.1".to_string()
     }
 
-    /// Creates the pod's network namespace (and CNI IP), per the runtime's [`PodNetwork`].
+    /// With [`PodNetwork::Routed`], new pods get addresses from the node's pod CIDR.
+    async fn update_runtime_config(&self, config: &RuntimeConfig) -> Result<(), RuntimeError> {
+        match &self.inner.routed {
+            Some(routed) => routed.set_pod_cidr(config.pod_cidr.as_deref()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Creates the pod's network namespace (and CNI or routed IP), per the runtime's
+    /// [`PodNetwork`]; a `hostNetwork` pod gets none and reports the node's IP. With
+    /// [`PodNetwork::Routed`] and no pod CIDR yet, fails with "network not ready".
     async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
         let id = new_id();
-        let netns = match self.inner.network {
-            PodNetwork::Host => None,
-            _ => Some(format!("kn-{}", &id[..16])),
-        };
+        let host_network = config.host_network || self.inner.network == PodNetwork::Host;
+        if let (false, Some(routed)) = (host_network, &self.inner.routed) {
+            routed.ready()?;
+        }
+        let netns = (!host_network).then(|| format!("kn-{}", &id[..16]));
         // Recorded (in memory and on disk) before the namespace exists, so that a cancelled
         // call still leaves it where removal (or dropping the runtime) finds it.
         let sandbox = Sandbox {
@@ -839,7 +881,7 @@ impl Runtime for OciRuntime {
         };
         self.inner.store.write_sandbox(&id, &sandbox.record())?;
         self.state().sandboxes.insert(id.clone(), sandbox);
-        let ip = match self.setup_network(&id, netns.as_deref()).await {
+        let ip = match self.setup_network(&id, netns.as_deref(), config).await {
             Ok(ip) => ip,
             Err(e) => {
                 let _ = self.release_network(&id).await;

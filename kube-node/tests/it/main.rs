@@ -14,6 +14,7 @@ mod containerd_env;
 mod fake_runtime;
 mod image_pull;
 mod kubelet_server;
+mod podnet;
 mod probes;
 mod process_runtime;
 mod process_volumes;
