@@ -116,8 +116,19 @@ impl Netlink {
                 IpVersion::V4 => RouteMessageBuilder::<Ipv4Addr>::new().build(),
                 IpVersion::V6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
             };
+            let v6 = family == IpVersion::V6;
             let mut routes = self.handle.route().get(query).execute();
-            while let Some(route) = routes.try_next().await.map_err(failed("list routes"))? {
+            loop {
+                let route = match routes.try_next().await {
+                    Ok(Some(route)) => route,
+                    Ok(None) => break,
+                    // A kernel without IPv6 has no IPv6 routes of ours either.
+                    Err(e) if v6 => {
+                        tracing::debug!(error = %e, "cannot list IPv6 routes");
+                        break;
+                    }
+                    Err(e) => return Err(failed("list routes")(e)),
+                };
                 if u8::from(route.header.protocol) != self.protocol || table(&route) != MAIN {
                     continue;
                 }
