@@ -681,3 +681,107 @@ async fn process_pods_get_routed_addresses() {
     let left = leftovers(&prefix, "10.123.5.", &netns);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// An nftables table and a route of the test's, removed on drop.
+struct HostRules {
+    table: String,
+    blackhole: String,
+}
+
+impl Drop for HostRules {
+    fn drop(&mut self) {
+        let _ = run("nft", &["delete", "table", "inet", &self.table]);
+        let _ = run("ip", &["route", "del", "blackhole", &self.blackhole]);
+    }
+}
+
+fn nft(script: &str) {
+    use std::process::Stdio;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("script written");
+    let out = child.wait_with_output().expect("nft ends");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn pod_traffic_meets_cluster_ip_dnat_and_forward_filters_of_the_node() {
+    if !require("runc") || !require("nft") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = prefix('f');
+    let runtime = oci(
+        dir.path(),
+        RoutedConfig::new()
+            .pod_cidr("10.123.6.0/24")
+            .cluster_cidr(CLUSTER_CIDR)
+            .service_cidr("10.124.6.0/24")
+            .link_prefix(&prefix),
+    )
+    .build()
+    .expect("runc runtime");
+    let rt: &dyn Runtime = &runtime;
+    let a = rt
+        .run_pod_sandbox(&sandbox_config("a", Vec::new()))
+        .await
+        .expect("sandbox a");
+    let b = rt
+        .run_pod_sandbox(&sandbox_config("b", Vec::new()))
+        .await
+        .expect("sandbox b");
+    let (ip_a, ip_b) = (sandbox_ip(rt, &a).await, sandbox_ip(rt, &b).await);
+    start(rt, &a, "server", &hello_server("a")).await;
+    let client = start(rt, &b, "client", "sleep 3600").await;
+
+    // A proxy's part, as kube-net's nft plane does it: the ClusterIP DNATed in the node's
+    // prerouting. The service range is blackholed, so nothing un-DNATed leaves the host.
+    let rules = HostRules {
+        table: format!("pn-test-{prefix}"),
+        blackhole: "10.124.6.0/24".into(),
+    };
+    run_ok("ip", &["route", "add", "blackhole", &rules.blackhole]);
+    let cluster_ip = "10.124.6.10";
+    nft(&format!(
+        "table inet {t} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {cluster_ip} tcp dport 80 dnat ip to {ip_a}:80\n  }}\n}}\n",
+        t = rules.table
+    ));
+    let answer = eventually(WAIT, "a through its ClusterIP", || async {
+        let (_, out) = exec(rt, &client, &format!("nc -w 2 {cluster_ip} 80 </dev/null")).await;
+        out.contains("hello-from-a").then_some(out)
+    })
+    .await;
+    assert_eq!(answer.trim(), "hello-from-a");
+
+    // NetworkPolicy's part: a filter in the node's inet forward hook sees pod-to-pod traffic
+    // on one node (no bridge switches it past the hook), with the pods' own addresses.
+    nft(&format!(
+        "table inet {t} {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip saddr {ip_b} ip daddr {ip_a} tcp dport 80 reject with tcp reset\n  }}\n}}\n",
+        t = rules.table
+    ));
+    for target in [ip_a.to_string(), cluster_ip.to_string()] {
+        let (code, out) = exec(rt, &client, &format!("nc -w 2 {target} 80 </dev/null")).await;
+        assert!(
+            code != 0 && !out.contains("hello-from-a"),
+            "b reached a at {target} past the filter: {out}"
+        );
+    }
+    drop(rules);
+    drop(runtime);
+    let netns = [netns_of(&a), netns_of(&b)];
+    let left = leftovers(&prefix, "10.123.6.", &netns);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
