@@ -1,7 +1,7 @@
 //! Field tables for the protobuf request bodies the apiserver decodes.
 //!
 //! Every table mirrors one `message` of Kubernetes' `generated.proto` files
-//! (`k8s.io/api/{core,apps,batch,policy,rbac}/v1` and
+//! (`k8s.io/api/{core,apps,batch,networking,policy,rbac}/v1` and
 //! `k8s.io/apimachinery/pkg/apis/meta/v1`): the proto field number, the JSON
 //! name (k8s protos use the JSON name as the proto field name) and the wire
 //! type. Protobuf field numbers in Kubernetes are stable across versions (they
@@ -499,6 +499,56 @@ pub(crate) const POD_DISRUPTION_BUDGET_SPEC: &[Field] = &[
 ];
 
 // ---------------------------------------------------------------------------
+// k8s.io/api/networking/v1
+// ---------------------------------------------------------------------------
+
+/// networking/v1 NetworkPolicy.
+pub(crate) const NETWORK_POLICY: &[Field] = &[
+    Field::one(1, "metadata", Ty::Msg(OBJECT_META)),
+    Field::one(2, "spec", Ty::Msg(NETWORK_POLICY_SPEC)),
+];
+
+/// networking/v1 NetworkPolicySpec.
+pub(crate) const NETWORK_POLICY_SPEC: &[Field] = &[
+    Field::one(1, "podSelector", Ty::Msg(LABEL_SELECTOR)),
+    Field::list(2, "ingress", Ty::Msg(NETWORK_POLICY_INGRESS_RULE)),
+    Field::list(3, "egress", Ty::Msg(NETWORK_POLICY_EGRESS_RULE)),
+    Field::list(4, "policyTypes", Ty::Str),
+];
+
+/// networking/v1 NetworkPolicyIngressRule.
+pub(crate) const NETWORK_POLICY_INGRESS_RULE: &[Field] = &[
+    Field::list(1, "ports", Ty::Msg(NETWORK_POLICY_PORT)),
+    Field::list(2, "from", Ty::Msg(NETWORK_POLICY_PEER)),
+];
+
+/// networking/v1 NetworkPolicyEgressRule.
+pub(crate) const NETWORK_POLICY_EGRESS_RULE: &[Field] = &[
+    Field::list(1, "ports", Ty::Msg(NETWORK_POLICY_PORT)),
+    Field::list(2, "to", Ty::Msg(NETWORK_POLICY_PEER)),
+];
+
+/// networking/v1 NetworkPolicyPeer.
+pub(crate) const NETWORK_POLICY_PEER: &[Field] = &[
+    Field::one(1, "podSelector", Ty::Msg(LABEL_SELECTOR)),
+    Field::one(2, "namespaceSelector", Ty::Msg(LABEL_SELECTOR)),
+    Field::one(3, "ipBlock", Ty::Msg(IP_BLOCK)),
+];
+
+/// networking/v1 IPBlock.
+pub(crate) const IP_BLOCK: &[Field] = &[
+    Field::one(1, "cidr", Ty::Str),
+    Field::list(2, "except", Ty::Str),
+];
+
+/// networking/v1 NetworkPolicyPort.
+pub(crate) const NETWORK_POLICY_PORT: &[Field] = &[
+    Field::one(1, "protocol", Ty::Str),
+    Field::one(2, "port", Ty::IntOrString),
+    Field::one(3, "endPort", Ty::Int32),
+];
+
+// ---------------------------------------------------------------------------
 // k8s.io/api/rbac/v1
 // ---------------------------------------------------------------------------
 
@@ -576,6 +626,7 @@ pub(crate) const KINDS: &[(&str, &str, &[Field])] = &[
     ("batch/v1", "Job", JOB),
     ("batch/v1", "CronJob", CRON_JOB),
     ("policy/v1", "PodDisruptionBudget", POD_DISRUPTION_BUDGET),
+    ("networking.k8s.io/v1", "NetworkPolicy", NETWORK_POLICY),
     ("rbac.authorization.k8s.io/v1", "Role", ROLE),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", CLUSTER_ROLE),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", ROLE_BINDING),
@@ -585,3 +636,64 @@ pub(crate) const KINDS: &[(&str, &str, &[Field])] = &[
         CLUSTER_ROLE_BINDING,
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::super::decode;
+    use serde_json::json;
+
+    fn field(num: u32, wire: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![u8::try_from(num << 3).expect("a small field number") | wire];
+        if wire == 2 {
+            out.push(u8::try_from(payload.len()).expect("a short payload"));
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn msg(num: u32, parts: &[Vec<u8>]) -> Vec<u8> {
+        field(num, 2, &parts.concat())
+    }
+
+    #[test]
+    fn a_network_policy_decodes() {
+        let meta = msg(1, &[field(1, 2, b"db")]);
+        let selector = msg(1, &[msg(1, &[field(1, 2, b"app"), field(2, 2, b"db")])]);
+        // port 5432 (intVal), endPort 5440, protocol TCP.
+        let port = msg(
+            1,
+            &[
+                field(1, 2, b"TCP"),
+                msg(2, &[field(1, 0, &[0]), field(2, 0, &[0xb8, 0x2a])]),
+                field(3, 0, &[0xc0, 0x2a]),
+            ],
+        );
+        let block = msg(
+            2,
+            &[msg(
+                3,
+                &[field(1, 2, b"10.0.0.0/8"), field(2, 2, b"10.1.0.0/16")],
+            )],
+        );
+        let spec = msg(
+            2,
+            &[selector, msg(2, &[port, block]), field(4, 2, b"Ingress")],
+        );
+        let type_meta = msg(
+            1,
+            &[
+                field(1, 2, b"networking.k8s.io/v1"),
+                field(2, 2, b"NetworkPolicy"),
+            ],
+        );
+        let body = [b"k8s\0".to_vec(), type_meta, msg(2, &[meta, spec])].concat();
+        let value = decode(&body).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            value["spec"],
+            json!({"podSelector": {"matchLabels": {"app": "db"}},
+                "ingress": [{"ports": [{"protocol": "TCP", "port": 5432, "endPort": 5440}],
+                    "from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}],
+                "policyTypes": ["Ingress"]})
+        );
+    }
+}
