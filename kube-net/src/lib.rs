@@ -18,7 +18,10 @@
 //! - [`NetworkPolicyEnforcer`]: a component enforcing Kubernetes NetworkPolicies for the
 //!   node's pods in an nftables table of its own (forward hook, conntrack first, sets and
 //!   verdict maps keyed by pod address, one atomic transaction per sync, removed on shutdown).
-//! - [`DnsServer`]: a component answering `<service>.<namespace>.svc.<domain>` A queries.
+//! - [`DnsServer`]: the cluster DNS as a component (the Kubernetes DNS specification: A/AAAA
+//!   for ClusterIP and headless Services, endpoint hostnames, SRV, PTR, ExternalName CNAMEs,
+//!   pod names, NXDOMAIN vs NODATA with SOA), over UDP with truncation and TCP, forwarding
+//!   other names upstream.
 //! - [`NodeRoutes`]: a component beside each node agent routing to the other nodes' pod CIDRs
 //!   over netlink, host-gw where the node is on a shared link and a VXLAN overlay elsewhere
 //!   (flannel's backends), all removed on shutdown.
@@ -72,7 +75,7 @@ mod select;
 mod slices;
 mod userspace;
 
-pub use dns::{DnsConfig, DnsServer};
+pub use dns::{DnsConfig, DnsServer, PodRecords};
 pub use error::{Error, Result};
 pub use memory::{MemoryProxy, ProxyStats};
 pub use metrics::ProxyMetrics;

@@ -1,26 +1,66 @@
-//! [`DnsServer`]: answers `<service>.<namespace>.svc.<domain>` from the cluster's Services.
+//! [`DnsServer`]: the cluster's DNS, as the Kubernetes DNS specification
+//! (kubernetes/dns, docs/specification.md) defines it, answering from the shared informers and
+//! forwarding other names upstream.
+//!
+//! - `records`: the records one Service (with its EndpointSlices) stands for;
+//! - `zone`: those records indexed by name, with the zone's SOA and pod names;
+//! - `feed`: informer events into the zone;
+//! - `answer`: one query decoded, looked up and encoded (hickory-proto), with truncation;
+//! - `upstream`: forwarding to the resolv.conf nameservers;
+//! - `serve`: the UDP and TCP listeners.
 
-mod wire;
+mod answer;
+mod feed;
+mod records;
+mod serve;
+mod upstream;
+mod zone;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
-use kube_core::informer::Informer;
-use kube_core::object::{GroupKind, ObjectKey};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube_core::object::GroupKind;
 use kube_core::orchestrator::{BoxError, Component, ComponentContext};
-use tokio::net::UdpSocket;
+use kube_core::proxy::Protocol;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::oneshot;
 
-use wire::{CLASS_IN, Rcode, TYPE_A};
+use crate::error::{Error, Result};
+
+/// Which `<a-b-c-d>.<namespace>.pod.<domain>` names resolve (CoreDNS's `pods` option).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodRecords {
+    /// Only the addresses of pods that exist in that namespace (follows the Pod informer).
+    #[default]
+    Verified,
+    /// Any well-formed address in any namespace, as the specification's deprecated record
+    /// says (section 2.6); needs no Pod informer.
+    Insecure,
+    /// No pod names.
+    Disabled,
+}
 
 /// How a [`DnsServer`] runs.
 #[derive(Clone, Debug)]
 pub struct DnsConfig {
-    /// UDP address to answer on. Default `127.0.0.1:53`.
+    /// Address to answer on, UDP and TCP. Default `127.0.0.1:53`; port 0 picks a free port
+    /// (see [`DnsServer::bind`] to learn it).
     pub listen: SocketAddr,
     /// The cluster domain. Default `cluster.local`.
     pub domain: String,
-    /// TTL of answers, in seconds. Default 5.
+    /// TTL of answers (and the SOA's negative-caching time), in seconds. Default 5.
     pub ttl: u32,
+    /// Servers that answer names outside the cluster domain and the cluster's reverse names,
+    /// tried in order. Default: the `nameserver`s of the host's `/etc/resolv.conf`. Empty:
+    /// such queries are REFUSED.
+    pub upstream: Vec<SocketAddr>,
+    /// How long each upstream server gets to answer before the next is tried (SERVFAIL when
+    /// none answers). Default 2 s.
+    pub upstream_timeout: Duration,
+    /// Which pod names resolve. Default [`PodRecords::Verified`].
+    pub pods: PodRecords,
 }
 
 impl Default for DnsConfig {
@@ -29,16 +69,33 @@ impl Default for DnsConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
             domain: "cluster.local".into(),
             ttl: 5,
+            upstream: upstream::host_nameservers(),
+            upstream_timeout: Duration::from_secs(2),
+            pods: PodRecords::default(),
         }
     }
 }
 
-/// A small authoritative DNS server for Services, as a [`Component`]: an A query for
-/// `<service>.<namespace>.svc.<domain>` is answered with the ClusterIP, or for a headless
-/// service with its ready endpoint addresses; other names under the domain get NXDOMAIN, names
-/// outside it NOTIMP (it does not recurse). Answers come from the shared informers,
-/// so they follow the store without any sync of their own. IPv4 (A) only: AAAA queries for
-/// existing services get an empty answer.
+/// The cluster's DNS server, as a [`Component`]. On one address, over UDP (answers cut to 512
+/// bytes or the client's EDNS size, with TC set) and TCP (several queries per connection), it
+/// answers as the Kubernetes DNS specification says:
+///
+/// - `<svc>.<ns>.svc.<domain>`: A/AAAA with the ClusterIPs; for a headless Service, the ready
+///   endpoint addresses of its EndpointSlices; for an ExternalName, a CNAME (and its target's
+///   records, asked upstream);
+/// - `<hostname>.<svc>.<ns>.svc.<domain>` for each ready endpoint of a headless Service (its
+///   `hostname`, else its dashed address): how StatefulSet pods resolve;
+/// - `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV for named ports, targets' addresses in
+///   the additional section;
+/// - PTR for ClusterIPs and headless endpoint addresses (in-addr.arpa, ip6.arpa);
+/// - `<a-b-c-d>.<ns>.pod.<domain>` per [`DnsConfig::pods`], and `dns-version.<domain>` TXT;
+/// - NXDOMAIN for names of the domain that do not exist, NODATA (with the SOA) for names that
+///   do; other names go to [`DnsConfig::upstream`] (SERVFAIL if it fails, REFUSED if none).
+///
+/// Names are matched without regard to case; cluster answers are authoritative. Answers come
+/// from an index the shared Service, EndpointSlice and Pod informers keep current, so they
+/// follow the store with no sync of their own, and a query is a hash lookup. It starts
+/// answering once those informers have synced.
 ///
 /// ```no_run
 /// # fn demo(builder: kube_core::orchestrator::OrchestratorBuilder) {
@@ -52,87 +109,72 @@ impl Default for DnsConfig {
 #[derive(Debug)]
 pub struct DnsServer {
     config: DnsConfig,
+    sockets: Option<(UdpSocket, TcpListener)>,
 }
 
 impl DnsServer {
     /// A server with `config`; it binds when the orchestrator starts it.
     pub fn new(config: DnsConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            sockets: None,
+        }
+    }
+
+    /// A server bound now (UDP and TCP on the same port), so [`DnsServer::local_addr`] tells
+    /// the port when `config.listen` asks for port 0 (tests, benchmarks). Fails as
+    /// [`Error::Bind`] when the address is taken or not local.
+    pub async fn bind(config: DnsConfig) -> Result<Self> {
+        let sockets = bind(config.listen).await?;
+        Ok(Self {
+            config,
+            sockets: Some(sockets),
+        })
+    }
+
+    /// The address the server answers on: `Some` once bound by [`DnsServer::bind`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.sockets
+            .as_ref()
+            .and_then(|(udp, _)| udp.local_addr().ok())
     }
 }
 
-struct Lookup {
-    services: Informer,
-    endpoints: Informer,
-    /// `.svc.<domain>`, lower case.
-    suffix: String,
-    /// `<domain>`, lower case.
-    domain: String,
+/// UDP on `listen`, then TCP on the port UDP got (retrying a few ports when it was 0 and the
+/// TCP port turned out taken).
+async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
+    let mut attempts = if listen.port() == 0 { 8 } else { 1 };
+    loop {
+        attempts -= 1;
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|source| Error::Bind {
+                protocol: Protocol::Udp,
+                addr: listen,
+                source,
+            })?;
+        let addr = udp.local_addr().map_err(|source| Error::Bind {
+            protocol: Protocol::Udp,
+            addr: listen,
+            source,
+        })?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if attempts > 0 => continue,
+            Err(source) => {
+                return Err(Error::Bind {
+                    protocol: Protocol::Tcp,
+                    addr,
+                    source,
+                });
+            }
+        }
+    }
 }
 
-impl Lookup {
-    /// The rcode and addresses for a name.
-    fn resolve(&self, name: &str, qtype: u16, qclass: u16) -> (Rcode, Vec<Ipv4Addr>) {
-        if name != self.domain && !name.ends_with(&format!(".{}", self.domain)) {
-            return (Rcode::NotImp, Vec::new());
-        }
-        let Some(rest) = name.strip_suffix(&self.suffix) else {
-            return (Rcode::NxDomain, Vec::new());
-        };
-        let mut parts = rest.split('.');
-        let (Some(service), Some(namespace), None) = (parts.next(), parts.next(), parts.next())
-        else {
-            return (Rcode::NxDomain, Vec::new());
-        };
-        let key = ObjectKey::namespaced(namespace, service);
-        let Some(svc) = self.services.get(&key) else {
-            return (Rcode::NxDomain, Vec::new());
-        };
-        if qclass != CLASS_IN || qtype != TYPE_A {
-            // The name exists; there is no record of that type.
-            return (Rcode::NoError, Vec::new());
-        }
-        let Ok(svc) = svc.to_typed::<Service>() else {
-            return (Rcode::NxDomain, Vec::new());
-        };
-        let cluster_ip = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
-        let addresses = match cluster_ip {
-            Some("None") | None => self.ready_addresses(&key),
-            Some(ip) => match ip.parse::<IpAddr>() {
-                Ok(IpAddr::V4(v4)) => vec![v4],
-                _ => Vec::new(),
-            },
-        };
-        (Rcode::NoError, addresses)
-    }
-
-    /// A headless service's ready endpoint addresses.
-    fn ready_addresses(&self, key: &ObjectKey) -> Vec<Ipv4Addr> {
-        let Some(endpoints) = self.endpoints.get(key) else {
-            return Vec::new();
-        };
-        let Ok(endpoints) = endpoints.to_typed::<Endpoints>() else {
-            return Vec::new();
-        };
-        let mut out: Vec<Ipv4Addr> = endpoints
-            .subsets
-            .iter()
-            .flatten()
-            .flat_map(|s| s.addresses.iter().flatten())
-            .filter_map(|a| a.ip.parse().ok())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    }
-
-    fn answer(&self, packet: &[u8], ttl: u32) -> Option<Vec<u8>> {
-        let Some(query) = wire::parse(packet) else {
-            return wire::format_error(packet);
-        };
-        let (rcode, addresses) = self.resolve(&query.name, query.qtype, query.qclass);
-        Some(wire::respond(&query, rcode, &addresses, ttl))
-    }
+/// UDP tasks sharing the socket: one per core, so answering is never the bottleneck.
+fn udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 #[async_trait::async_trait]
@@ -142,35 +184,52 @@ impl Component for DnsServer {
     }
 
     async fn run(self: Box<Self>, ctx: ComponentContext) -> Result<(), BoxError> {
-        let socket = UdpSocket::bind(self.config.listen).await?;
-        let domain = self
-            .config
-            .domain
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        let lookup = Lookup {
-            services: ctx.informers.informer(&GroupKind::SERVICE),
-            endpoints: ctx.informers.informer(&GroupKind::ENDPOINTS),
-            suffix: format!(".svc.{domain}"),
-            domain,
+        let Self { config, sockets } = *self;
+        let (udp, tcp) = match sockets {
+            Some(sockets) => sockets,
+            None => bind(config.listen).await?,
         };
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let (n, from) = tokio::select! {
-                () = ctx.shutdown.cancelled() => break,
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "dns receive failed");
-                        continue;
-                    }
-                },
-            };
-            if let Some(reply) = lookup.answer(&buf[..n], self.config.ttl) {
-                if let Err(e) = socket.send_to(&reply, from).await {
-                    tracing::debug!(%from, error = %e, "dns reply failed");
-                }
-            }
+        let own = udp.local_addr()?;
+        let zone = zone::Zone::new(&config.domain, config.ttl, config.pods)
+            .ok_or_else(|| format!("invalid cluster domain {:?}", config.domain))?;
+        let zone = Arc::new(RwLock::new(zone));
+        let sources = feed::Sources {
+            services: ctx.informers.informer(&GroupKind::SERVICE),
+            slices: ctx.informers.informer(&GroupKind::of::<EndpointSlice>()),
+            pods: (config.pods == PodRecords::Verified)
+                .then(|| ctx.informers.informer(&GroupKind::POD)),
+        };
+        let (ready_tx, ready) = oneshot::channel();
+        let feeding = tokio::spawn(feed::run(
+            sources,
+            zone.clone(),
+            ready_tx,
+            ctx.shutdown.clone(),
+        ));
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return Ok(()),
+            synced = ready => if synced.is_err() { return Ok(()) },
+        }
+        let shared = Arc::new(serve::Shared {
+            zone,
+            // Forwarding to ourselves would loop.
+            upstream: config.upstream.into_iter().filter(|u| *u != own).collect(),
+            upstream_timeout: config.upstream_timeout,
+        });
+        let udp = Arc::new(udp);
+        let mut tasks: Vec<_> = (0..udp_workers())
+            .map(|_| {
+                tokio::spawn(serve::udp(
+                    shared.clone(),
+                    udp.clone(),
+                    ctx.shutdown.clone(),
+                ))
+            })
+            .collect();
+        tasks.push(tokio::spawn(serve::tcp(shared, tcp, ctx.shutdown.clone())));
+        tasks.push(feeding);
+        for task in tasks {
+            let _ = task.await;
         }
         Ok(())
     }
