@@ -397,7 +397,7 @@ pub(crate) fn compile(cluster: &Cluster, node: Option<&str>) -> Ruleset {
             }
         }
         let mut body = vec![
-            format!("type filter hook forward priority filter; policy accept;"),
+            "type filter hook forward priority filter; policy accept;".to_string(),
             "ct state established,related accept".to_string(),
         ];
         body.extend(dispatch);
