@@ -2,9 +2,11 @@
 //! nftables data plane's sync time for 10,000 services × 10 endpoints.
 //!
 //! `cargo bench -p kube-net --bench proxy`. The last line is
-//! `bulk_ratio=… conn_ratio=… added_p99_us=… nft_sync_10k_ms=…`: bulk transfer throughput and
-//! new connections per second (proxied / direct), p99 latency the proxy adds to small
-//! request/response at a fixed rate, and the time to apply the big table with `nft`. Each figure
+//! `bulk_ratio=… conn_ratio=… added_p99_us=… nft_sync_10k_ms=… nft_bulk_ratio=…
+//! nft_conn_ratio=…`: bulk transfer throughput and new connections per second (proxied /
+//! direct), p99 latency the proxy adds to small request/response at a fixed rate, the time to
+//! apply the big table with `nft`, and the nftables data plane's throughput and connection
+//! rate on real traffic between network namespaces (see [`nft_dataplane`]). Each figure
 //! is the median of several short runs, direct and proxied interleaved with the same client
 //! load (one paced connection; 8 connecting in parallel; one bulk stream), each phase after a
 //! warm-up of both paths, because the machine is shared and noisy. The nft figure needs root
@@ -23,7 +25,7 @@
 //! `KUBE_NET_BENCH_SPLICE=0`, `KUBE_NET_BENCH_RELAY=threads` (a naive blocking relay instead
 //! of the proxy, for reference), `KUBE_NET_BENCH_VIA=ADDR` (another proxy listening at ADDR
 //! that relays to `127.0.0.4:18080`, e.g. HAProxy, measured on this same workload), `--no-nft`,
-//! `--nft-only`, `KUBE_NET_DUMP_NFT=FILE`.
+//! `--nft-only`, `--nft-dataplane-only`, `KUBE_NET_DUMP_NFT=FILE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -45,6 +47,9 @@ const BACKEND: &str = "127.0.0.2:18080";
 const BACKEND_VIA_PROXY: &str = "127.0.0.4:18080";
 const VIP: &str = "127.0.0.3:18081";
 const BULK_BYTES: u64 = 512 << 20;
+/// Bytes per bulk run through the nftables data plane (veth pairs move them faster than the
+/// loopback proxy path).
+const NFT_BULK_BYTES: u64 = 1 << 30;
 const RUNS: usize = 7;
 
 fn main() {
@@ -58,6 +63,21 @@ fn main() {
         println!(
             "nft_sync_10k_ms={}",
             ms.map_or("NA".into(), |ms| format!("{ms:.0}"))
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "--nft-dataplane-only") {
+        let runs = runs_knob();
+        let ratios = nft_dataplane(runs);
+        let figure = |f: fn(&(f64, f64)) -> f64| {
+            ratios
+                .as_ref()
+                .map_or("NA".into(), |r| format!("{:.2}", f(r)))
+        };
+        println!(
+            "nft_bulk_ratio={} nft_conn_ratio={}",
+            figure(|r| r.0),
+            figure(|r| r.1)
         );
         return;
     }
@@ -119,10 +139,7 @@ fn main() {
     // `KUBE_NET_BENCH_PHASES=lat,bulk,conn` (the default: all) picks the phases to run, for
     // profiling one of them; a phase not run prints `NA`.
     let phases = std::env::var("KUBE_NET_BENCH_PHASES").unwrap_or_else(|_| "lat,bulk,conn".into());
-    let runs: usize = std::env::var("KUBE_NET_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(RUNS);
+    let runs = runs_knob();
     let load_before = load_average();
     client.block_on(async {
         // Every phase warms both paths up first (connections, listener and runtime threads,
@@ -208,20 +225,44 @@ fn main() {
         if let Some(ms) = nft {
             line.insert("nft_sync_10k_ms", format!("{ms:.0}"));
         }
+        let dataplane = if std::env::args().any(|a| a == "--no-nft") {
+            None
+        } else {
+            // Its own threads and runtimes, in the namespaces it makes; nothing else needs this
+            // runtime meanwhile, so waiting for it here blocks nobody.
+            std::thread::spawn(move || nft_dataplane(runs))
+                .join()
+                .ok()
+                .flatten()
+        };
+        if let Some((bulk, conn)) = dataplane {
+            line.insert("nft_bulk_ratio", format!("{bulk:.2}"));
+            line.insert("nft_conn_ratio", format!("{conn:.2}"));
+        }
         println!(
             "load average (1, 5, 15 min): before {load_before}, after {}",
             load_average()
         );
         let figure = |k: &str| line.get(k).cloned().unwrap_or_else(|| "NA".into());
         println!(
-            "bulk_ratio={} conn_ratio={} added_p99_us={} nft_sync_10k_ms={}",
+            "bulk_ratio={} conn_ratio={} added_p99_us={} nft_sync_10k_ms={} nft_bulk_ratio={} nft_conn_ratio={}",
             figure("bulk_ratio"),
             figure("conn_ratio"),
             figure("added_p99_us"),
             figure("nft_sync_10k_ms"),
+            figure("nft_bulk_ratio"),
+            figure("nft_conn_ratio"),
         );
     });
     proxy_rt.block_on(proxy.shutdown()).unwrap();
+}
+
+/// Runs per figure (`KUBE_NET_BENCH_RUNS`, default [`RUNS`]).
+fn runs_knob() -> usize {
+    std::env::var("KUBE_NET_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNS)
 }
 
 /// Proxy runtime workers (`KUBE_NET_BENCH_WORKERS`, default 1). The proxy runs on its own
@@ -624,4 +665,206 @@ fn big_table(services: u32, endpoints: u32) -> ServiceTable {
         );
     }
     table
+}
+
+/// `ip ARGS…`; whether it succeeded (the error is printed).
+fn ip(args: &[&str]) -> bool {
+    match Command::new("ip").args(args).output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("ip {args:?}: {e}");
+            false
+        }
+    }
+}
+
+/// Network namespaces deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns` (its sockets live there).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .unwrap()
+}
+
+/// The nftables data plane on real traffic, against the same traffic without it: three
+/// namespaces as three machines, a client (10.11.0.2 and .3), a node routing between it and a
+/// backend pod (10.11.1.2), both in the pod network 10.11.0.0/16 (so nothing is
+/// masqueraded, as for pod-to-pod traffic). Direct: the client reaches the backend through
+/// the router. Proxied: it reaches a ClusterIP that `NftProxy`, programming the router's
+/// namespace with a table of its own, DNATs to the backend. The proxied path leaves from the
+/// client's second address (a route's `src`), so the two paths never share source ports or
+/// conntrack tuples. Returns bulk and connection-rate ratios (proxied / direct), medians of
+/// `runs` interleaved runs; `None` without root, `ip` or `nft`.
+fn nft_dataplane(runs: usize) -> Option<(f64, f64)> {
+    let pid = std::process::id();
+    let (client, router, backend) = (
+        format!("kn-dp-c-{pid}"),
+        format!("kn-dp-r-{pid}"),
+        format!("kn-dp-b-{pid}"),
+    );
+    let mut made = Namespaces(Vec::new());
+    for ns in [&client, &router, &backend] {
+        if !ip(&["netns", "add", ns]) {
+            eprintln!("nft data plane: cannot create network namespaces (needs root)");
+            return None;
+        }
+        made.0.push(ns.clone());
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    let veth = |a: &str, a_ns: &str, a_addrs: &[&str], b: &str, b_ns: &str, b_addr: &str| {
+        let mut ok = ip(&[
+            "-n", a_ns, "link", "add", a, "type", "veth", "peer", "name", b, "netns", b_ns,
+        ]);
+        for addr in a_addrs {
+            ok &= ip(&["-n", a_ns, "addr", "add", addr, "dev", a]);
+        }
+        ok &= ip(&["-n", b_ns, "addr", "add", b_addr, "dev", b]);
+        ok &= ip(&["-n", a_ns, "link", "set", a, "up"]);
+        ok && ip(&["-n", b_ns, "link", "set", b, "up"])
+    };
+    let ok = veth(
+        "c0",
+        &client,
+        &["10.11.0.2/24", "10.11.0.3/24"],
+        "r0",
+        &router,
+        "10.11.0.1/24",
+    ) && veth(
+        "b0",
+        &backend,
+        &["10.11.1.2/24"],
+        "r1",
+        &router,
+        "10.11.1.1/24",
+    ) && Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &router,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+        && ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.11.0.1",
+            "src",
+            "10.11.0.2",
+        ])
+        && ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "10.96.0.0/12",
+            "via",
+            "10.11.0.1",
+            "src",
+            "10.11.0.3",
+        ])
+        && ip(&[
+            "-n",
+            &backend,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.11.1.1",
+        ]);
+    if !ok {
+        return None;
+    }
+    let backend_addr: SocketAddr = "10.11.1.2:18080".parse().unwrap();
+    let vip: SocketAddr = "10.96.50.1:18081".parse().unwrap();
+    // The backend serves for as long as the process lives (the namespace goes at the end).
+    drop(in_netns(&backend, "backend-dp", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(serve_backend("0.0.0.0:18080".parse().unwrap()));
+    }));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = NftProxy::new(NftConfig {
+        table: format!("kube-net-bench-dp-{pid}"),
+        netns: Some(router.clone()),
+        pod_cidrs: vec!["10.11.0.0/16".parse().unwrap()],
+        ..NftConfig::default()
+    });
+    if let Err(e) = rt.block_on(proxy.sync(&one_service(vip, backend_addr))) {
+        eprintln!(
+            "nft data plane: sync failed: {e} ({:?})",
+            std::error::Error::source(&e)
+        );
+        return None;
+    }
+    let window = Duration::from_millis(400);
+    let measured = in_netns(&client, "client-dp", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            // Warm-up: ARP, routes, conntrack, the backend's buffers.
+            let _ = bulk(backend_addr, 32 << 20).await;
+            let _ = bulk(vip, 32 << 20).await;
+            let (mut bd, mut bp) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                bd.push(bulk(backend_addr, NFT_BULK_BYTES).await);
+                bp.push(bulk(vip, NFT_BULK_BYTES).await);
+            }
+            let _ = conn_rate(backend_addr, Duration::from_millis(100)).await;
+            let _ = conn_rate(vip, Duration::from_millis(100)).await;
+            let (mut cd, mut cp) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                cd.push(conn_rate(backend_addr, window).await.0);
+                cp.push(conn_rate(vip, window).await.0);
+            }
+            (median(bd), median(bp), median(cd), median(cp))
+        })
+    })
+    .join();
+    let _ = rt.block_on(proxy.shutdown());
+    let (bulk_d, bulk_p, conn_d, conn_p) = measured.ok()?;
+    println!(
+        "nft data plane (client → node → pod namespaces): bulk MB/s direct {bulk_d:.0}, via ClusterIP {bulk_p:.0}; connections/s direct {conn_d:.0}, via ClusterIP {conn_p:.0}"
+    );
+    Some((bulk_p / bulk_d, conn_p / conn_d))
 }
