@@ -159,7 +159,10 @@ async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
             source,
         })?;
         match TcpListener::bind(addr).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+            Ok(tcp) => {
+                big_receive_buffer(&udp);
+                return Ok((udp, tcp));
+            }
             Err(_) if attempts > 0 => continue,
             Err(source) => {
                 return Err(Error::Bind {
@@ -169,6 +172,17 @@ async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
                 });
             }
         }
+    }
+}
+
+/// Room for bursts of queries (the default, ~200 KiB, holds a few hundred): a pause of a few
+/// milliseconds under load must not drop them. Best effort: the kernel may cap it.
+fn big_receive_buffer(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    const SIZE: usize = 4 << 20;
+    // Forcing past `net.core.rmem_max` needs CAP_NET_ADMIN; without it take what is allowed.
+    if setsockopt(socket, sockopt::RcvBufForce, &SIZE).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &SIZE);
     }
 }
 
