@@ -78,6 +78,10 @@ fn subsets(service: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
         }
         let address = EndpointAddress {
             ip,
+            hostname: crate::endpointslice::endpoint_hostname(
+                pod,
+                service.metadata.name.as_deref().unwrap_or_default(),
+            ),
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(ObjectReference {
                 kind: Some("Pod".into()),

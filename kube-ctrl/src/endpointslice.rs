@@ -38,11 +38,20 @@ impl EndpointSliceController {
 
 type PortKey = Vec<(String, i32, String)>;
 
-fn endpoint(pod: &Pod, ip: String) -> Endpoint {
+/// The endpoint's DNS hostname: the pod's `spec.hostname` when its `spec.subdomain` names the
+/// Service (as Kubernetes' controllers set it), so `<hostname>.<service>.<ns>.svc` resolves.
+pub(crate) fn endpoint_hostname(pod: &Pod, service_name: &str) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let hostname = spec.hostname.as_ref().filter(|h| !h.is_empty())?;
+    (spec.subdomain.as_deref() == Some(service_name)).then(|| hostname.clone())
+}
+
+fn endpoint(pod: &Pod, ip: String, service_name: &str) -> Endpoint {
     let serving = is_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
     Endpoint {
         addresses: vec![ip],
+        hostname: endpoint_hostname(pod, service_name),
         conditions: Some(EndpointConditions {
             ready: Some(serving && !terminating),
             serving: Some(serving),
@@ -164,7 +173,11 @@ impl Controller for EndpointSliceController {
                         ))
                     })
                     .collect();
-                groups.entry(resolved).or_default().push(endpoint(&pod, ip));
+                let service_name = service.metadata.name.as_deref().unwrap_or_default();
+                groups
+                    .entry(resolved)
+                    .or_default()
+                    .push(endpoint(&pod, ip, service_name));
             }
             let owner = controller_owner_ref(service);
             for (i, (ports, mut endpoints)) in groups.into_iter().enumerate() {

@@ -66,3 +66,66 @@ async fn endpoints_follow_ready_pods() {
     .await;
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn pods_with_a_matching_subdomain_get_their_hostname_in_endpoints_and_slices() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let (store, running) = start(standard().with(kube_ctrl::EndpointSliceController::new()));
+    let services: Api<Service> = Api::namespaced(store.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "default");
+    let endpoints: Api<Endpoints> = Api::namespaced(store.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(store.clone(), "default");
+    for (name, ip, subdomain) in [("db-0", "10.0.0.1", "db"), ("db-1", "10.0.0.2", "other")] {
+        let mut p = pod(name, ip, true);
+        let spec = p.spec.as_mut().unwrap();
+        spec.hostname = Some(name.into());
+        spec.subdomain = Some(subdomain.into());
+        pods.create(&p).await.unwrap();
+    }
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"selector": {"app": "web"}, "clusterIP": "None", "ports": [{"name": "http", "port": 80}]}
+    }))
+    .unwrap();
+    services.create(&svc).await.unwrap();
+    let ep = eventually("endpoints with both pods", || async {
+        let ep = endpoints.get_opt("db").await.unwrap()?;
+        let n = ep.subsets.as_ref()?.first()?.addresses.as_ref()?.len();
+        (n == 2).then_some(ep)
+    })
+    .await;
+    let hostnames: Vec<_> = ep.subsets.unwrap()[0]
+        .addresses
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.ip, a.hostname))
+        .collect();
+    // Only the pod whose subdomain names the Service is published under its hostname.
+    assert_eq!(
+        hostnames,
+        [
+            ("10.0.0.1".to_string(), Some("db-0".to_string())),
+            ("10.0.0.2".to_string(), None)
+        ]
+    );
+    let slice = eventually("a slice with both pods", || async {
+        let list = slices.list(&Default::default()).await.unwrap().items;
+        list.into_iter().find(|s| s.endpoints.len() == 2)
+    })
+    .await;
+    let mut hostnames: Vec<_> = slice
+        .endpoints
+        .into_iter()
+        .map(|e| (e.addresses[0].clone(), e.hostname))
+        .collect();
+    hostnames.sort();
+    assert_eq!(
+        hostnames,
+        [
+            ("10.0.0.1".to_string(), Some("db-0".to_string())),
+            ("10.0.0.2".to_string(), None)
+        ]
+    );
+    running.shutdown().await.unwrap();
+}
