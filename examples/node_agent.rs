@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use examples::cluster::{NodeConfig, RemoteNode, RuntimeKind};
 use kube_store::RemoteAuth;
 
-const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|docker|containerd|fake] [--index N] [--heartbeat-interval-ms MS] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH] [--cri-socket PATH]";
+const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|docker|containerd|fake] [--index N] [--cluster-cidr CIDR] [--heartbeat-interval-ms MS] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH] [--cri-socket PATH]";
 
 fn parse_args() -> anyhow::Result<NodeConfig> {
     let mut server = None;
@@ -37,6 +37,7 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
         // As the quickstart: runc containers when root with runc and busybox, else processes.
         runtime: RuntimeKind::detect(),
         index: 1,
+        cluster_cidr: "10.244.0.0/16".into(),
         heartbeat_interval: None,
         images: Default::default(),
     };
@@ -68,6 +69,7 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
                     .with_context(|| format!("--heartbeat-interval-ms {value}"))?;
                 config.heartbeat_interval = Some(std::time::Duration::from_millis(ms));
             }
+            "--cluster-cidr" => config.cluster_cidr = value,
             "--index" => {
                 config.index = value.parse().with_context(|| format!("--index {value}"))?
             }

@@ -9,18 +9,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kube_apiserver::authz::{CONTROLLER_MANAGER_USER, PROXY_USER, SCHEDULER_USER};
-use kube_apiserver::{ApiServer, ApiServerComponent, ApiServerConfig, Pki, Security, TokenSigner};
+use kube_apiserver::{
+    ApiServer, ApiServerComponent, ApiServerConfig, KubernetesService, Pki, Security, TokenSigner,
+};
 use kube_core::Orchestrator;
 use kube_core::orchestrator::{OnStore, RunningOrchestrator};
 use kube_core::runtime::Runtime;
 use kube_core::store::Store;
+use kube_ctrl::node_ipam::{NodeIpamConfig, NodeIpamController};
+use kube_ctrl::service_lb::ServiceLbController;
 use kube_ctrl::{ControllerManager, NodeLifecycleConfig};
-use kube_net::{ClusterIpBinding, ProxyLoop, UserspaceConfig, UserspaceProxy};
-use kube_node::{CniConfig, FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime};
+use kube_net::{
+    ClusterIpBinding, DnsConfig, DnsServer, NetworkPolicyConfig, NetworkPolicyEnforcer, NftConfig,
+    NftProxy, NodeRoutes, ProxyLoop, RoutesConfig, UserspaceConfig, UserspaceProxy, VxlanConfig,
+};
+use kube_node::{FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime, RoutedConfig};
 use kube_parts::remote::{ApiBinder, RemoteKubeletAuth, RemoteTokenSource};
 use kube_sched::{DefaultScheduler, SchedulingLoop};
 use kube_store::{DurableStore, MemStore, RemoteAuth, RemoteStore};
 use serde_json::json;
+
+use crate::network::{self, CLUSTER_DOMAIN, KUBE_DNS_IP, NetworkPlan, SERVICE_CIDR};
 
 /// Which runtime the local nodes use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,22 +141,31 @@ impl RuntimeKind {
     }
 }
 
-/// Why pods cannot get their own network namespace and IP here (the CNI plugins the pod
-/// network runs are missing), if they cannot.
+/// Why pods cannot get their own network namespace and address here, if they cannot: the
+/// built-in pod network needs root, and `ip` (iproute2) and `nft` (nftables) for the
+/// namespaces and the node's rules; no CNI plugin is needed.
 pub fn pod_network_unavailable() -> Option<String> {
     if !is_root() {
         return Some("not running as root".into());
     }
-    let dir = CniConfig::default().bin_dir;
-    let missing: Vec<&str> = ["bridge", "host-local"]
+    let on_path = |program: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+    };
+    let missing: Vec<&str> = [("ip", "iproute2"), ("nft", "nftables")]
         .into_iter()
-        .filter(|p| !dir.join(p).is_file())
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| package)
         .collect();
     (!missing.is_empty()).then(|| {
         format!(
-            "CNI plugins {} not found in {} (Debian package containernetworking-plugins)",
-            missing.join(", "),
-            dir.display()
+            "{} not found on PATH (Debian packages {})",
+            if missing.len() == 1 {
+                "a program"
+            } else {
+                "programs"
+            },
+            missing.join(", ")
         )
     })
 }
@@ -241,6 +259,14 @@ pub struct ClusterConfig {
     pub images: ImageOptions,
 }
 
+impl ClusterConfig {
+    /// The range pod addresses come from (each node gets a /24 of it), which
+    /// [`ClusterConfig::pod_network_base`] chooses: `10.244.0.0/16` for 1.
+    pub fn cluster_cidr(&self) -> String {
+        NetworkPlan::new(self.pod_network_base).cluster_cidr
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
@@ -331,19 +357,21 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The pod network of node `index` as root: a bridge and subnet of the node's own (`kp<index>`,
-/// `10.88.<index>.0/24`), reachable from the host. Without the CNI plugins, pods share the
-/// host's network ([`pod_network_unavailable`] says why).
-fn pod_network(index: usize) -> PodNetwork {
+/// The pod network of node `node` (1-based) of the cluster planned by `plan`, as root: the
+/// built-in routed network, pods taking addresses from the pod CIDR the node IPAM controller
+/// gives the node, links and the node's nftables table named `kp<index>n<node>…`. Without
+/// root or its programs, pods share the host's network ([`pod_network_unavailable`] says
+/// why).
+fn pod_network(plan: &NetworkPlan, node: usize) -> PodNetwork {
     if pod_network_unavailable().is_some() {
         return PodNetwork::Host;
     }
-    PodNetwork::Cni(CniConfig {
-        bridge: format!("kp{index}"),
-        subnet: format!("10.88.{index}.0/24"),
-        name: format!("kube-parts-{index}"),
-        ..CniConfig::default()
-    })
+    PodNetwork::Routed(
+        RoutedConfig::new()
+            .cluster_cidr(plan.cluster_cidr.clone())
+            .service_cidr(SERVICE_CIDR)
+            .link_prefix(format!("{}n{node}", plan.prefix())),
+    )
 }
 
 /// The root filesystem every image runs on with [`RuntimeKind::Oci`]: busybox with its
@@ -362,21 +390,24 @@ fn busybox_image(images: &Path) -> anyhow::Result<PathBuf> {
 /// example manifests.
 const OCI_IMAGES: [&str; 3] = ["busybox", "busybox:1.36", "docker.io/library/busybox:1.36"];
 
-/// The runtime of node `index` (1-based), keeping its state in `dir`; `images` holds the
-/// OCI runtime's busybox image. As root, pods get IPs from the node's own bridge
-/// ([`pod_network`]).
+/// A node's runtime, keeping its state in `dir`; `images` holds the OCI runtime's busybox
+/// image. As root, pods are on `network` ([`pod_network`]); `hostNetwork` pods report
+/// `node_ip`.
 async fn node_runtime(
     kind: RuntimeKind,
-    index: usize,
+    network: PodNetwork,
+    node_ip: std::net::IpAddr,
     dir: &Path,
     images: &Path,
     options: &ImageOptions,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match kind {
         RuntimeKind::Process => {
-            let mut builder = ProcessRuntime::builder().root_dir(dir);
+            let mut builder = ProcessRuntime::builder()
+                .root_dir(dir)
+                .ip(node_ip.to_string());
             if is_root() {
-                builder = builder.cgroups(true).network(pod_network(index));
+                builder = builder.cgroups(true).network(network);
             }
             if options.configured {
                 // Host processes ignore images unless asked to pull them.
@@ -395,7 +426,8 @@ async fn node_runtime(
             );
             let mut builder = OciRuntime::builder()
                 .root_dir(dir)
-                .network(pod_network(index))
+                .network(network)
+                .host_ip(node_ip.to_string())
                 .registries(options.registries.clone());
             if !options.configured && Path::new(BUSYBOX).is_file() {
                 let rootfs = busybox_image(images)?;
@@ -452,8 +484,17 @@ impl LocalCluster {
 
         // TLS and authentication: certificates are generated at first start and kept.
         let pki = Pki::load_or_create(pki_dir(&config.data_dir)).context("the cluster PKI")?;
+        let plan = NetworkPlan::new(config.pod_network_base);
+        // As root, pods have addresses of their own and ClusterIPs are DNATed on the host:
+        // the `kubernetes` and `kube-dns` Services then work from pods.
+        let routed = pod_network_unavailable().is_none()
+            && matches!(config.runtime, RuntimeKind::Process | RuntimeKind::Oci);
+        let kubernetes_service =
+            KubernetesService::new([network::advertise_address(config.listen.ip())])
+                .service_cidr(SERVICE_CIDR)?;
         let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         hosts.push(config.listen.ip().to_string());
+        hosts.extend(kubernetes_service.serving_hosts());
         let serving = pki.serving("apiserver", &hosts)?;
         pki.client("admin", "kubernetes-admin", &["system:masters"])?;
         let security = Security::new(
@@ -465,7 +506,11 @@ impl LocalCluster {
         let server = ApiServer::secure(
             store.clone(),
             kube_core::kind::Registry::builtin().clone(),
-            ApiServerConfig::default(),
+            {
+                let mut api_config = ApiServerConfig::default();
+                api_config.kubernetes_service = Some(kubernetes_service);
+                api_config
+            },
             security,
         );
         let (api, addr) = ApiServerComponent::bind(server, config.listen)
@@ -501,30 +546,60 @@ impl LocalCluster {
                 .with_binder(Arc::new(ApiBinder::new(scheduler_store))),
         );
         let controller_manager_store = as_user("controller-manager", CONTROLLER_MANAGER_USER, &[])?;
-        let controllers =
-            ControllerManager::new().with_default_controllers(config.node_lifecycle.clone());
+        let controllers = ControllerManager::new()
+            .with_default_controllers(config.node_lifecycle.clone())
+            // Pod CIDRs per node (kube-controller-manager's --allocate-node-cidrs), and
+            // LoadBalancer addresses as k3s's ServiceLB gives them: the nodes'.
+            .with(NodeIpamController::new(NodeIpamConfig {
+                cluster_cidrs: vec![plan.cluster_cidr.clone()],
+                service_cidrs: vec![SERVICE_CIDR.into()],
+                ..NodeIpamConfig::default()
+            })?)
+            .with(ServiceLbController::new());
         let controllers = OnStore::new(controller_manager_store, controllers);
-        let proxy = Arc::new(UserspaceProxy::new(UserspaceConfig {
-            node_addresses: vec![config.listen.ip()],
-            cluster_ips: ClusterIpBinding::Off,
-            ..UserspaceConfig::default()
-        }));
+        let proxy_loop = if routed {
+            ProxyLoop::new(Arc::new(NftProxy::new(NftConfig {
+                table: format!("{}-proxy", plan.prefix()),
+                pod_cidrs: vec![plan.cluster_cidr.parse()?],
+                ..NftConfig::default()
+            })))
+        } else {
+            ProxyLoop::new(Arc::new(UserspaceProxy::new(UserspaceConfig {
+                node_addresses: vec![config.listen.ip()],
+                cluster_ips: ClusterIpBinding::Off,
+                ..UserspaceConfig::default()
+            })))
+        };
         let mut builder = Orchestrator::builder()
             .store(store.clone())
             .component(api)
             .scheduler(scheduler)
             .controllers(controllers)
-            .proxy(OnStore::new(
-                as_user("proxy", PROXY_USER, &[])?,
-                ProxyLoop::new(proxy),
-            ))
+            .proxy(OnStore::new(as_user("proxy", PROXY_USER, &[])?, proxy_loop))
             .shutdown_timeout(Duration::from_secs(40));
+        if routed {
+            // The cluster DNS server answers from the store's Services, EndpointSlices and
+            // Pods, behind the kube-dns Service.
+            network::ensure_kube_dns(&store, plan.dns_listen()).await?;
+            builder = builder
+                .component(DnsServer::new(DnsConfig {
+                    listen: plan.dns_listen(),
+                    domain: CLUSTER_DOMAIN.into(),
+                    ..DnsConfig::default()
+                }))
+                // The nodes share this host: one enforcer sees every pod's traffic.
+                .component(NetworkPolicyEnforcer::new(NetworkPolicyConfig {
+                    table: format!("{}-policy", plan.prefix()),
+                    ..NetworkPolicyConfig::default()
+                }));
+        }
         for i in 1..=config.nodes {
             let name = format!("node-{i}");
             let dir = config.data_dir.join("nodes").join(&name);
             let runtime = node_runtime(
                 config.runtime,
-                config.pod_network_base + i - 1,
+                pod_network(&plan, i),
+                config.listen.ip(),
                 &dir.join("runtime"),
                 &config.data_dir.join("images"),
                 &config.images,
@@ -553,6 +628,11 @@ impl LocalCluster {
                 .node_ip(config.listen.ip().to_string())
                 .serve(SocketAddr::new(config.listen.ip(), 0))
                 .detect_capacity();
+            let agent = if routed {
+                agent.cluster_dns(vec![KUBE_DNS_IP.into()], CLUSTER_DOMAIN)
+            } else {
+                agent
+            };
             let agent = match &config.images.credentials_file {
                 Some(file) => agent.credentials_file(file),
                 None => agent,
@@ -604,8 +684,12 @@ pub struct NodeConfig {
     pub root_dir: PathBuf,
     /// The runtime.
     pub runtime: RuntimeKind,
-    /// The node's index, choosing its pod subnet (`10.88.<index>.0/24`) as root.
+    /// The node's index, naming its links and nftables tables as root (`kp<index>n1…`);
+    /// nodes sharing a host need distinct ones.
     pub index: usize,
+    /// The cluster's pod range (the server's cluster CIDR, default `10.244.0.0/16`): pod
+    /// traffic to it is not masqueraded.
+    pub cluster_cidr: String,
     /// How often the node heartbeats (`None`: the agent's default, 10 s).
     pub heartbeat_interval: Option<Duration>,
     /// Where images come from.
@@ -635,9 +719,18 @@ impl RemoteNode {
             .current_revision()
             .await
             .with_context(|| format!("reaching the API server at {}", config.server))?;
+        let plan = NetworkPlan {
+            index: config.index,
+            cluster_cidr: config.cluster_cidr.clone(),
+        };
+        let network = match config.runtime {
+            RuntimeKind::Process | RuntimeKind::Oci => pod_network(&plan, 1),
+            _ => PodNetwork::Host,
+        };
         let runtime = node_runtime(
             config.runtime,
-            config.index,
+            network.clone(),
+            config.node_ip,
             &config.root_dir.join("runtime"),
             &config.root_dir.join("images"),
             &config.images,
@@ -658,12 +751,30 @@ impl RemoteNode {
         }
         let agent = builder.build().context("configuring the node agent")?;
         let kubelet_addr = agent.kubelet_addr();
-        let running = Orchestrator::builder()
+        let mut orchestrator = Orchestrator::builder()
             .store(store)
             .node(agent)
-            .shutdown_timeout(Duration::from_secs(40))
-            .build()?
-            .start();
+            .shutdown_timeout(Duration::from_secs(40));
+        if matches!(network, PodNetwork::Routed(_)) {
+            // Like a k3s agent: the node programs ClusterIPs and NodePorts for its pods and its
+            // host, and routes to the other nodes' pod CIDRs (host-gw on a shared link, VXLAN
+            // elsewhere).
+            orchestrator = orchestrator
+                .proxy(ProxyLoop::new(Arc::new(NftProxy::new(NftConfig {
+                    table: format!("{}-proxy", plan.prefix()),
+                    node_name: Some(config.name.clone()),
+                    pod_cidrs: vec![plan.cluster_cidr.parse()?],
+                    ..NftConfig::default()
+                }))))
+                .component(NodeRoutes::new(RoutesConfig {
+                    vxlan: VxlanConfig {
+                        device: format!("{}-vxlan", plan.prefix()),
+                        ..VxlanConfig::default()
+                    },
+                    ..RoutesConfig::new(config.name.clone())
+                }));
+        }
+        let running = orchestrator.build()?.start();
         Ok(Self {
             running,
             kubelet_addr,

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod greeting;
 pub mod hello;
+pub mod network;
 
 /// The workspace README's code, compiled as a doc test so it stays true.
 #[cfg(doctest)]

@@ -90,7 +90,6 @@ fn subsets(service: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
                 uid: pod.metadata.uid.clone(),
                 ..ObjectReference::default()
             }),
-            ..EndpointAddress::default()
         };
         let entry = groups.entry(resolved).or_default();
         if is_ready(pod) {

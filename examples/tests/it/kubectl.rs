@@ -172,6 +172,7 @@ async fn kubectl_drives_the_quickstart_cluster() {
             nodes: 2,
             runtime: RuntimeKind::Process,
             store: StoreKind::Durable,
+            pod_network_base: 12,
             ..ClusterConfig::default()
         },
     )
@@ -202,7 +203,10 @@ async fn kubectl_drives_the_quickstart_cluster() {
     let wide = k.run(&["get", "pods", "-o", "wide"]).await;
     assert!(wide.contains("NOMINATED NODE"), "{wide}");
     assert_eq!(wide.matches("Running").count(), 2, "{wide}");
-    assert!(wide.contains("10.88."), "pods have their own IPs: {wide}");
+    assert!(
+        wide.contains("10.233."),
+        "pods have addresses from the cluster CIDR: {wide}"
+    );
 
     let all = k.run(&["get", "all"]).await;
     for expected in [

@@ -3,6 +3,7 @@
 //! `bespoke_control_plane` example, whose test runs with these.)
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod cluster_network;
 #[cfg(feature = "etcd")]
 mod etcd_store;
 mod greeting;

@@ -27,15 +27,20 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::Child;
 
-/// Builds the `node_agent` example and returns its path. Built with the features the test
-/// binary was (the CI's `--workspace --all-features` when the `etcd` feature is on), cargo
-/// reuses every compiled crate and only links. (Under nextest the build lock is free while
-/// tests run.)
+/// Builds the `node_agent` example and returns its path.
 async fn node_agent_binary() -> PathBuf {
+    example_binary("node_agent").await
+}
+
+/// Builds the example `name` and returns its path. Built with the features the test binary
+/// was (the CI's `--workspace --all-features` when the `etcd` feature is on), cargo reuses
+/// every compiled crate and only links. (Under nextest the build lock is free while tests
+/// run.)
+pub(crate) async fn example_binary(name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = tokio::process::Command::new(cargo);
     command
-        .args(["build", "--quiet", "--example", "node_agent"])
+        .args(["build", "--quiet", "--example", name])
         .arg("--message-format=json")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
@@ -47,18 +52,18 @@ async fn node_agent_binary() -> PathBuf {
     }
     let output = tokio::time::timeout(Duration::from_secs(900), command.output())
         .await
-        .expect("building the node_agent example within 15 minutes")
+        .expect("building the example within 15 minutes")
         .unwrap();
     assert!(
         output.status.success(),
-        "building the node_agent example failed"
+        "building the {name} example failed"
     );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "node_agent")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo names the node_agent executable")
+        .unwrap_or_else(|| panic!("cargo names the {name} executable"))
 }
 
 /// One node agent to start: its name, network namespace, IP there, and pod-network index.

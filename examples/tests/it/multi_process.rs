@@ -23,6 +23,9 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
+/// The pod network index of this test's cluster (its pod range), apart from other tests'.
+const MULTI_PROCESS_NETWORK: usize = 23;
+
 const ROLE: &str = "KUBE_PARTS_ROLE";
 
 /// The child half: runs the control plane or a node agent until stdin closes.
@@ -40,6 +43,7 @@ async fn role_child() {
                 nodes: 0,
                 runtime: RuntimeKind::Fake,
                 store: StoreKind::Durable,
+                pod_network_base: MULTI_PROCESS_NETWORK,
                 ..ClusterConfig::default()
             })
             .await
@@ -58,8 +62,8 @@ async fn role_child() {
                 &["system:nodes"],
             )
             .unwrap();
-            // As root, each node's pods get a bridge and subnet of its own (`kp21`, `kp22`),
-            // apart from other tests' clusters on this host.
+            // As root, each node's links and tables are named apart (`kp21n1…`, `kp22n1…`), and
+            // its pods take addresses from the pod CIDR the control plane gives it.
             let index = if name == "remote-a" { 21 } else { 22 };
             let node = RemoteNode::start(NodeConfig {
                 server: std::env::var("KUBE_PARTS_SERVER").unwrap(),
@@ -69,6 +73,8 @@ async fn role_child() {
                 root_dir: dir.into(),
                 runtime: RuntimeKind::Process,
                 index,
+                cluster_cidr: examples::network::NetworkPlan::new(MULTI_PROCESS_NETWORK)
+                    .cluster_cidr,
                 heartbeat_interval: None,
                 images: Default::default(),
             })
