@@ -238,7 +238,9 @@ macro_rules! kinds {
     };
 }
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, policy, rbac};
+use k8s_openapi::api::{
+    apps, batch, coordination, core, discovery, networking, policy, rbac, scheduling, storage,
+};
 
 kinds! {
     core::v1::Pod => "pods", ["po"], ["all"];
@@ -252,9 +254,15 @@ kinds! {
     core::v1::ServiceAccount => "serviceaccounts", ["sa"], [];
     core::v1::ReplicationController => "replicationcontrollers", ["rc"], ["all"];
     core::v1::PodTemplate => "podtemplates", [], [];
+    core::v1::PersistentVolume => "persistentvolumes", ["pv"], [];
+    core::v1::PersistentVolumeClaim => "persistentvolumeclaims", ["pvc"], [];
+    core::v1::ResourceQuota => "resourcequotas", ["quota"], [];
+    core::v1::LimitRange => "limitranges", ["limits"], [];
     apps::v1::ReplicaSet => "replicasets", ["rs"], ["all"];
     apps::v1::Deployment => "deployments", ["deploy"], ["all"];
     apps::v1::DaemonSet => "daemonsets", ["ds"], ["all"];
+    apps::v1::StatefulSet => "statefulsets", ["sts"], ["all"];
+    apps::v1::ControllerRevision => "controllerrevisions", [], [];
     batch::v1::Job => "jobs", [], ["all"];
     batch::v1::CronJob => "cronjobs", ["cj"], ["all"];
     coordination::v1::Lease => "leases", [], [];
@@ -265,6 +273,8 @@ kinds! {
     rbac::v1::RoleBinding => "rolebindings", [], [];
     rbac::v1::ClusterRole => "clusterroles", [], [];
     rbac::v1::ClusterRoleBinding => "clusterrolebindings", [], [];
+    scheduling::v1::PriorityClass => "priorityclasses", ["pc"], [];
+    storage::v1::StorageClass => "storageclasses", ["sc"], [];
 }
 
 #[cfg(test)]
