@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use examples::cluster::{NodeConfig, RemoteNode, RuntimeKind};
 use kube_store::RemoteAuth;
 
-const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|docker|containerd|fake] [--index N] [--cluster-cidr CIDR] [--heartbeat-interval-ms MS] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH] [--cri-socket PATH]";
+const USAGE: &str = "usage: node_agent --server URL --name NAME --ca CA.crt (--cert NODE.crt --key NODE.key | --token TOKEN) [--node-ip IP] [--root-dir DIR] [--runtime process|oci|docker|containerd|fake] [--index N] [--cluster-cidr CIDR] [--cluster-dns IP] [--heartbeat-interval-ms MS] [--registry-mirror HOST=URL]... [--registries-config DIR] [--credentials-file FILE] [--docker-socket PATH] [--cri-socket PATH]";
 
 fn parse_args() -> anyhow::Result<NodeConfig> {
     let mut server = None;
@@ -38,6 +38,7 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
         runtime: RuntimeKind::detect(),
         index: 1,
         cluster_cidr: "10.244.0.0/16".into(),
+        cluster_dns: None,
         heartbeat_interval: None,
         images: Default::default(),
     };
@@ -70,6 +71,13 @@ fn parse_args() -> anyhow::Result<NodeConfig> {
                 config.heartbeat_interval = Some(std::time::Duration::from_millis(ms));
             }
             "--cluster-cidr" => config.cluster_cidr = value,
+            "--cluster-dns" => {
+                config.cluster_dns = Some(
+                    value
+                        .parse()
+                        .with_context(|| format!("--cluster-dns {value}"))?,
+                )
+            }
             "--index" => {
                 config.index = value.parse().with_context(|| format!("--index {value}"))?
             }

@@ -489,6 +489,10 @@ impl LocalCluster {
         // the `kubernetes` and `kube-dns` Services then work from pods.
         let routed = pod_network_unavailable().is_none()
             && matches!(config.runtime, RuntimeKind::Process | RuntimeKind::Oci);
+        // A control plane without local nodes still serves the cluster network's services
+        // (ClusterIPs from this host, the DNS server) to the nodes that join it.
+        let network_services = routed || (config.nodes == 0 && pod_network_unavailable().is_none());
+        let dns_listen = plan.dns_listen_for(config.listen.ip());
         let kubernetes_service =
             KubernetesService::new([network::advertise_address(config.listen.ip())])
                 .service_cidr(SERVICE_CIDR)?;
@@ -557,7 +561,7 @@ impl LocalCluster {
             })?)
             .with(ServiceLbController::new());
         let controllers = OnStore::new(controller_manager_store, controllers);
-        let proxy_loop = if routed {
+        let proxy_loop = if network_services {
             ProxyLoop::new(Arc::new(NftProxy::new(NftConfig {
                 table: format!("{}-proxy", plan.prefix()),
                 pod_cidrs: vec![plan.cluster_cidr.parse()?],
@@ -577,13 +581,13 @@ impl LocalCluster {
             .controllers(controllers)
             .proxy(OnStore::new(as_user("proxy", PROXY_USER, &[])?, proxy_loop))
             .shutdown_timeout(Duration::from_secs(40));
-        if routed {
+        if network_services {
             // The cluster DNS server answers from the store's Services, EndpointSlices and
             // Pods, behind the kube-dns Service.
-            network::ensure_kube_dns(&store, plan.dns_listen()).await?;
+            network::ensure_kube_dns(&store, dns_listen).await?;
             builder = builder
                 .component(DnsServer::new(DnsConfig {
-                    listen: plan.dns_listen(),
+                    listen: dns_listen,
                     domain: CLUSTER_DOMAIN.into(),
                     ..DnsConfig::default()
                 }))
@@ -690,6 +694,9 @@ pub struct NodeConfig {
     /// The cluster's pod range (the server's cluster CIDR, default `10.244.0.0/16`): pod
     /// traffic to it is not masqueraded.
     pub cluster_cidr: String,
+    /// The cluster DNS server pods are given (the kubelet's `--cluster-dns`, e.g. the
+    /// `kube-dns` ClusterIP 10.96.0.10); `None`: pods use the node's resolver.
+    pub cluster_dns: Option<std::net::IpAddr>,
     /// How often the node heartbeats (`None`: the agent's default, 10 s).
     pub heartbeat_interval: Option<Duration>,
     /// Where images come from.
@@ -748,6 +755,9 @@ impl RemoteNode {
         }
         if let Some(file) = &config.images.credentials_file {
             builder = builder.credentials_file(file);
+        }
+        if let Some(dns) = config.cluster_dns {
+            builder = builder.cluster_dns(vec![dns], CLUSTER_DOMAIN);
         }
         let agent = builder.build().context("configuring the node agent")?;
         let kubelet_addr = agent.kubelet_addr();

@@ -56,6 +56,17 @@ impl NetworkPlan {
         let third = u8::try_from(self.index % 256).unwrap_or(1);
         SocketAddr::from((Ipv4Addr::new(127, 0, third, 53), 53))
     }
+
+    /// Where the DNS server of a control plane listening on `listen` answers: that address
+    /// (port 53) when it is a routable one, so nodes on other hosts reach it, else
+    /// [`NetworkPlan::dns_listen`].
+    pub fn dns_listen_for(&self, listen: IpAddr) -> SocketAddr {
+        if listen.is_loopback() || listen.is_unspecified() {
+            self.dns_listen()
+        } else {
+            SocketAddr::new(listen, 53)
+        }
+    }
 }
 
 /// Creates (or puts back) `kube-system/kube-dns` with ClusterIP [`KUBE_DNS_IP`] and, since it
@@ -161,5 +172,14 @@ mod tests {
             "127.0.31.53:53".parse().unwrap()
         );
         assert_eq!(NetworkPlan::new(7).prefix(), "kp7");
+        let plan = NetworkPlan::new(2);
+        assert_eq!(
+            plan.dns_listen_for("127.0.0.1".parse().unwrap()),
+            "127.0.2.53:53".parse().unwrap()
+        );
+        assert_eq!(
+            plan.dns_listen_for("10.1.2.3".parse().unwrap()),
+            "10.1.2.3:53".parse().unwrap()
+        );
     }
 }

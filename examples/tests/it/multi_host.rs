@@ -118,6 +118,8 @@ async fn start_node_agent(
             "--server", server, "--name", name, "--ca", &ca, "--cert", &cert,
         ])
         .args(["--key", &key, "--node-ip", address, "--runtime", "process"])
+        // The kube-dns ClusterIP: the control plane's DNS server answers behind it.
+        .args(["--cluster-dns", "10.96.0.10"])
         .args([
             "--index",
             &index.to_string(),
@@ -238,6 +240,103 @@ impl Drop for Network {
             .args(["link", "del", &self.bridge])
             .status();
     }
+}
+
+/// A client pod on node-a that succeeds once `target:port` answers an HTTP GET (busybox `nc`
+/// from the host, as the process runtime runs it).
+fn client_pod(name: &str, target: &str, port: u16) -> Pod {
+    let script = format!(
+        "for i in $(seq 60); do printf 'GET /debian_version HTTP/1.0\\r\\n\\r\\n' | \
+         busybox nc -w 2 {target} {port} | grep -q 'HTTP/1.[01] 200' && exit 0; sleep 1; done; exit 1"
+    );
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "net"},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"kubernetes.io/hostname": "node-a"},
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }))
+    .expect("a client pod")
+}
+
+/// The cluster network between hosts: a pod on node-a reaches a pod on node-b by its IP
+/// (a host-gw route per node CIDR), by the Service's ClusterIP (node-a's nftables plane) and
+/// by the Service's name (the control plane's DNS server behind kube-dns). The pods are in
+/// their own namespace and gone when this returns.
+async fn pods_reach_each_other_across_hosts(store: &Arc<dyn Store>) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(store.clone());
+    namespaces
+        .create(&serde_json::from_value(json!({"metadata": {"name": "net"}})).expect("namespace"))
+        .await
+        .expect("namespace net");
+    let pods: Api<Pod> = Api::namespaced(store.clone(), "net");
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(store.clone(), "net");
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "net", "labels": {"app": "web"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": "node-b"},
+            "containers": [{"name": "httpd", "image": "busybox",
+                "command": ["busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"],
+                "ports": [{"containerPort": 8080}]}],
+        },
+    }))
+    .expect("the web pod");
+    pods.create(&web).await.expect("web pod created");
+    services
+        .create(
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "net"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+            }))
+            .expect("the web service"),
+        )
+        .await
+        .expect("web service created");
+    let web_ip = eventually("the web pod Running", Duration::from_secs(60), async || {
+        let pod = pods.get("web").await.ok()?;
+        let status = pod.status?;
+        (status.phase.as_deref() == Some("Running")).then_some(status.pod_ip?)
+    })
+    .await;
+    assert!(
+        web_ip.starts_with("10.244."),
+        "a pod CIDR address: {web_ip}"
+    );
+    let cluster_ip = eventually("the web ClusterIP", Duration::from_secs(30), async || {
+        services.get("web").await.ok()?.spec?.cluster_ip
+    })
+    .await;
+    for (name, target, port) in [
+        ("by-ip", web_ip.as_str(), 8080),
+        ("by-cluster-ip", cluster_ip.as_str(), 80),
+        ("by-name", "web", 80),
+    ] {
+        pods.create(&client_pod(name, target, port))
+            .await
+            .expect("client pod created");
+    }
+    for name in ["by-ip", "by-cluster-ip", "by-name"] {
+        let phase = eventually(
+            &format!("client {name} finished"),
+            Duration::from_secs(90),
+            async || {
+                let phase = pods.get(name).await.ok()?.status?.phase?;
+                matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+            },
+        )
+        .await;
+        assert_eq!(phase, "Succeeded", "node-a's pod reached node-b's {name}");
+    }
+    namespaces
+        .delete("net", &Preconditions::default())
+        .await
+        .expect("namespace net deleted");
+    eventually("the net pods gone", Duration::from_secs(60), async || {
+        let left = pods.list(&ListOptions::default()).await.ok()?.items;
+        left.is_empty().then_some(())
+    })
+    .await;
 }
 
 /// Pods of the Deployment, Running and not being deleted, by node.
@@ -424,6 +523,8 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
         BTreeSet::from(["node-a", "node-b"]),
         "the scheduler spreads the pods over both nodes: {placed:?}"
     );
+
+    pods_reach_each_other_across_hosts(&store).await;
 
     // Cut node-a off the network.
     let cut = Instant::now();

@@ -75,6 +75,7 @@ async fn role_child() {
                 index,
                 cluster_cidr: examples::network::NetworkPlan::new(MULTI_PROCESS_NETWORK)
                     .cluster_cidr,
+                cluster_dns: None,
                 heartbeat_interval: None,
                 images: Default::default(),
             })
