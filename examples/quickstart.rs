@@ -100,8 +100,16 @@ async fn main() -> anyhow::Result<()> {
         config.runtime,
         examples::cluster::RuntimeKind::Process | examples::cluster::RuntimeKind::Oci
     );
-    if let Some(why) = examples::cluster::pod_network_unavailable().filter(|_| uses_our_network) {
-        println!("pod network: the host's (pods get no IP of their own): {why}");
+    match examples::cluster::pod_network_unavailable() {
+        Some(why) if uses_our_network => println!(
+            "pod network: the host's (pods get no IP of their own; the userspace proxy serves NodePorts only, no ClusterIPs or cluster DNS): {why}"
+        ),
+        None if uses_our_network => println!(
+            "pod network: {} routed per node (pod CIDRs from the node IPAM controller), ClusterIPs and NodePorts by nftables, DNS at {} (kube-dns)",
+            config.cluster_cidr(),
+            examples::network::KUBE_DNS_IP
+        ),
+        _ => {}
     }
     let nodes = config.nodes;
     let runtime = config.runtime;
