@@ -1,8 +1,9 @@
 //! [`DaemonSetController`]: one pod of a DaemonSet's template on every eligible node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_core::controller::{Action, Controller, ControllerContext, ReconcileError, Watches};
@@ -13,8 +14,10 @@ use kube_core::store::Preconditions;
 use kube_core::typed::Api;
 
 use crate::deployment::pod_template_hash;
+use crate::index::OwnerIndex;
 use crate::node_lifecycle::taints::tolerates;
 use crate::pods::{is_active, is_ready};
+use crate::statefulset::history;
 
 /// The label carrying the template hash of a DaemonSet pod (what a rolling update compares).
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -43,15 +46,27 @@ fn default_tolerations() -> Vec<Toleration> {
 /// Kubernetes adds to daemons), none elsewhere; `RollingUpdate` replaces pods of an old
 /// template at most `maxUnavailable` nodes at a time (`OnDelete` waits for the user); status
 /// counts as Kubernetes reports them. Pods are bound directly (`spec.nodeName`).
-#[derive(Debug, Default, Clone)]
+///
+/// Each template is recorded as a ControllerRevision `<ds>-<hash>` (the hash is the pods'
+/// `controller-revision-hash`), trimmed to `revisionHistoryLimit`, so `kubectl rollout
+/// history` and `kubectl rollout undo` work as with Kubernetes.
+#[derive(Debug, Clone)]
 pub struct DaemonSetController {
-    _private: (),
+    revisions: Arc<OwnerIndex>,
+}
+
+impl Default for DaemonSetController {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl DaemonSetController {
     /// A DaemonSet controller.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            revisions: Arc::new(OwnerIndex::new(history::kind())),
+        }
     }
 }
 
@@ -98,6 +113,7 @@ impl Controller for DaemonSetController {
     fn watches(&self) -> Watches {
         Watches::primary(GroupKind::of::<DaemonSet>())
             .owns(GroupKind::POD)
+            .owns(history::kind())
             .related(GroupKind::NODE)
     }
 
@@ -135,7 +151,42 @@ impl Controller for DaemonSetController {
         let invalid = |m: &str| ReconcileError::Invalid(format!("DaemonSet {key}: {m}"));
         let spec = ds.spec.clone().ok_or_else(|| invalid("spec is required"))?;
         let owner = controller_owner_ref(&ds).ok_or_else(|| invalid("has no name or uid"))?;
-        let hash = pod_template_hash(&spec.template, None);
+        let old = ds.status.clone().unwrap_or_default();
+
+        // The template's revision: its hash labels the pods.
+        let revisions_api: Api<ControllerRevision> = Api::namespaced(ctx.store.clone(), namespace);
+        let mut revisions = history::owned(&self.revisions.view(&ctx.informers), &owner.uid);
+        let mut collision_count = old.collision_count;
+        let hashed = spec.template.clone();
+        let hash_template = move |count: Option<i32>| pod_template_hash(&hashed, count);
+        let wanted = history::Wanted {
+            parent: &key.name,
+            owner: owner.clone(),
+            labels: spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default(),
+            data: history::template_patch(&spec.template),
+            hash: &hash_template,
+        };
+        let current = history::record(
+            &revisions_api,
+            &mut revisions,
+            &wanted,
+            &mut collision_count,
+        )
+        .await?;
+        let revision_hash = |r: &ControllerRevision| {
+            r.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_HASH_LABEL))
+                .cloned()
+        };
+        let hash = revision_hash(&current)
+            .unwrap_or_else(|| pod_template_hash(&spec.template, collision_count));
 
         // The pod every node should run.
         let meta = spec.template.metadata.clone().unwrap_or_default();
@@ -173,6 +224,19 @@ impl Controller for DaemonSetController {
                 .or_default()
                 .push(pod);
         }
+
+        let mut live_hashes: HashSet<String> = by_node
+            .values()
+            .flatten()
+            .filter_map(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()?
+                    .get(REVISION_HASH_LABEL)
+                    .cloned()
+            })
+            .collect();
+        live_hashes.insert(hash.clone());
 
         let mut desired = 0;
         let mut scheduled = 0;
@@ -224,6 +288,16 @@ impl Controller for DaemonSetController {
                 outdated.push(pod);
             }
         }
+        // Revisions no pod runs are history, trimmed to the limit.
+        let live: HashSet<String> = revisions
+            .iter()
+            .filter(|r| revision_hash(r).is_some_and(|h| live_hashes.contains(&h)))
+            .filter_map(|r| r.metadata.name.clone())
+            .chain(current.metadata.name.clone())
+            .collect();
+        let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
+        history::truncate(&revisions_api, &revisions, &live, limit).await?;
+
         // Pods on nodes that no longer exist.
         for pod in by_node.values().flatten() {
             delete_pod(&pods, pod).await?;
@@ -255,7 +329,6 @@ impl Controller for DaemonSetController {
         }
 
         let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        let old = ds.status.clone().unwrap_or_default();
         let status = DaemonSetStatus {
             desired_number_scheduled: as_i32(desired),
             current_number_scheduled: as_i32(scheduled),
@@ -265,7 +338,7 @@ impl Controller for DaemonSetController {
             updated_number_scheduled: Some(as_i32(updated)),
             number_misscheduled: as_i32(misscheduled),
             observed_generation: ds.metadata.generation,
-            collision_count: old.collision_count,
+            collision_count,
             conditions: old.conditions.clone(),
         };
         if status != old {

@@ -90,6 +90,7 @@ mod replicaset;
 mod replicationcontroller;
 mod service_alloc;
 pub mod service_lb;
+pub mod statefulset;
 mod ttl;
 
 pub use cronjob::CronJobController;
@@ -113,4 +114,5 @@ pub use replicaset::ReplicaSetController;
 pub use replicationcontroller::ReplicationControllerController;
 pub use service_alloc::{AllocatorError, ServiceAllocator};
 pub use service_lb::ServiceLbController;
+pub use statefulset::StatefulSetController;
 pub use ttl::TtlAfterFinishedController;

@@ -88,6 +88,7 @@ impl ControllerManager {
             .with(ReplicationControllerController::new())
             .with(DeploymentController::new())
             .with(DaemonSetController::new())
+            .with_statefulsets()
             .with(JobController::new())
             .with(CronJobController::new())
             .with(TtlAfterFinishedController::new())
@@ -105,6 +106,7 @@ impl ControllerManager {
                     .owner(GroupKind::REPLICA_SET)
                     .owner(rc)
                     .owner(GroupKind::new("apps", "DaemonSet"))
+                    .owner(GroupKind::new("apps", "StatefulSet"))
                     .owner(GroupKind::new("batch", "Job")),
             )
             .with(GarbageCollector::new(GroupKind::REPLICA_SET).owner(deployment.clone()))

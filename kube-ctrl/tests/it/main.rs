@@ -18,4 +18,5 @@ mod replicaset;
 mod replicationcontroller;
 mod service_lb;
 mod services;
+mod statefulset;
 mod support;
