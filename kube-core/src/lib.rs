@@ -13,6 +13,7 @@ pub mod object;
 pub mod orchestrator;
 pub mod proxy;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod runtime;
 pub mod scheduler;
