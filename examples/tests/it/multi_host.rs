@@ -72,6 +72,8 @@ struct Agent<'a> {
     ns: &'a str,
     address: &'a str,
     index: usize,
+    /// The control plane's cluster CIDR.
+    cluster_cidr: &'a str,
 }
 
 /// Starts the `node_agent` example for `agent` in its network namespace (`nsenter --net`
@@ -91,6 +93,7 @@ async fn start_node_agent(
         ns,
         address,
         index,
+        cluster_cidr,
     } = agent;
     std::fs::create_dir_all(dir).unwrap();
     let auth = credentials(
@@ -119,7 +122,12 @@ async fn start_node_agent(
         ])
         .args(["--key", &key, "--node-ip", address, "--runtime", "process"])
         // The kube-dns ClusterIP: the control plane's DNS server answers behind it.
-        .args(["--cluster-dns", "10.96.0.10"])
+        .args([
+            "--cluster-dns",
+            "10.96.0.10",
+            "--cluster-cidr",
+            cluster_cidr,
+        ])
         .args([
             "--index",
             &index.to_string(),
@@ -264,7 +272,7 @@ fn client_pod(name: &str, target: &str, port: u16) -> Pod {
 /// (a host-gw route per node CIDR), by the Service's ClusterIP (node-a's nftables plane) and
 /// by the Service's name (the control plane's DNS server behind kube-dns). The pods are in
 /// their own namespace and gone when this returns.
-async fn pods_reach_each_other_across_hosts(store: &Arc<dyn Store>) {
+async fn pods_reach_each_other_across_hosts(store: &Arc<dyn Store>, pod_prefix: &str) {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(store.clone());
     namespaces
         .create(&serde_json::from_value(json!({"metadata": {"name": "net"}})).expect("namespace"))
@@ -300,7 +308,7 @@ async fn pods_reach_each_other_across_hosts(store: &Arc<dyn Store>) {
     })
     .await;
     assert!(
-        web_ip.starts_with("10.244."),
+        web_ip.starts_with(pod_prefix),
         "a pod CIDR address: {web_ip}"
     );
     let cluster_ip = eventually("the web ClusterIP", Duration::from_secs(30), async || {
@@ -436,6 +444,7 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
                     ns,
                     address,
                     index: index + 1,
+                    cluster_cidr: "10.244.0.0/16",
                 },
                 &server,
                 &cp_dir,
@@ -524,7 +533,7 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
         "the scheduler spreads the pods over both nodes: {placed:?}"
     );
 
-    pods_reach_each_other_across_hosts(&store).await;
+    pods_reach_each_other_across_hosts(&store, "10.244.").await;
 
     // Cut node-a off the network.
     let cut = Instant::now();
@@ -584,4 +593,164 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
     }
     cluster.shutdown().await.unwrap();
     drop(network);
+}
+
+/// Hosts in different subnets share no link: the host between them routes, and the nodes'
+/// routes component reaches the other node's pods through a VXLAN overlay (flannel's vxlan
+/// backend), learning its VTEP from the Node annotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_hosts_in_different_subnets_reach_each_other_over_vxlan() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the multi-host test runs as root under CI=true"
+        );
+        eprintln!("skipping: needs root for network namespaces");
+        return;
+    }
+    let id = std::process::id() % 100_000;
+    let (left_net, right_net) = (
+        format!("10.78.{}", id % 200 + 20),
+        format!("10.79.{}", id % 200 + 20),
+    );
+    let mut left = Network::new(&format!("kmv{id}x"), &format!("{left_net}.1"));
+    let mut right = Network::new(&format!("kmv{id}y"), &format!("{right_net}.1"));
+    let nodes = [
+        ("node-a", format!("kmv{id}a"), format!("{left_net}.10")),
+        ("node-b", format!("kmv{id}b"), format!("{right_net}.10")),
+    ];
+    left.host(&nodes[0].1, &nodes[0].2);
+    right.host(&nodes[1].1, &nodes[1].2);
+    // The host routes between the two subnets; each node's way out is its bridge.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    ip(&[
+        "-n",
+        &nodes[0].1,
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("{left_net}.1"),
+    ]);
+    ip(&[
+        "-n",
+        &nodes[1].1,
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("{right_net}.1"),
+    ]);
+
+    // A network index of its own: the control plane's nftables tables and pod range.
+    let plan = examples::network::NetworkPlan::new(26);
+    let dir = tempfile::tempdir().unwrap();
+    let cp_dir = dir.path().join("cp");
+    let cluster = LocalCluster::start(ClusterConfig {
+        listen: format!("{left_net}.1:0").parse().unwrap(),
+        data_dir: cp_dir.clone(),
+        nodes: 0,
+        runtime: RuntimeKind::Fake,
+        store: StoreKind::Memory,
+        pod_network_base: plan.index,
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let server = format!("https://{}", cluster.addr);
+    let binary = node_agent_binary().await;
+    let mut children = Vec::new();
+    for (index, (name, ns, address)) in nodes.iter().enumerate() {
+        children.push(
+            start_node_agent(
+                &binary,
+                Agent {
+                    name,
+                    ns,
+                    address,
+                    index: index + 1,
+                    cluster_cidr: &plan.cluster_cidr,
+                },
+                &server,
+                &cp_dir,
+                &dir.path().join(name),
+            )
+            .await,
+        );
+    }
+    let admin = credentials(&cp_dir, "admin", "kubernetes-admin", &["system:masters"]).unwrap();
+    let store: Arc<dyn Store> = Arc::new(RemoteStore::with_auth(&server, admin).unwrap());
+    let node_api: Api<Node> = Api::all(store.clone());
+    eventually(
+        "both nodes Ready with VTEPs",
+        Duration::from_secs(60),
+        async || {
+            let nodes = node_api.list(&ListOptions::default()).await.ok()?.items;
+            let ready = nodes
+                .iter()
+                .filter(|n| {
+                    let annotated = n
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(kube_net::BACKEND_DATA_ANNOTATION));
+                    let ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    annotated && ready
+                })
+                .count();
+            (ready == 2).then_some(())
+        },
+    )
+    .await;
+    let prefix = plan
+        .cluster_cidr
+        .split('.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".")
+        + ".";
+    pods_reach_each_other_across_hosts(&store, &prefix).await;
+    // The overlay carried it: node-a has the VXLAN device and an onlink route through it.
+    let device = format!("{}-vxlan", examples::network::NetworkPlan::new(1).prefix());
+    let routes = Command::new("ip")
+        .args(["-n", &nodes[0].1, "route", "show", "proto", "75"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(
+        routes.contains(&device) && routes.contains("onlink"),
+        "a route to node-b's pod CIDR over {device}: {routes}"
+    );
+
+    for child in children {
+        stop_node_agent(child).await;
+    }
+    for (_, ns, _) in &nodes {
+        let links = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        assert!(
+            !links.contains("vxlan"),
+            "no VXLAN device left in {ns}: {links}"
+        );
+        let routes = Command::new("ip")
+            .args(["-n", ns, "route", "show", "proto", "75"])
+            .output()
+            .unwrap();
+        assert!(
+            routes.stdout.is_empty(),
+            "no route of ours left in {ns}: {}",
+            String::from_utf8_lossy(&routes.stdout)
+        );
+    }
+    cluster.shutdown().await.unwrap();
+    drop((left, right));
 }
