@@ -94,6 +94,7 @@ pub mod statefulset;
 mod ttl;
 
 pub use cronjob::CronJobController;
+pub mod volume;
 pub use daemonset::DaemonSetController;
 pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;
@@ -116,3 +117,4 @@ pub use service_alloc::{AllocatorError, ServiceAllocator};
 pub use service_lb::ServiceLbController;
 pub use statefulset::StatefulSetController;
 pub use ttl::TtlAfterFinishedController;
+pub use volume::{ClaimBinder, LocalPathProvisioner, VolumeReclaimer};

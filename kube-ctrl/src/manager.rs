@@ -84,7 +84,8 @@ impl ControllerManager {
     pub fn with_default_controllers(self, node_lifecycle: NodeLifecycleConfig) -> Self {
         let deployment = GroupKind::new("apps", "Deployment");
         let rc = GroupKind::from_static("", "ReplicationController");
-        self.with(ReplicaSetController::new())
+        crate::volume::with_volume_controllers(self)
+            .with(ReplicaSetController::new())
             .with(ReplicationControllerController::new())
             .with(DeploymentController::new())
             .with(DaemonSetController::new())

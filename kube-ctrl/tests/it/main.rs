@@ -20,3 +20,4 @@ mod service_lb;
 mod services;
 mod statefulset;
 mod support;
+mod volume;
