@@ -102,8 +102,10 @@ echo "==> an image's Entrypoint runs when the pod names no command"
 kubectl create deployment entry --image=hello-httpd:1
 kubectl expose deployment entry --port=80 --target-port=8080 --type=NodePort
 kubectl rollout status deployment/entry --timeout=120s
-kubectl get events --field-selector reason=Pulled -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -q 'hello-httpd:1' \
-  || fail "no Pulled event for hello-httpd:1"
+# Read whole before matching: `grep -q` stops at the first match, and under pipefail the
+# SIGPIPE kubectl would get then fails the check.
+pulled="$(kubectl get events --field-selector reason=Pulled -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')"
+grep -q 'hello-httpd:1' <<<"$pulled" || fail "no Pulled event for hello-httpd:1: $pulled"
 entry_port="$(kubectl get service entry -o jsonpath='{.spec.ports[0].nodePort}')"
 entry=
 for _ in $(seq 50); do
