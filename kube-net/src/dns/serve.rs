@@ -1,4 +1,4 @@
-//! The UDP and TCP listeners on one address: receive, answer from the zone, send.
+//! What the listeners share (the zone, upstream), and the TCP listener; UDP is in `udp`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Request, Transport};
+use super::answer::{self, Outcome, Request, Transport};
 use super::upstream;
 use super::zone::Zone;
 
@@ -25,7 +25,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn recursion(&self) -> bool {
+    /// Whether names outside our zones are forwarded (else refused).
+    pub(crate) fn recursion(&self) -> bool {
         !self.upstream.is_empty()
     }
 
@@ -38,7 +39,7 @@ impl Shared {
 
     /// Completes what the zone could not answer alone: forwarding, or following an
     /// ExternalName. `false`: nothing to send.
-    async fn complete(
+    pub(crate) async fn complete(
         &self,
         outcome: Outcome,
         packet: &[u8],
@@ -81,49 +82,6 @@ impl Shared {
 
     fn fail(&self, request: &Request, out: &mut Vec<u8>) {
         answer::code(request, ResponseCode::ServFail, self.recursion(), out);
-    }
-}
-
-/// Answers on `socket` until `shutdown`; several of these may share one socket.
-pub(crate) async fn udp(shared: Arc<Shared>, socket: Arc<UdpSocket>, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; usize::from(MAX_UDP_PAYLOAD)];
-    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
-    loop {
-        let (n, from) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors of earlier sends surface here; the socket is still fine.
-                    tracing::debug!(error = %e, "dns receive failed");
-                    continue;
-                }
-            },
-        };
-        let packet = &buf[..n];
-        match shared.answer(packet, Transport::Udp, &mut out) {
-            Outcome::Reply => send(&socket, &out, from).await,
-            Outcome::Drop => {}
-            pending => {
-                // Upstream may take long: do not hold this worker.
-                let (shared, socket, packet) = (shared.clone(), socket.clone(), packet.to_vec());
-                tokio::spawn(async move {
-                    let mut out = Vec::new();
-                    if shared
-                        .complete(pending, &packet, Transport::Udp, &mut out)
-                        .await
-                    {
-                        send(&socket, &out, from).await;
-                    }
-                });
-            }
-        }
-    }
-}
-
-async fn send(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
-    if let Err(e) = socket.send_to(reply, to).await {
-        tracing::debug!(%to, error = %e, "dns reply failed");
     }
 }
 
