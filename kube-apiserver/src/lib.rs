@@ -212,6 +212,9 @@ impl ApiServer {
         let local_addr = listener.local_addr()?;
         let mut server = self.clone();
         let mut publisher = None;
+        admission::system_priority::ensure(server.inner.store.as_ref())
+            .await
+            .map_err(std::io::Error::other)?;
         if let Some(security) = &server.inner.security {
             authz::reconcile_bootstrap_policy(server.inner.store.as_ref())
                 .await

@@ -97,6 +97,8 @@ impl ControllerManager {
             .with(EndpointSliceController::new())
             .with(ServiceAllocator::new())
             .with(NamespaceController::new())
+            .with(crate::ResourceQuotaController::new())
+            .with(crate::DisruptionController::new())
             .with(NodeLifecycleController::with_config(node_lifecycle))
             .with(
                 GarbageCollector::new(GroupKind::new("batch", "Job"))

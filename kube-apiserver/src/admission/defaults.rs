@@ -8,6 +8,8 @@ use serde_json::{Map, Value, json};
 
 use kube_core::object::DynamicObject;
 
+mod quota_kinds;
+
 /// Fills defaults into `object` by its kind.
 pub(crate) fn apply(object: &mut DynamicObject) {
     let group = object.group_kind().group.to_string();
@@ -150,6 +152,8 @@ pub(crate) fn apply(object: &mut DynamicObject) {
                 network_policy_spec(spec);
             }
         }
+        ("scheduling.k8s.io", "PriorityClass") => quota_kinds::priority_class(data),
+        ("", "LimitRange") => quota_kinds::limit_range(data),
         _ => {}
     }
 }
@@ -412,6 +416,7 @@ fn container_defaults(container: &mut Map<String, Value>) {
     );
     set(container, "terminationMessagePolicy", json!("File"));
     set(container, "resources", json!({}));
+    quota_kinds::requests_from_limits(container);
     if let Some(Value::Array(ports)) = container.get_mut("ports") {
         for port in ports.iter_mut().filter_map(Value::as_object_mut) {
             set(port, "protocol", json!("TCP"));

@@ -4,6 +4,8 @@
 //! their template, and fields that may not change on update.
 
 mod network_policy;
+mod priority_class;
+mod quota_kinds;
 
 use std::collections::BTreeSet;
 
@@ -136,6 +138,11 @@ pub(crate) fn validate(
         },
         ("", "Service") => service(object, old, &mut causes),
         ("networking.k8s.io", "NetworkPolicy") => network_policy::validate(object, &mut causes),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            priority_class::validate(object, old, &mut causes)
+        }
+        ("", "ResourceQuota") => quota_kinds::resource_quota(object, &mut causes),
+        ("", "LimitRange") => quota_kinds::limit_range(object, &mut causes),
         _ => {}
     }
     causes

@@ -135,6 +135,22 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             s("Container-Runtime", 1),
         ],
         "Namespace" => vec![name, s("Status", 0), age],
+        "PriorityClass" => vec![
+            name,
+            i("Value", 0),
+            column("Global-Default", "boolean", 0, ""),
+            age,
+            s("PreemptionPolicy", 0),
+        ],
+        "ResourceQuota" => vec![name, age, s("Request", 0), s("Limit", 0)],
+        "LimitRange" => vec![name, column("Created At", "date", 0, "")],
+        "PodDisruptionBudget" => vec![
+            name,
+            s("Min Available", 0),
+            s("Max Unavailable", 0),
+            i("Allowed Disruptions", 0),
+            age,
+        ],
         "NetworkPolicy" => vec![
             name,
             column(
@@ -161,6 +177,27 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
         ],
         _ => vec![name, age],
     }
+}
+
+/// A ResourceQuota's REQUEST and LIMIT columns: `name: used/hard` for each limited resource
+/// in name order, `limits.*` in the second.
+fn quota_columns(object: &DynamicObject) -> (String, String) {
+    let status = object.data.get("status");
+    let hard = kube_core::quota::parse_list(status.and_then(|s| s.get("hard")));
+    let used = kube_core::quota::parse_list(status.and_then(|s| s.get("used")));
+    let (mut request, mut limit) = (Vec::new(), Vec::new());
+    for (name, amount) in &hard {
+        let shown = used
+            .get(name)
+            .map_or_else(|| "0".to_string(), ToString::to_string);
+        let cell = format!("{name}: {shown}/{amount}");
+        if name.starts_with("limits.") {
+            limit.push(cell);
+        } else {
+            request.push(cell);
+        }
+    }
+    (request.join(", "), limit.join(", "))
 }
 
 /// One row's cells.
@@ -333,6 +370,32 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
             ]
         }
         "Namespace" => vec![name, json!(text("status.phase")), age],
+        "PriorityClass" => vec![
+            name,
+            int("value"),
+            json!(get("globalDefault").as_bool().unwrap_or(false)),
+            age,
+            json!(text("preemptionPolicy")),
+        ],
+        "ResourceQuota" => {
+            let (request, limit) = quota_columns(object);
+            vec![name, age, json!(request), json!(limit)]
+        }
+        "LimitRange" => vec![name, get("metadata.creationTimestamp")],
+        "PodDisruptionBudget" => {
+            let or_na = |path: &str| match get(path) {
+                Value::Null => "N/A".to_string(),
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            vec![
+                name,
+                json!(or_na("spec.minAvailable")),
+                json!(or_na("spec.maxUnavailable")),
+                int("status.disruptionsAllowed"),
+                age,
+            ]
+        }
         "NetworkPolicy" => vec![
             name,
             json!(format_label_selector(&get("spec.podSelector"))),

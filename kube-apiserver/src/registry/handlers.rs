@@ -13,6 +13,7 @@ use kube_core::store::{ListOptions, Preconditions, StoreError};
 use serde_json::{Value, json};
 
 use crate::Inner;
+use crate::admission;
 use crate::admission::defaults;
 use crate::admission::serviceaccounts;
 use crate::admission::validation;
@@ -693,6 +694,16 @@ async fn admit_and_create(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult
                 }
             })?;
     }
+    let (store, info) = (ctx.inner.store.as_ref(), ctx.info());
+    admission::chain::admit_create(store, info, &mut object, ctx.dry_run())
+        .await
+        .map_err(|r| {
+            r.into_api_error(
+                &info.plural,
+                &info.group,
+                &admission::chain::shown_name(&object),
+            )
+        })?;
     if ctx.dry_run() {
         return object_response(StatusCode::CREATED, &object);
     }
@@ -716,6 +727,28 @@ async fn admit_and_create(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult
         }
     }
     shared_response(ctx, StatusCode::CREATED, &created)
+}
+
+/// The admission plugins of an update of the main resource (a `status` write is the
+/// controllers' and is not admitted again).
+async fn admit_update(
+    ctx: &Ctx<'_>,
+    object: &mut DynamicObject,
+    old: &DynamicObject,
+) -> ApiResult<()> {
+    if ctx.target.subresource.is_some() {
+        return Ok(());
+    }
+    let (store, info) = (ctx.inner.store.as_ref(), ctx.info());
+    admission::chain::admit_update(store, info, object, old, ctx.dry_run())
+        .await
+        .map_err(|r| {
+            r.into_api_error(
+                &info.plural,
+                &info.group,
+                &admission::chain::shown_name(object),
+            )
+        })
 }
 
 /// Merges what a write may change into the stored object: a status write changes only
@@ -787,6 +820,7 @@ async fn replace(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
     let mut object = merge_write(ctx, &old, object);
     defaults::apply(&mut object);
     validate(ctx, &object, Some(&defaulted(&old)))?;
+    admit_update(ctx, &mut object, &old).await?;
     if ctx.dry_run() {
         return object_response(StatusCode::OK, &object);
     }
@@ -861,6 +895,7 @@ async fn patch_object(
     let mut object = merge_write(ctx, old, object);
     defaults::apply(&mut object);
     validate(ctx, &object, Some(&defaulted(old)))?;
+    admit_update(ctx, &mut object, old).await?;
     if ctx.dry_run() {
         return object_response(StatusCode::OK, &object);
     }

@@ -4,4 +4,5 @@
 mod apiserver;
 mod kubernetes_service;
 mod network_policy;
+mod quota_admission;
 mod security;
