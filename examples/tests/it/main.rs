@@ -13,4 +13,5 @@ mod kubectl;
 mod multi_host;
 mod multi_process;
 mod runtimes;
+mod statefulset;
 mod token_volume;

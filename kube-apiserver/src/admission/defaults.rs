@@ -8,6 +8,8 @@ use serde_json::{Map, Value, json};
 
 use kube_core::object::DynamicObject;
 
+mod stateful_set;
+
 mod quota_kinds;
 
 /// Fills defaults into `object` by its kind.
@@ -146,6 +148,7 @@ pub(crate) fn apply(object: &mut DynamicObject) {
                 pod_spec(pod);
             }
         }
+        ("apps", "StatefulSet") => obj(data, "spec").into_iter().for_each(stateful_set::spec),
         ("networking.k8s.io", "NetworkPolicy") => {
             let spec = data.entry("spec").or_insert_with(|| json!({}));
             if let Value::Object(spec) = spec {

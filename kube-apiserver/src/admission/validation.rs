@@ -4,6 +4,7 @@
 //! their template, and fields that may not change on update.
 
 mod network_policy;
+mod stateful_set;
 mod priority_class;
 mod quota_kinds;
 
@@ -138,6 +139,7 @@ pub(crate) fn validate(
         },
         ("", "Service") => service(object, old, &mut causes),
         ("networking.k8s.io", "NetworkPolicy") => network_policy::validate(object, &mut causes),
+        ("apps", "StatefulSet") => stateful_set::validate(object, old, &mut causes),
         ("scheduling.k8s.io", "PriorityClass") => {
             priority_class::validate(object, old, &mut causes)
         }

@@ -145,6 +145,11 @@ fn controller_manager_rules() -> serde_json::Value {
         {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": rw},
         {"apiGroups": ["batch"], "resources": ["jobs/status", "jobs/finalizers", "cronjobs/status",
             "cronjobs/finalizers"], "verbs": ["update", "patch"]},
+        // The StatefulSet controller (and the DaemonSet controller's revisions).
+        {"apiGroups": ["apps"], "resources": ["statefulsets", "controllerrevisions"], "verbs": rw},
+        {"apiGroups": ["apps"], "resources": ["statefulsets/status", "statefulsets/scale",
+            "statefulsets/finalizers"], "verbs": ["update", "patch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": rw},
     ])
 }

@@ -126,6 +126,7 @@ pub(crate) fn subresources(info: &KindInfo) -> Vec<(&'static str, &'static str, 
             | "ReplicaSet"
             | "Deployment"
             | "DaemonSet"
+            | "StatefulSet"
             | "Job"
             | "CronJob"
             | "ReplicationController"
@@ -135,7 +136,7 @@ pub(crate) fn subresources(info: &KindInfo) -> Vec<(&'static str, &'static str, 
     }
     if matches!(
         info.kind.as_str(),
-        "ReplicaSet" | "Deployment" | "ReplicationController"
+        "ReplicaSet" | "Deployment" | "ReplicationController" | "StatefulSet"
     ) {
         subs.push(("scale", "Scale", update));
     }

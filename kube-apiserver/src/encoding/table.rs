@@ -103,6 +103,8 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             s("Selector", 1),
         ],
         "PodTemplate" => vec![name, s("Containers", 0), s("Images", 0), s("Pod Labels", 0)],
+        "StatefulSet" => vec![name, s("Ready", 0), age, s("Containers", 1), s("Images", 1)],
+        "ControllerRevision" => vec![name, s("Controller", 0), i("Revision", 0), age],
         "DaemonSet" => vec![
             name,
             i("Desired", 0),
@@ -297,6 +299,38 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
             json!(containers_at(object, "template.spec.containers", "name")),
             json!(containers_at(object, "template.spec.containers", "image")),
             json!(map_text(&get("template.metadata.labels"))),
+        ],
+        "StatefulSet" => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                get("status.readyReplicas").as_i64().unwrap_or(0),
+                get("spec.replicas").as_i64().unwrap_or(0)
+            )),
+            age,
+            json!(template_field(object, "name")),
+            json!(template_field(object, "image")),
+        ],
+        "ControllerRevision" => vec![
+            name,
+            // As Kubernetes prints it: `<kind>.<group>/<name>`, lower case.
+            json!(object.controller_ref().map_or_else(
+                || "<none>".to_string(),
+                |owner| {
+                    let kind = kube_core::object::GroupKind::from_api_version(
+                        &owner.api_version,
+                        &owner.kind,
+                    );
+                    let kind = if kind.group.is_empty() {
+                        kind.kind.to_string()
+                    } else {
+                        format!("{}.{}", kind.kind, kind.group)
+                    };
+                    format!("{}/{}", kind.to_lowercase(), owner.name)
+                },
+            )),
+            int("revision"),
+            age,
         ],
         "DaemonSet" => vec![
             name,
