@@ -250,6 +250,26 @@ impl Drop for Network {
     }
 }
 
+/// An HTTP GET of `/debian_version` at `addr`; the whole answer, if one came.
+async fn http_get(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = tokio::net::TcpStream::connect(addr);
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .ok()?
+        .ok()?;
+    stream
+        .write_all(b"GET /debian_version HTTP/1.0\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    Some(answer)
+}
+
 /// A client pod on node-a that succeeds once `target:port` answers an HTTP GET (busybox `nc`
 /// from the host, as the process runtime runs it).
 fn client_pod(name: &str, target: &str, port: u16) -> Pod {
@@ -272,7 +292,11 @@ fn client_pod(name: &str, target: &str, port: u16) -> Pod {
 /// (a host-gw route per node CIDR), by the Service's ClusterIP (node-a's nftables plane) and
 /// by the Service's name (the control plane's DNS server behind kube-dns). The pods are in
 /// their own namespace and gone when this returns.
-async fn pods_reach_each_other_across_hosts(store: &Arc<dyn Store>, pod_prefix: &str) {
+async fn pods_reach_each_other_across_hosts(
+    store: &Arc<dyn Store>,
+    pod_prefix: &str,
+    node_a_ip: &str,
+) {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(store.clone());
     namespaces
         .create(&serde_json::from_value(json!({"metadata": {"name": "net"}})).expect("namespace"))
@@ -295,7 +319,7 @@ async fn pods_reach_each_other_across_hosts(store: &Arc<dyn Store>, pod_prefix: 
         .create(
             &serde_json::from_value(json!({
                 "metadata": {"name": "web", "namespace": "net"},
-                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+                "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
             }))
             .expect("the web service"),
         )
@@ -336,6 +360,24 @@ async fn pods_reach_each_other_across_hosts(store: &Arc<dyn Store>, pod_prefix: 
         .await;
         assert_eq!(phase, "Succeeded", "node-a's pod reached node-b's {name}");
     }
+    // From another host (this one): node-a's NodePort, served by the pod on node-b.
+    let node_port = services
+        .get("web")
+        .await
+        .expect("the web service")
+        .spec
+        .and_then(|s| s.ports?.first()?.node_port)
+        .expect("a node port");
+    let answer = eventually(
+        "node-a's NodePort answering from the host",
+        Duration::from_secs(30),
+        async || http_get(&format!("{node_a_ip}:{node_port}")).await,
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
     namespaces
         .delete("net", &Preconditions::default())
         .await
@@ -533,7 +575,7 @@ async fn node_agents_in_their_own_network_namespaces_and_pods_moving_off_a_cut_n
         "the scheduler spreads the pods over both nodes: {placed:?}"
     );
 
-    pods_reach_each_other_across_hosts(&store, "10.244.").await;
+    pods_reach_each_other_across_hosts(&store, "10.244.", &nodes[0].2).await;
 
     // Cut node-a off the network.
     let cut = Instant::now();
@@ -715,7 +757,7 @@ async fn pods_on_hosts_in_different_subnets_reach_each_other_over_vxlan() {
         .collect::<Vec<_>>()
         .join(".")
         + ".";
-    pods_reach_each_other_across_hosts(&store, &prefix).await;
+    pods_reach_each_other_across_hosts(&store, &prefix, &nodes[0].2).await;
     // The overlay carried it: node-a has the VXLAN device and an onlink route through it.
     let device = format!("{}-vxlan", examples::network::NetworkPlan::new(1).prefix());
     let routes = Command::new("ip")
