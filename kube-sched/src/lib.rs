@@ -9,7 +9,9 @@
 //!   which runs cycles, places pods in a `Cluster`, and explains decisions.
 //! - [`plugins`]: NodeName, NodeUnschedulable, NodeResourcesFit, NodeResourcesBalancedAllocation,
 //!   NodeAffinity, TaintToleration, NodePorts, InterPodAffinity, PodTopologySpread,
-//!   ImageLocality, DefaultPreemption.
+//!   ImageLocality, DefaultPreemption, VolumeRestrictions, VolumeBinding (the loop writes a
+//!   waiting claim's selected node or a static volume's `claimRef` and binds the pod once its
+//!   claims are bound).
 //! - [`queue`]: the scheduling queue (priority order, 1 s → 10 s backoff, unschedulable pods
 //!   parked until a cluster event); [`binding`]: the pluggable [`Binder`](binding::Binder)
 //!   the loop binds with ([`StoreBinder`](binding::StoreBinder) by default,

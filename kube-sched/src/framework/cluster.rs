@@ -15,6 +15,7 @@ use super::index::{CountIndex, NodeMatcher, PodMatcher};
 use super::node_info::NodeInfo;
 use super::pod_info::PodInfo;
 use super::topology::{TopologyIndex, TopologyIndexes};
+use super::volumes::Volumes;
 use crate::error::SchedError;
 
 fn scores_others(pod: &PodInfo) -> bool {
@@ -75,6 +76,8 @@ pub struct Cluster {
     pods_with_scoring_affinity: usize,
     counts: CountIndex,
     topology: TopologyIndexes,
+    /// Claims, volumes and storage classes (the volume plugins read them).
+    volumes: Volumes,
 }
 
 impl Cluster {
@@ -96,6 +99,16 @@ impl Cluster {
             cluster.set_pod(pod)?;
         }
         Ok(cluster)
+    }
+
+    /// The claims, volumes and storage classes.
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
+    }
+
+    /// The claims, volumes and storage classes, to change.
+    pub fn volumes_mut(&mut self) -> &mut Volumes {
+        &mut self.volumes
     }
 
     /// The nodes, in the order they were added.

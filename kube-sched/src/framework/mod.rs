@@ -34,6 +34,7 @@ mod profile;
 mod registry;
 mod status;
 mod topology;
+mod volumes;
 mod waiting;
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube_core::object::ObjectKey;
 
 pub use cluster::{Cluster, DisruptionBudget};
+pub use volumes::Volumes;
 pub use cycle_state::CycleState;
 pub use explain::{Explanation, NodeExplanation};
 pub use fit_error::FitError;

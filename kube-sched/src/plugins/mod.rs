@@ -13,6 +13,8 @@
 //! | [`DefaultPreemption`] | PostFilter | |
 //! | [`NodeResourcesBalancedAllocation`] | PreScore, Score | 1 |
 //! | [`ImageLocality`] | Score | 1 |
+//! | [`VolumeRestrictions`] | PreFilter | |
+//! | [`VolumeBinding`] | PreFilter, Filter (the loop writes its [`volume_binding::plan`] before binding) | |
 
 pub mod balanced_allocation;
 pub mod default_preemption;
@@ -25,6 +27,8 @@ pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod taint_toleration;
 pub mod topology_spread;
+pub mod volume_binding;
+pub mod volume_restrictions;
 
 use std::sync::Arc;
 
@@ -44,6 +48,8 @@ pub use node_resources_fit::{
 pub use node_unschedulable::NodeUnschedulable;
 pub use taint_toleration::{TaintToleration, tolerates};
 pub use topology_spread::{PodTopologySpread, PodTopologySpreadArgs};
+pub use volume_binding::{VolumeAction, VolumeBinding};
+pub use volume_restrictions::VolumeRestrictions;
 
 use crate::error::SchedError;
 use crate::framework::{Plugin, PluginConfig, Profile, Registry};
@@ -130,6 +136,14 @@ pub fn default_registry() -> Registry {
             ImageLocality::NAME,
             Arc::new(|_: &Value| Ok(Arc::new(ImageLocality) as Arc<dyn Plugin>)),
         ),
+        (
+            VolumeRestrictions::NAME,
+            Arc::new(|_: &Value| Ok(Arc::new(VolumeRestrictions) as Arc<dyn Plugin>)),
+        ),
+        (
+            VolumeBinding::NAME,
+            Arc::new(|_: &Value| Ok(Arc::new(VolumeBinding) as Arc<dyn Plugin>)),
+        ),
     ];
     for (name, factory) in entries {
         // The names above are distinct, so registration cannot fail; ignore rather than panic.
@@ -171,6 +185,8 @@ pub fn default_plugins() -> Vec<(Arc<dyn Plugin>, i64)> {
             1,
         ),
         (Arc::new(ImageLocality), 1),
+        (Arc::new(VolumeRestrictions), 1),
+        (Arc::new(VolumeBinding), 1),
     ]
 }
 

@@ -62,6 +62,11 @@ impl SchedulerCache {
         &self.cluster
     }
 
+    /// The claims, volumes and storage classes of the cluster cache.
+    pub(crate) fn volumes_mut(&mut self) -> &mut crate::framework::Volumes {
+        self.cluster.volumes_mut()
+    }
+
     /// Stops counting a pod in the cluster cache (a preemption victim being deleted).
     pub(crate) fn evict(&mut self, key: &ObjectKey) {
         self.cluster.remove_pod(key);

@@ -12,6 +12,7 @@ pub(crate) mod bind;
 mod cache;
 mod condition;
 mod pod_state;
+mod volumes;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -237,6 +238,12 @@ impl Component for SchedulingLoop {
         let mut pod_events = pods.subscribe();
         let mut service_events = ctx.informers.informer(&GroupKind::SERVICE).subscribe();
         let mut replica_set_events = ctx.informers.informer(&GroupKind::REPLICA_SET).subscribe();
+        let mut claim_events = ctx.informers.informer(&volumes::CLAIM).subscribe();
+        let mut volume_events = ctx.informers.informer(&volumes::VOLUME).subscribe();
+        let mut class_events = ctx.informers.informer(&volumes::CLASS).subscribe();
+        shared.drain(&mut class_events, volumes::apply_class);
+        shared.drain(&mut volume_events, volumes::apply_volume);
+        shared.drain(&mut claim_events, volumes::apply_claim);
         shared.drain(&mut node_events, SchedulerCache::apply_node);
         shared.drain(&mut service_events, SchedulerCache::apply_service);
         shared.drain(&mut replica_set_events, SchedulerCache::apply_replica_set);
@@ -267,6 +274,9 @@ impl Component for SchedulingLoop {
                 Some(event) = replica_set_events.recv() => {
                     shared.on_event(&event, SchedulerCache::apply_replica_set);
                 }
+                Some(event) = claim_events.recv() => shared.on_event(&event, volumes::apply_claim),
+                Some(event) = volume_events.recv() => shared.on_event(&event, volumes::apply_volume),
+                Some(event) = class_events.recv() => shared.on_event(&event, volumes::apply_class),
                 _ = flush.tick() => {
                     shared.queue().flush(Instant::now());
                     shared.wake.notify_waiters();
@@ -541,7 +551,7 @@ impl Shared {
     /// One pod's turn: decide (under the cache lock, so decisions see each other), then write.
     async fn schedule_one(&self, info: &Arc<PodInfo>) -> Outcome {
         let key = &info.key;
-        let (pod, decision) = {
+        let (pod, decision, volume_actions) = {
             let mut cache = self.cache();
             let Some(pod) = cache.pending_pod(key) else {
                 // Bound, deleted, or no longer ours since it was queued.
@@ -549,20 +559,39 @@ impl Shared {
             };
             let decision = match &self.framework {
                 Some(fw) => decide_with_framework(fw, &mut cache, &pod, info),
-                None => self
-                    .scheduler
-                    .schedule(&pod, &cache.snapshot())
-                    .map_err(|e| Failure::from_error(&e)),
+                None => {
+                    // A plain scheduler knows nothing of volumes: it chooses among the nodes
+                    // that can serve the pod's claims.
+                    let (snapshot, rejected) =
+                        volumes::filter_snapshot(cache.cluster(), &pod, cache.snapshot());
+                    let result = self.scheduler.schedule(&pod, &snapshot);
+                    volumes::merge_rejections(result, rejected).map_err(|e| Failure::from_error(&e))
+                }
             };
+            let mut volume_actions = Vec::new();
             if let Ok(node) = &decision {
+                volume_actions = volumes::reserve(&mut cache, &pod, node);
                 let parsed = Arc::ptr_eq(&info.pod, &pod).then_some(&**info);
                 cache.assume(key.clone(), &pod, parsed, node);
             }
-            (pod, decision)
+            (pod, decision, volume_actions)
         };
         let uid = pod.metadata.uid.as_deref();
         match decision {
-            Ok(node) => self.bind(key, &pod, &node).await,
+            Ok(node) => {
+                if !volume_actions.is_empty() {
+                    if let Err(message) =
+                        volumes::bind_volumes(&self.store, &node, &volume_actions).await
+                    {
+                        tracing::warn!(node, %message, "binding the pod's volumes failed");
+                        self.cache().forget(key);
+                        self.report_failure(key, uid, "SchedulerError", &message)
+                            .await;
+                        return Outcome::Retry;
+                    }
+                }
+                self.bind(key, &pod, &node).await
+            }
             Err(failure) => {
                 if let Some((node, victims)) = &failure.preempt {
                     self.preempt(key, uid, node, victims).await;

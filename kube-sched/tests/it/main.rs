@@ -9,3 +9,4 @@ mod properties;
 mod scheduler;
 mod scheduling_loop;
 mod support;
+mod volumes;
