@@ -32,6 +32,17 @@ fi
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "the Python client (kubernetes on PyPI), for the in-cluster client test"
+py_venv="$PWD/target/python-client"
+if ! "$py_venv/bin/python" -c 'import kubernetes' >/dev/null 2>&1; then
+  python3 -m venv "$py_venv" 2>/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$py_venv"
+  }
+  "$py_venv/bin/pip" install -q kubernetes
+fi
+export KUBE_PARTS_PYTHON="$py_venv/bin/python"
+
 step "the quickstart builds without protoc: no build script in its dependencies compiles protos"
 if cargo tree -p examples -e build,normal -i prost-build >/dev/null 2>&1; then
   cargo tree -p examples -e build,normal -i prost-build

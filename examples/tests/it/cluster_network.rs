@@ -541,3 +541,74 @@ spec:
         "pod routes left: {routes}"
     );
 }
+
+/// The Python client's `load_incluster_config()` in a pod (a host process in its own network
+/// namespace): it finds the API server through the `kubernetes` Service's environment
+/// variables and ClusterIP, and authenticates with the projected token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_lists_pods_from_inside_a_pod() {
+    let python = std::env::var("KUBE_PARTS_PYTHON").ok().filter(|p| {
+        std::process::Command::new(p)
+            .args(["-c", "import kubernetes"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let (true, Some(python)) = (nix::unistd::geteuid().is_root(), python) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: this test needs root and KUBE_PARTS_PYTHON (a Python with the kubernetes \
+             package; scripts/test.sh makes one)"
+        );
+        eprintln!("skipping: needs root and KUBE_PARTS_PYTHON");
+        return;
+    };
+    let Some(binary) = kubectl_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(ClusterConfig {
+        listen: "127.0.0.42:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        nodes: 1,
+        runtime: RuntimeKind::Process,
+        store: StoreKind::Memory,
+        pod_network_base: 42,
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let k = Kubectl {
+        binary,
+        kubeconfig: cluster.kubeconfig.clone(),
+    };
+    k.run(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ])
+    .await;
+    let script = "from kubernetes import client, config\n\
+                  config.load_incluster_config()\n\
+                  pods = client.CoreV1Api().list_namespaced_pod('default').items\n\
+                  print('pods=' + ','.join(p.metadata.name for p in pods))\n";
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "py"},
+        "spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "python", "command": [python, "-c", script]}]},
+    });
+    let file = dir.path().join("py.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    k.run(&["apply", "-f", file.to_str().unwrap()]).await;
+    k.wait_for(
+        "the Python client to finish",
+        &["get", "pod", "py", "-o", "jsonpath={.status.phase}"],
+        |out| out == "Succeeded" || out == "Failed",
+    )
+    .await;
+    let log = k.run(&["logs", "py"]).await;
+    assert!(log.contains("pods=py"), "{log}");
+    cluster.shutdown().await.unwrap();
+}

@@ -160,6 +160,14 @@ fn split_csv(line: &str) -> Vec<String> {
     fields
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
+/// (RFC 7235, and Kubernetes' bearer authenticator): the Python client sends `bearer`.
+pub(crate) fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Identifies the user from a verified client certificate or a bearer token; `None` is
 /// anonymous (refused with 401).
 pub(crate) async fn authenticate(
@@ -168,10 +176,7 @@ pub(crate) async fn authenticate(
     client_cert: Option<&[u8]>,
     authorization: Option<&str>,
 ) -> Result<Option<UserInfo>, StoreError> {
-    if let Some(token) = authorization
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-    {
+    if let Some(token) = authorization.and_then(bearer_token) {
         if let Some(user) = security.static_tokens.get(token) {
             return Ok(Some(user.clone()));
         }
@@ -259,4 +264,19 @@ pub(crate) async fn review_token(
             None => TokenReviewed::Refused("invalid bearer token".into()),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 }
