@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod cluster_network;
+mod disruption;
 #[cfg(feature = "etcd")]
 mod etcd_store;
 mod greeting;

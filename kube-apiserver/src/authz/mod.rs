@@ -151,6 +151,10 @@ fn controller_manager_rules() -> serde_json::Value {
             "statefulsets/finalizers"], "verbs": ["update", "patch"]},
         {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": rw},
+        // The disruption and resource quota controllers write their objects' status.
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"],
+            "verbs": ["update", "patch"]},
+        {"apiGroups": [""], "resources": ["resourcequotas", "resourcequotas/status"], "verbs": ["update", "patch"]},
     ])
 }
 

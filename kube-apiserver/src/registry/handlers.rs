@@ -1445,17 +1445,70 @@ async fn bind(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
     Ok(json_response(StatusCode::CREATED, &success(json!({}))))
 }
 
-/// `pods/eviction`: a delete that respects PodDisruptionBudgets.
+/// `pods/eviction`: a delete that respects PodDisruptionBudgets, as Kubernetes' eviction
+/// subresource: a pod that is pending, finished or already going is deleted; one selected by
+/// a budget is deleted only if the budget (as its controller last counted it) allows a
+/// disruption, which is taken from `disruptionsAllowed` and recorded in `disruptedPods` by an
+/// update conditional on the budget's version (retried when it loses a race).
 async fn evict(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
     let key = ctx.key();
-    let pod = ctx
-        .inner
-        .store
-        .get(&GroupKind::POD, &key)
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+    let raw = body
+        .get("deleteOptions")
+        .map(|o| o.to_string())
+        .unwrap_or_default();
+    let options = delete_options(ctx, raw.as_bytes())?;
+    for _ in 0..PATCH_RETRIES {
+        let pod = ctx
+            .inner
+            .store
+            .get(&GroupKind::POD, &key)
+            .await
+            .map_err(|e| ctx.store_error(e))?;
+        let phase = pod
+            .field("status.phase")
+            .and_then(|p| p.as_str().map(str::to_string));
+        let ignores_budgets = matches!(phase.as_deref(), Some("Succeeded" | "Failed" | "Pending"))
+            || pod.metadata.deletion_timestamp.is_some();
+        if !ignores_budgets {
+            match take_disruption(ctx, &pod).await? {
+                Taken::Yes => {}
+                Taken::Lost => continue,
+            }
+        }
+        delete_one(ctx, &key, &options).await?;
+        return Ok(json_response(StatusCode::CREATED, &success(json!({}))));
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        "the disruption budget kept changing during the eviction; try again",
+    ))
+}
+
+/// Whether a budget's disruption was taken, or the update lost a race and must be retried.
+enum Taken {
+    Yes,
+    Lost,
+}
+
+fn eviction_refused(cause: String, retry_after: Option<u64>) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        "Cannot evict pod as it would violate the pod's disruption budget.",
+    );
+    error.details = Some(
+        json!({"causes": [{"reason": "DisruptionBudget", "message": cause}],
+        "retryAfterSeconds": retry_after.unwrap_or(0)}),
+    );
+    error.retry_after = retry_after;
+    error
+}
+
+/// Takes one disruption from the budget selecting `pod`, if any.
+async fn take_disruption(ctx: &Ctx<'_>, pod: &DynamicObject) -> ApiResult<Taken> {
     let pdb_kind = GroupKind::new("policy", "PodDisruptionBudget");
-    let namespace = key.namespace.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let budgets = ctx
         .inner
         .store
@@ -1463,51 +1516,85 @@ async fn evict(ctx: &Ctx<'_>, body: Value) -> ApiResult<Response> {
         .await
         .map_err(|e| ctx.store_error(e))?;
     let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let terminal = matches!(
-        pod.field("status.phase")
-            .and_then(|p| p.as_str().map(str::to_string))
-            .as_deref(),
-        Some("Succeeded" | "Failed")
-    );
-    for budget in budgets.items {
-        let selector = budget
-            .field("spec.selector")
-            .and_then(|s| serde_json::from_value(s).ok())
-            .and_then(|s| kube_core::selector::Selector::from_label_selector(&s).ok());
-        if !selector.is_some_and(|s| !s.is_empty() && s.matches(&labels)) || terminal {
-            continue;
-        }
-        let allowed = budget
-            .field("status.disruptionsAllowed")
-            .and_then(|d| d.as_i64())
-            .unwrap_or(0);
-        if allowed <= 0 {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "Cannot evict pod as it would violate the pod's disruption budget.",
-            );
-            error.details = Some(
-                json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {} needs more healthy pods", budget.metadata.name.clone().unwrap_or_default())}]}),
-            );
-            return Err(error);
-        }
-        let mut updated = budget.clone();
-        if let Some(Value::Object(status)) = updated.data.get_mut("status") {
-            status.insert("disruptionsAllowed".into(), json!(allowed - 1));
-        }
-        ctx.inner
-            .store
-            .update(updated)
-            .await
-            .map_err(|e| ctx.store_error(e))?;
+    let mut selecting: Vec<DynamicObject> = budgets
+        .items
+        .into_iter()
+        .filter(|budget| {
+            budget
+                .field("spec.selector")
+                .and_then(|s| serde_json::from_value(s).ok())
+                .and_then(|s| kube_core::selector::Selector::from_label_selector(&s).ok())
+                .is_some_and(|s| s.matches(&labels))
+        })
+        .collect();
+    if selecting.len() > 1 {
+        return Err(ApiError::internal(
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ));
     }
-    let raw = body
-        .get("deleteOptions")
-        .map(|o| o.to_string())
-        .unwrap_or_default();
-    delete_one(ctx, &key, &delete_options(ctx, raw.as_bytes())?).await?;
-    Ok(json_response(StatusCode::CREATED, &success(json!({}))))
+    let Some(mut budget) = selecting.pop() else {
+        return Ok(Taken::Yes);
+    };
+    let name = budget.metadata.name.clone().unwrap_or_default();
+    let status = |field: &str| {
+        budget
+            .field(&format!("status.{field}"))
+            .and_then(|v| v.as_i64())
+    };
+    if status("observedGeneration").unwrap_or(0) < budget.metadata.generation.unwrap_or(0) {
+        return Err(eviction_refused(
+            format!("The disruption budget {name} is still being processed by the server."),
+            Some(10),
+        ));
+    }
+    let (allowed, desired, healthy) = (
+        status("disruptionsAllowed").unwrap_or(0),
+        status("desiredHealthy").unwrap_or(0),
+        status("currentHealthy").unwrap_or(0),
+    );
+    // An unready pod may go while the budget is met without it (IfHealthyBudget).
+    let ready = pod
+        .field("status.conditions")
+        .and_then(|c| c.as_array().cloned())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+    if !ready && healthy >= desired && desired > 0 {
+        return Ok(Taken::Yes);
+    }
+    if allowed <= 0 {
+        return Err(eviction_refused(
+            format!(
+                "The disruption budget {name} needs {desired} healthy pods and has {healthy} currently"
+            ),
+            None,
+        ));
+    }
+    if let Some(Value::Object(status)) = budget.data.get_mut("status") {
+        status.insert("disruptionsAllowed".into(), json!(allowed - 1));
+        let disrupted = status.entry("disruptedPods").or_insert_with(|| json!({}));
+        if let Value::Object(disrupted) = disrupted {
+            disrupted.insert(pod.metadata.name.clone().unwrap_or_default(), json!(now()));
+        }
+        if allowed == 1 {
+            if let Some(Value::Array(conditions)) = status.get_mut("conditions") {
+                for c in conditions
+                    .iter_mut()
+                    .filter(|c| c["type"] == "DisruptionAllowed")
+                {
+                    c["status"] = json!("False");
+                    c["reason"] = json!("InsufficientPods");
+                    c["lastTransitionTime"] = json!(now());
+                }
+            }
+        }
+    }
+    match ctx.inner.store.update(budget).await {
+        Ok(_) => Ok(Taken::Yes),
+        Err(e) if e.is_conflict() => Ok(Taken::Lost),
+        Err(e) => Err(ApiError::from_store(e, "poddisruptionbudgets", "policy")),
+    }
 }
 
 /// `serviceaccounts/{name}/token` (TokenRequest): a signed token bound to the account.
