@@ -10,6 +10,7 @@
 
 mod admission;
 mod backoff;
+mod claims;
 mod dns;
 mod gc;
 mod image_gc;

@@ -71,6 +71,8 @@ struct ContainerMemory {
 /// Event (a store write), so attempts back off as the kubelet's pod worker does (~10 s).
 const CONFIG_RETRY_FIRST: Duration = Duration::from_secs(1);
 const CONFIG_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How soon a pod whose claims are not bound yet is looked at again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
 /// The grace period a pod object asks for: `metadata.deletionGracePeriodSeconds` once it is
 /// being deleted, else `spec.terminationGracePeriodSeconds`.
@@ -514,6 +516,19 @@ impl Agent {
             return Ok(None);
         }
 
+        // As the kubelet, nothing starts until the pod's claims are bound to volumes.
+        // A running pod keeps what it mounted; a restarted container then fails to be created.
+        let running = sandboxes.iter().any(|s| s.state == SandboxState::Ready);
+        let (claim_paths, claim_error) =
+            match super::claims::resolve(self.store.as_ref(), pod).await {
+                Ok(paths) => (paths, None),
+                Err(message) if !running => {
+                    self.event(pod, EventType::Warning, "FailedMount", message);
+                    return Ok(Some(CLAIM_RETRY));
+                }
+                Err(message) => (HashMap::new(), Some(message)),
+            };
+
         // Whether the sandbox is new: its resolv.conf and hosts file are then written anew.
         let mut fresh = false;
         let sandbox = match sandboxes
@@ -558,10 +573,23 @@ impl Agent {
             Ok(tokens) => volumes::prepare(&pod_dir, pod, &sources, &tokens),
             Err(e) => Err(e),
         };
-        let (volume_dirs, mut volume_error) = match prepared {
+        let (mut volume_dirs, mut volume_error) = match prepared {
             Ok(dirs) => (dirs, None),
             Err(e) => (HashMap::new(), Some(e)),
         };
+        if let Some(e) = claim_error {
+            volume_error.get_or_insert(e);
+        }
+        for (name, claim) in claim_paths {
+            match volumes::host_dir(&claim.path, claim.type_.as_deref()) {
+                Ok(dir) => {
+                    volume_dirs.insert(name, dir);
+                }
+                Err(e) => {
+                    volume_error.get_or_insert(e);
+                }
+            }
+        }
         let pod_mounts = match self.pod_files(pod, &pod_dir, sandbox.ip.as_deref(), fresh) {
             Ok(mounts) => mounts,
             Err(e) => {

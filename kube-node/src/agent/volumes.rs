@@ -1,7 +1,8 @@
 //! Pod volumes on the node: a directory per volume under `<root>/<pod uid>/volumes/`, filled
 //! for configMap, secret, downwardAPI and projected volumes (a projected volume merges its
 //! sources' files, the ServiceAccount token among them); emptyDir starts empty; hostPath is
-//! used as is. Containers get them as [`Mount`](kube_core::runtime::Mount)s.
+//! used as is (a `DirectoryOrCreate` one made when missing); a persistentVolumeClaim volume is
+//! its bound volume's hostPath or local directory ([`super::claims`]). Containers get them as [`Mount`](kube_core::runtime::Mount)s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -198,7 +199,7 @@ pub(crate) fn prepare(
             }
             write_files(&dir, &files, None)?;
         } else if let Some(host) = &v.host_path {
-            out.insert(v.name.clone(), PathBuf::from(&host.path));
+            out.insert(v.name.clone(), host_dir(&host.path, host.type_.as_deref())?);
             continue;
         } else {
             continue;
@@ -206,6 +207,25 @@ pub(crate) fn prepare(
         out.insert(v.name.clone(), dir);
     }
     Ok(out)
+}
+
+/// A hostPath volume's directory after the kubelet's type check: `DirectoryOrCreate` makes
+/// a missing directory (mode 0755, as the kubelet), `Directory` must exist; other types are
+/// used as they are.
+pub(crate) fn host_dir(path: &str, type_: Option<&str>) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(path);
+    match type_ {
+        Some("DirectoryOrCreate") if !dir.is_dir() => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{path}: {e}"))?;
+        }
+        Some("Directory") if !dir.is_dir() => {
+            return Err(format!(
+                "hostPath type check failed: {path} is not a directory"
+            ));
+        }
+        _ => {}
+    }
+    Ok(dir)
 }
 
 /// Removes a pod's directory (volumes and all); a missing one is fine.

@@ -17,6 +17,7 @@ mod kubelet_server;
 mod podnet;
 mod probes;
 mod process_runtime;
+mod process_claims;
 mod process_volumes;
 mod projected_volumes;
 mod registry;
