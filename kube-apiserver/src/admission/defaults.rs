@@ -157,6 +157,9 @@ pub(crate) fn apply(object: &mut DynamicObject) {
         }
         ("scheduling.k8s.io", "PriorityClass") => quota_kinds::priority_class(data),
         ("", "LimitRange") => quota_kinds::limit_range(data),
+        ("", kind @ ("PersistentVolumeClaim" | "PersistentVolume")) => {
+            super::storage_protection::on_create(kind, &mut object.metadata);
+        }
         _ => {}
     }
 }

@@ -2,6 +2,7 @@
 //! what a request asks to do; and the bootstrap policy every secured cluster starts with.
 
 mod node;
+mod node_volumes;
 mod rbac;
 
 use kube_core::store::{Store, StoreError};
@@ -114,6 +115,9 @@ fn scheduler_rules() -> serde_json::Value {
         {"apiGroups": ["apps"], "resources": ["replicasets", "statefulsets"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        // VolumeBinding: the selected-node annotation on claims, a static volume's claimRef.
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims", "persistentvolumes"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses", "csinodes", "csidrivers", "csistoragecapacities"], "verbs": ["get", "list", "watch"]},
     ])
 }
 
@@ -155,6 +159,10 @@ fn controller_manager_rules() -> serde_json::Value {
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"],
             "verbs": ["update", "patch"]},
         {"apiGroups": [""], "resources": ["resourcequotas", "resourcequotas/status"], "verbs": ["update", "patch"]},
+        // The PV controller, its protection controllers and in-process provisioners.
+        {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": rw},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims", "persistentvolumeclaims/status",
+            "persistentvolumes/status"], "verbs": ["update", "patch"]},
     ])
 }
 

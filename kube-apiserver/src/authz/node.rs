@@ -78,6 +78,21 @@ pub(crate) async fn authorize(
                     _ => false,
                 }
         }
+        // The claims its pods mount, and the volumes those are bound to.
+        ("", "persistentvolumeclaims") => {
+            a.verb == "get"
+                && match (&a.namespace, &a.name) {
+                    (Some(ns), Some(name)) => super::node_volumes::claim_used_on(store, node, ns, name).await?,
+                    _ => false,
+                }
+        }
+        ("", "persistentvolumes") => {
+            a.verb == "get"
+                && match &a.name {
+                    Some(name) => super::node_volumes::volume_used_on(store, node, name).await?,
+                    None => false,
+                }
+        }
         // Its own reviews, and those it checks its kubelet server's callers with.
         ("authorization.k8s.io", "selfsubjectaccessreviews" | "subjectaccessreviews")
         | ("authentication.k8s.io", "selfsubjectreviews" | "tokenreviews") => a.verb == "create",

@@ -170,6 +170,38 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             s("Duration", 0),
             age,
         ],
+        "PersistentVolume" => vec![
+            name,
+            s("Capacity", 0),
+            s("Access Modes", 0),
+            s("Reclaim Policy", 0),
+            s("Status", 0),
+            s("Claim", 0),
+            s("StorageClass", 0),
+            s("VolumeAttributesClass", 0),
+            s("Reason", 0),
+            age,
+            s("VolumeMode", 1),
+        ],
+        "PersistentVolumeClaim" => vec![
+            name,
+            s("Status", 0),
+            s("Volume", 0),
+            s("Capacity", 0),
+            s("Access Modes", 0),
+            s("StorageClass", 0),
+            s("VolumeAttributesClass", 0),
+            age,
+            s("VolumeMode", 1),
+        ],
+        "StorageClass" => vec![
+            name,
+            s("Provisioner", 0),
+            s("ReclaimPolicy", 0),
+            s("VolumeBindingMode", 0),
+            column("AllowVolumeExpansion", "boolean", 0, ""),
+            age,
+        ],
         "Event" => vec![
             s("Last Seen", 0),
             s("Type", 0),
@@ -179,6 +211,30 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
         ],
         _ => vec![name, age],
     }
+}
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX,RWX,RWOP`).
+fn access_modes(modes: &Value) -> String {
+    let short = |m: &str| match m {
+        "ReadWriteOnce" => "RWO".to_string(),
+        "ReadOnlyMany" => "ROX".to_string(),
+        "ReadWriteMany" => "RWX".to_string(),
+        "ReadWriteOncePod" => "RWOP".to_string(),
+        other => other.to_string(),
+    };
+    modes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(short)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// kubectl's `<unset>` for an empty optional name.
+fn unset(value: String) -> String {
+    if value.is_empty() { "<unset>".into() } else { value }
 }
 
 /// A ResourceQuota's REQUEST and LIMIT columns: `name: used/hard` for each limited resource
@@ -460,6 +516,66 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
                     get("spec.completions").as_i64().unwrap_or(1)
                 )),
                 json!(""),
+                age,
+            ]
+        }
+        "PersistentVolume" => {
+            let claim = match (text("spec.claimRef.namespace"), text("spec.claimRef.name")) {
+                (_, n) if n.is_empty() => String::new(),
+                (ns, n) => format!("{ns}/{n}"),
+            };
+            vec![
+                name,
+                json!(text("spec.capacity.storage")),
+                json!(access_modes(&get("spec.accessModes"))),
+                json!(text("spec.persistentVolumeReclaimPolicy")),
+                json!(text("status.phase")),
+                json!(claim),
+                json!(text("spec.storageClassName")),
+                json!(unset(text("spec.volumeAttributesClassName"))),
+                json!(text("status.reason")),
+                age,
+                json!(text("spec.volumeMode")),
+            ]
+        }
+        "PersistentVolumeClaim" => {
+            let bound = text("status.phase") == "Bound";
+            let (capacity, modes) = if bound {
+                (text("status.capacity.storage"), access_modes(&get("status.accessModes")))
+            } else {
+                (String::new(), String::new())
+            };
+            vec![
+                name,
+                json!(text("status.phase")),
+                json!(text("spec.volumeName")),
+                json!(capacity),
+                json!(modes),
+                json!(text("spec.storageClassName")),
+                json!(unset(text("spec.volumeAttributesClassName"))),
+                age,
+                json!(text("spec.volumeMode")),
+            ]
+        }
+        "StorageClass" => {
+            let default = object
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+                .is_some_and(|v| v == "true");
+            let shown = object.metadata.name.clone().unwrap_or_default();
+            let shown = if default { format!("{shown} (default)") } else { shown };
+            let or = |path: &str, fallback: &str| {
+                let v = text(path);
+                if v.is_empty() { fallback.to_string() } else { v }
+            };
+            vec![
+                json!(shown),
+                json!(text("provisioner")),
+                json!(or("reclaimPolicy", "Delete")),
+                json!(or("volumeBindingMode", "Immediate")),
+                json!(get("allowVolumeExpansion").as_bool().unwrap_or(false)),
                 age,
             ]
         }

@@ -675,6 +675,9 @@ async fn admit_and_create(ctx: &Ctx<'_>, mut object: DynamicObject) -> ApiResult
         return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message));
     }
     admit_namespace(ctx, &object).await?;
+    crate::admission::default_storage_class::admit_claim(ctx.inner.store.as_ref(), &mut object)
+        .await
+        .map_err(|e| ApiError::from_store(e, "storageclasses", ""))?;
     if let Some(security) = &ctx.inner.security {
         // Only a server that issues tokens projects them.
         let with_ca = security.ca_pem.is_some();

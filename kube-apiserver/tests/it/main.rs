@@ -6,3 +6,4 @@ mod kubernetes_service;
 mod network_policy;
 mod quota_admission;
 mod security;
+mod storage;
