@@ -25,7 +25,8 @@ use kube_net::{
 };
 use kube_node::{FakeRuntime, NodeAgent, OciRuntime, PodNetwork, ProcessRuntime, RoutedConfig};
 use kube_parts::remote::{ApiBinder, RemoteKubeletAuth, RemoteTokenSource};
-use kube_sched::{DefaultScheduler, SchedulingLoop};
+use kube_sched::framework::Framework;
+use kube_sched::{SchedulingConfig, SchedulingLoop};
 use kube_store::{DurableStore, MemStore, RemoteAuth, RemoteStore};
 use serde_json::json;
 
@@ -546,7 +547,13 @@ impl LocalCluster {
         let scheduler_store = as_user("scheduler", SCHEDULER_USER, &[])?;
         let scheduler = OnStore::new(
             scheduler_store.clone(),
-            SchedulingLoop::new(Arc::new(DefaultScheduler::new()))
+            // Kubernetes' scheduling framework with its default plugins, preemption included
+            // (a pod of a higher PriorityClass evicts lower ones from a full node).
+            SchedulingLoop::with_framework(
+                Arc::new(Framework::new()),
+                "default-scheduler",
+                SchedulingConfig::default(),
+            )
                 .with_binder(Arc::new(ApiBinder::new(scheduler_store))),
         );
         let controller_manager_store = as_user("controller-manager", CONTROLLER_MANAGER_USER, &[])?;

@@ -224,7 +224,13 @@ async fn control_plane_and_node_agents_in_separate_processes_run_pods() {
             .filter(|cmd| cmd.starts_with(b"sleep\x00600"))
             .count()
     };
-    assert!(sleeping() >= 2, "the pods are real processes");
+    // Running is reported once the process is started; it may still be on its way to
+    // exec'ing `sleep` (entering its namespaces) for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeping() < 2 {
+        assert!(Instant::now() < deadline, "the pods are real processes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     deployments
         .delete("sleepers", &Preconditions::default())
