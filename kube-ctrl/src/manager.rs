@@ -70,7 +70,9 @@ impl ControllerManager {
 
     /// Adds the controllers kube-controller-manager runs for the kinds we serve: ReplicaSet,
     /// ReplicationController, Deployment, DaemonSet, Job, CronJob, TTL-after-finished,
-    /// Endpoints, EndpointSlice, Service IP allocation, Namespace, node lifecycle (with
+    /// Endpoints, EndpointSlice, Service IP allocation, Namespace, the PV controller (binding,
+    /// reclaiming, pvc/pv-protection; provisioners are added apart with
+    /// [`crate::volume::with_provisioner`]), node lifecycle (with
     /// `node_lifecycle`), garbage collection of pods (owned by ReplicaSets,
     /// ReplicationControllers, DaemonSets and Jobs), of ReplicaSets (owned by Deployments) and
     /// of Jobs (owned by CronJobs), and the deletion finalizers of Deployments, ReplicaSets and
