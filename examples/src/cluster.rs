@@ -18,6 +18,7 @@ use kube_core::runtime::Runtime;
 use kube_core::store::Store;
 use kube_ctrl::node_ipam::{NodeIpamConfig, NodeIpamController};
 use kube_ctrl::service_lb::ServiceLbController;
+use kube_ctrl::volume::{LocalPathProvisioner, local_path_storage_class};
 use kube_ctrl::{ControllerManager, NodeLifecycleConfig};
 use kube_net::{
     ClusterIpBinding, DnsConfig, DnsServer, NetworkPolicyConfig, NetworkPolicyEnforcer, NftConfig,
@@ -313,6 +314,17 @@ async fn ensure_namespaces(store: &Arc<dyn Store>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the `local-path` StorageClass, the cluster's default, unless it exists.
+async fn ensure_default_storage_class(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    let class = kube_core::object::DynamicObject::from_typed(&local_path_storage_class())
+        .context("the local-path StorageClass")?;
+    match store.create(class).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_already_exists() => Ok(()),
+        Err(e) => Err(e).context("creating the local-path StorageClass"),
+    }
+}
+
 /// A kubeconfig for `server` that trusts the cluster CA and authenticates with a client
 /// certificate (files in the PKI directory).
 fn kubeconfig_yaml(server: &str, pki: &Path, user: &str) -> String {
@@ -554,7 +566,7 @@ impl LocalCluster {
                 "default-scheduler",
                 SchedulingConfig::default(),
             )
-                .with_binder(Arc::new(ApiBinder::new(scheduler_store))),
+            .with_binder(Arc::new(ApiBinder::new(scheduler_store))),
         );
         let controller_manager_store = as_user("controller-manager", CONTROLLER_MANAGER_USER, &[])?;
         let controllers = ControllerManager::new()
@@ -567,6 +579,16 @@ impl LocalCluster {
                 ..NodeIpamConfig::default()
             })?)
             .with(ServiceLbController::new());
+        // Claims of the default StorageClass get a directory on the node their pod runs on
+        // (k3s's local-path provisioner), under each node's data directory.
+        let mut local_path = LocalPathProvisioner::new(config.data_dir.join("storage"));
+        for i in 1..=config.nodes {
+            let name = format!("node-{i}");
+            let root = config.data_dir.join("nodes").join(&name).join("storage");
+            local_path = local_path.node_root(name, root);
+        }
+        let controllers = kube_ctrl::volume::with_provisioner(controllers, Arc::new(local_path));
+        ensure_default_storage_class(&store).await?;
         let controllers = OnStore::new(controller_manager_store, controllers);
         let proxy_loop = if network_services {
             ProxyLoop::new(Arc::new(NftProxy::new(NftConfig {

@@ -13,6 +13,7 @@ mod kube_rs;
 mod kubectl;
 mod multi_host;
 mod multi_process;
+mod persistent_volumes;
 mod runtimes;
 mod statefulset;
 mod token_volume;
