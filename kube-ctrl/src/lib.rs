@@ -94,9 +94,9 @@ mod service_alloc;
 pub mod service_lb;
 pub mod statefulset;
 mod ttl;
+pub mod volume;
 
 pub use cronjob::CronJobController;
-pub mod volume;
 pub use daemonset::DaemonSetController;
 pub use deletion::{DeletionFinalizer, Propagation};
 pub use deployment::DeploymentController;

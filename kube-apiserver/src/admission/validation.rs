@@ -4,9 +4,9 @@
 //! their template, and fields that may not change on update.
 
 mod network_policy;
-mod stateful_set;
 mod priority_class;
 mod quota_kinds;
+mod stateful_set;
 
 use std::collections::BTreeSet;
 

@@ -82,7 +82,9 @@ pub(crate) async fn authorize(
         ("", "persistentvolumeclaims") => {
             a.verb == "get"
                 && match (&a.namespace, &a.name) {
-                    (Some(ns), Some(name)) => super::node_volumes::claim_used_on(store, node, ns, name).await?,
+                    (Some(ns), Some(name)) => {
+                        super::node_volumes::claim_used_on(store, node, ns, name).await?
+                    }
                     _ => false,
                 }
         }

@@ -234,7 +234,11 @@ fn access_modes(modes: &Value) -> String {
 
 /// kubectl's `<unset>` for an empty optional name.
 fn unset(value: String) -> String {
-    if value.is_empty() { "<unset>".into() } else { value }
+    if value.is_empty() {
+        "<unset>".into()
+    } else {
+        value
+    }
 }
 
 /// A ResourceQuota's REQUEST and LIMIT columns: `name: used/hard` for each limited resource
@@ -541,7 +545,10 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
         "PersistentVolumeClaim" => {
             let bound = text("status.phase") == "Bound";
             let (capacity, modes) = if bound {
-                (text("status.capacity.storage"), access_modes(&get("status.accessModes")))
+                (
+                    text("status.capacity.storage"),
+                    access_modes(&get("status.accessModes")),
+                )
             } else {
                 (String::new(), String::new())
             };
@@ -565,10 +572,18 @@ fn cells(object: &DynamicObject, now: SystemTime) -> Vec<Value> {
                 .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
                 .is_some_and(|v| v == "true");
             let shown = object.metadata.name.clone().unwrap_or_default();
-            let shown = if default { format!("{shown} (default)") } else { shown };
+            let shown = if default {
+                format!("{shown} (default)")
+            } else {
+                shown
+            };
             let or = |path: &str, fallback: &str| {
                 let v = text(path);
-                if v.is_empty() { fallback.to_string() } else { v }
+                if v.is_empty() {
+                    fallback.to_string()
+                } else {
+                    v
+                }
             };
             vec![
                 json!(shown),

@@ -45,7 +45,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube_core::object::ObjectKey;
 
 pub use cluster::{Cluster, DisruptionBudget};
-pub use volumes::Volumes;
 pub use cycle_state::CycleState;
 pub use explain::{Explanation, NodeExplanation};
 pub use fit_error::FitError;
@@ -64,6 +63,7 @@ pub use profile::{
 pub use registry::{PluginFactory, Registry};
 pub use status::{Code, Status};
 pub(crate) use topology::TopologyIndex;
+pub use volumes::Volumes;
 pub use waiting::WaitingPods;
 
 use crate::error::SchedError;
