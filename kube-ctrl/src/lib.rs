@@ -28,6 +28,13 @@
 //! - [`DaemonSetController`]: one pod per eligible node, rolling update.
 //! - [`EndpointSliceController`]: discovery/v1 EndpointSlices with ready/serving/terminating.
 //! - [`EndpointsController`]: keeps each Service's Endpoints equal to its ready pods.
+//! - [`StatefulSetController`]: stable, ordered pods with claims from templates, rolling
+//!   updates with partitions, ControllerRevision history (DaemonSets keep history too).
+//! - [`volume`]: the PV controller ([`ClaimBinder`], [`VolumeReclaimer`], the protection
+//!   finalizers), provisioners and k3s's [`LocalPathProvisioner`].
+//! - [`NodeIpamController`]: a pod CIDR for every Node (`--allocate-node-cidrs`).
+//! - [`DisruptionController`]: PodDisruptionBudget status, which eviction obeys.
+//! - [`ResourceQuotaController`]: ResourceQuota usage in `status.used`.
 //!
 //! # Performance
 //!
