@@ -10,9 +10,9 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use examples::cluster::{ClusterConfig, LocalCluster, RuntimeKind, StoreKind};
+use examples::cluster::{ClusterConfig, RuntimeKind};
 
-use crate::kubectl::{Kubectl, kubectl_binary};
+use crate::kubectl::{Kubectl, cluster_with_kubectl, kubectl_binary, memory_cluster, runc_or_skip};
 
 /// This test's pod network index: links, tables and the cluster CIDR derive from it.
 const BASE: usize = 41;
@@ -176,16 +176,7 @@ fn leftovers(needle: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_services_dns_other_nodes_and_the_outside() {
-    let runc = std::process::Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !nix::unistd::geteuid().is_root() || !runc {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs root and runc"
-        );
-        eprintln!("skipping: the cluster network needs root and runc");
+    if !runc_or_skip() {
         return;
     }
     let Some(binary) = kubectl_binary() else {
@@ -194,21 +185,9 @@ async fn pods_reach_services_dns_other_nodes_and_the_outside() {
     let in_cluster = crate::multi_host::example_binary("in_cluster").await;
     let outside = Outside::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = ClusterConfig {
-        listen: "127.0.0.41:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        nodes: 2,
-        runtime: RuntimeKind::Oci,
-        store: StoreKind::Memory,
-        pod_network_base: BASE,
-        ..ClusterConfig::default()
-    };
+    let config = memory_cluster(dir.path(), "127.0.0.41:0", 2, BASE);
     let cluster_cidr = config.cluster_cidr();
-    let cluster = LocalCluster::start(config).await.unwrap();
-    let k = Kubectl {
-        binary,
-        kubeconfig: cluster.kubeconfig.clone(),
-    };
+    let (cluster, k) = cluster_with_kubectl(binary, config).await;
     k.wait_for(
         "both nodes Ready with a pod CIDR",
         &[
@@ -566,21 +545,11 @@ async fn the_python_client_lists_pods_from_inside_a_pod() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(ClusterConfig {
-        listen: "127.0.0.42:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        nodes: 1,
+    let config = ClusterConfig {
         runtime: RuntimeKind::Process,
-        store: StoreKind::Memory,
-        pod_network_base: 42,
-        ..ClusterConfig::default()
-    })
-    .await
-    .unwrap();
-    let k = Kubectl {
-        binary,
-        kubeconfig: cluster.kubeconfig.clone(),
+        ..memory_cluster(dir.path(), "127.0.0.42:0", 1, 42)
     };
+    let (cluster, k) = cluster_with_kubectl(binary, config).await;
     k.run(&[
         "create",
         "rolebinding",

@@ -28,7 +28,7 @@ pub(crate) fn kubectl_binary() -> Option<PathBuf> {
 /// A cluster on the machine's default runtime over a memory store in `dir`, listening on
 /// `listen`, with `nodes` nodes whose pod networks start at `pod_network_base` (distinct per
 /// test, as tests run side by side).
-fn memory_cluster(
+pub(crate) fn memory_cluster(
     dir: &std::path::Path,
     listen: &str,
     nodes: usize,
@@ -43,6 +43,21 @@ fn memory_cluster(
         pod_network_base,
         ..ClusterConfig::default()
     }
+}
+
+/// Whether the quickstart runs runc containers here (root, runc and overlayfs, as
+/// [`RuntimeKind::detect_with_reason`] decides); under `CI=true` their absence fails the test.
+pub(crate) fn runc_or_skip() -> bool {
+    let (kind, why) = RuntimeKind::detect_with_reason();
+    if kind == RuntimeKind::Oci {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: this test needs runc containers; {why}"
+    );
+    eprintln!("skipping: {why}");
+    false
 }
 
 pub(crate) fn manifests() -> PathBuf {
@@ -123,7 +138,10 @@ pub(crate) fn plain_kubeconfig(dir: &Path, url: &str) -> PathBuf {
 }
 
 /// Starts a `LocalCluster` with `config` and a kubectl for it, once its nodes are Ready.
-async fn cluster_with_kubectl(binary: PathBuf, config: ClusterConfig) -> (LocalCluster, Kubectl) {
+pub(crate) async fn cluster_with_kubectl(
+    binary: PathBuf,
+    config: ClusterConfig,
+) -> (LocalCluster, Kubectl) {
     let nodes = config.nodes;
     let cluster = LocalCluster::start(config).await.unwrap();
     let k = Kubectl {

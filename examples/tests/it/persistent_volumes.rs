@@ -4,43 +4,19 @@
 
 use std::time::Duration;
 
-use examples::cluster::{ClusterConfig, LocalCluster, RuntimeKind, StoreKind};
-
-use crate::kubectl::{Kubectl, kubectl_binary};
+use crate::kubectl::{cluster_with_kubectl, kubectl_binary, memory_cluster, runc_or_skip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statefulset_keeps_its_data_across_pod_restarts() {
-    let runc = std::process::Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !nix::unistd::geteuid().is_root() || !runc {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs root and runc"
-        );
-        eprintln!("skipping: needs root and runc");
+    if !runc_or_skip() {
         return;
     }
     let Some(binary) = kubectl_binary() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(ClusterConfig {
-        listen: "127.0.0.43:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        nodes: 2,
-        runtime: RuntimeKind::Oci,
-        store: StoreKind::Memory,
-        pod_network_base: 43,
-        ..ClusterConfig::default()
-    })
-    .await
-    .unwrap();
-    let k = Kubectl {
-        binary,
-        kubeconfig: cluster.kubeconfig.clone(),
-    };
+    let (cluster, k) =
+        cluster_with_kubectl(binary, memory_cluster(dir.path(), "127.0.0.43:0", 2, 43)).await;
     let manifest = dir.path().join("db.yaml");
     std::fs::write(
         &manifest,

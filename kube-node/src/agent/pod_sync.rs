@@ -418,14 +418,10 @@ impl Agent {
         Ok(out)
     }
 
-    /// Reads the ConfigMaps and Secrets the pod refers to, and the Services whose variables
-    /// its containers get.
+    /// Reads the ConfigMaps and Secrets the pod refers to.
     async fn load_sources(&self, pod: &Pod) -> Result<Sources> {
         let (config_maps, secrets) = referenced(pod);
-        let mut sources = Sources {
-            service_env: super::service_env::load(self.store.as_ref(), pod).await?,
-            ..Sources::default()
-        };
+        let mut sources = Sources::default();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         for (names, secret) in [(config_maps, false), (secrets, true)] {
             for name in names {
@@ -869,10 +865,13 @@ impl Agent {
                         return Ok(());
                     }
                 };
+                // The Services are listed only when a container is made (not at every sync of
+                // a running pod): its variables are fixed when it starts, as in the kubelet.
+                let service_env = super::service_env::load(self.store.as_ref(), facts.pod).await?;
                 let config = match facts.volume_error {
                     Some(e) => Err(e.to_string()),
                     None => verify_run_as_non_root(facts.pod, c, image.as_ref())
-                        .and_then(|()| container_config(facts, c, attempt)),
+                        .and_then(|()| container_config(facts, c, attempt, &service_env)),
                 };
                 let config = match config {
                     Ok(config) => {

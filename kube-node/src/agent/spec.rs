@@ -93,14 +93,11 @@ pub(crate) struct PodFacts<'a> {
     pub(crate) pod_mounts: &'a [Mount],
 }
 
-/// The data of the ConfigMaps and Secrets a pod refers to, by name (`None`: not found), and
-/// the Services' environment variables its containers get.
+/// The data of the ConfigMaps and Secrets a pod refers to, by name (`None`: not found).
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
     pub(crate) config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
     pub(crate) secrets: HashMap<String, Option<BTreeMap<String, String>>>,
-    /// `<SVC>_SERVICE_HOST` and the rest ([`super::service_env`]).
-    pub(crate) service_env: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -257,12 +254,15 @@ fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Optio
     }
 }
 
-/// The runtime config for attempt `attempt` of spec container `c`; `Err` names a missing
-/// ConfigMap, Secret, key or volume (the kubelet's `CreateContainerConfigError`).
+/// The runtime config for attempt `attempt` of spec container `c`, whose environment starts
+/// with `service_env` (`<SVC>_SERVICE_HOST` and the rest, [`super::service_env`]); `Err`
+/// names a missing ConfigMap, Secret, key or volume (the kubelet's
+/// `CreateContainerConfigError`).
 pub(crate) fn container_config(
     facts: &PodFacts<'_>,
     c: &Container,
     attempt: u32,
+    service_env: &[(String, String)],
 ) -> Result<ContainerConfig, String> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut vars = HashMap::new();
@@ -280,7 +280,7 @@ pub(crate) fn container_config(
     }
     // Service variables first: the container's own envFrom and env override them, and its
     // `$(VAR)` references may name them, as in the kubelet.
-    for (name, value) in &facts.sources.service_env {
+    for (name, value) in service_env {
         set(&mut env, &mut vars, name, value.clone());
     }
     // envFrom next; `env` entries override them, as in the kubelet.
@@ -458,7 +458,7 @@ mod tests {
             pod_mounts: &[],
         };
         let spec = pod.spec.as_ref().unwrap();
-        let config = container_config(&facts, &spec.containers[0], 2).unwrap();
+        let config = container_config(&facts, &spec.containers[0], 2, &[]).unwrap();
         assert_eq!(
             config.env,
             vec![
